@@ -1,0 +1,172 @@
+"""Shared helpers for the kernel tests (conv, pool, reference).
+
+The oracles here are independent of the code under test: convolution goes through
+``scipy.signal.correlate2d`` / ``convolve2d`` in float64, max-pooling through an explicit
+per-window loop, and padding amounts are recomputed from the written rules.
+Test modules import them with ``from conftest import ...`` (pytest puts ``tests/`` on
+``sys.path`` because it holds this conftest and no ``__init__.py``).
+"""
+
+import numpy as np
+import pytest
+from scipy.signal import convolve2d, correlate2d
+
+DTYPES = (np.float32, np.float64)
+
+# Relative tolerance of a kernel result against a float64 oracle computed from the same data.
+RTOL = {np.float32: 1e-5, np.float64: 1e-10}
+
+
+@pytest.fixture
+def rng():
+    """A seeded generator: every test sees the same data on every run."""
+    return np.random.default_rng(20240601)
+
+
+def assert_close(actual, expected, dtype, scale=None):
+    """``actual`` has ``dtype`` and matches the float64 ``expected`` to ``RTOL[dtype]``.
+
+    The absolute floor is ``RTOL * scale`` with ``scale`` the largest ``|expected|`` by
+    default, so entries that cancel to near zero are judged against the size of the
+    numbers that were summed, not against themselves.
+    """
+    actual = np.asarray(actual)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.dtype == np.dtype(dtype), f"dtype {actual.dtype}, wanted {np.dtype(dtype)}"
+    assert actual.shape == expected.shape, f"shape {actual.shape}, wanted {expected.shape}"
+    rtol = RTOL[dtype]
+    if scale is None:
+        scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    np.testing.assert_allclose(actual.astype(np.float64), expected, rtol=rtol, atol=rtol * max(scale, 1e-30))
+
+
+# ----------------------------------------------------------------------------- padding rules
+
+
+def pads_conv(padding, kh, kw):
+    """(top, bottom, left, right) for a conv padding, from the rules in DESIGN.md / NOTES 6."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        return ((kh - 1) // 2, kh - 1 - (kh - 1) // 2, (kw - 1) // 2, kw - 1 - (kw - 1) // 2)
+    return _explicit(padding)
+
+
+def pads_pool(padding, kh, kw, h, w):
+    """(top, bottom, left, right) for a pool padding; "tile" = NOTES 8's minimal padding."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "tile":
+        ph, pw = (kh - h % kh) % kh, (kw - w % kw) % kw
+        return (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
+    return _explicit(padding)
+
+
+def _explicit(padding):
+    if isinstance(padding, int):
+        return (padding,) * 4
+    if len(padding) == 2:
+        return (padding[0], padding[0], padding[1], padding[1])
+    return tuple(padding)
+
+
+def pad_hw(x, pads, value=0.0):
+    t, b, l, r = pads
+    return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=value)
+
+
+# ----------------------------------------------------------------------------- conv oracles
+
+
+def scipy_conv2d(x, w, b, pads, stride):
+    """Float64 forward: per (n, k), sum over c of correlate2d 'valid', then subsampled by stride."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    xp = pad_hw(x, pads)
+    n, k = x.shape[0], w.shape[0]
+    full = np.array(
+        [[sum(correlate2d(xp[i, c], w[j, c], mode="valid") for c in range(x.shape[1]))
+          for j in range(k)] for i in range(n)]
+    )
+    y = full[:, :, :: stride[0], :: stride[1]]
+    if b is not None:
+        y = y + np.asarray(b, np.float64)[None, :, None, None]
+    return y
+
+
+def scipy_conv2d_backward(dy, x, w, pads, stride):
+    """Float64 (dx, dw, db): dy scattered back onto the stride-1 output grid, then
+    dx_pad[n, c] = sum_k convolve2d(dy1[n, k], w[k, c], 'full') and
+    dw[k, c] = sum_n correlate2d(x_pad[n, c], dy1[n, k], 'valid')."""
+    dy, x, w = (np.asarray(a, np.float64) for a in (dy, x, w))
+    t, bo, l, r = pads
+    xp = pad_hw(x, pads)
+    n, c, h, wd = x.shape
+    k, _, kh, kw = w.shape
+    dy1 = np.zeros((n, k, xp.shape[2] - kh + 1, xp.shape[3] - kw + 1))
+    dy1[:, :, :: stride[0], :: stride[1]] = dy
+    dxp = np.array(
+        [[sum(convolve2d(dy1[i, j], w[j, ch], mode="full") for j in range(k))
+          for ch in range(c)] for i in range(n)]
+    )
+    dw = np.array(
+        [[sum(correlate2d(xp[i, ch], dy1[i, j], mode="valid") for i in range(n))
+          for ch in range(c)] for j in range(k)]
+    )
+    return dxp[:, :, t : t + h, l : l + wd], dw, dy.sum(axis=(0, 2, 3))
+
+
+# ----------------------------------------------------------------------------- pool oracle
+
+
+def naive_maxpool(x, size, stride, pads):
+    """Per-window loop: padded cells are -inf, np.argmax picks the first max (row-major)."""
+    x = np.asarray(x, np.float64)
+    n, c, h, w = x.shape
+    kh, kw = size
+    sh, sw = stride
+    t, _, l, _ = pads
+    xp = pad_hw(x, pads, value=-np.inf)
+    ho, wo = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+    y = np.empty((n, c, ho, wo))
+    idx = np.empty((n, c, ho, wo), dtype=np.int64)
+    for i in range(n):
+        for ch in range(c):
+            for a in range(ho):
+                for bb in range(wo):
+                    win = xp[i, ch, a * sh : a * sh + kh, bb * sw : bb * sw + kw]
+                    m = int(np.argmax(win))
+                    y[i, ch, a, bb] = win.flat[m]
+                    idx[i, ch, a, bb] = (a * sh + m // kw - t) * w + (bb * sw + m % kw - l)
+    return y, idx
+
+
+def naive_maxpool_backward(dy, idx, x_shape):
+    dx = np.zeros(x_shape)
+    n, c, h, w = x_shape
+    for i, ch, a, bb in np.ndindex(*dy.shape):
+        dx[i, ch].flat[idx[i, ch, a, bb]] += dy[i, ch, a, bb]
+    return dx
+
+
+# ----------------------------------------------------------------------------- finite differences
+
+
+def numerical_grad(f, x, eps=1e-6):
+    """Central differences of the scalar ``f()`` with respect to every entry of ``x`` (in place)."""
+    g = np.zeros_like(x, dtype=np.float64)
+    for i in np.ndindex(*x.shape):
+        old = x[i]
+        x[i] = old + eps
+        fp = f()
+        x[i] = old - eps
+        fm = f()
+        x[i] = old
+        g[i] = (fp - fm) / (2 * eps)
+    return g
+
+
+def distinct_values(rng, shape, spacing=0.01):
+    """Float64 array of the given shape whose entries differ pairwise by >= ``spacing``
+    (random order, both signs): max-pool has no near-ties, so finite differences are exact."""
+    n = int(np.prod(shape))
+    return (rng.permutation(n) - n / 2).reshape(shape) * spacing
