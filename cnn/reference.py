@@ -108,7 +108,7 @@ def pad_amounts(padding, kernel_size):
     Parameters
     ----------
     padding : {"valid", "same"} or int or tuple of 2 or 4 ints
-        ``"valid"``: none. ``"same"``: a total of ``k - 1`` rows (columns) per axis, of which
+        Strings are case-insensitive. ``"valid"``: none. ``"same"``: a total of ``k - 1`` rows (columns) per axis, of which
         ``floor((k - 1) / 2)`` go on the top (left) and the rest on the bottom (right), as in
         the seed's eq. 7 and in PyTorch and Keras. This rule holds *regardless of the stride*:
         with stride ``s > 1`` the output is then ``floor((H - 1) / s) + 1`` rows, i.e.
@@ -125,9 +125,10 @@ def pad_amounts(padding, kernel_size):
     """
     kh, kw = _pair(kernel_size, "kernel_size", 1)
     if isinstance(padding, str):
-        if padding == "valid":
+        mode = padding.lower()
+        if mode == "valid":
             return (0, 0, 0, 0)
-        if padding == "same":
+        if mode == "same":
             return _split(kh - 1) + _split(kw - 1)
         raise ValueError(
             f"padding must be 'valid', 'same', an int, (ph, pw) or (top, bottom, left, right); "
@@ -136,47 +137,65 @@ def pad_amounts(padding, kernel_size):
     return _explicit_padding(padding, "padding")
 
 
-def pool_pad_amounts(padding, size, input_hw):
+def pool_pad_amounts(padding, size, input_hw, stride=None):
     """Normalise a max-pool padding to ``(top, bottom, left, right)``.
 
     Parameters
     ----------
     padding : {"tile", "valid"} or int or tuple of 2 or 4 ints
-        ``"tile"``: the seed's minimal padding (NOTES.md item 8), ``(s - H mod s) mod s`` rows
-        for window height ``s`` (likewise for the columns), split like the convolution's
-        ``"same"`` (floor half on top/left, the rest bottom/right). It depends on the window
-        ``size`` only, not on the stride: with the default stride (= size) the windows then
-        tile the padded input exactly. ``"valid"``: none. Explicit forms as in
-        :func:`pad_amounts`; each amount must be smaller than the window along its axis so
-        that every window holds at least one real cell.
+        ``"tile"``: the smallest padding after which the windows end exactly at the padded
+        edge, split like the convolution's ``"same"`` (floor half on top/left, the rest
+        bottom/right). With the default stride (= size) that is the seed's minimal padding
+        ``(s - H mod s) mod s`` for window height ``s`` (NOTES.md item 8; likewise for the
+        columns); in general ``s - H`` when ``H <= s``, else ``(-(H - s)) mod stride``.
+        ``"tile"`` needs ``stride <= size``: windows that skip cells cannot tile the input.
+        ``"valid"``: none. Explicit forms as in :func:`pad_amounts`. Every amount must be
+        smaller than the window along its axis, so that every window holds a real cell.
     size : int or tuple of 2 ints
-        Window ``(sh, sw)``, each ``>= 1``.
+        Window ``(kh, kw)``, each ``>= 1``.
     input_hw : tuple of 2 ints
         ``(H, W)`` of the unpadded input.
+    stride : int or tuple of 2 ints, optional
+        Step between windows, ``>= 1``; defaults to ``size``.
 
     Returns
     -------
     tuple of 4 ints
         ``(top, bottom, left, right)``.
     """
-    sh, sw = _pair(size, "size", 1)
+    kh, kw = _pair(size, "size", 1)
+    sh, sw = (kh, kw) if stride is None else _pair(stride, "stride", 1)
     h, w = input_hw
     if isinstance(padding, str):
-        if padding == "valid":
+        mode = padding.lower()
+        if mode == "valid":
             return (0, 0, 0, 0)
-        if padding == "tile":
-            return _split((sh - h % sh) % sh) + _split((sw - w % sw) % sw)
+        if mode == "tile":
+            if sh > kh or sw > kw:
+                raise ValueError(
+                    f"padding='tile' needs stride <= size (windows that skip cells cannot "
+                    f"tile the input); got size {(kh, kw)}, stride {(sh, sw)}"
+                )
+            return _split(_tile_total(h, kh, sh)) + _split(_tile_total(w, kw, sw))
         raise ValueError(
             f"padding must be 'tile', 'valid', an int, (ph, pw) or (top, bottom, left, right); "
             f"got the string {padding!r}"
         )
     top, bottom, left, right = _explicit_padding(padding, "padding")
-    if max(top, bottom) >= sh or max(left, right) >= sw:
+    if max(top, bottom) >= kh or max(left, right) >= kw:
         raise ValueError(
             f"padding must be smaller than the pooling window on each side (a window of "
-            f"padding only has no maximum); got padding {padding!r} for size {(sh, sw)}"
+            f"padding only has no maximum); got padding {padding!r} for size {(kh, kw)}"
         )
     return (top, bottom, left, right)
+
+
+def _tile_total(n, k, s):
+    """Rows to add to ``n`` so that windows of ``k`` at stride ``s`` end exactly at the edge."""
+    if n <= k:
+        return k - n  # one window, filled up
+    # need (n + p - k) to be a multiple of s; with s == k this is (k - n mod k) mod k
+    return (s - (n - k) % s) % s
 
 
 def _check_array(a, name, ndim, dtype=None):
@@ -329,7 +348,7 @@ def _pool_geometry(x_shape, size, stride, padding):
     h, wd = x_shape[2], x_shape[3]
     kh, kw = _pair(size, "size", 1)
     sh, sw = (kh, kw) if stride is None else _pair(stride, "stride", 1)
-    top, bottom, left, right = pool_pad_amounts(padding, (kh, kw), (h, wd))
+    top, bottom, left, right = pool_pad_amounts(padding, (kh, kw), (h, wd), (sh, sw))
     hp, wp = h + top + bottom, wd + left + right
     if kh > hp or kw > wp:
         raise ValueError(

@@ -52,12 +52,15 @@ def pads_conv(padding, kh, kw):
     return _explicit(padding)
 
 
-def pads_pool(padding, kh, kw, h, w):
-    """(top, bottom, left, right) for a pool padding; "tile" = NOTES 8's minimal padding."""
+def pads_pool(padding, kh, kw, h, w, sh=None, sw=None):
+    """(top, bottom, left, right) for a pool padding. "tile" = the least padding after which
+    windows (stride defaults to the window) end exactly at the padded edge: NOTES 8's
+    (k - H mod k) mod k at stride k. Found by search, not by formula."""
     if padding == "valid":
         return (0, 0, 0, 0)
     if padding == "tile":
-        ph, pw = (kh - h % kh) % kh, (kw - w % kw) % kw
+        ph = next(p for p in range(10**6) if h + p >= kh and (h + p - kh) % (sh or kh) == 0)
+        pw = next(p for p in range(10**6) if w + p >= kw and (w + p - kw) % (sw or kw) == 0)
         return (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
     return _explicit(padding)
 

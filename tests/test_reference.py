@@ -106,6 +106,7 @@ def test_pad_amounts(padding, k, expected):
         ("tile", 2, (3, 3), (0, 1, 0, 1)),   # the seed's example
         ("tile", 3, (5, 5), (0, 1, 0, 1)),   # NOTES 8: 1, not the seed's 5 % 3 = 2
         ("tile", 3, (4, 8), (1, 1, 0, 1)),
+        ("TILE", 3, (4, 8), (1, 1, 0, 1)),
         ("tile", 2, (4, 6), (0, 0, 0, 0)),
         ("tile", 4, (3, 1), (0, 1, 1, 2)),
         ("tile", (2, 3), (3, 3), (0, 1, 0, 0)),
@@ -116,6 +117,19 @@ def test_pad_amounts(padding, k, expected):
 )
 def test_pool_pad_amounts(padding, size, hw, expected):
     assert R.pool_pad_amounts(padding, size, hw) == expected
+
+
+@pytest.mark.parametrize(
+    "size, stride, hw, expected",
+    [
+        (3, 2, (6, 7), (0, 1, 0, 0)),   # 6 + 1 = 7 = 3 + 2 * 2; 7 = 3 + 2 * 2 already
+        (3, 1, (5, 4), (0, 0, 0, 0)),   # stride 1 always tiles
+        (4, 3, (2, 9), (1, 1, 0, 1)),   # H < window: filled up (4 - 2); W: 9 + 1 = 4 + 2 * 3
+        ((3, 2), (2, 2), (4, 4), (0, 1, 0, 0)),
+    ],
+)
+def test_pool_tile_padding_with_overlapping_windows(size, stride, hw, expected):
+    assert R.pool_pad_amounts("tile", size, hw, stride) == expected
 
 
 # ----------------------------------------------------------------------------- the seed's examples
@@ -182,6 +196,8 @@ POOL_CASES = [
     ((1, 2, 8, 7), (3, 2), (1, 2), "tile"),     # overlapping rows only
     ((1, 2, 6, 6), 3, 2, 1),
     ((1, 1, 5, 6), (3, 2), (2, 1), (2, 0, 1, 1)),
+    ((2, 2, 6, 9), 3, 2, "tile"),               # overlapping + tile: pads 1 row, 0 columns
+    ((1, 2, 6, 5), (4, 3), (3, 1), "tile"),
     ((1, 1, 2, 3), 4, None, "tile"),            # window larger than the input
     ((2, 1, 4, 4), 1, None, "tile"),            # 1x1 window: identity
     ((1, 1, 5, 5), 2, 3, "valid"),              # stride > size: cells skipped
@@ -194,9 +210,18 @@ def test_maxpool_matches_window_loop(rng, dtype, xs, size, stride, padding):
     x = rng.standard_normal(xs).astype(dtype)
     k = (size, size) if isinstance(size, int) else size
     s = k if stride is None else ((stride, stride) if isinstance(stride, int) else stride)
-    pads = pads_pool(padding, k[0], k[1], xs[2], xs[3])
+    pads = pads_pool(padding, k[0], k[1], xs[2], xs[3], *s)
     ey, eidx = naive_maxpool(x, k, s, pads)
     y, idx = R.maxpool2d(x, size, stride, padding)
+    # "tile" (at stride <= size) leaves no input row or column out of every window
+    if padding == "tile":
+        seen = np.zeros(xs[2:], bool)
+        for a in range(y.shape[2]):
+            for b in range(y.shape[3]):
+                rows = np.arange(a * s[0], a * s[0] + k[0]) - pads[0]
+                cols = np.arange(b * s[1], b * s[1] + k[1]) - pads[2]
+                seen[np.ix_(rows[(rows >= 0) & (rows < xs[2])], cols[(cols >= 0) & (cols < xs[3])])] = True
+        assert seen.all()
     assert y.dtype == dtype and idx.dtype == np.intp
     np.testing.assert_array_equal(y, ey.astype(dtype))
     np.testing.assert_array_equal(idx, eidx)
@@ -360,6 +385,7 @@ def _x(shape=(1, 2, 5, 5), dtype=np.float64):
         (lambda: R.maxpool2d(_x(), 2, stride=0), ValueError, r"stride must be >= 1"),
         (lambda: R.maxpool2d(_x(), 2, padding="same"), ValueError, r"padding must be 'tile'.*'same'"),
         (lambda: R.maxpool2d(_x(), 2, padding=2), ValueError, r"smaller than the pooling window"),
+        (lambda: R.maxpool2d(_x(), 2, stride=3), ValueError, r"padding='tile' needs stride <= size.*stride \(3, 3\)"),
         (lambda: R.maxpool2d(_x(), 6, padding="valid"), ValueError, r"size \(6, 6\) is larger than the padded input \(5, 5\)"),
         (lambda: R.maxpool2d_backward(_x((1, 2, 2, 2)), np.zeros((1, 2, 2, 2)), (1, 2, 4, 4)), TypeError, r"argmax must have an integer dtype; got dtype float64"),
         (lambda: R.maxpool2d_backward(_x((1, 2, 2, 2)), np.zeros((1, 2, 2, 3), np.intp), (1, 2, 4, 4)), ValueError, r"argmax must have the shape of dy"),
