@@ -379,6 +379,7 @@ def maxpool2d(x, size=2, stride=None, padding="tile"):
     argmax : ndarray of shape (N, C, Ho, Wo), dtype intp
         Flat index ``h * W + w`` in the *unpadded* input plane of the cell that won each
         window: the first in row-major window order when several cells share the max.
+        A NaN in a window wins it (``y`` is NaN, ``argmax`` the first NaN).
     """
     x = _check_array(x, "x", 4)
     (top, bottom, left, right), (kh, kw), (sh, sw), (ho, wo) = _pool_geometry(
@@ -394,12 +395,13 @@ def maxpool2d(x, size=2, stride=None, padding="tile"):
     # eq. 16-17, window offsets in row-major order; a later cell wins only if strictly greater,
     # so ties stay with the first. Padded cells are skipped outright (never win); the first
     # real cell of a window is always taken, so an all -inf window still has an argmax.
+    # NaN propagates: the first NaN of a window wins and keeps the window.
     for i in range(kh):
         for j in range(kw):
             r, q = rows + i, cols + j
             real = ((r >= 0) & (r < h))[:, None] & ((q >= 0) & (q < wd))[None, :]  # (Ho, Wo)
             v = _window(xp, i, j, sh, sw, ho, wo)
-            take = real & ((v > y) | (argmax < 0))
+            take = real & ((v > y) | (argmax < 0) | (np.isnan(v) & ~np.isnan(y)))
             y = np.where(take, v, y)
             argmax = np.where(take, r[:, None] * wd + q[None, :], argmax)
     return y, argmax

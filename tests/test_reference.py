@@ -263,6 +263,13 @@ def test_maxpool_minus_inf_inputs_still_have_a_real_argmax():
     np.testing.assert_array_equal(idx[0, 0], [[0, 2], [6, 8]])
 
 
+def test_maxpool_nan_propagates_to_first_nan():
+    x = np.array([[[[1.0, np.nan, 5.0, 2.0], [np.nan, 0.0, 1.0, np.nan]]]])
+    y, idx = R.maxpool2d(x, 2)
+    assert np.isnan(y).all()
+    np.testing.assert_array_equal(idx[0, 0], [[1, 7]])
+
+
 def test_maxpool_backward_accumulates_overlapping_windows():
     x = np.zeros((1, 1, 3, 3))
     x[0, 0, 1, 1] = 1.0  # the centre wins all four 2x2 windows of stride 1
