@@ -1,0 +1,22 @@
+"""cnn: a convolutional-network training library for the CPU.
+
+Every gradient is written out from the equations (and checked against finite
+differences); the hot loops are typed Cython with OpenMP.
+"""
+__version__ = "0.1.0"
+
+try:
+    from cnn._ext import _conv as _conv_probe  # noqa: F401
+except ImportError as _exc:  # the source tree without its compiled kernels
+    import os as _os
+    raise ImportError(
+        f"cnn's compiled kernels are missing in {_os.path.dirname(__file__)} ({_exc}). "
+        "You are probably importing the source folder: install in place with "
+        "`pip install -e .`, or run from another folder after `pip install .`."
+    ) from None
+
+from cnn import functional
+from cnn._config import show_config
+from cnn._threads import get_num_threads, set_num_threads
+
+__all__ = ["functional", "show_config", "set_num_threads", "get_num_threads", "__version__"]

@@ -1,0 +1,1 @@
+"""Compiled kernels (Cython + OpenMP). Private: use :mod:`cnn.functional`, which validates."""

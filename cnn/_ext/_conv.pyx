@@ -1,0 +1,285 @@
+"""Conv2D kernels: im2col + one GEMM per image, OpenMP over the batch.
+
+Layout (all C-contiguous, NCHW):
+    x  (N, C, H, W)      w  (K, C, kh, kw)     y  (N, K, OH, OW)
+For image n, ``cols`` (C*kh*kw, OH*OW) holds the padded input patches, so
+``y[n] = w.reshape(K, -1) @ cols`` is written straight into NCHW. Each thread owns
+a private ``cols`` scratch; images are independent, so threads never share output.
+
+Backward recomputes ``cols`` per image instead of storing (N, C*kh*kw, OH*OW)
+from forward: the copy is cheap next to the GEMMs and keeps memory at one scratch
+per thread. The weight gradient sums over the batch in ``N_CHUNKS`` fixed chunks
+of images: each chunk's partial sum is private, and the partials are added in
+chunk order afterwards, so ``dw``/``db`` are bit-identical for any thread count.
+BLAS is called from inside ``prange``: the caller keeps that BLAS at one thread
+(see ``cnn._threads``) so the two pools never nest.
+
+Validation lives in :mod:`cnn.functional`; these kernels trust their arguments.
+"""
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.string cimport memset, memcpy
+
+from cnn._ext._blas cimport _gemm
+from cnn._ext._openmp cimport omp_get_thread_num
+
+# Upper bound on the number of private weight-gradient partials. Independent of the
+# thread count on purpose: that is what makes dw/db thread-count invariant.
+cdef enum:
+    N_CHUNKS = 16
+
+
+cdef object _dtype(const floating[:, :, :, ::1] like):
+    """The NumPy dtype matching the fused type ``floating``."""
+    return np.float32 if floating is float else np.float64
+
+
+cdef inline int _ceil_div(int a, int b) noexcept nogil:
+    """ceil(a / b) for b > 0 and any a (cdivision truncates toward zero)."""
+    if a <= 0:
+        return -((-a) // b)
+    return (a + b - 1) // b
+
+
+cdef void _im2col(const floating *x, floating *cols,
+                  int C, int H, int W, int kh, int kw, int sh, int sw,
+                  int pt, int pl, int OH, int OW) noexcept nogil:
+    """cols[(c*kh + i)*kw + j, oh*OW + ow] = xpad[c, oh*sh + i, ow*sw + j]."""
+    cdef int c, i, j, oh, ow, ih, lo, hi, row = 0
+    cdef int P = OH * OW
+    cdef const floating *src
+    cdef floating *dst
+    for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                lo = _ceil_div(pl - j, sw)
+                if lo < 0:
+                    lo = 0
+                hi = _ceil_div(W + pl - j, sw)
+                if hi > OW:
+                    hi = OW
+                if hi < lo:
+                    hi = lo
+                for oh in range(OH):
+                    dst = cols + <Py_ssize_t> row * P + oh * OW
+                    ih = oh * sh + i - pt
+                    if ih < 0 or ih >= H:
+                        memset(dst, 0, OW * sizeof(floating))
+                        continue
+                    src = x + (<Py_ssize_t> c * H + ih) * W + j - pl
+                    if lo > 0:
+                        memset(dst, 0, lo * sizeof(floating))
+                    if sw == 1:
+                        if hi > lo:
+                            memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
+                    else:
+                        for ow in range(lo, hi):
+                            dst[ow] = src[ow * sw]
+                    if hi < OW:
+                        memset(dst + hi, 0, (OW - hi) * sizeof(floating))
+                row += 1
+
+
+cdef void _col2im(const floating *cols, floating *dx,
+                  int C, int H, int W, int kh, int kw, int sh, int sw,
+                  int pt, int pl, int OH, int OW) noexcept nogil:
+    """dx[c, ih, iw] += cols[row, p] over every (row, p) that im2col read from (c, ih, iw).
+
+    dx must be zeroed by the caller. Serial within one image: no two threads touch it.
+    """
+    cdef int c, i, j, oh, ow, ih, lo, hi, row = 0
+    cdef int P = OH * OW
+    cdef const floating *src
+    cdef floating *dst
+    for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                lo = _ceil_div(pl - j, sw)
+                if lo < 0:
+                    lo = 0
+                hi = _ceil_div(W + pl - j, sw)
+                if hi > OW:
+                    hi = OW
+                for oh in range(OH):
+                    ih = oh * sh + i - pt
+                    if ih < 0 or ih >= H:
+                        continue
+                    src = cols + <Py_ssize_t> row * P + oh * OW
+                    dst = dx + (<Py_ssize_t> c * H + ih) * W + j - pl
+                    if sw == 1:
+                        for ow in range(lo, hi):
+                            dst[ow] += src[ow]
+                    else:
+                        for ow in range(lo, hi):
+                            dst[ow * sw] += src[ow]
+                row += 1
+
+
+cdef void _bias_act(floating *y, const floating *b, bint has_bias, bint relu,
+                    int K, int P) noexcept nogil:
+    """y[k, p] = act(y[k, p] + b[k]) in place for one image."""
+    cdef int k, p
+    cdef floating bk, v
+    cdef floating *row
+    for k in range(K):
+        row = y + <Py_ssize_t> k * P
+        bk = b[k] if has_bias else 0
+        if relu:
+            for p in range(P):
+                v = row[p] + bk
+                row[p] = v if v > 0 else 0
+        elif has_bias:
+            for p in range(P):
+                row[p] += bk
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
+                   const floating[:, :, :, ::1] w,   # IN  (K, C, kh, kw)
+                   const floating[::1] b,            # IN  (K,) or None
+                   floating[:, :, :, ::1] y,         # OUT (N, K, OH, OW)
+                   int sh, int sw, int pt, int pl,
+                   bint relu, int num_threads):
+    """y = act(conv(x, w) + b), cross-correlation with stride (sh, sw) and top/left padding (pt, pl).
+
+    The bottom/right padding is implied by y's shape. ``b`` may be None.
+    """
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    cdef int OH = y.shape[2], OW = y.shape[3]
+    cdef int P = OH * OW, CKK = C * kh * kw
+    cdef bint has_bias = b is not None
+    cdef const floating *bptr = &b[0] if has_bias else NULL
+    cdef const floating *xptr
+    cdef const floating *wptr
+    cdef floating *yptr
+    cdef floating *cols
+    cdef floating[:, ::1] scratch
+    cdef int n
+    cdef bint direct = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
+        and OH == H and OW == W
+    if N == 0 or K == 0 or P == 0:
+        return
+    xptr = &x[0, 0, 0, 0]
+    wptr = &w[0, 0, 0, 0]
+    yptr = &y[0, 0, 0, 0]
+    num_threads = max(1, min(num_threads, N))
+    # Scratch is allocated here, under the GIL, so running out of memory is a clean MemoryError.
+    scratch = np.empty((num_threads, 1 if direct else CKK * P), dtype=_dtype(x))
+    cols = NULL
+    with nogil, parallel(num_threads=num_threads):
+        cols = &scratch[omp_get_thread_num(), 0]
+        for n in prange(N, schedule='static'):
+            if direct:
+                # 1x1, stride 1, no padding: the input plane already is the column matrix.
+                _gemm(False, False, K, P, CKK, 1, wptr, CKK,
+                      xptr + <Py_ssize_t> n * C * H * W, P,
+                      0, yptr + <Py_ssize_t> n * K * P, P)
+            else:
+                _im2col(xptr + <Py_ssize_t> n * C * H * W, cols, C, H, W, kh, kw, sh, sw,
+                        pt, pl, OH, OW)
+                _gemm(False, False, K, P, CKK, 1, wptr, CKK, cols, P,
+                      0, yptr + <Py_ssize_t> n * K * P, P)
+            _bias_act(yptr + <Py_ssize_t> n * K * P, bptr, has_bias, relu, K, P)
+
+
+def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
+                    const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
+                    const floating[:, :, :, ::1] w,   # IN  (K, C, kh, kw)
+                    floating[:, :, :, ::1] dx,        # OUT (N, C, H, W) or None
+                    floating[:, :, :, ::1] dw,        # OUT (K, C, kh, kw)
+                    floating[::1] db,                 # OUT (K,) or None
+                    int sh, int sw, int pt, int pl, int num_threads):
+    """Gradients of conv2d w.r.t. its input (skipped when dx is None), weight and bias.
+
+    ``dy`` is the gradient w.r.t. the pre-activation output. dw and db are sums over
+    the batch (callers wanting the batch mean fold 1/N into dy).
+    """
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    cdef int OH = dy.shape[2], OW = dy.shape[3]
+    cdef int P = OH * OW, CKK = C * kh * kw
+    cdef Py_ssize_t WSZ = <Py_ssize_t> K * CKK
+    cdef bint need_dx = dx is not None
+    cdef bint need_db = db is not None
+    cdef bint direct = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
+        and OH == H and OW == W
+    cdef int n_chunks, chunk, n, n0, n1, k, p
+    cdef Py_ssize_t e
+    cdef floating acc
+    cdef floating *cols
+    cdef floating *dcols
+    cdef const floating *colsrc
+    cdef const floating *dyn
+    cdef floating *part_w
+    cdef floating *part_b
+    cdef floating[:, ::1] partials_w, partials_b, scratch
+    cdef int tid
+    cdef floating *dxn
+    cdef floating *dwptr = &dw[0, 0, 0, 0]
+
+    if N == 0 or P == 0:
+        memset(dwptr, 0, WSZ * sizeof(floating))
+        if need_db and K > 0:
+            memset(&db[0], 0, K * sizeof(floating))
+        if need_dx and N > 0:
+            memset(&dx[0, 0, 0, 0], 0, <Py_ssize_t> N * C * H * W * sizeof(floating))
+        return
+    n_chunks = min(N, N_CHUNKS)
+    partials_w = np.empty((n_chunks, WSZ), dtype=_dtype(x))
+    partials_b = np.empty((n_chunks, max(K, 1)), dtype=_dtype(x))
+    part_w = &partials_w[0, 0]
+    part_b = &partials_b[0, 0]
+    num_threads = max(1, min(num_threads, n_chunks))
+    # Per-thread scratch: cols in the first half, dcols in the second.
+    scratch = np.empty((num_threads, 2 * CKK * P if not direct else 1), dtype=_dtype(x))
+    cols = dcols = NULL
+    tid = 0
+    with nogil, parallel(num_threads=num_threads):
+        tid = omp_get_thread_num()
+        cols = &scratch[tid, 0]
+        dcols = cols + <Py_ssize_t> CKK * P
+        for chunk in prange(n_chunks, schedule='static'):
+            n0 = <int> ((<long long> N * chunk) // n_chunks)
+            n1 = <int> ((<long long> N * (chunk + 1)) // n_chunks)
+            for k in range(K):
+                part_b[chunk * K + k] = 0
+            for n in range(n0, n1):
+                dyn = &dy[n, 0, 0, 0]
+                if direct:
+                    colsrc = &x[n, 0, 0, 0]
+                else:
+                    _im2col(&x[n, 0, 0, 0], cols, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW)
+                    colsrc = cols
+                # partial dW (K, CKK) (+)= dY_n (K, P) @ cols^T (P, CKK)
+                _gemm(False, True, K, CKK, P, 1, dyn, P, colsrc, P,
+                      0 if n == n0 else 1, part_w + chunk * WSZ, CKK)
+                for k in range(K):
+                    acc = 0
+                    for p in range(P):
+                        acc = acc + dyn[<Py_ssize_t> k * P + p]
+                    part_b[chunk * K + k] += acc
+                if need_dx:
+                    dxn = &dx[n, 0, 0, 0]
+                    if direct:
+                        # dx_n (C, P) = W^T (C, K) @ dY_n (K, P)
+                        _gemm(True, False, CKK, P, K, 1, &w[0, 0, 0, 0], CKK, dyn, P, 0, dxn, P)
+                    else:
+                        _gemm(True, False, CKK, P, K, 1, &w[0, 0, 0, 0], CKK, dyn, P, 0, dcols, P)
+                        memset(dxn, 0, <size_t> C * H * W * sizeof(floating))
+                        _col2im(dcols, dxn, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW)
+
+    # Fixed-order reduction of the chunk partials: element-parallel, each element summed
+    # over chunks 0, 1, 2, ... so the result never depends on the schedule.
+    for e in prange(WSZ, nogil=True, schedule='static', num_threads=num_threads):
+        acc = part_w[e]
+        for chunk in range(1, n_chunks):
+            acc = acc + part_w[chunk * WSZ + e]
+        dwptr[e] = acc
+    if need_db:
+        for k in range(K):
+            acc = part_b[k]
+            for chunk in range(1, n_chunks):
+                acc = acc + part_b[chunk * K + k]
+            db[k] = acc

@@ -1,0 +1,368 @@
+"""Convolution and max-pooling, forward and backward: the validated door to ``cnn._ext``.
+
+Every function here checks its arguments (ndim, shapes, channel agreement, kernel vs
+padded input, stride/size/padding values, dtypes, the range of ``argmax``) before the
+compiled kernels, which run without bounds checks, see them. A wrong argument raises
+``ValueError`` (a value or shape) or ``TypeError`` (a type or dtype) naming it.
+
+Conventions
+-----------
+- Tensors are NCHW. Inputs must be float32 or float64 NumPy arrays (or array-likes
+  that convert to one), all of one dtype; other dtypes raise ``TypeError`` rather than
+  being cast silently. Non-contiguous inputs are copied to C order first.
+- Convolution is cross-correlation (no kernel flip), as ``scipy.signal.correlate2d``
+  and ``torch.nn.functional.conv2d``. Weights are ``(K, C, kh, kw)``, bias ``(K,)``.
+- ``padding``: ``"valid"`` (none), ``"same"`` (total ``k - 1`` per axis, ``floor`` half on
+  top/left and the rest on bottom/right: the seed's rule, PyTorch's and Keras'; with a
+  stride > 1 the same total is used, so the output is ``ceil``-like, not ``H / stride``),
+  an int ``p`` (``p`` on every side), ``(ph, pw)``, or ``(top, bottom, left, right)``.
+- Max-pool padding: ``"tile"`` (the seed's minimal padding so that windows tile the
+  input, split like ``"same"``), ``"valid"``, or the explicit forms above. Padded cells
+  never win; ties go to the first cell in row-major order; NaN propagates.
+"""
+import numbers
+import operator
+
+import numpy as np
+
+from cnn import _threads
+from cnn._ext import _conv, _pool
+
+__all__ = [
+    "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward",
+    "conv2d_output_shape", "maxpool2d_output_shape", "conv2d_padding", "maxpool2d_padding",
+]
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_ACTIVATIONS = {None: False, "linear": False, "identity": False, "relu": True}
+
+
+# ----------------------------------------------------------------------------- arguments
+
+def _as_pair(value, name, minimum):
+    """An int or a pair of ints -> (a, b), each >= minimum."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+        pair = tuple(value)
+    else:
+        pair = (value, value)
+    out = []
+    for v in pair:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+        if v < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        out.append(operator.index(v))
+    return tuple(out)
+
+
+def _explicit_padding(padding, name):
+    """int | (ph, pw) | (top, bottom, left, right) -> (top, bottom, left, right)."""
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        values = tuple(padding)
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
+        values = (padding[0], padding[0], padding[1], padding[1])
+    elif isinstance(padding, (tuple, list)):
+        raise ValueError(f"{name} must be a string, an int, (ph, pw) or (top, bottom, left, right), "
+                         f"got a sequence of length {len(padding)}: {padding!r}")
+    else:
+        values = (padding,) * 4
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must hold ints, got {padding!r}")
+        if v < 0:
+            raise ValueError(f"{name} must be >= 0, got {padding!r}")
+    return tuple(int(v) for v in values)
+
+
+def _same_split(total):
+    """The seed's split: floor(total / 2) before, the rest after."""
+    return total // 2, total - total // 2
+
+
+def conv2d_padding(padding, kernel_size):
+    """Normalise a conv ``padding`` argument to ``(top, bottom, left, right)``.
+
+    Parameters
+    ----------
+    padding : {"valid", "same"} or int or (ph, pw) or (top, bottom, left, right)
+    kernel_size : int or (kh, kw)
+    """
+    kh, kw = _as_pair(kernel_size, "kernel_size", 1)
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return (0, 0, 0, 0)
+        if mode == "same":
+            return _same_split(kh - 1) + _same_split(kw - 1)
+        raise ValueError(f"padding must be 'valid', 'same', an int or a tuple, got {padding!r}")
+    return _explicit_padding(padding, "padding")
+
+
+def maxpool2d_padding(padding, size, stride, input_hw):
+    """Normalise a max-pool ``padding`` argument to ``(top, bottom, left, right)``.
+
+    ``"tile"`` is the smallest padding that makes the windows cover the input exactly
+    (the seed's ``(k - H mod k) mod k`` when the stride equals the window), split like
+    conv ``"same"``. Every pad must be smaller than the window along its axis, so that
+    each window holds at least one real cell.
+    """
+    kh, kw = _as_pair(size, "size", 1)
+    sh, sw = (kh, kw) if stride is None else _as_pair(stride, "stride", 1)
+    H, W = input_hw
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            pads = (0, 0, 0, 0)
+        elif mode == "tile":
+            if sh > kh or sw > kw:
+                raise ValueError(
+                    f"padding='tile' needs stride <= size (windows that skip cells cannot tile the "
+                    f"input), got size={(kh, kw)}, stride={(sh, sw)}; use 'valid' or explicit padding")
+            pads = _same_split(_tile_total(H, kh, sh)) + _same_split(_tile_total(W, kw, sw))
+        else:
+            raise ValueError(f"padding must be 'tile', 'valid', an int or a tuple, got {padding!r}")
+    else:
+        pads = _explicit_padding(padding, "padding")
+    t, b, l, r = pads
+    if max(t, b) >= kh or max(l, r) >= kw:
+        raise ValueError(f"max-pool padding must be smaller than the window on each side, got "
+                         f"padding (top, bottom, left, right)={pads} for size={(kh, kw)}")
+    return pads
+
+
+def _tile_total(n, k, s):
+    """Total padding so that windows of size k, stride s, end exactly at the padded edge."""
+    if n <= k:
+        return k - n
+    return (-(n - k)) % s
+
+
+def _out_size(n, k, s, before, after, what):
+    padded = n + before + after
+    if padded < k:
+        raise ValueError(f"{what}: the window ({k}) is larger than the padded input ({n} + "
+                         f"{before} + {after} = {padded})")
+    return (padded - k) // s + 1
+
+
+def conv2d_output_shape(input_shape, filters, kernel_size, stride=1, padding="valid"):
+    """``(K, OH, OW)`` of a conv on ``input_shape = (C, H, W)``."""
+    _, H, W = _shape3(input_shape, "input_shape")
+    kh, kw = _as_pair(kernel_size, "kernel_size", 1)
+    sh, sw = _as_pair(stride, "stride", 1)
+    t, b, l, r = conv2d_padding(padding, (kh, kw))
+    return (int(filters), _out_size(H, kh, sh, t, b, "conv2d height"),
+            _out_size(W, kw, sw, l, r, "conv2d width"))
+
+
+def maxpool2d_output_shape(input_shape, size=2, stride=None, padding="tile"):
+    """``(C, OH, OW)`` of a max-pool on ``input_shape = (C, H, W)``."""
+    C, H, W = _shape3(input_shape, "input_shape")
+    kh, kw = _as_pair(size, "size", 1)
+    sh, sw = (kh, kw) if stride is None else _as_pair(stride, "stride", 1)
+    t, b, l, r = maxpool2d_padding(padding, (kh, kw), (sh, sw), (H, W))
+    return (C, _out_size(H, kh, sh, t, b, "maxpool2d height"),
+            _out_size(W, kw, sw, l, r, "maxpool2d width"))
+
+
+def _shape3(shape, name):
+    try:
+        dims = tuple(operator.index(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of 3 ints (C, H, W), got {shape!r}") from None
+    if len(dims) != 3 or min(dims) < 1:
+        raise ValueError(f"{name} must be 3 positive ints (C, H, W), got {shape!r}")
+    return dims
+
+
+# ------------------------------------------------------------------------------- arrays
+
+def _array(a, name, ndim, layout):
+    """A C-contiguous float32/float64 ndarray of the given ndim, or an error naming ``name``."""
+    if not isinstance(a, np.ndarray):
+        try:
+            a = np.asarray(a)
+        except Exception as exc:  # ragged lists and the like
+            raise TypeError(f"{name} must be an array of floats, got {type(a).__name__}: {exc}") from None
+    if a.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype} "
+                        f"(convert with .astype(np.float32))")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def _same_dtype(dtype, **arrays):
+    for name, a in arrays.items():
+        if a is not None and a.dtype != dtype:
+            raise TypeError(f"{name} has dtype {a.dtype} but the input has dtype {dtype}; "
+                            f"all arrays must share one dtype")
+
+
+# ------------------------------------------------------------------------------ conv2d
+
+def _conv_geometry(x_shape, w_shape, stride, padding):
+    N, C, H, W = x_shape
+    K, Cw, kh, kw = w_shape
+    if Cw != C:
+        raise ValueError(f"w has {Cw} input channels (w.shape={w_shape}) but x has {C} "
+                         f"(x.shape={x_shape})")
+    if K < 1 or C < 1 or kh < 1 or kw < 1:
+        raise ValueError(f"w must have at least one filter, one channel and a 1x1 kernel, "
+                         f"got w.shape={w_shape}")
+    sh, sw = _as_pair(stride, "stride", 1)
+    t, b, l, r = conv2d_padding(padding, (kh, kw))
+    OH = _out_size(H, kh, sh, t, b, "conv2d height")
+    OW = _out_size(W, kw, sw, l, r, "conv2d width")
+    return sh, sw, t, l, OH, OW
+
+
+def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):
+    """2-D cross-correlation of a batch, with optional bias and fused ReLU.
+
+    ``y[n, k, i, j] = act(b[k] + sum_{c, u, v} xpad[n, c, i*sh + u, j*sw + v] * w[k, c, u, v])``
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), dtype float32 or float64
+    w : ndarray of shape (K, C, kh, kw), same dtype
+    b : ndarray of shape (K,), same dtype, or None
+    stride : int or (sh, sw), >= 1
+    padding : {"valid", "same"} or int or (ph, pw) or (top, bottom, left, right)
+    activation : None or "relu"
+        ``"relu"`` is applied in the kernel's output pass (``max(z, 0)``).
+
+    Returns
+    -------
+    y : ndarray of shape (N, K, OH, OW), dtype of x
+        ``OH = (H + top + bottom - kh) // sh + 1``, likewise ``OW``.
+    """
+    x = _array(x, "x", 4, "(N, C, H, W)")
+    w = _array(w, "w", 4, "(K, C, kh, kw)")
+    _same_dtype(x.dtype, w=w)
+    if b is not None:
+        b = _array(b, "b", 1, "(K,)")
+        _same_dtype(x.dtype, b=b)
+        if b.shape[0] != w.shape[0]:
+            raise ValueError(f"b must have shape ({w.shape[0]},) to match w.shape={w.shape}, "
+                             f"got {b.shape}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+    sh, sw, pt, pl, OH, OW = _conv_geometry(x.shape, w.shape, stride, padding)
+    y = np.empty((x.shape[0], w.shape[0], OH, OW), dtype=x.dtype)
+    _conv.conv2d_forward(x, w, b, y, sh, sw, pt, pl, _ACTIVATIONS[activation],
+                         _threads.get_num_threads())
+    return y
+
+
+def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True):
+    """Gradients of :func:`conv2d` (before its activation) w.r.t. input, weight and bias.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (N, K, OH, OW)
+        Gradient of the loss w.r.t. the conv output *before* any activation.
+    x : ndarray of shape (N, C, H, W)
+        The forward input.
+    w : ndarray of shape (K, C, kh, kw)
+    stride, padding : as in :func:`conv2d`
+    need_dx : bool
+        False skips the input gradient (a first layer has no use for it).
+
+    Returns
+    -------
+    dx : ndarray of shape (N, C, H, W), or None when ``need_dx`` is False
+    dw : ndarray of shape (K, C, kh, kw)
+        Summed over the batch (fold a 1/N into ``dy`` for the mean), reduced in a
+        fixed order: bit-identical for any thread count.
+    db : ndarray of shape (K,)
+    """
+    x = _array(x, "x", 4, "(N, C, H, W)")
+    w = _array(w, "w", 4, "(K, C, kh, kw)")
+    dy = _array(dy, "dy", 4, "(N, K, OH, OW)")
+    _same_dtype(x.dtype, w=w, dy=dy)
+    sh, sw, pt, pl, OH, OW = _conv_geometry(x.shape, w.shape, stride, padding)
+    expected = (x.shape[0], w.shape[0], OH, OW)
+    if dy.shape != expected:
+        raise ValueError(f"dy must have the conv output's shape {expected}, got {dy.shape}")
+    dx = np.empty_like(x) if need_dx else None
+    dw = np.empty_like(w)
+    db = np.empty(w.shape[0], dtype=x.dtype)
+    _conv.conv2d_backward(dy, x, w, dx, dw, db, sh, sw, pt, pl, _threads.get_num_threads())
+    return dx, dw, db
+
+
+# --------------------------------------------------------------------------- maxpool2d
+
+def maxpool2d(x, size=2, stride=None, padding="tile"):
+    """Max-pooling over windows of each (H, W) plane.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), dtype float32 or float64
+    size : int or (kh, kw), >= 1
+    stride : int or (sh, sw), >= 1, or None for ``size`` (the seed's non-overlapping windows)
+    padding : {"tile", "valid"} or int or (ph, pw) or (top, bottom, left, right)
+
+    Returns
+    -------
+    y : ndarray of shape (N, C, OH, OW), dtype of x
+    argmax : ndarray of shape (N, C, OH, OW), dtype intp
+        Flat index ``ih * W + iw`` of each window's maximum in its unpadded input plane
+        (the first one in row-major order on ties).
+    """
+    x = _array(x, "x", 4, "(N, C, H, W)")
+    kh, kw = _as_pair(size, "size", 1)
+    sh, sw = (kh, kw) if stride is None else _as_pair(stride, "stride", 1)
+    N, C, H, W = x.shape
+    t, b, l, r = maxpool2d_padding(padding, (kh, kw), (sh, sw), (H, W))
+    OH = _out_size(H, kh, sh, t, b, "maxpool2d height")
+    OW = _out_size(W, kw, sw, l, r, "maxpool2d width")
+    y = np.empty((N, C, OH, OW), dtype=x.dtype)
+    argmax = np.empty((N, C, OH, OW), dtype=np.intp)
+    _pool.maxpool2d_forward(x, y, argmax, kh, kw, sh, sw, t, l, _threads.get_num_threads())
+    return y, argmax
+
+
+def maxpool2d_backward(dy, argmax, x_shape):
+    """Route each output gradient to the input cell that won its window.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (N, C, OH, OW), dtype float32 or float64
+    argmax : integer ndarray of shape (N, C, OH, OW), values in ``[0, H * W)``
+        As returned by :func:`maxpool2d`.
+    x_shape : tuple (N, C, H, W)
+        The forward input's shape.
+
+    Returns
+    -------
+    dx : ndarray of shape x_shape, dtype of dy
+        ``dx[n, c].flat[argmax[n, c, i, j]] += dy[n, c, i, j]``, zero elsewhere.
+    """
+    dy = _array(dy, "dy", 4, "(N, C, OH, OW)")
+    argmax = np.asarray(argmax)
+    if argmax.dtype.kind not in "iu":
+        raise TypeError(f"argmax must be an integer array, got dtype {argmax.dtype}")
+    if argmax.shape != dy.shape:
+        raise ValueError(f"argmax must have dy's shape {dy.shape}, got {argmax.shape}")
+    try:
+        x_shape = tuple(operator.index(d) for d in x_shape)
+    except TypeError:
+        raise TypeError(f"x_shape must be a tuple of 4 ints (N, C, H, W), got {x_shape!r}") from None
+    if len(x_shape) != 4 or min(x_shape) < 0:
+        raise ValueError(f"x_shape must be 4 non-negative ints (N, C, H, W), got {x_shape!r}")
+    if x_shape[:2] != dy.shape[:2]:
+        raise ValueError(f"x_shape {x_shape} and dy.shape {dy.shape} disagree on (N, C)")
+    plane = x_shape[2] * x_shape[3]
+    if argmax.size:
+        lo, hi = int(argmax.min()), int(argmax.max())
+        if lo < 0 or hi >= plane:
+            raise ValueError(f"argmax values must lie in [0, H*W) = [0, {plane}) for x_shape "
+                             f"{x_shape}, got values in [{lo}, {hi}]")
+    argmax = np.ascontiguousarray(argmax, dtype=np.intp)
+    dx = np.empty(x_shape, dtype=dy.dtype)
+    _pool.maxpool2d_backward(dy, argmax, dx, _threads.get_num_threads())
+    return dx

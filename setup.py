@@ -1,0 +1,147 @@
+"""Build the Cython extensions in ``cnn/_ext``.
+
+OpenMP is detected by compiling, linking *and running* a tiny program with the
+flags of the compiler at hand (gcc/clang ``-fopenmp``, MSVC ``/openmp``, Apple
+clang ``-Xpreprocessor -fopenmp -lomp``). When none works the kernels are built
+serial and the build says so loudly; ``CNN_NO_OPENMP=1`` forces that path.
+
+Flags are portable by default (``-O3``; never ``-march=native`` nor
+``-ffast-math``, which would set flush-to-zero for the whole process).
+``CNN_NATIVE=1`` opts in to ``-march=native`` for a build that stays on this
+machine. ``CNN_DEBUG_CYTHON=1`` turns bounds checks back on in every module.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import textwrap
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+OPENMP_TEST_PROGRAM = textwrap.dedent(
+    """
+    #include <omp.h>
+    #include <stdio.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += 1;
+        printf("%d", n > 0 && omp_get_max_threads() > 0);
+        return 0;
+    }
+    """
+)
+
+EXTENSIONS = ["_openmp", "_blas", "_conv", "_pool"]
+
+
+def _env_flag(name):
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _candidate_openmp_flags(compiler):
+    """Yield (compile_args, link_args) pairs to try, most likely first."""
+    if compiler.compiler_type == "msvc":
+        yield ["/openmp"], []
+        return
+    yield ["-fopenmp"], ["-fopenmp"]
+    if sys.platform == "darwin":
+        yield ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
+
+
+def _try_openmp(compiler, compile_args, link_args):
+    """Compile, link and run the test program; True when it prints 1."""
+    tmp = tempfile.mkdtemp(prefix="cnn-openmp-")
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp)
+        with open("test_openmp.c", "w") as f:
+            f.write(OPENMP_TEST_PROGRAM)
+        objects = compiler.compile(["test_openmp.c"], extra_postargs=compile_args)
+        compiler.link_executable(objects, "test_openmp", extra_postargs=link_args)
+        exe = os.path.join(tmp, "test_openmp" + (".exe" if sys.platform == "win32" else ""))
+        out = subprocess.run([exe], capture_output=True, text=True, timeout=60)
+        return out.returncode == 0 and out.stdout.strip() == "1"
+    except Exception:  # any compiler, linker or runtime failure means "no"
+        return False
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExtWithOpenMP(build_ext):
+    """build_ext that probes OpenMP once and sets portable optimisation flags."""
+
+    def build_extensions(self):
+        from setuptools._distutils.sysconfig import customize_compiler
+
+        customize_compiler(self.compiler)
+        compile_args, link_args, openmp = [], [], False
+        if _env_flag("CNN_NO_OPENMP"):
+            print("cnn: CNN_NO_OPENMP is set: building serial kernels", file=sys.stderr)
+        else:
+            for c_args, l_args in _candidate_openmp_flags(self.compiler):
+                if _try_openmp(self.compiler, c_args, l_args):
+                    compile_args, link_args, openmp = c_args, l_args, True
+                    break
+            if not openmp:
+                banner = "*" * 72
+                print(
+                    f"\n{banner}\ncnn WARNING: no working OpenMP found for this compiler.\n"
+                    "The kernels are built SERIAL: correct, but they will use one core.\n"
+                    "Install an OpenMP runtime (libgomp / libomp) and rebuild for threads.\n"
+                    f"{banner}\n",
+                    file=sys.stderr,
+                )
+        if self.compiler.compiler_type == "msvc":
+            opt = ["/O2"]
+        else:
+            opt = ["-O3", "-fno-math-errno", "-Wno-unreachable-code"]
+            if _env_flag("CNN_NATIVE"):
+                opt.append("-march=native")
+        all_compile = opt + compile_args
+        for ext in self.extensions:
+            ext.extra_compile_args = all_compile + list(ext.extra_compile_args)
+            ext.extra_link_args = link_args + list(ext.extra_link_args)
+        self._write_build_info(openmp, all_compile, link_args)
+        super().build_extensions()
+
+    def _write_build_info(self, openmp, compile_args, link_args):
+        """Record how the kernels were built; cnn.show_config() reports it."""
+        content = (
+            '"""Written by setup.py at build time: how cnn._ext was compiled."""\n'
+            f"OPENMP = {openmp!r}\n"
+            f"COMPILE_ARGS = {compile_args!r}\n"
+            f"LINK_ARGS = {link_args!r}\n"
+            f"COMPILER = {self.compiler.compiler_type!r}\n"
+        )
+        for root in {os.path.join(self.build_lib, "cnn", "_ext"), os.path.join("cnn", "_ext")}:
+            if os.path.isdir(root):
+                with open(os.path.join(root, "_build_info.py"), "w") as f:
+                    f.write(content)
+
+
+def _extensions():
+    from Cython.Build import cythonize
+
+    directives = {
+        "language_level": "3",
+        "boundscheck": _env_flag("CNN_DEBUG_CYTHON"),
+        "wraparound": False,
+        "initializedcheck": False,
+        "nonecheck": False,
+        "cdivision": True,
+        "embedsignature": True,
+    }
+    exts = [
+        Extension(f"cnn._ext.{name}", [os.path.join("cnn", "_ext", f"{name}.pyx")],
+                  define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")])
+        for name in EXTENSIONS
+    ]
+    return cythonize(exts, compiler_directives=directives, quiet=True)
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExtWithOpenMP})
