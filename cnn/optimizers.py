@@ -1,0 +1,391 @@
+"""Optimizers: in-place parameter updates from batch-mean gradients.
+
+``step(params, grads)`` updates every ``params[i]`` in place from ``grads[i]`` (same shape and
+dtype). The state (momentum buffers, Adam moments) and the scratch arrays the update works in
+are allocated on the first call; later calls allocate nothing array-sized. The gradients are
+never modified.
+
+The learning rate is a number or a :mod:`cnn.schedules` schedule; the trainer calls
+``set_epoch(e)`` at the start of every epoch and ``lr`` is then ``schedule(e)``.
+
+``state_dict()`` is flat and numeric (``np.savez`` stores it without pickle):
+``"iterations"``, ``"epoch"`` and one array per parameter and buffer, e.g. ``"velocity.0"``,
+``"m.3"``, ``"v.3"``. An optimizer rebuilt with ``from_config(get_config())`` and given that
+dict by ``load_state_dict`` continues bit-identically.
+"""
+
+import inspect
+import math
+
+import numpy as np
+
+from . import schedules
+from .schedules import _int, _real
+
+__all__ = ["Optimizer", "SGD", "Adam", "get"]
+
+
+class Optimizer:
+    """Base class. Subclasses set ``name`` and ``_buffers`` (the state names, e.g. ``("m", "v")``)
+    and implement ``_update(i, p, g, lr)``.
+
+    Parameters
+    ----------
+    lr : float > 0 or LRSchedule
+
+    Attributes
+    ----------
+    lr : float
+        The learning rate in force now (settable: a number replaces the schedule).
+    iterations : int
+        Number of ``step()`` calls so far.
+    epoch : int
+        The last epoch given to ``set_epoch`` (0 before any).
+    """
+
+    name = "optimizer"
+    _buffers = ()
+
+    def __init__(self, lr):
+        self._set_schedule(lr)
+        self.iterations = 0
+        self.epoch = 0
+        self._lr = self.schedule(0)
+        self._state = None    # {buffer name: [ndarray per param]} once shapes are known
+        self._scratch = None  # [(ndarray, ...) per param], never saved
+
+    def _set_schedule(self, lr):
+        if isinstance(lr, schedules.LRSchedule):
+            self.schedule = lr
+        elif isinstance(lr, dict):
+            self.schedule = schedules.get(lr)
+        else:
+            self.schedule = schedules.ConstantLR(_real(lr, "lr", low=0.0, low_open=True))
+
+    @property
+    def lr(self):
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._set_schedule(_real(value, "lr", low=0.0, low_open=True))
+        self._lr = self.schedule(self.epoch)
+
+    def set_epoch(self, epoch):
+        """Enter ``epoch`` (int >= 0): ``lr`` becomes ``schedule(epoch)``."""
+        self.epoch = _int(epoch, "epoch", low=0)
+        self._lr = self.schedule(self.epoch)
+
+    # -- stepping -------------------------------------------------------------------------
+
+    def step(self, params, grads):
+        """Update ``params`` in place from ``grads``.
+
+        Parameters
+        ----------
+        params : list of ndarray (float32 or float64, writeable)
+        grads : list of ndarray, ``grads[i]`` of the shape and dtype of ``params[i]``
+        """
+        self._check(params, grads)
+        if self._state is None:
+            self._state = {b: [np.zeros_like(p) for p in params] for b in self._buffers}
+        if self._scratch is None:
+            self._scratch = [self._make_scratch(p) for p in params]
+        self.iterations += 1
+        lr = self._lr
+        for i, (p, g) in enumerate(zip(params, grads)):
+            self._update(i, p, g, lr)
+
+    def _check(self, params, grads):
+        if not isinstance(params, (list, tuple)):
+            raise TypeError(f"params must be a list of arrays, got {type(params).__name__}")
+        if not isinstance(grads, (list, tuple)):
+            raise TypeError(f"grads must be a list of arrays, got {type(grads).__name__}")
+        if len(params) != len(grads):
+            raise ValueError(f"params and grads must have the same length, "
+                             f"got {len(params)} params and {len(grads)} grads")
+        for i, (p, g) in enumerate(zip(params, grads)):
+            if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
+                what = p.dtype if isinstance(p, np.ndarray) else type(p).__name__
+                raise TypeError(f"params[{i}] must be a float32 or float64 ndarray, got {what}")
+            if not p.flags.writeable:
+                raise ValueError(f"params[{i}] must be writeable (it is updated in place)")
+            if not isinstance(g, np.ndarray):
+                raise TypeError(f"grads[{i}] must be an ndarray, got {type(g).__name__}")
+            if g.shape != p.shape:
+                raise ValueError(f"grads[{i}] must have the shape of params[{i}] {p.shape}, "
+                                 f"got {g.shape}")
+            if g.dtype != p.dtype:
+                raise TypeError(f"grads[{i}] must have the dtype of params[{i}] ({p.dtype}), "
+                                f"got {g.dtype}")
+        known = dict(self._state) if self._state else {}
+        if self._scratch is not None:
+            known["scratch"] = [s[0] for s in self._scratch]
+        for b, bufs in known.items():
+            if len(bufs) != len(params):
+                raise ValueError(f"params must be the {len(bufs)} arrays this optimizer was "
+                                 f"stepped with (or loaded for), got {len(params)}")
+            for i, (p, s) in enumerate(zip(params, bufs)):
+                if s.shape != p.shape or s.dtype != p.dtype:
+                    raise ValueError(f"params[{i}] has shape {p.shape} and dtype {p.dtype}, but this "
+                                     f"optimizer's '{b}.{i}' has shape {s.shape} and dtype {s.dtype}")
+
+    def _make_scratch(self, p):
+        raise NotImplementedError
+
+    def _update(self, i, p, g, lr):
+        raise NotImplementedError
+
+    # -- saving ---------------------------------------------------------------------------
+
+    def state_dict(self):
+        """Flat dict of numeric arrays: ``"iterations"``, ``"epoch"``, ``"<buffer>.<i>"``.
+
+        Arrays are copies: later steps do not change a dict already taken.
+        """
+        d = {"iterations": np.array(self.iterations, dtype=np.int64),
+             "epoch": np.array(self.epoch, dtype=np.int64)}
+        if self._state is not None:
+            for b, bufs in self._state.items():
+                for i, s in enumerate(bufs):
+                    d[f"{b}.{i}"] = s.copy()
+        return d
+
+    def load_state_dict(self, state):
+        """Restore what :meth:`state_dict` returned (e.g. read back with ``np.load``).
+
+        The optimizer's state is replaced by ``state``. Raises ValueError naming every missing
+        or unexpected key, a non-integer counter, or a buffer whose shape or dtype does not fit
+        the state this optimizer already has (a fresh optimizer checks them at the next step).
+        """
+        if not hasattr(state, "keys"):
+            raise TypeError(f"state must be a dict of arrays, got {type(state).__name__}")
+        keys = set(state.keys())
+        indices = {b: set() for b in self._buffers}
+        unexpected = []
+        for k in keys - {"iterations", "epoch"}:
+            b, _, idx = k.partition(".")
+            if b in indices and idx.isdigit() and str(int(idx)) == idx:
+                indices[b].add(int(idx))
+            else:
+                unexpected.append(k)
+        n = max((max(ix) + 1 for ix in indices.values() if ix), default=0)
+        missing = [k for k in ("iterations", "epoch") if k not in keys]
+        missing += [f"{b}.{i}" for b in self._buffers for i in range(n) if i not in indices[b]]
+        if missing or unexpected:
+            raise ValueError(f"state for {type(self).__name__} has missing keys {sorted(missing)} "
+                             f"and unexpected keys {sorted(unexpected)}")
+        counters = {}
+        for key in ("iterations", "epoch"):
+            v = np.asarray(state[key])
+            if v.shape != () or v.dtype.kind not in "iu" or int(v) < 0:
+                raise ValueError(f"state['{key}'] must be a non-negative integer scalar, got {v!r}")
+            counters[key] = int(v)
+        new_state = None
+        if n:
+            old = self._state if self._state else None
+            if old is not None and len(old[self._buffers[0]]) != n:
+                raise ValueError(f"state holds buffers for {n} parameters, this optimizer's state "
+                                 f"has {len(old[self._buffers[0]])}")
+            new_state = {}
+            for b in self._buffers:
+                new_state[b] = []
+                for i in range(n):
+                    v = np.asarray(state[f"{b}.{i}"])
+                    if v.dtype not in (np.float32, np.float64):
+                        raise ValueError(f"state['{b}.{i}'] must be float32 or float64, got {v.dtype}")
+                    if old is not None and (old[b][i].shape, old[b][i].dtype) != (v.shape, v.dtype):
+                        raise ValueError(f"state['{b}.{i}'] has shape {v.shape} and dtype {v.dtype}; "
+                                         f"this optimizer's state has shape {old[b][i].shape} and "
+                                         f"dtype {old[b][i].dtype}")
+                    new_state[b].append(np.array(v, dtype=v.dtype, copy=True, order="C"))
+        self._state = new_state
+        self._scratch = None
+        self.iterations = counters["iterations"]
+        self.set_epoch(counters["epoch"])
+
+    # -- config ---------------------------------------------------------------------------
+
+    def get_config(self):
+        """JSON-able dict: ``"name"``, ``"lr"`` (a number, or the schedule's config) and the
+        hyper-parameters."""
+        lr = self.schedule.lr if isinstance(self.schedule, schedules.ConstantLR) \
+            else self.schedule.get_config()
+        return {"name": self.name, "lr": lr, **self._hyper()}
+
+    def _hyper(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        """Build an optimizer from :meth:`get_config` output (state not included)."""
+        config = dict(config)
+        name = config.pop("name", cls.name)
+        if name != cls.name:
+            raise ValueError(f"config 'name' must be {cls.name!r} for {cls.__name__}, got {name!r}")
+        try:
+            inspect.signature(cls).bind(**config)
+        except TypeError as exc:
+            raise ValueError(f"optimizer config {config!r} does not fit {cls.__name__}: {exc}") from None
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay.
+
+    PyTorch's formulation (``torch.optim.SGD`` with ``dampening=0``), per parameter ``p`` with
+    gradient ``g`` and momentum buffer ``v`` (zero at first):
+
+        d = g + weight_decay * p
+        v = momentum * v + d                      (if momentum > 0)
+        d = d + momentum * v  if nesterov  else  v   (if momentum > 0)
+        p = p - lr * d
+
+    Parameters
+    ----------
+    lr : float > 0 or LRSchedule, default 0.01
+    momentum : float in [0, 1), default 0.0
+    nesterov : bool, default False (requires momentum > 0)
+    weight_decay : float >= 0, default 0.0
+    """
+
+    name = "sgd"
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        self.momentum = _real(momentum, "momentum", low=0.0, high=1.0, high_open=True)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov must be a bool, got {nesterov!r}")
+        if nesterov and self.momentum == 0.0:
+            raise ValueError(f"nesterov=True requires momentum > 0, got momentum={self.momentum!r}")
+        self.nesterov = bool(nesterov)
+        self.weight_decay = _real(weight_decay, "weight_decay", low=0.0)
+        self._buffers = ("velocity",) if self.momentum > 0 else ()
+        super().__init__(lr)
+
+    def _hyper(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
+
+    def _make_scratch(self, p):
+        # s: d when weight decay is on, else lr * d; t: d + momentum * v for Nesterov.
+        return (np.empty_like(p), np.empty_like(p) if self.nesterov else None)
+
+    def _update(self, i, p, g, lr):
+        s, t = self._scratch[i]
+        mu = self.momentum
+        d = g
+        if self.weight_decay:
+            np.multiply(p, self.weight_decay, out=s)
+            s += g
+            d = s
+        if mu:
+            v = self._state["velocity"][i]
+            v *= mu
+            v += d
+            if self.nesterov:
+                np.multiply(v, mu, out=t)
+                t += d
+                d = t
+            else:
+                d = v
+        if d is s or d is t:  # scratch: scale in place
+            d *= lr
+        else:                 # the caller's grad or the velocity: leave them alone
+            np.multiply(d, lr, out=s)
+            d = s
+        p -= d
+
+
+class Adam(Optimizer):
+    """Adam with bias correction; ``weight_decay`` is L2 added to the gradient (like
+    ``torch.optim.Adam``, not AdamW).
+
+    With step count ``t`` (1 on the first step), per parameter ``p`` and gradient ``g``:
+
+        d = g + weight_decay * p
+        m = beta1 * m + (1 - beta1) * d
+        v = beta2 * v + (1 - beta2) * d^2
+        p = p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    Parameters
+    ----------
+    lr : float > 0 or LRSchedule, default 0.001
+    beta1, beta2 : float in [0, 1), defaults 0.9, 0.999
+    eps : float > 0, default 1e-8
+    weight_decay : float >= 0, default 0.0
+    """
+
+    name = "adam"
+    _buffers = ("m", "v")
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+        self.beta1 = _real(beta1, "beta1", low=0.0, high=1.0, high_open=True)
+        self.beta2 = _real(beta2, "beta2", low=0.0, high=1.0, high_open=True)
+        self.eps = _real(eps, "eps", low=0.0, low_open=True)
+        self.weight_decay = _real(weight_decay, "weight_decay", low=0.0)
+        super().__init__(lr)
+
+    def _hyper(self):
+        return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+    def _make_scratch(self, p):
+        return (np.empty_like(p), np.empty_like(p) if self.weight_decay else None)
+
+    def _update(self, i, p, g, lr):
+        t, s = self._scratch[i]
+        m = self._state["m"][i]
+        v = self._state["v"][i]
+        b1, b2 = self.beta1, self.beta2
+        step = self.iterations
+        d = g
+        if self.weight_decay:
+            np.multiply(p, self.weight_decay, out=s)
+            s += g
+            d = s
+        m *= b1
+        np.multiply(d, 1.0 - b1, out=t)
+        m += t
+        v *= b2
+        np.multiply(d, d, out=t)
+        t *= 1.0 - b2
+        v += t
+        np.sqrt(v, out=t)
+        t /= math.sqrt(1.0 - b2 ** step)
+        t += self.eps
+        np.divide(m, t, out=t)
+        t *= lr / (1.0 - b1 ** step)
+        p -= t
+
+
+_OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam)}
+
+
+def get(identifier):
+    """Return an :class:`Optimizer` for ``identifier``.
+
+    Parameters
+    ----------
+    identifier : str, dict or Optimizer
+        ``"sgd"`` or ``"adam"`` (default hyper-parameters); a ``get_config()`` dict; or an
+        instance (returned as is).
+    """
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, str):
+        if identifier.lower() not in _OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {identifier!r}")
+        return _OPTIMIZERS[identifier.lower()]()
+    if isinstance(identifier, dict):
+        name = identifier.get("name")
+        if name not in _OPTIMIZERS:
+            raise ValueError(f"optimizer config 'name' must be one of {sorted(_OPTIMIZERS)}, "
+                             f"got {name!r}")
+        cls = _OPTIMIZERS[name]
+        return cls.from_config(identifier)
+    raise TypeError(f"optimizer must be a name, a config dict or an Optimizer, "
+                    f"got {identifier!r} of type {type(identifier).__name__}")
