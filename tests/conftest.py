@@ -23,6 +23,20 @@ def rng():
     return np.random.default_rng(20240601)
 
 
+@pytest.fixture
+def one_thread():
+    """Run the test with cnn on one thread (finite differences make hundreds of tiny calls,
+    for which thread start-up costs more than the work); restores the count afterwards."""
+    import cnn
+
+    old = cnn.get_num_threads()
+    cnn.set_num_threads(1)
+    try:
+        yield
+    finally:
+        cnn.set_num_threads(old)
+
+
 def assert_close(actual, expected, dtype, scale=None):
     """``actual`` has ``dtype`` and matches the float64 ``expected`` to ``RTOL[dtype]``.
 
