@@ -23,10 +23,10 @@ cdef void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
               &beta, c, &ldc)
 
 
-def gemm_memview(bint trans_a, bint trans_b, floating alpha,
+def gemm_memview(bint trans_a, bint trans_b, double alpha,
                  const floating[:, ::1] a,  # IN
                  const floating[:, ::1] b,  # IN
-                 floating beta,
+                 double beta,
                  floating[:, ::1] c):       # IN/OUT
     """Test door: ``c = alpha * op(a) @ op(b) + beta * c`` on C-contiguous 2-D arrays.
 
@@ -44,5 +44,5 @@ def gemm_memview(bint trans_a, bint trans_b, floating alpha,
     if m == 0 or n == 0:
         return
     with nogil:
-        _gemm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], a.shape[1],
-              &b[0, 0], b.shape[1], beta, &c[0, 0], c.shape[1])
+        _gemm(trans_a, trans_b, m, n, k, <floating> alpha, &a[0, 0], a.shape[1],
+              &b[0, 0], b.shape[1], <floating> beta, &c[0, 0], c.shape[1])
