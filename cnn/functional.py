@@ -142,8 +142,8 @@ def _tile_total(n, k, s):
 def _out_size(n, k, s, before, after, what):
     padded = n + before + after
     if padded < k:
-        raise ValueError(f"{what}: the window ({k}) is larger than the padded input ({n} + "
-                         f"{before} + {after} = {padded})")
+        raise ValueError(f"{what} ({k}) is larger than the padded input ({n} + "
+                         f"{before} + {after} = {padded}); use a smaller kernel or more padding")
     return (padded - k) // s + 1
 
 
@@ -153,8 +153,8 @@ def conv2d_output_shape(input_shape, filters, kernel_size, stride=1, padding="va
     kh, kw = _as_pair(kernel_size, "kernel_size", 1)
     sh, sw = _as_pair(stride, "stride", 1)
     t, b, l, r = conv2d_padding(padding, (kh, kw))
-    return (int(filters), _out_size(H, kh, sh, t, b, "conv2d height"),
-            _out_size(W, kw, sw, l, r, "conv2d width"))
+    return (int(filters), _out_size(H, kh, sh, t, b, "conv2d: the kernel height (w.shape[2])"),
+            _out_size(W, kw, sw, l, r, "conv2d: the kernel width (w.shape[3])"))
 
 
 def maxpool2d_output_shape(input_shape, size=2, stride=None, padding="tile"):
@@ -163,8 +163,8 @@ def maxpool2d_output_shape(input_shape, size=2, stride=None, padding="tile"):
     kh, kw = _as_pair(size, "size", 1)
     sh, sw = (kh, kw) if stride is None else _as_pair(stride, "stride", 1)
     t, b, l, r = maxpool2d_padding(padding, (kh, kw), (sh, sw), (H, W))
-    return (C, _out_size(H, kh, sh, t, b, "maxpool2d height"),
-            _out_size(W, kw, sw, l, r, "maxpool2d width"))
+    return (C, _out_size(H, kh, sh, t, b, "maxpool2d: the window height (size)"),
+            _out_size(W, kw, sw, l, r, "maxpool2d: the window width (size)"))
 
 
 def _shape3(shape, name):
@@ -175,6 +175,16 @@ def _shape3(shape, name):
     if len(dims) != 3 or min(dims) < 1:
         raise ValueError(f"{name} must be 3 positive ints (C, H, W), got {shape!r}")
     return dims
+
+
+# Below this many multiply-adds per thread, waking a second thread costs more than it saves
+# (and on a loaded machine a sleeping OpenMP thread can take milliseconds to answer).
+_MIN_WORK_PER_THREAD = 200_000
+
+
+def _threads_for(work):
+    """The knob's thread count, reduced for small jobs."""
+    return max(1, min(_threads.get_num_threads(), int(work // _MIN_WORK_PER_THREAD)))
 
 
 # ------------------------------------------------------------------------------- arrays
@@ -214,8 +224,8 @@ def _conv_geometry(x_shape, w_shape, stride, padding):
                          f"got w.shape={w_shape}")
     sh, sw = _as_pair(stride, "stride", 1)
     t, b, l, r = conv2d_padding(padding, (kh, kw))
-    OH = _out_size(H, kh, sh, t, b, "conv2d height")
-    OW = _out_size(W, kw, sw, l, r, "conv2d width")
+    OH = _out_size(H, kh, sh, t, b, "conv2d: the kernel height (w.shape[2])")
+    OW = _out_size(W, kw, sw, l, r, "conv2d: the kernel width (w.shape[3])")
     return sh, sw, t, l, OH, OW
 
 
@@ -253,7 +263,7 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):
     sh, sw, pt, pl, OH, OW = _conv_geometry(x.shape, w.shape, stride, padding)
     y = np.empty((x.shape[0], w.shape[0], OH, OW), dtype=x.dtype)
     _conv.conv2d_forward(x, w, b, y, sh, sw, pt, pl, _ACTIVATIONS[activation],
-                         _threads.get_num_threads())
+                         _threads_for(y.size * w[0].size))
     return y
 
 
@@ -290,7 +300,8 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True):
     dx = np.empty_like(x) if need_dx else None
     dw = np.empty_like(w)
     db = np.empty(w.shape[0], dtype=x.dtype)
-    _conv.conv2d_backward(dy, x, w, dx, dw, db, sh, sw, pt, pl, _threads.get_num_threads())
+    _conv.conv2d_backward(dy, x, w, dx, dw, db, sh, sw, pt, pl,
+                          _threads_for(2 * dy.size * w[0].size))
     return dx, dw, db
 
 
@@ -318,11 +329,11 @@ def maxpool2d(x, size=2, stride=None, padding="tile"):
     sh, sw = (kh, kw) if stride is None else _as_pair(stride, "stride", 1)
     N, C, H, W = x.shape
     t, b, l, r = maxpool2d_padding(padding, (kh, kw), (sh, sw), (H, W))
-    OH = _out_size(H, kh, sh, t, b, "maxpool2d height")
-    OW = _out_size(W, kw, sw, l, r, "maxpool2d width")
+    OH = _out_size(H, kh, sh, t, b, "maxpool2d: the window height (size)")
+    OW = _out_size(W, kw, sw, l, r, "maxpool2d: the window width (size)")
     y = np.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = np.empty((N, C, OH, OW), dtype=np.intp)
-    _pool.maxpool2d_forward(x, y, argmax, kh, kw, sh, sw, t, l, _threads.get_num_threads())
+    _pool.maxpool2d_forward(x, y, argmax, kh, kw, sh, sw, t, l, _threads_for(y.size * kh * kw))
     return y, argmax
 
 
@@ -364,5 +375,5 @@ def maxpool2d_backward(dy, argmax, x_shape):
                              f"{x_shape}, got values in [{lo}, {hi}]")
     argmax = np.ascontiguousarray(argmax, dtype=np.intp)
     dx = np.empty(x_shape, dtype=dy.dtype)
-    _pool.maxpool2d_backward(dy, argmax, dx, _threads.get_num_threads())
+    _pool.maxpool2d_backward(dy, argmax, dx, _threads_for(dx.size))
     return dx

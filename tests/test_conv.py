@@ -197,6 +197,7 @@ def test_repeated_calls_are_bit_identical(rng):
     ((16, 3, 10, 10), (8, 3, 3, 3), 1, "same"),
     ((9, 1, 12, 11), (4, 1, 5, 5), 2, "valid"),     # odd batch, C = 1
     ((32, 8, 7, 7), (6, 8, 2, 2), 1, "same"),
+    ((40, 16, 14, 14), (32, 16, 3, 3), 1, "same"),  # big enough for functional to use 2 threads
 ])
 def test_results_do_not_depend_on_thread_count(rng, dtype, xs, ws, stride, padding):
     x = rng.standard_normal(xs).astype(dtype)
