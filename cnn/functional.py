@@ -267,19 +267,25 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):
     return y
 
 
-def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True):
-    """Gradients of :func:`conv2d` (before its activation) w.r.t. input, weight and bias.
+def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activation=None, y=None):
+    """Gradients of :func:`conv2d` w.r.t. input, weight and bias.
 
     Parameters
     ----------
     dy : ndarray of shape (N, K, OH, OW)
-        Gradient of the loss w.r.t. the conv output *before* any activation.
+        Gradient of the loss w.r.t. the conv output: before any activation when
+        ``activation`` is None, else w.r.t. the output of the fused activation.
     x : ndarray of shape (N, C, H, W)
         The forward input.
     w : ndarray of shape (K, C, kh, kw)
     stride, padding : as in :func:`conv2d`
     need_dx : bool
         False skips the input gradient (a first layer has no use for it).
+    activation : None or "relu"
+        The ``activation`` the forward pass fused. With ``"relu"``, ``y`` is required and
+        ``dy`` is masked by ``y > 0`` inside the kernel (ReLU'(0) = 0).
+    y : ndarray of shape (N, K, OH, OW), optional
+        The forward output of ``conv2d(..., activation="relu")``.
 
     Returns
     -------
@@ -297,10 +303,20 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True):
     expected = (x.shape[0], w.shape[0], OH, OW)
     if dy.shape != expected:
         raise ValueError(f"dy must have the conv output's shape {expected}, got {dy.shape}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+    relu_out = None
+    if _ACTIVATIONS[activation]:
+        if y is None:
+            raise ValueError("activation='relu' needs y, the forward output, to mask dy")
+        relu_out = _array(y, "y", 4, "(N, K, OH, OW)")
+        _same_dtype(x.dtype, y=relu_out)
+        if relu_out.shape != expected:
+            raise ValueError(f"y must have the conv output's shape {expected}, got {relu_out.shape}")
     dx = np.empty_like(x) if need_dx else None
     dw = np.empty_like(w)
     db = np.empty(w.shape[0], dtype=x.dtype)
-    _conv.conv2d_backward(dy, x, w, dx, dw, db, sh, sw, pt, pl,
+    _conv.conv2d_backward(dy, x, w, dx, dw, db, relu_out, sh, sw, pt, pl,
                           _threads_for(2 * dy.size * w[0].size))
     return dx, dw, db
 

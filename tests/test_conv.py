@@ -288,3 +288,35 @@ X, W = (1, 2, 5, 5), (3, 2, 3, 3)
 def test_bad_input_raises_a_clear_error(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ws, stride, padding", [
+    ((4, 3, 3, 3), 1, "same"),
+    ((4, 3, 2, 3), 2, (1, 0, 2, 1)),
+    ((4, 3, 1, 1), 1, "valid"),          # the 1x1 direct path
+])
+def test_fused_relu_backward_equals_masking_dy_first(rng, dtype, ws, stride, padding):
+    x = rng.standard_normal((5, 3, 9, 8)).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    y = F.conv2d(x, w, b, stride, padding, activation="relu")
+    z = F.conv2d(x, w, b, stride, padding)
+    np.testing.assert_array_equal(y, np.maximum(z, 0))
+    g = rng.standard_normal(y.shape).astype(dtype)
+    unfused = F.conv2d_backward(np.where(z > 0, g, 0).astype(dtype), x, w, stride, padding)
+    fused = F.conv2d_backward(g, x, w, stride, padding, activation="relu", y=y)
+    for one, two in zip(unfused, fused):
+        np.testing.assert_array_equal(one, two)
+
+
+def test_fused_relu_backward_needs_the_forward_output(rng):
+    x = rng.standard_normal((2, 1, 5, 5))
+    w = rng.standard_normal((3, 1, 3, 3))
+    y = F.conv2d(x, w, activation="relu")
+    with pytest.raises(ValueError, match="needs y"):
+        F.conv2d_backward(y, x, w, activation="relu")
+    with pytest.raises(ValueError, match="y must have the conv output's shape"):
+        F.conv2d_backward(y, x, w, activation="relu", y=y[:, :2])
+    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
+        F.conv2d_backward(y, x, w, activation="tanh", y=y)

@@ -190,11 +190,14 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
                     floating[:, :, :, ::1] dx,        # OUT (N, C, H, W) or None
                     floating[:, :, :, ::1] dw,        # OUT (K, C, kh, kw)
                     floating[::1] db,                 # OUT (K,) or None
+                    const floating[:, :, :, ::1] relu_out,  # IN (N, K, OH, OW) or None
                     int sh, int sw, int pt, int pl, int num_threads):
     """Gradients of conv2d w.r.t. its input (skipped when dx is None), weight and bias.
 
-    ``dy`` is the gradient w.r.t. the pre-activation output. dw and db are sums over
-    the batch (callers wanting the batch mean fold 1/N into dy).
+    Without ``relu_out``, ``dy`` is the gradient w.r.t. the pre-activation output. With it
+    (the forward output of a fused ReLU), ``dy`` is w.r.t. that output and is masked by
+    ``relu_out > 0`` per image in a private buffer (ReLU'(0) = 0). dw and db are sums
+    over the batch (callers wanting the batch mean fold 1/N into dy).
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -203,6 +206,9 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
     cdef Py_ssize_t WSZ = <Py_ssize_t> K * CKK
     cdef bint need_dx = dx is not None
     cdef bint need_db = db is not None
+    cdef bint masked = relu_out is not None
+    cdef const floating *an
+    cdef floating *gmask
     cdef bint direct = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
         and OH == H and OW == W
     cdef int n_chunks, chunk, n, n0, n1, k, p
@@ -232,14 +238,16 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
     part_w = &partials_w[0, 0]
     part_b = &partials_b[0, 0]
     num_threads = max(1, min(num_threads, n_chunks))
-    # Per-thread scratch: cols in the first half, dcols in the second.
-    scratch = np.empty((num_threads, 2 * CKK * P if not direct else 1), dtype=_dtype(x))
+    # Per-thread scratch: cols, dcols, then the masked dy of one image.
+    scratch = np.empty((num_threads, (0 if direct else 2 * CKK * P) + (K * P if masked else 0) + 1),
+                       dtype=_dtype(x))
     cols = dcols = NULL
     tid = 0
     with nogil, parallel(num_threads=num_threads):
         tid = omp_get_thread_num()
         cols = &scratch[tid, 0]
         dcols = cols + <Py_ssize_t> CKK * P
+        gmask = cols if direct else dcols + <Py_ssize_t> CKK * P
         for chunk in prange(n_chunks, schedule='static'):
             n0 = <int> ((<long long> N * chunk) // n_chunks)
             n1 = <int> ((<long long> N * (chunk + 1)) // n_chunks)
@@ -247,6 +255,11 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
                 part_b[chunk * K + k] = 0
             for n in range(n0, n1):
                 dyn = &dy[n, 0, 0, 0]
+                if masked:
+                    an = &relu_out[n, 0, 0, 0]
+                    for e in range(<Py_ssize_t> K * P):
+                        gmask[e] = dyn[e] if an[e] > 0 else 0
+                    dyn = gmask
                 if direct:
                     colsrc = &x[n, 0, 0, 0]
                 else:
