@@ -1,0 +1,677 @@
+"""Layers: the parameterised (and parameter-free) steps of a :class:`cnn.Sequential` model.
+
+Every layer works on a batch: ``forward(x, training)`` takes ``(N, *input_shape)`` and returns
+``(N, *output_shape)``; ``backward(grad)`` takes ``dC/d output`` of that shape and returns
+``dC/d input`` (or None when the model says nobody needs it). Shapes given to and returned by
+``build`` / ``compute_output_shape`` are per item, without the batch axis (``(C, H, W)`` for
+images, ``(features,)`` for vectors). Arrays are NCHW, C-contiguous, float32 or float64 (the
+dtype the layer was built with).
+
+Parameters live in ``layer.params`` with names ``layer.param_names`` (``"weight"``,
+``"bias"``); ``backward`` writes the batch-mean gradients into the matching arrays of
+``layer.grads`` in place (the losses already divide by N). Those arrays are created once at
+``build`` and reused by every step, so an optimizer may keep references to both lists.
+
+Layers with an activation (:class:`Dense`, :class:`Conv2D`, :class:`Activation`) also keep the
+pre-activation ``z`` of their last forward pass and offer ``backward_preactivation(grad_z)``,
+which skips the activation's backward: the model uses it for the fused softmax +
+cross-entropy gradient ``(s - y) / N``.
+"""
+
+import inspect
+import numbers
+
+import numpy as np
+
+from . import activations as _activations
+from . import functional as F
+from . import initializers as _initializers
+
+__all__ = ["Layer", "Dense", "Conv2D", "MaxPool2D", "MaxPooling2D", "Flatten", "Activation",
+           "Dropout", "get", "serialize", "deserialize"]
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Whether cnn.functional.conv2d_backward can apply the ReLU mask itself (activation="relu",
+# y=forward output); otherwise Conv2D masks the gradient before calling it.
+_KERNEL_RELU_BACKWARD = "activation" in inspect.signature(F.conv2d_backward).parameters
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _is_int(v):
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _positive_int(value, name):
+    if not _is_int(value):
+        raise TypeError(f"{name} must be a positive integer, got {value!r} of type {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+    return int(value)
+
+
+def _int_pair(value, name, minimum):
+    """``int`` or 2-sequence of ints, each >= minimum -> ``(a, b)``."""
+    if _is_int(value):
+        pair = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return pair
+
+
+def _padding(value, name, strings):
+    """A padding string from ``strings``, an int >= 0, or a tuple of 2 or 4 ints >= 0."""
+    if isinstance(value, str):
+        if value not in strings:
+            raise ValueError(f"{name} must be one of {list(strings)}, an int or a tuple of 2 or 4 "
+                             f"ints, got {value!r}")
+        return value
+    if _is_int(value):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+        return int(value)
+    if isinstance(value, (tuple, list)) and len(value) in (2, 4) and all(_is_int(v) for v in value):
+        if min(value) < 0:
+            raise ValueError(f"{name} must hold amounts >= 0, got {value!r}")
+        return tuple(int(v) for v in value)
+    raise TypeError(f"{name} must be one of {list(strings)}, an int or a tuple of 2 or 4 ints, "
+                    f"got {value!r}")
+
+
+def _bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r} of type {type(value).__name__}")
+    return bool(value)
+
+
+def _shape(value, name="input_shape"):
+    if not isinstance(value, (tuple, list)) or not all(_is_int(v) for v in value):
+        raise TypeError(f"{name} must be a tuple of ints (per item, without the batch axis), "
+                        f"got {value!r}")
+    if len(value) == 0 or min(value) < 1:
+        raise ValueError(f"{name} must be a non-empty tuple of positive ints, got {tuple(value)!r}")
+    return tuple(int(v) for v in value)
+
+
+def _initializer(value, name):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        _initializers.get(value)  # raises on an unknown name
+        return value
+    raise TypeError(f"{name} must be None or an initializer name, got {value!r}")
+
+
+def _compact(pair):
+    """``(a, a)`` -> ``a`` for configs and reprs; other pairs -> list (JSON has no tuples)."""
+    return pair[0] if pair[0] == pair[1] else list(pair)
+
+
+def _activation_config(act):
+    if act.name in ("identity", "linear"):
+        return None
+    config = act.get_config()
+    return config["name"] if set(config) == {"name"} else config
+
+
+# ----------------------------------------------------------------------------- base
+
+
+class Layer:
+    """Base class of all layers.
+
+    Subclasses implement ``compute_output_shape``, ``forward`` and ``backward`` and, if they
+    have parameters, ``_create_params(rng)``; ``get_config`` returns the constructor's
+    arguments as JSON-able values, so ``type(layer).from_config(layer.get_config())`` is an
+    equal, unbuilt layer.
+
+    Attributes
+    ----------
+    built : bool
+    input_shape, output_shape : tuple of int or None
+        Per item (no batch axis); set by :meth:`build`.
+    dtype : numpy.dtype or None
+        float32 or float64; set by :meth:`build`.
+    params, grads : list of ndarray
+        Parameters and their gradients, in the order of ``param_names``.
+    param_names : tuple of str
+    need_input_grad : bool
+        When False, ``backward`` skips ``dC/d input`` and returns None (the model sets it to
+        False for layers that have no trainable layer before them).
+    """
+
+    param_names = ()
+
+    def __init__(self):
+        self.built = False
+        self.input_shape = None
+        self.output_shape = None
+        self.dtype = None
+        self.params = []
+        self.grads = []
+        self.need_input_grad = True
+        self._rng = None
+
+    # -- building -------------------------------------------------------------------------
+
+    def build(self, input_shape, rng=None, dtype=np.float32):
+        """Create the parameters for items of shape ``input_shape``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            Shape of one item, without the batch axis.
+        rng : numpy.random.Generator, optional
+            Source of all the layer's randomness (initial weights, dropout masks). A model
+            passes its own, seeded generator; default: a fresh unseeded one.
+        dtype : {float32, float64}
+
+        Returns
+        -------
+        tuple of int
+            The per-item output shape.
+        """
+        input_shape = _shape(input_shape)
+        dtype = np.dtype(dtype)
+        if dtype not in _FLOATS:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        if rng is None:
+            rng = np.random.default_rng()
+        elif not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        output_shape = self.compute_output_shape(input_shape)
+        self.input_shape, self.output_shape, self.dtype, self._rng = input_shape, output_shape, dtype, rng
+        self.params, self.grads = [], []
+        self._create_params(rng)
+        self.built = True
+        return output_shape
+
+    def _create_params(self, rng):
+        pass
+
+    def compute_output_shape(self, input_shape):
+        """Per-item output shape for per-item ``input_shape`` (ValueError if it does not fit)."""
+        raise NotImplementedError
+
+    def count_params(self):
+        """Number of scalar parameters (0 before :meth:`build` for layers that have any)."""
+        return int(sum(p.size for p in self.params))
+
+    def _check_input(self, x):
+        """Validate a forward input (building the layer from it on first use)."""
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{type(self).__name__} input x must be a numpy.ndarray, got {type(x).__name__}")
+        if not self.built:
+            if x.ndim < 2:
+                raise ValueError(f"{type(self).__name__} input x must be a batch (N, ...), got shape {x.shape}")
+            self.build(x.shape[1:], dtype=x.dtype if x.dtype in _FLOATS else np.float32)
+        if x.dtype != self.dtype:
+            raise TypeError(f"{type(self).__name__} input x must have dtype {self.dtype} (the layer's), "
+                            f"got {x.dtype}")
+        if x.shape[1:] != self.input_shape or x.ndim != len(self.input_shape) + 1:
+            raise ValueError(f"{type(self).__name__} input x must have shape (N, "
+                             f"{', '.join(map(str, self.input_shape))}), got {x.shape}")
+
+    def _check_grad(self, grad, n):
+        want = (n,) + self.output_shape
+        if not isinstance(grad, np.ndarray) or grad.shape != want:
+            got = grad.shape if isinstance(grad, np.ndarray) else type(grad).__name__
+            raise ValueError(f"{type(self).__name__}.backward: grad must have the output's shape {want}, got {got}")
+        if grad.dtype != self.dtype:
+            raise TypeError(f"{type(self).__name__}.backward: grad must have dtype {self.dtype}, got {grad.dtype}")
+
+    # -- computing ------------------------------------------------------------------------
+
+    def forward(self, x, training=False):
+        """``(N, *input_shape)`` -> ``(N, *output_shape)``; with ``training`` keep what
+        :meth:`backward` needs."""
+        raise NotImplementedError
+
+    def backward(self, grad):
+        """``dC/d output`` -> ``dC/d input`` (None if ``need_input_grad`` is False); fills ``grads``."""
+        raise NotImplementedError
+
+    def __call__(self, x, training=False):
+        return self.forward(x, training)
+
+    def _cached(self):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called without a forward(x, training=True) "
+                               f"before it")
+        return self._cache
+
+    # -- config ---------------------------------------------------------------------------
+
+    def get_config(self):
+        """The constructor's arguments as a JSON-able dict."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        """A new, unbuilt layer from :meth:`get_config` output."""
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a dict, got {type(config).__name__}")
+        try:
+            inspect.signature(cls).bind(**config)
+        except TypeError as exc:
+            raise ValueError(f"config {config!r} does not fit {cls.__name__}: {exc}") from None
+        return cls(**config)
+
+    def __repr__(self):
+        config = self.get_config()
+        parts = []
+        for name, p in inspect.signature(type(self)).parameters.items():
+            if name not in config:
+                continue
+            value = config[name]
+            if p.default is inspect.Parameter.empty:
+                parts.append(repr(value))
+            elif value != p.default:
+                parts.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+class _ActivatedLayer(Layer):
+    """A layer computing ``z`` then ``a = activation(z)``; keeps ``z`` as ``self.z``."""
+
+    def _set_activation(self, activation):
+        self.activation = _activations.get(activation)
+        self._identity = self.activation.name in ("identity", "linear")
+        self.z = None
+
+    def _activate(self, z):
+        self.z = z
+        return z if self._identity else self.activation.forward(z)
+
+    def backward(self, grad):
+        x, z, a = self._cached()
+        self._check_grad(grad, x.shape[0])
+        grad_z = grad if self._identity else self.activation.backward(z, a, grad)
+        return self._backward_z(grad_z)
+
+    def backward_preactivation(self, grad_z):
+        """Backward from ``dC/dz`` (the activation's input) instead of ``dC/d output``."""
+        x = self._cached()[0]
+        self._check_grad(grad_z, x.shape[0])
+        return self._backward_z(grad_z)
+
+    def _backward_z(self, grad_z):
+        raise NotImplementedError
+
+    def _default_initializer(self):
+        return _initializers.default_for(self.activation.name)
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+class Dense(_ActivatedLayer):
+    """Fully connected layer: ``a = activation(x @ weight.T + bias)``.
+
+    Parameters
+    ----------
+    units : int >= 1
+        Number of neurons (outputs).
+    activation : None, str, dict or cnn.activations.Activation
+        None is the identity.
+    use_bias : bool, default True
+    kernel_initializer : str, optional
+        A :mod:`cnn.initializers` name; default :func:`cnn.initializers.default_for` the
+        activation (He for relu / leaky_relu, Glorot otherwise). Biases start at zero.
+
+    Shapes
+    ------
+    input ``(N, in)``, output ``(N, units)``; ``weight`` ``(units, in)`` (the seed's
+    ``w_ij``: neuron i of this layer, neuron j of the previous one), ``bias`` ``(units,)``.
+    """
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer=None):
+        super().__init__()
+        self.units = _positive_int(units, "units")
+        self._set_activation(activation)
+        self.use_bias = _bool(use_bias, "use_bias")
+        self.kernel_initializer = _initializer(kernel_initializer, "kernel_initializer")
+        self.param_names = ("weight", "bias") if self.use_bias else ("weight",)
+        self._cache = None
+
+    def compute_output_shape(self, input_shape):
+        input_shape = _shape(input_shape)
+        if len(input_shape) != 1:
+            raise ValueError(f"Dense expects flat items of shape (features,), got item shape {input_shape}; "
+                             f"put a Flatten() layer before it")
+        return (self.units,)
+
+    def _create_params(self, rng):
+        fan_in = self.input_shape[0]
+        init = _initializers.get(self.kernel_initializer or self._default_initializer())
+        w = np.ascontiguousarray(init((self.units, fan_in), fan_in, self.units, rng, dtype=self.dtype))
+        self.params = [w]
+        self.grads = [np.zeros_like(w)]
+        if self.use_bias:
+            self.params.append(np.zeros(self.units, dtype=self.dtype))
+            self.grads.append(np.zeros(self.units, dtype=self.dtype))
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        z = x @ self.params[0].T
+        if self.use_bias:
+            z += self.params[1]
+        a = self._activate(z)
+        self._cache = (x, z, a) if training else None
+        return a
+
+    def _backward_z(self, grad_z):
+        x = self._cache[0]
+        np.matmul(grad_z.T, x, out=self.grads[0])
+        if self.use_bias:
+            np.sum(grad_z, axis=0, out=self.grads[1])
+        return grad_z @ self.params[0] if self.need_input_grad else None
+
+    def get_config(self):
+        return {"units": self.units, "activation": _activation_config(self.activation),
+                "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer}
+
+
+class Conv2D(_ActivatedLayer):
+    """2-D convolution (cross-correlation, no kernel flip) over NCHW batches.
+
+    ``a = activation(conv2d(x, weight) + bias)``; a ReLU is fused into the kernel's output
+    pass. Computed by :func:`cnn.functional.conv2d` / :func:`cnn.functional.conv2d_backward`.
+
+    Parameters
+    ----------
+    filters : int >= 1
+        Number of output channels K.
+    kernel_size : int or (int, int)
+    stride : int or (int, int), default 1
+    padding : "valid", "same", int, (ph, pw) or (top, bottom, left, right), default "valid"
+        ``"same"`` pads ``k - 1`` in total, the floor half on the top/left (the seed's rule).
+    activation : None, str, dict or cnn.activations.Activation
+    use_bias : bool, default True
+    kernel_initializer : str, optional
+        As for :class:`Dense`; fan_in = C*kh*kw, fan_out = K*kh*kw.
+
+    Shapes
+    ------
+    input ``(N, C, H, W)``, output ``(N, K, OH, OW)``; ``weight`` ``(K, C, kh, kw)``,
+    ``bias`` ``(K,)``.
+    """
+
+    def __init__(self, filters, kernel_size, stride=1, padding="valid", activation=None,
+                 use_bias=True, kernel_initializer=None):
+        super().__init__()
+        self.filters = _positive_int(filters, "filters")
+        self.kernel_size = _int_pair(kernel_size, "kernel_size", 1)
+        self.stride = _int_pair(stride, "stride", 1)
+        self.padding = _padding(padding, "padding", ("valid", "same"))
+        self._set_activation(activation)
+        self._fused_relu = self.activation.name == "relu"
+        self.use_bias = _bool(use_bias, "use_bias")
+        self.kernel_initializer = _initializer(kernel_initializer, "kernel_initializer")
+        self.param_names = ("weight", "bias") if self.use_bias else ("weight",)
+        self._cache = None
+        self._relu_bufs = None
+
+    def compute_output_shape(self, input_shape):
+        input_shape = _shape(input_shape)
+        if len(input_shape) != 3:
+            raise ValueError(f"Conv2D expects image items of shape (C, H, W), got item shape {input_shape}")
+        return tuple(int(v) for v in F.conv2d_output_shape(
+            input_shape, self.filters, self.kernel_size, self.stride, self.padding))
+
+    def _create_params(self, rng):
+        c = self.input_shape[0]
+        kh, kw = self.kernel_size
+        init = _initializers.get(self.kernel_initializer or self._default_initializer())
+        shape = (self.filters, c, kh, kw)
+        w = np.ascontiguousarray(init(shape, c * kh * kw, self.filters * kh * kw, rng, dtype=self.dtype))
+        self.params = [w]
+        self.grads = [np.zeros_like(w)]
+        if self.use_bias:
+            self.params.append(np.zeros(self.filters, dtype=self.dtype))
+            self.grads.append(np.zeros(self.filters, dtype=self.dtype))
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        b = self.params[1] if self.use_bias else None
+        if self._fused_relu:
+            a = F.conv2d(x, self.params[0], b, self.stride, self.padding, activation="relu")
+            self.z = None  # not materialised: relu's backward only needs a > 0
+        else:
+            a = self._activate(F.conv2d(x, self.params[0], b, self.stride, self.padding))
+        self._cache = (x, self.z, a) if training else None
+        return a
+
+    def backward(self, grad):
+        if not self._fused_relu:
+            return super().backward(grad)
+        x, _, a = self._cached()
+        self._check_grad(grad, x.shape[0])
+        if _KERNEL_RELU_BACKWARD:
+            return self._backward_z(grad, relu_output=a)
+        # dC/dz = grad * (z > 0), and z > 0 exactly where a = relu(z) > 0. The two buffers are
+        # kept between steps: no allocation (and no page faults) once the batch size is known.
+        if self._relu_bufs is None or self._relu_bufs[0].shape != a.shape:
+            self._relu_bufs = (np.empty(a.shape, dtype=bool), np.empty(a.shape, dtype=self.dtype))
+        mask, grad_z = self._relu_bufs
+        np.greater(a, 0, out=mask)
+        np.multiply(grad, mask, out=grad_z)
+        return self._backward_z(grad_z)
+
+    def _backward_z(self, grad_z, relu_output=None):
+        x = self._cache[0]
+        if relu_output is None:
+            dx, dw, db = F.conv2d_backward(grad_z, x, self.params[0], self.stride, self.padding,
+                                           need_dx=self.need_input_grad)
+        else:  # grad_z is dC/d relu-output here; the kernel masks it by relu_output > 0
+            dx, dw, db = F.conv2d_backward(grad_z, x, self.params[0], self.stride, self.padding,
+                                           need_dx=self.need_input_grad, activation="relu",
+                                           y=relu_output)
+        np.copyto(self.grads[0], dw)
+        if self.use_bias:
+            np.copyto(self.grads[1], db)
+        return dx
+
+    def get_config(self):
+        padding = list(self.padding) if isinstance(self.padding, tuple) else self.padding
+        return {"filters": self.filters, "kernel_size": _compact(self.kernel_size),
+                "stride": _compact(self.stride), "padding": padding,
+                "activation": _activation_config(self.activation), "use_bias": self.use_bias,
+                "kernel_initializer": self.kernel_initializer}
+
+
+class MaxPool2D(Layer):
+    """Max-pooling of every channel plane, by :func:`cnn.functional.maxpool2d`.
+
+    Parameters
+    ----------
+    size : int or (int, int), default 2
+        Window.
+    stride : int or (int, int), optional
+        Defaults to ``size`` (the seed's ``s = w_F``).
+    padding : "tile", "valid", int, (ph, pw) or (top, bottom, left, right), default "tile"
+        ``"tile"``: the least padding that makes the windows tile the input (the seed's),
+        split like conv "same". Padded cells never win; ties go to the first cell in row-major
+        order, which alone receives the gradient.
+
+    Shapes
+    ------
+    input ``(N, C, H, W)``, output ``(N, C, OH, OW)``.
+    """
+
+    def __init__(self, size=2, stride=None, padding="tile"):
+        super().__init__()
+        self.size = _int_pair(size, "size", 1)
+        self.stride = None if stride is None else _int_pair(stride, "stride", 1)
+        self.padding = _padding(padding, "padding", ("tile", "valid"))
+        self._cache = None
+
+    def compute_output_shape(self, input_shape):
+        input_shape = _shape(input_shape)
+        if len(input_shape) != 3:
+            raise ValueError(f"MaxPool2D expects image items of shape (C, H, W), got item shape {input_shape}")
+        return tuple(int(v) for v in F.maxpool2d_output_shape(
+            input_shape, self.size, self.stride, self.padding))
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        y, argmax = F.maxpool2d(x, self.size, self.stride, self.padding)
+        self._cache = (x.shape, argmax) if training else None
+        return y
+
+    def backward(self, grad):
+        x_shape, argmax = self._cached()
+        self._check_grad(grad, x_shape[0])
+        if not self.need_input_grad:
+            return None
+        return F.maxpool2d_backward(grad, argmax, x_shape)
+
+    def get_config(self):
+        padding = list(self.padding) if isinstance(self.padding, tuple) else self.padding
+        return {"size": _compact(self.size),
+                "stride": None if self.stride is None else _compact(self.stride),
+                "padding": padding}
+
+
+MaxPooling2D = MaxPool2D
+
+
+class Flatten(Layer):
+    """``(N, C, H, W)`` (or any item shape) -> ``(N, C*H*W)`` in C order (channels first,
+    then rows); backward is the reshape back (seed eq. 18-19)."""
+
+    def __init__(self):
+        super().__init__()
+        self._cache = None
+
+    def compute_output_shape(self, input_shape):
+        return (int(np.prod(_shape(input_shape))),)
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        self._cache = x.shape if training else None
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad):
+        x_shape = self._cached()
+        self._check_grad(grad, x_shape[0])
+        return grad.reshape(x_shape) if self.need_input_grad else None
+
+
+class Activation(_ActivatedLayer):
+    """An activation on its own: ``a = activation(x)``, any item shape (softmax: ``(classes,)``).
+
+    Parameters
+    ----------
+    activation : str, dict or cnn.activations.Activation
+        ``"relu"``, ``"sigmoid"``, ``"tanh"``, ``"leaky_relu"``, ``"softmax"``, ``"identity"``...
+    """
+
+    def __init__(self, activation):
+        super().__init__()
+        self._set_activation(activation)
+        self._cache = None
+
+    def compute_output_shape(self, input_shape):
+        input_shape = _shape(input_shape)
+        if self.activation.name == "softmax" and len(input_shape) != 1:
+            raise ValueError(f"Activation('softmax') expects flat items of shape (classes,), "
+                             f"got item shape {input_shape}")
+        return input_shape
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        a = self._activate(x)
+        self._cache = (x, x, a) if training else None
+        return a
+
+    def _backward_z(self, grad_z):
+        return grad_z if self.need_input_grad else None
+
+    def get_config(self):
+        config = _activation_config(self.activation)
+        return {"activation": "identity" if config is None else config}
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, each value is zeroed with probability ``rate`` and the
+    survivors are scaled by ``1 / (1 - rate)``; at inference it is the identity.
+
+    The masks come from the generator given to :meth:`build` (the model's, so one seed
+    reproduces them).
+
+    Parameters
+    ----------
+    rate : float in [0, 1)
+    """
+
+    def __init__(self, rate):
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+            raise TypeError(f"rate must be a float in [0, 1), got {rate!r} of type {type(rate).__name__}")
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"rate must be a float in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self._cache = None
+
+    def compute_output_shape(self, input_shape):
+        return _shape(input_shape)
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        if not training or self.rate == 0.0:
+            self._cache = (x.shape[0], None) if training else None
+            return x
+        mask = (self._rng.random(x.shape, dtype=self.dtype) >= self.rate).astype(self.dtype)
+        mask *= self.dtype.type(1.0 / (1.0 - self.rate))
+        self._cache = (x.shape[0], mask)
+        return x * mask
+
+    def backward(self, grad):
+        n, mask = self._cached()
+        self._check_grad(grad, n)
+        if not self.need_input_grad:
+            return None
+        return grad if mask is None else grad * mask
+
+    def get_config(self):
+        return {"rate": self.rate}
+
+
+# ----------------------------------------------------------------------------- (de)serialisation
+
+_LAYERS = {cls.__name__: cls for cls in (Dense, Conv2D, MaxPool2D, Flatten, Activation, Dropout)}
+_LAYERS["MaxPooling2D"] = MaxPool2D
+
+
+def serialize(layer):
+    """``{"class_name": ..., "config": layer.get_config()}`` (JSON-able)."""
+    if not isinstance(layer, Layer):
+        raise TypeError(f"layer must be a cnn.layers.Layer, got {type(layer).__name__}")
+    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+
+
+def deserialize(spec):
+    """A new, unbuilt layer from :func:`serialize` output. Only this module's classes are
+    accepted (a saved file cannot name arbitrary code)."""
+    if not isinstance(spec, dict) or set(spec) != {"class_name", "config"}:
+        raise ValueError(f"layer spec must be a dict with keys 'class_name' and 'config', got {spec!r}")
+    cls = _LAYERS.get(spec["class_name"])
+    if cls is None:
+        raise ValueError(f"layer class_name must be one of {sorted(_LAYERS)}, got {spec['class_name']!r}")
+    return cls.from_config(spec["config"])
+
+
+def get(identifier):
+    """A layer from an instance (returned as is) or a :func:`serialize` dict."""
+    if isinstance(identifier, Layer):
+        return identifier
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    raise TypeError(f"layer must be a Layer or a serialized layer dict, got {type(identifier).__name__}")

@@ -1,0 +1,310 @@
+"""Saving and loading models as ``.npz`` files: no pickle, atomic writes, strict loads.
+
+One file holds everything a resumed run needs to continue bit for bit:
+
+==========================  ===============================================================
+key                         content
+==========================  ===============================================================
+``format``                  JSON ``{"format": "cnn.Sequential", "version": 1}``
+``architecture``            JSON of :meth:`cnn.Sequential.get_config` (layers, input shape,
+                            seed, dtype, name)
+``layers.<i>.<name>``       parameter ``<name>`` (``weight``/``bias``) of layer ``i``
+``compile``                 JSON ``{"loss": ..., "optimizer": ...}`` configs (if compiled)
+``optimizer.<key>``         :meth:`cnn.optimizers.Optimizer.state_dict` (momentum, Adam
+                            moments, step count, epoch)
+``training``                JSON: the model generator's state (dropout), and where the last
+                            ``fit`` stopped: epoch, seed and the shuffling generator's state
+==========================  ===============================================================
+
+JSON documents are stored as 1-D ``uint8`` arrays of UTF-8 bytes. Files are read with
+``allow_pickle=False``; anything that does not match the architecture (missing or unexpected
+arrays, wrong shapes or dtypes, object arrays, bad JSON, non-finite weights) is a ValueError
+that names the file and the problem. Writes go to a temporary file in the target folder, are
+flushed and fsync'ed, then renamed over the target: a crash mid-save leaves the old file whole.
+"""
+
+import json
+import os
+import re
+import tempfile
+import zipfile
+
+import numpy as np
+
+__all__ = ["save_model", "load_model", "atomic_savez"]
+
+FORMAT = {"format": "cnn.Sequential", "version": 1}
+_JSON_KEYS = ("format", "architecture", "compile", "training")
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _json_array(obj):
+    return np.frombuffer(json.dumps(obj, allow_nan=False).encode("utf-8"), dtype=np.uint8).copy()
+
+
+def _file_mode(path):
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def atomic_savez(path, arrays):
+    """``np.savez`` into ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    The file is written exactly at ``path`` (no ``.npz`` is appended).
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    mode = _file_mode(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable (POSIX; not possible on Windows)
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def save_model(model, path, include_optimizer=True):
+    """Write ``model`` (architecture, weights and, if compiled, loss/optimizer config and
+    optimizer state, plus the generators' states) to ``path``.
+
+    Parameters
+    ----------
+    model : cnn.Sequential
+        Must be built.
+    path : str or os.PathLike
+        Written as given (conventionally ending in ``.npz``).
+    include_optimizer : bool, default True
+        Also store the loss, the optimizer and its state (needed to resume training).
+    """
+    from .model import Sequential
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a cnn.Sequential, got {type(model).__name__}")
+    model._require_built("save")
+    arrays = {"format": _json_array(FORMAT), "architecture": _json_array(model.get_config())}
+    for key, p in model._named_params():
+        arrays[f"layers.{key}"] = p
+    if include_optimizer and model.loss is not None and model.optimizer is not None:
+        arrays["compile"] = _json_array({"loss": model.loss.get_config(),
+                                         "optimizer": model.optimizer.get_config()})
+        for key, value in model.optimizer.state_dict().items():
+            arrays[f"optimizer.{key}"] = np.asarray(value)
+    arrays["training"] = _json_array({"model_rng": model.rng.bit_generator.state,
+                                      "fit": model.train_state})
+    atomic_savez(path, arrays)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+class _Reader:
+    """Reads arrays out of an open npz, turning every failure into a ValueError naming ``path``."""
+
+    def __init__(self, npz, path):
+        self.npz, self.path = npz, path
+
+    def error(self, message):
+        return ValueError(f"{self.path}: {message}")
+
+    def array(self, key):
+        try:
+            a = self.npz[key]
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as exc:
+            raise self.error(f"cannot read array {key!r}: {exc}") from None
+        if a.dtype.hasobject:
+            raise self.error(f"array {key!r} has dtype object; refusing it")
+        return a
+
+    def json(self, key):
+        a = self.array(key)
+        try:
+            if a.dtype == np.uint8 and a.ndim == 1:
+                text = a.tobytes().decode("utf-8")
+            elif a.dtype.kind == "U" and a.ndim in (0, 1) and a.size == 1:
+                text = str(a.reshape(()))
+            else:
+                raise self.error(f"{key!r} must be JSON as a 1-D uint8 array, got dtype {a.dtype}, shape {a.shape}")
+            return json.loads(text, parse_constant=_reject_constant)
+        except (UnicodeDecodeError, json.JSONDecodeError, _BadConstant) as exc:
+            raise self.error(f"{key!r} does not hold valid JSON: {exc}") from None
+
+
+class _BadConstant(ValueError):
+    pass
+
+
+def _reject_constant(name):
+    raise _BadConstant(f"non-standard JSON constant {name}")
+
+
+def _open(path):
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable cnn model file (.npz): {exc}") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: not a cnn model file: it holds a single array, wanted an .npz archive")
+    return npz
+
+
+def load_model(path, compile=True):
+    """Read a model written by :func:`save_model` / :meth:`cnn.Sequential.save`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    compile : bool, default True
+        Restore the loss, the optimizer and its state when the file has them.
+
+    Returns
+    -------
+    cnn.Sequential
+        Built, with the saved weights (and compiled, with the optimizer state, when saved so);
+        ``model.rng`` and ``model.train_state`` as they were, so ``fit(...,
+        initial_epoch=...)`` continues the saved run exactly.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Not an npz, truncated or tampered file, missing or unexpected arrays (all listed),
+        shapes or dtypes that do not match the architecture, object arrays, bad JSON.
+    """
+    from . import losses, optimizers
+    from .model import Sequential
+
+    path = os.fspath(path)
+    with _open(path) as npz:
+        r = _Reader(npz, path)
+        keys = set(npz.files)
+        for required in ("format", "architecture"):
+            if required not in keys:
+                raise r.error(f"missing array {required!r}: not a cnn model file "
+                              f"(arrays present: {sorted(keys)[:10]})")
+        fmt = r.json("format")
+        if not isinstance(fmt, dict) or fmt.get("format") != FORMAT["format"]:
+            raise r.error(f"'format' must be {FORMAT}, got {fmt!r}")
+        if fmt.get("version") != FORMAT["version"]:
+            raise r.error(f"file format version {fmt.get('version')!r} is not supported "
+                          f"(this library reads version {FORMAT['version']})")
+        try:
+            model = Sequential.from_config(r.json("architecture"))
+        except ValueError as exc:
+            raise r.error(f"bad 'architecture': {exc}") from None
+        if not model.built:
+            raise r.error("bad 'architecture': it has no input_shape")
+
+        named = model._named_params()
+        expected = {f"layers.{k}" for k, _ in named}
+        has_compile = "compile" in keys
+        opt_keys = {k for k in keys if k.startswith("optimizer.")}
+        known = set(_JSON_KEYS) | expected | (opt_keys if has_compile else set())
+        missing = sorted(expected - keys)
+        unexpected = sorted(keys - known)
+        if missing or unexpected:
+            raise r.error(f"arrays do not match the architecture: missing {missing}, unexpected {unexpected}")
+
+        weights = []
+        for key, p in named:
+            a = r.array(f"layers.{key}")
+            if a.shape != p.shape:
+                raise r.error(f"array 'layers.{key}' has shape {a.shape}, the architecture wants {p.shape}")
+            if a.dtype != p.dtype:
+                raise r.error(f"array 'layers.{key}' has dtype {a.dtype}, the architecture wants {p.dtype}")
+            if not np.isfinite(a).all():
+                raise r.error(f"array 'layers.{key}' holds NaN/inf values")
+            weights.append(a)
+        model.set_weights(weights)
+
+        if has_compile and compile:
+            config = r.json("compile")
+            if not isinstance(config, dict) or set(config) != {"loss", "optimizer"}:
+                raise r.error(f"'compile' must be a dict with keys 'loss' and 'optimizer', got {config!r}")
+            try:
+                model.compile(loss=losses.get(config["loss"]),
+                              optimizer=optimizers.get(config["optimizer"]))
+            except (TypeError, ValueError) as exc:
+                raise r.error(f"bad 'compile': {exc}") from None
+            state = {k[len("optimizer."):]: r.array(k) for k in sorted(opt_keys)}
+            _check_optimizer_state(r, state, [p for _, p in named])
+            try:
+                model.optimizer.load_state_dict(state)
+            except (TypeError, ValueError) as exc:
+                raise r.error(f"bad optimizer state: {exc}") from None
+
+        if "training" in keys:
+            _restore_training(r, model, r.json("training"))
+    return model
+
+
+_BUFFER_KEY = re.compile(r"^([A-Za-z_]\w*)\.(\d+)$")
+
+
+def _check_optimizer_state(r, state, params):
+    """Every per-parameter buffer must fit the parameter it belongs to."""
+    for key, a in state.items():
+        m = _BUFFER_KEY.match(key)
+        if not m:
+            continue
+        i = int(m.group(2))
+        if i >= len(params):
+            raise r.error(f"optimizer state 'optimizer.{key}' refers to parameter {i}, "
+                          f"the model has {len(params)}")
+        if a.shape != params[i].shape or a.dtype != params[i].dtype:
+            raise r.error(f"optimizer state 'optimizer.{key}' has shape {a.shape} and dtype {a.dtype}, "
+                          f"parameter {i} has shape {params[i].shape} and dtype {params[i].dtype}")
+        if not np.isfinite(a).all():
+            raise r.error(f"optimizer state 'optimizer.{key}' holds NaN/inf values")
+
+
+def _set_rng_state(r, rng, state, what):
+    if not isinstance(state, dict) or state.get("bit_generator") != type(rng.bit_generator).__name__:
+        raise r.error(f"bad 'training': {what} must be a {type(rng.bit_generator).__name__} state, got {state!r}")
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise r.error(f"bad 'training': {what}: {exc}") from None
+
+
+def _restore_training(r, model, training):
+    if not isinstance(training, dict) or set(training) != {"model_rng", "fit"}:
+        raise r.error(f"'training' must be a dict with keys 'model_rng' and 'fit', got {training!r}")
+    _set_rng_state(r, model.rng, training["model_rng"], "model_rng")
+    fit = training["fit"]
+    if fit is None:
+        return
+    if not isinstance(fit, dict) or set(fit) != {"epoch", "seed", "shuffle_rng"}:
+        raise r.error(f"bad 'training': 'fit' must have keys epoch, seed, shuffle_rng, got {fit!r}")
+    epoch, seed = fit["epoch"], fit["seed"]
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise r.error(f"bad 'training': epoch must be an int >= 0, got {epoch!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise r.error(f"bad 'training': seed must be null or an int >= 0, got {seed!r}")
+    _set_rng_state(r, np.random.default_rng(), fit["shuffle_rng"], "shuffle_rng")
+    model.train_state = {"epoch": epoch, "seed": seed, "shuffle_rng": fit["shuffle_rng"]}

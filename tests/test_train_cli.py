@@ -1,0 +1,105 @@
+"""``python -m cnn.train``: end to end with short settings (JSON, PNG, save/resume), the
+augmentation helper, and argument errors."""
+
+import json
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cnn import train
+from cnn.serialization import load_model
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_end_to_end_json_png_and_last_line(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out_json, out_png = tmp_path / "run.json", tmp_path / "run.png"
+    status = train.main(["--epochs", "1", "--limit", "512", "--batch-size", "64", "--verbose", "2",
+                         "--json", str(out_json), "--plot", str(out_png)])
+    assert status == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"test accuracy: [01]\.\d{4}", lines[-1])
+    assert any(line.startswith("true\\pred") for line in lines)  # the confusion matrix
+    report = json.loads(out_json.read_text())
+    assert report["test_accuracy"] == pytest.approx(float(lines[-1].split()[-1]), abs=5e-5)
+    assert report["train_images"] == 512 and report["test_images"] == 512
+    assert report["epochs"] == [0] and len(report["history"]["loss"]) == 1
+    assert report["train_seconds"] > 0 and report["images_per_second"] > 0
+    cm = np.array(report["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 512
+    assert np.trace(cm) / 512 == pytest.approx(report["test_accuracy"])
+    assert out_png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_save_then_resume_continues_the_run(tmp_path, capsys):
+    path = tmp_path / "m.npz"
+    common = ["--limit", "256", "--batch-size", "32", "--verbose", "0", "--model", "seed-mlp"]
+    assert train.main(common + ["--epochs", "2", "--save", str(path)]) == 0
+    two = load_model(path)
+    assert two.train_state["epoch"] == 2
+    assert train.main(common + ["--epochs", "1", "--save", str(path)]) == 0
+    assert train.main(common + ["--epochs", "2", "--resume", str(path), "--save", str(path)]) == 0
+    assert "resuming" in capsys.readouterr().out
+    resumed = load_model(path)
+    assert resumed.train_state["epoch"] == 2
+    for a, b in zip(resumed.get_weights(), two.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_seed_mlp_is_the_seed_network(tmp_path):
+    model = train.build_model("seed-mlp", (1, 28, 28), 10, seed=0)
+    assert [type(layer).__name__ for layer in model.layers] == ["Flatten", "Dense", "Dense"]
+    assert model.layers[1].units == 512 and model.layers[1].activation.name == "leaky_relu"
+    assert model.layers[2].activation.name == "softmax"
+    d = train.DEFAULTS["seed-mlp"]
+    assert (d["lr"], d["batch_size"], d["optimizer"], d["loss"]) == (0.03, 64, "sgd", "mse")
+
+
+def test_random_shift(rng):
+    x = np.zeros((50, 1, 7, 7), np.float32)
+    x[:, 0, 3, 3] = 1.0
+    out = train.random_shift(x, rng, 2)
+    assert out.shape == x.shape and out.dtype == x.dtype and out.flags.c_contiguous
+    rows, cols = np.nonzero(out[:, 0].sum(axis=2))[1], np.nonzero(out[:, 0].sum(axis=1))[1]
+    assert set(rows) <= set(range(1, 6)) and set(cols) <= set(range(1, 6))
+    assert len(set(zip(rows, cols))) > 10  # the offsets vary per image
+    np.testing.assert_array_equal(out.sum(axis=(1, 2, 3)), 1.0)  # nothing lost within 2 px
+    assert train.random_shift(x, rng, 0) is x
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "-1"], ["--batch-size", "0"], ["--lr", "nan"],
+                                  ["--model", "resnet"], ["--optimizer", "rmsprop"], ["--bogus"]])
+def test_bad_arguments_exit_with_usage(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train.main(argv)
+    assert exc.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    with pytest.raises(SystemExit):
+        train.main(["--plot", str(tmp_path / "p.png")])
+    assert "matplotlib" in capsys.readouterr().err
+
+
+def test_missing_data_dir_is_reported(tmp_path, capsys):
+    assert train.main(["--data-dir", str(tmp_path / "nowhere"), "--epochs", "1"]) == 1
+    assert capsys.readouterr().err.startswith("error:")
+
+
+def test_runs_as_a_module(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cnn.train", "--epochs", "1", "--limit", "128",
+                           "--model", "seed-mlp", "--verbose", "0", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=pathlib.Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"test accuracy: [01]\.\d{4}", proc.stdout.strip().splitlines()[-1])
