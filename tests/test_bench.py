@@ -1,0 +1,154 @@
+"""Smoke test of ``python -m cnn.bench --quick``: the run completes, the outputs of the backends
+agree (exit status 0), and the JSON has its schema and is self-consistent.
+
+No timing value is asserted: only that times are positive and ordered (min <= median <= max) and
+that the derived figures (GFLOP/s, images/s, ratios) follow from them.
+"""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+import cnn
+
+TIMING_KEYS = ("median_s", "min_s", "max_s", "p25_s", "p75_s", "reps", "gflops", "images_per_s")
+BACKENDS = ("cnn", "torch", "reference")
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+HAVE_MODEL = importlib.util.find_spec("cnn.model") is not None
+
+
+def _run_bench(tmp_path, *extra, timeout=240):
+    """Run the bench in a fresh interpreter (the same one as the tests), from an empty folder,
+    importing the very cnn these tests import."""
+    out = tmp_path / "bench.json"
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(cnn.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    proc = subprocess.run([sys.executable, "-m", "cnn.bench", "--quick", "--json", str(out), *extra],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"bench failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    with open(out) as fh:
+        return json.load(fh), proc.stdout
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    return _run_bench(tmp_path_factory.mktemp("bench"))
+
+
+def _close(a, b, rel=1e-9):
+    return math.isclose(a, b, rel_tol=rel, abs_tol=0.0)
+
+
+def _check_timing(result, case):
+    for key in TIMING_KEYS:
+        assert key in result, f"{case['name']}: result lacks {key}: {result}"
+    assert result["reps"] >= 1
+    assert 0 < result["min_s"] <= result["p25_s"] <= result["median_s"] <= result["p75_s"] <= result["max_s"]
+    assert all(math.isfinite(result[k]) for k in ("min_s", "median_s", "max_s"))
+    assert _close(result["gflops"], case["flops"] / result["median_s"] / 1e9)
+    if case["kind"] in ("train_step", "predict", "memory"):
+        assert _close(result["images_per_s"], case["shape"]["batch"] / result["median_s"])
+    else:
+        assert result["images_per_s"] is None
+
+
+def test_schema_and_machine(quick):
+    doc, _ = quick
+    assert doc["schema_version"] == 1
+    assert doc["quick"] is True
+    m = doc["machine"]
+    for key in ("cpu", "cores_available", "threads", "python", "numpy", "scipy", "torch", "openmp",
+                "blas", "threadpools", "env", "warnings", "openmp_runtimes", "load_average_start"):
+        assert key in m, key
+    assert isinstance(m["cpu"], str) and m["cpu"]
+    assert m["threads"] >= 1 and m["cores_available"] >= 1
+    assert "OPENBLAS_CORETYPE" in m["env"] and "OPENBLAS_L2_SIZE" in m["env"]
+    assert isinstance(m["warnings"], list)
+    assert (m["torch"] is not None) == HAVE_TORCH
+    assert doc["mismatches"] == []
+
+
+def test_every_case_present(quick):
+    doc, stdout = quick
+    threads = doc["machine"]["threads"]
+    n_threads = len({1, threads})
+    kinds = [c["kind"] for c in doc["cases"]]
+    expected = {"conv_fwd": 3, "conv_fwdbwd": 3, "pool_fwd": 1, "pool_bwd": 1,
+                "train_step": 2 * n_threads + 1, "predict": 2 * n_threads, "memory": 1}
+    assert {k: kinds.count(k) for k in expected} == expected
+    assert len(kinds) == sum(expected.values())
+    names = [c["name"] for c in doc["cases"]]
+    assert len(set(names)) == len(names)
+    for name in names:
+        assert name in stdout  # the printed table has a row per case
+    model_threads = {c["threads"] for c in doc["cases"] if c["kind"] in ("train_step", "predict")}
+    assert model_threads == {1, threads}
+    assert sorted({c["shape"]["batch"] for c in doc["cases"] if c["kind"] == "predict"}) == [16, 64]
+
+
+def test_results_consistent(quick):
+    doc, _ = quick
+    for case in doc["cases"]:
+        assert isinstance(case["flops"], int) and case["flops"] > 0, case["name"]
+        assert case["threads"] >= 1
+        assert set(case["results"]) == set(BACKENDS), case["name"]
+        assert case["check"]["ok"], case["check"]
+        for backend, result in case["results"].items():
+            if "skipped" in result:
+                assert isinstance(result["skipped"], str) and result["skipped"]
+                continue
+            _check_timing(result, case)
+        cnn_result = case["results"]["cnn"]
+        if HAVE_MODEL or case["kind"] not in ("train_step", "predict", "memory"):
+            assert "skipped" not in cnn_result, (case["name"], cnn_result)
+        torch_result = case["results"]["torch"]
+        assert ("skipped" not in torch_result) == HAVE_TORCH, (case["name"], torch_result)
+        # compared before timing: with torch there, every kernel case checks cnn against it
+        if HAVE_TORCH and "skipped" not in cnn_result and case["kind"] != "memory":
+            assert "cnn-torch" in case["check"]["compared"], case["name"]
+
+        basis = case["ratios"]["basis"]
+        assert basis == ("peak_rss_bytes" if case["kind"] == "memory" else "median_s")
+        for backend, key in (("torch", "vs_torch"), ("reference", "vs_reference")):
+            other = case["results"][backend]
+            ratio = case["ratios"][key]
+            if basis in other and basis in cnn_result:
+                assert _close(ratio, other[basis] / cnn_result[basis]), (case["name"], key)
+            else:
+                assert ratio is None, (case["name"], key)
+
+
+def test_memory_case(quick):
+    doc, _ = quick
+    (case,) = [c for c in doc["cases"] if c["kind"] == "memory"]
+    assert "skipped" in case["results"]["reference"]
+    for backend in ("cnn", "torch"):
+        r = case["results"][backend]
+        if "skipped" in r:
+            continue
+        assert r["reps"] == case["shape"]["steps"]
+        assert 0 < r["import_rss_bytes"] <= r["peak_rss_bytes"]
+
+
+def test_reference_timed_somewhere(quick):
+    doc, _ = quick
+    timed = [c["name"] for c in doc["cases"] if "median_s" in c["results"]["reference"]]
+    assert any(name.startswith("conv3x3 fwd") for name in timed), timed
+    assert any(name.startswith("maxpool2x2") for name in timed), timed
+
+
+def test_without_torch(tmp_path):
+    doc, stdout = _run_bench(tmp_path, "--no-torch", "--cases", r"^conv3x3 fwd 16x1x|^maxpool2x2 fwd")
+    assert [c["kind"] for c in doc["cases"]] == ["conv_fwd", "pool_fwd"]
+    assert doc["machine"]["torch"] is None
+    for case in doc["cases"]:
+        assert "skipped" in case["results"]["torch"]
+        assert case["ratios"]["vs_torch"] is None
+        assert "median_s" in case["results"]["cnn"] and "median_s" in case["results"]["reference"]
+        assert case["check"]["compared"] == ["cnn-reference"]
+    assert "skipped" in stdout
