@@ -110,8 +110,11 @@ class Sequential:
             raise ValueError(f"layer {layer!r} is already in this model; create a new instance")
         self.layers.append(layer)
         if self.built:
-            layer.build(self.output_shape if len(self.layers) > 1 else self.input_shape,
-                        rng=self.rng, dtype=self.dtype)
+            try:
+                layer.build(self.output_shape, rng=self.rng, dtype=self.dtype)
+            except (TypeError, ValueError) as exc:
+                self.layers.pop()
+                raise type(exc)(f"layer {len(self.layers)} ({type(layer).__name__}): {exc}") from None
             self._finish_build()
         return self
 

@@ -38,7 +38,7 @@ def _isatty(stream):
 
 def _tqdm():
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
     except ImportError:
         return None
     return tqdm

@@ -235,6 +235,10 @@ def _run(args):
             raise ValueError(f"{args.resume} holds no optimizer state: it cannot be resumed")
         initial_epoch = model.train_state["epoch"] if model.train_state else 0
         print(f"resuming {args.resume} at epoch {initial_epoch}", flush=True)
+        total = getattr(model.optimizer.schedule, "total_epochs", None)
+        if total is not None and settings["epochs"] > total:
+            print(f"warning: the saved learning-rate schedule ends at epoch {total}; epochs after "
+                  f"it train at its final rate", file=sys.stderr)
     else:
         model = build_model(args.model, tuple(x_train.shape[1:]), classes, args.seed)
         model.compile(loss=defaults["loss"],

@@ -167,7 +167,8 @@ class Trainer:
             cb.set_params(params)
         model.history = history
         model.stop_training = False
-        labels = y if y.ndim == 1 else y.argmax(axis=1)
+        # class ids for the running accuracy (none for targets that are not (N, classes) rows)
+        labels = y if y.ndim == 1 else y.argmax(axis=1) if y.ndim == 2 else np.zeros(n, np.intp)
         order = np.arange(n)
         xbuf = np.empty((batch_size,) + x.shape[1:], dtype=x.dtype)
         ybuf = np.empty((batch_size,) + y.shape[1:], dtype=y.dtype)
@@ -203,7 +204,7 @@ class Trainer:
                         raise FloatingPointError(self._nan_message(loss, epoch, epochs, step, steps, callbacks))
                     seen += b
                     loss_sum += loss * b
-                    batch_correct = int(np.count_nonzero(out.argmax(axis=1) == lb)) if out.ndim == 2 else 0
+                    batch_correct = int(np.count_nonzero(out.argmax(axis=1) == lb)) if y.ndim <= 2 else 0
                     correct += batch_correct
                     batch_logs = {"loss": loss, "accuracy": batch_correct / b, "size": b}
                     for cb in callbacks:

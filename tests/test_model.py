@@ -53,6 +53,13 @@ def test_add_after_build_builds_the_layer():
     assert model.layers[1].need_input_grad is False  # nothing trainable before it
 
 
+def test_failed_add_leaves_the_model_unchanged():
+    model = Sequential([layers.Conv2D(2, 3)], input_shape=(1, 5, 5), seed=0)
+    with pytest.raises(ValueError, match="layer 1 .*Flatten"):
+        model.add(layers.Dense(3))
+    assert len(model.layers) == 1 and model.output_shape == (2, 3, 3)
+
+
 def test_first_trainable_layer_skips_input_gradient():
     model = small_cnn()
     assert [layer.need_input_grad for layer in model.layers] == [False, True, True, True, True]
@@ -194,6 +201,13 @@ def test_train_step_checks_values_every_call(rng):
         model.train_step(x[:, 0], y)
     with pytest.raises(ValueError, match="empty"):
         model.train_step(x[:0], y[:0])
+
+
+def test_train_step_with_one_item(rng):
+    model = small_cnn().compile(loss="mse", optimizer="sgd")
+    before = model.get_weights()[0].copy()
+    loss = model.train_step(rng.random((1, 1, 8, 8)), np.array([7]))
+    assert np.isfinite(loss) and not np.array_equal(model.get_weights()[0], before)
 
 
 def test_train_step_needs_compile():

@@ -449,3 +449,30 @@ def test_small_cnn_learns_mnist():
     assert len(steps) == 2 * (5000 // 32)  # 312 steps
     # held-out: the first 2,000 images of the official test set, never trained on
     assert model.evaluate(xt[:2000], yt[:2000])["accuracy"] >= 0.90
+
+
+_RUN = """
+import hashlib, json, sys
+import numpy as np
+sys.path.insert(0, {tests!r})
+from test_trainer import compiled, dataset
+x, y = dataset(60)
+model = compiled(1)
+h = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+digest = hashlib.sha256(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
+print(json.dumps([digest, h.history["loss"]]))
+"""
+
+
+def test_same_seed_same_weights_across_processes():
+    import json
+    import pathlib
+    import subprocess
+    import sys
+    tests = pathlib.Path(__file__).resolve().parent
+    code = _RUN.format(tests=str(tests))
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           cwd=tests.parent) for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    assert json.loads(runs[0].stdout) == json.loads(runs[1].stdout)
