@@ -2,6 +2,12 @@
 
 Every gradient is written out from the equations (and checked against finite
 differences); the hot loops are typed Cython with OpenMP.
+
+>>> import cnn
+>>> from cnn import layers, optimizers
+>>> model = cnn.Sequential([layers.Flatten(), layers.Dense(10, activation="softmax")],
+...                        input_shape=(1, 28, 28), seed=0)
+>>> model.compile(loss="cross_entropy", optimizer=optimizers.SGD(lr=0.1))
 """
 __version__ = "0.1.0"
 
@@ -15,8 +21,15 @@ except ImportError as _exc:  # the source tree without its compiled kernels
         "`pip install -e .`, or run from another folder after `pip install .`."
     ) from None
 
-from cnn import functional
+from cnn import (activations, callbacks, datasets, functional, initializers, layers, losses,
+                 metrics, optimizers, schedules)
 from cnn._config import show_config
 from cnn._threads import get_num_threads, set_num_threads
+from cnn.model import Sequential
+from cnn.serialization import load_model
 
-__all__ = ["functional", "show_config", "set_num_threads", "get_num_threads", "__version__"]
+__all__ = [
+    "Sequential", "load_model", "layers", "activations", "losses", "optimizers", "schedules",
+    "initializers", "callbacks", "datasets", "metrics", "functional",
+    "set_num_threads", "get_num_threads", "show_config", "__version__",
+]
