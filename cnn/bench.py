@@ -1024,7 +1024,30 @@ def _git_commit():
         return None, None
 
 
-def machine_facts(threads, torch, torch_reason, load_start):
+def cpu_snapshot():
+    """``(busy CPU seconds of the whole machine, CPU seconds of this process and its waited-for
+    children, wall time)``; busy is None where ``/proc/stat`` is missing."""
+    busy = None
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+        if fields[0] == "cpu":
+            v = [int(f) for f in fields[1:9]]  # user nice system idle iowait irq softirq steal
+            busy = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    t = os.times()
+    return busy, t.user + t.system + t.children_user + t.children_system, time.perf_counter()
+
+
+def other_load(a, b):
+    """Average number of cores that *other* processes kept busy between two snapshots."""
+    if a[0] is None or b[0] is None or b[2] <= a[2]:
+        return None
+    return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / (b[2] - a[2]))
+
+
+def machine_facts(threads, torch, torch_reason, load_start, others=None):
     """Everything that decides how fast the cases run, and warnings about it."""
     import scipy
     import threadpoolctl
@@ -1048,6 +1071,7 @@ def machine_facts(threads, torch, torch_reason, load_start):
         "threads": threads,
         "load_average_start": load_start,
         "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "other_processes_cores": others,
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
@@ -1091,7 +1115,11 @@ def machine_facts(threads, torch, torch_reason, load_start):
         warnings.append("cnn was built without OpenMP: its kernels run on one thread")
     if affinity and threads > affinity:
         warnings.append(f"--threads {threads} exceeds the {affinity} cores available: oversubscribed")
-    if load_start and load_start[0] > 0.5:
+    if others is not None and others > 0.25:
+        warnings.append(f"other processes kept {others:.2f} of the {affinity} cores busy on average "
+                        f"during the run (column 'others' per case): figures are perturbed, "
+                        f"multi-threaded ones most; ratios less so (backends alternate in rounds)")
+    elif others is None and load_start and load_start[0] > 0.5:
         warnings.append(f"the machine was busy when the bench started (load average {load_start[0]:.2f} "
                         f"on {affinity} cores): figures may be perturbed, ratios less so "
                         f"(backends alternate in rounds)")
@@ -1130,7 +1158,7 @@ def _ratio(v):
 
 def format_table(cases):
     head = (f"{'case':<36} {'thr':>3} {'MFLOP':>8}  {'backend':<9} {'median ms':>9} "
-            f"{'min..max ms':>17} {'GFLOP/s':>8} {'img/s':>8} {'vs torch':>9} {'vs ref':>8}  check")
+            f"{'min..max ms':>17} {'GFLOP/s':>8} {'img/s':>8} {'vs torch':>9} {'vs ref':>8}  check  others")
     lines = [head, "-" * len(head)]
     for case in cases:
         first = True
@@ -1154,6 +1182,8 @@ def format_table(cases):
                     check = "ok" if case["check"]["ok"] else "MISMATCH"
                     if not case["check"]["compared"]:
                         check = "-"
+                    busy = case.get("other_load")
+                    check = f"{check:<8} {'-' if busy is None else f'{busy:.2f}':>5}"
                 lines.append(f"{lead}{b:<9} {_ms(r['median_s']):>9} {spread:>17} "
                              f"{_num(r['gflops']):>8} {_num(r['images_per_s'], 0):>8} "
                              f"{_ratio(ratios.get('vs_torch')):>9} {_ratio(ratios.get('vs_reference')):>8}"
@@ -1206,7 +1236,9 @@ def format_facts(m):
              + (f", cgroup quota {m['cgroup_cpu_quota']} CPUs" if m["cgroup_cpu_quota"] else ""),
              f"  threads: {m['threads']} (kernel cases and the MLP; model cases at 1 and {m['threads']})",
              f"  load average at start {', '.join(f'{v:.2f}' for v in m['load_average_start'] or [])}; "
-             f"at end {', '.join(f'{v:.2f}' for v in m['load_average_end'] or [])}",
+             f"at end {', '.join(f'{v:.2f}' for v in m['load_average_end'] or [])}; other processes "
+             f"used {'?' if m['other_processes_cores'] is None else format(m['other_processes_cores'], '.2f')} "
+             f"cores on average during the run",
              f"  Python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}, threadpoolctl "
              f"{m['threadpoolctl']}, torch {m['torch'] or 'absent (' + str(m['torch_absent_reason']) + ')'}",
              f"  cnn {m['cnn']} from {m['cnn_path']}, commit {m['git_commit']}"
@@ -1446,15 +1478,18 @@ def main(argv=None):
     known = {}
     records = []
     t_start = time.perf_counter()
+    first = cpu_snapshot()
     for i, case in enumerate(cases):
         _log(f"[{i + 1}/{len(cases)}] {case.name} ...")
-        t0 = time.perf_counter()
+        before = cpu_snapshot()
         records.append(run_case(case, ctx, cfg, args, known))
-        records[-1]["bench_seconds"] = time.perf_counter() - t0
+        after = cpu_snapshot()
+        records[-1]["bench_seconds"] = after[2] - before[2]
+        records[-1]["other_load"] = other_load(before, after)
         _log(f"      done in {records[-1]['bench_seconds']:.1f} s")
     elapsed = time.perf_counter() - t_start
     _set_threads(threads, torch)
-    facts = machine_facts(threads, torch, torch_reason, load_start)
+    facts = machine_facts(threads, torch, torch_reason, load_start, other_load(first, cpu_snapshot()))
     scaling = _scaling(records, threads)
     mismatches = [r["name"] for r in records if not r["check"]["ok"]]
 

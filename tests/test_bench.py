@@ -63,7 +63,8 @@ def test_schema_and_machine(quick):
     assert doc["quick"] is True
     m = doc["machine"]
     for key in ("cpu", "cores_available", "threads", "python", "numpy", "scipy", "torch", "openmp",
-                "blas", "threadpools", "env", "warnings", "openmp_runtimes", "load_average_start"):
+                "blas", "threadpools", "env", "warnings", "openmp_runtimes", "load_average_start",
+                "other_processes_cores"):
         assert key in m, key
     assert isinstance(m["cpu"], str) and m["cpu"]
     assert m["threads"] >= 1 and m["cores_available"] >= 1
@@ -96,6 +97,7 @@ def test_results_consistent(quick):
     for case in doc["cases"]:
         assert isinstance(case["flops"], int) and case["flops"] > 0, case["name"]
         assert case["threads"] >= 1
+        assert case["other_load"] is None or case["other_load"] >= 0
         assert set(case["results"]) == set(BACKENDS), case["name"]
         assert case["check"]["ok"], case["check"]
         for backend, result in case["results"].items():
