@@ -187,3 +187,22 @@ def distinct_values(rng, shape, spacing=0.01):
     (random order, both signs): max-pool has no near-ties, so finite differences are exact."""
     n = int(np.prod(shape))
     return (rng.permutation(n) - n / 2).reshape(shape) * spacing
+
+
+# ----------------------------------------------------------------------------- child processes
+
+
+def child_env(**extra):
+    """``os.environ`` for a child Python that must import the same ``cnn`` as this process.
+
+    Children run with a cwd outside the source tree (which holds no compiled kernels when
+    the package is installed with ``pip install .``); PYTHONPATH points them at the folder
+    that holds the ``cnn`` imported here, whether installed or built in place.
+    """
+    import os
+
+    import cnn
+    root = os.path.dirname(os.path.dirname(os.path.abspath(cnn.__file__)))
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env

@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import child_env
 
 import cnn
 from cnn import _threads
@@ -39,9 +40,10 @@ def test_subnormals_survive_import():
     assert (tiny / 2)[0] != 0.0
 
 
-def test_python_dash_m_cnn_prints_the_config():
+def test_python_dash_m_cnn_prints_the_config(tmp_path):
+    # cwd outside the source tree, so the child imports the installed package
     out = subprocess.run([sys.executable, "-m", "cnn"], capture_output=True, text=True,
-                         timeout=120, env=os.environ.copy())
+                         timeout=120, env=child_env(), cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "openmp:" in out.stdout and "num_threads:" in out.stdout
 
@@ -83,11 +85,11 @@ def test_set_num_threads_rejects_bad_values(restore_threads, bad, error, match):
         cnn.set_num_threads(bad)
 
 
-def test_default_thread_count_follows_omp_num_threads():
+def test_default_thread_count_follows_omp_num_threads(tmp_path):
     code = "import cnn; print(cnn.get_num_threads())"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = child_env(OMP_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, env=env)
+                         timeout=120, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
 

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import child_env
 
 from cnn import train
 from cnn.serialization import load_model
@@ -100,6 +101,6 @@ def test_runs_as_a_module(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "cnn.train", "--epochs", "1", "--limit", "128",
                            "--model", "seed-mlp", "--verbose", "0", "--threads", "1"],
                           capture_output=True, text=True, timeout=300,
-                          cwd=pathlib.Path(__file__).resolve().parents[1])
+                          cwd=tmp_path, env=child_env())
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"test accuracy: [01]\.\d{4}", proc.stdout.strip().splitlines()[-1])

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import child_env
 
 from cnn import callbacks as cb
 from cnn import layers, optimizers, schedules
@@ -464,7 +465,7 @@ print(json.dumps([digest, h.history["loss"]]))
 """
 
 
-def test_same_seed_same_weights_across_processes():
+def test_same_seed_same_weights_across_processes(tmp_path):
     import json
     import pathlib
     import subprocess
@@ -472,7 +473,7 @@ def test_same_seed_same_weights_across_processes():
     tests = pathlib.Path(__file__).resolve().parent
     code = _RUN.format(tests=str(tests))
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                           cwd=tests.parent) for _ in range(2)]
+                           cwd=tmp_path, env=child_env()) for _ in range(2)]
     for r in runs:
         assert r.returncode == 0, r.stderr
     assert json.loads(runs[0].stdout) == json.loads(runs[1].stdout)
