@@ -23,18 +23,19 @@ import time
 
 import numpy as np
 
-__all__ = ["main", "build_model", "random_shift", "DEFAULTS"]
+__all__ = ["main", "build_model", "random_shift", "random_affine", "affine_warp", "make_augment",
+           "DEFAULTS"]
 
 # Per-model defaults; every one can be overridden on the command line.
 DEFAULTS = {
     # Conv-pool-conv-pool-dense as in DESIGN.md, with dropout, trained with Adam on a cosine
     # schedule and +-2 px random shifts: the shifts and dropout matter most with 5,000 images.
     "cnn": {"epochs": 12, "batch_size": 64, "lr": 2e-3, "optimizer": "adam", "momentum": 0.9,
-            "schedule": "cosine", "shift": 2, "loss": "cross_entropy"},
+            "schedule": "cosine", "shift": 2, "rotate": 10, "scale": 0.1, "loss": "cross_entropy"},
     # The seed project's network and settings: Dense-512 leaky ReLU + Dense-10 softmax,
     # MSE loss, plain SGD, lr 0.03, batch 64.
     "seed-mlp": {"epochs": 10, "batch_size": 64, "lr": 0.03, "optimizer": "sgd", "momentum": 0.0,
-                 "schedule": "constant", "shift": 0, "loss": "mse"},
+                 "schedule": "constant", "shift": 0, "rotate": 0, "scale": 0, "loss": "mse"},
 }
 
 
@@ -75,8 +76,8 @@ def build_model(name, input_shape, classes, seed):
 
 
 def random_shift(x, rng, max_shift):
-    """Shift every image of ``x`` (N, C, H, W) by its own random offset in
-    ``[-max_shift, max_shift]`` pixels along each axis, filling with zeros; vectorised."""
+    """Shift every image of ``x`` (N, C, H, W) by its own random whole-pixel offset in
+    ``[-max_shift, max_shift]`` along each axis, filling with zeros; vectorised."""
     if max_shift == 0:
         return x
     n, c, h, w = x.shape
@@ -87,6 +88,70 @@ def random_shift(x, rng, max_shift):
     dx = rng.integers(0, 2 * s + 1, size=n)
     # windows: (N, C, 2s+1, 2s+1, H, W); the advanced indices pick one window per image.
     return np.ascontiguousarray(windows[np.arange(n), :, dy, dx])
+
+
+def affine_warp(x, angle, scale, shift_y, shift_x):
+    """Rotate (radians, about the image centre), scale and shift each image of ``x``.
+
+    Output pixel ``(i, j)`` of image n samples the input at ``c + A_n^-1 ((i, j) - c) - t_n``
+    (``A_n`` rotation by ``angle[n]`` times ``scale[n]``, ``t_n`` the shift, ``c`` the centre)
+    by bilinear interpolation, with zeros outside the image (``scipy.ndimage.affine_transform``
+    with ``order=1, mode="grid-constant"``). Vectorised over the batch.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), float
+    angle, scale, shift_y, shift_x : ndarray of shape (N,)
+
+    Returns
+    -------
+    ndarray of the shape and dtype of ``x``
+    """
+    n, c, h, w = x.shape
+    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+    ii, jj = np.meshgrid(np.arange(h) - cy, np.arange(w) - cx, indexing="ij")
+    cos = (np.cos(angle) / scale)[:, None, None]
+    sin = (np.sin(angle) / scale)[:, None, None]
+    # Source coordinates, clipped to [-1, H] x [-1, W]: with two rows/columns of zeros around
+    # the image, every clipped-away point then reads only zeros, as it should.
+    sy = np.clip(cos * ii - sin * jj + (cy - np.asarray(shift_y))[:, None, None], -1, h)
+    sx = np.clip(sin * ii + cos * jj + (cx - np.asarray(shift_x))[:, None, None], -1, w)
+    y0, x0 = np.floor(sy), np.floor(sx)
+    fy, fx = (sy - y0).astype(x.dtype), (sx - x0).astype(x.dtype)
+    pw = w + 4
+    index = ((y0.astype(np.intp) + 2) * pw + (x0.astype(np.intp) + 2)).reshape(n, 1, h * w)
+    padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))).reshape(n, c, -1)
+
+    def at(offset):
+        return np.take_along_axis(padded, np.broadcast_to(index + offset, (n, c, h * w)), axis=2)
+
+    fy, fx = fy.reshape(n, 1, h * w), fx.reshape(n, 1, h * w)
+    top, bottom = at(0), at(pw)
+    top += fx * (at(1) - top)
+    bottom += fx * (at(pw + 1) - bottom)
+    top += fy * (bottom - top)
+    return top.reshape(x.shape)
+
+
+def random_affine(x, rng, max_shift=2.0, max_rotate=10.0, max_scale=0.1):
+    """:func:`affine_warp` with, per image, a shift uniform in ``[-max_shift, max_shift]`` px
+    on each axis, a rotation uniform in ``[-max_rotate, max_rotate]`` degrees and a scale
+    uniform in ``[1 - max_scale, 1 + max_scale]``."""
+    n = x.shape[0]
+    angle = np.deg2rad(rng.uniform(-max_rotate, max_rotate, n))
+    scale = 1.0 + rng.uniform(-max_scale, max_scale, n)
+    shift = rng.uniform(-max_shift, max_shift, (2, n))
+    return affine_warp(x, angle, scale, shift[0], shift[1])
+
+
+def make_augment(shift, rotate, scale):
+    """The ``augment(xb, rng)`` for ``fit``: None, whole-pixel shifts (when only a whole
+    ``shift`` is asked for), or :func:`random_affine`."""
+    if not 0 <= scale < 1:
+        raise ValueError(f"scale must be in [0, 1), got {scale}")
+    if rotate == 0 and scale == 0 and float(shift).is_integer():
+        return (lambda xb, rng: random_shift(xb, rng, int(shift))) if shift else None
+    return lambda xb, rng: random_affine(xb, rng, shift, rotate, scale)
 
 
 def _make_optimizer(kind, lr, momentum, schedule, epochs):
@@ -119,6 +184,16 @@ def _non_negative_int(text):
     return value
 
 
+def _non_negative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"wanted a number >= 0, got {text!r}") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"wanted a number >= 0, got {text!r}")
+    return value
+
+
 def _parser():
     p = argparse.ArgumentParser(
         prog="python -m cnn.train",
@@ -138,8 +213,12 @@ def _parser():
     p.add_argument("--momentum", type=float, help="SGD momentum; default 0.9 (cnn), 0 (seed-mlp)")
     p.add_argument("--schedule", choices=("cosine", "constant"),
                    help="learning-rate schedule; default cosine (cnn), constant (seed-mlp)")
-    p.add_argument("--shift", type=_non_negative_int,
-                   help="random shift augmentation in pixels; default 2 (cnn), 0 (seed-mlp)")
+    p.add_argument("--shift", type=_non_negative_float,
+                   help="augmentation: random shifts up to this many pixels; default 2 (cnn), 0 (seed-mlp)")
+    p.add_argument("--rotate", type=_non_negative_float,
+                   help="augmentation: random rotations up to this many degrees; default 10 (cnn), 0")
+    p.add_argument("--scale", type=_non_negative_float,
+                   help="augmentation: random zoom by up to this fraction; default 0.1 (cnn), 0")
     p.add_argument("--threads", type=_positive(int), help="threads for the kernels and BLAS")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed for weights, dropout, shuffling (0)")
     p.add_argument("--limit", type=_positive(int), metavar="N",
@@ -168,6 +247,7 @@ def _load_data(args):
 def _plot(path, history, cm):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(13, 4), dpi=100)
     FigureCanvasAgg(fig)
@@ -177,6 +257,7 @@ def _plot(path, history, cm):
         for key, label in ((metric, "train"), ("val_" + metric, "validation")):
             if key in history.history:
                 ax.plot(epochs, history.history[key], marker="o", label=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
@@ -249,12 +330,12 @@ def _run(args):
     if args.verbose:
         model.summary()
         print(f"optimizer: {model.optimizer!r}, loss: {model.loss!r}, batch size "
-              f"{settings['batch_size']}, shift augmentation {settings['shift']} px, "
-              f"threads {cnn.get_num_threads()}", flush=True)
+              f"{settings['batch_size']}, augmentation: shift {settings['shift']:g} px, rotate "
+              f"{settings['rotate']:g} deg, scale {settings['scale']:g}; threads "
+              f"{cnn.get_num_threads()}", flush=True)
 
     callbacks = [ModelCheckpoint(args.save)] if args.save else []
-    shift = settings["shift"]
-    augment = (lambda xb, rng: random_shift(xb, rng, shift)) if shift else None
+    augment = make_augment(settings["shift"], settings["rotate"], settings["scale"])
     epochs = max(settings["epochs"], initial_epoch)
     history = model.fit(x_train, y_train, epochs=epochs, batch_size=settings["batch_size"],
                         verbose=args.verbose, callbacks=callbacks, initial_epoch=initial_epoch,

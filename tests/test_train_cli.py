@@ -73,8 +73,39 @@ def test_random_shift(rng):
     assert train.random_shift(x, rng, 0) is x
 
 
+def test_affine_warp_matches_scipy(rng):
+    from scipy.ndimage import affine_transform
+    x = rng.random((3, 2, 9, 11))
+    angle, scale = np.array([0.3, -1.0, 2.5]), np.array([1.1, 0.8, 1.0])
+    ty, tx = np.array([1.5, -0.3, 30.0]), np.array([-2.2, 0.7, 0.0])
+    out = train.affine_warp(x, angle, scale, ty, tx)
+    centre = np.array([4.0, 5.0])
+    for n in range(3):
+        c, s = np.cos(angle[n]), np.sin(angle[n])
+        m = np.array([[c, -s], [s, c]]) / scale[n]
+        offset = centre - m @ centre - np.array([ty[n], tx[n]])
+        for ch in range(2):
+            want = affine_transform(x[n, ch], m, offset=offset, order=1, mode="grid-constant")
+            np.testing.assert_allclose(out[n, ch], want, atol=1e-12)
+    assert not out[2].any()  # shifted 30 px down: nothing left
+
+
+def test_random_affine_and_make_augment(rng):
+    x = rng.random((8, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_allclose(train.random_affine(x, rng, 0, 0, 0), x, atol=1e-6)
+    out = train.random_affine(x, rng, 2, 10, 0.1)
+    assert out.shape == x.shape and out.dtype == np.float32
+    assert out.min() >= 0 and out.max() <= 1 + 1e-6  # bilinear: convex combinations of pixels
+    assert train.make_augment(0, 0, 0) is None
+    whole = train.make_augment(2, 0, 0)(x, np.random.default_rng(1))
+    assert set(np.unique(whole)) <= set(np.unique(x)) | {0.0}  # whole-pixel shifts copy pixels
+    with pytest.raises(ValueError, match="scale"):
+        train.make_augment(2, 10, 1.0)
+
+
 @pytest.mark.parametrize("argv", [["--epochs", "-1"], ["--batch-size", "0"], ["--lr", "nan"],
-                                  ["--model", "resnet"], ["--optimizer", "rmsprop"], ["--bogus"]])
+                                  ["--model", "resnet"], ["--optimizer", "rmsprop"], ["--bogus"],
+                                  ["--rotate", "-5"], ["--shift", "inf"]])
 def test_bad_arguments_exit_with_usage(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         train.main(argv)
