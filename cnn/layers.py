@@ -199,6 +199,11 @@ class Layer:
         """Per-item output shape for per-item ``input_shape`` (ValueError if it does not fit)."""
         raise NotImplementedError
 
+    def param_shapes(self, input_shape):
+        """``[(name, shape), ...]`` of the parameters :meth:`build` would create for
+        ``input_shape``, without creating them."""
+        return []
+
     def count_params(self):
         """Number of scalar parameters (0 before :meth:`build` for layers that have any)."""
         return int(sum(p.size for p in self.params))
@@ -347,6 +352,11 @@ class Dense(_ActivatedLayer):
                              f"put a Flatten() layer before it")
         return (self.units,)
 
+    def param_shapes(self, input_shape):
+        self.compute_output_shape(input_shape)  # validates
+        fan_in = _shape(input_shape)[0]
+        return [("weight", (self.units, fan_in))] + ([("bias", (self.units,))] if self.use_bias else [])
+
     def _create_params(self, rng):
         fan_in = self.input_shape[0]
         init = _initializers.get(self.kernel_initializer or self._default_initializer())
@@ -424,6 +434,11 @@ class Conv2D(_ActivatedLayer):
             raise ValueError(f"Conv2D expects image items of shape (C, H, W), got item shape {input_shape}")
         return tuple(int(v) for v in F.conv2d_output_shape(
             input_shape, self.filters, self.kernel_size, self.stride, self.padding))
+
+    def param_shapes(self, input_shape):
+        self.compute_output_shape(input_shape)
+        shape = (self.filters, _shape(input_shape)[0]) + self.kernel_size
+        return [("weight", shape)] + ([("bias", (self.filters,))] if self.use_bias else [])
 
     def _create_params(self, rng):
         c = self.input_shape[0]

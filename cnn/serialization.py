@@ -213,33 +213,34 @@ def load_model(path, compile=True):
         if fmt.get("version") != FORMAT["version"]:
             raise r.error(f"file format version {fmt.get('version')!r} is not supported "
                           f"(this library reads version {FORMAT['version']})")
-        try:
-            model = Sequential.from_config(r.json("architecture"))
-        except ValueError as exc:
-            raise r.error(f"bad 'architecture': {exc}") from None
-        if not model.built:
-            raise r.error("bad 'architecture': it has no input_shape")
-
-        named = model._named_params()
-        expected = {f"layers.{k}" for k, _ in named}
+        architecture = r.json("architecture")
+        expected = _expected_params(r, architecture)
         has_compile = "compile" in keys
         opt_keys = {k for k in keys if k.startswith("optimizer.")}
-        known = set(_JSON_KEYS) | expected | (opt_keys if has_compile else set())
-        missing = sorted(expected - keys)
+        known = set(_JSON_KEYS) | set(expected) | (opt_keys if has_compile else set())
+        missing = sorted(set(expected) - keys)
         unexpected = sorted(keys - known)
         if missing or unexpected:
             raise r.error(f"arrays do not match the architecture: missing {missing}, unexpected {unexpected}")
 
+        # Everything is checked against the architecture before the model allocates anything,
+        # so a tampered architecture cannot ask for more memory than the file's own arrays.
+        dtype = np.dtype(architecture["dtype"])
         weights = []
-        for key, p in named:
-            a = r.array(f"layers.{key}")
-            if a.shape != p.shape:
-                raise r.error(f"array 'layers.{key}' has shape {a.shape}, the architecture wants {p.shape}")
-            if a.dtype != p.dtype:
-                raise r.error(f"array 'layers.{key}' has dtype {a.dtype}, the architecture wants {p.dtype}")
+        for key, shape in expected.items():
+            a = r.array(key)
+            if a.shape != shape:
+                raise r.error(f"array {key!r} has shape {a.shape}, the architecture wants {shape}")
+            if a.dtype != dtype:
+                raise r.error(f"array {key!r} has dtype {a.dtype}, the architecture wants {dtype}")
             if not np.isfinite(a).all():
-                raise r.error(f"array 'layers.{key}' holds NaN/inf values")
+                raise r.error(f"array {key!r} holds NaN/inf values")
             weights.append(a)
+        try:
+            model = Sequential.from_config(architecture)
+        except ValueError as exc:
+            raise r.error(f"bad 'architecture': {exc}") from None
+        named = model._named_params()
         model.set_weights(weights)
 
         if has_compile and compile:
@@ -263,6 +264,32 @@ def load_model(path, compile=True):
     return model
 
 
+def _expected_params(r, architecture):
+    """``{"layers.<i>.<name>": shape}`` the architecture needs, computed from shapes alone."""
+    from . import layers
+    if not isinstance(architecture, dict) or set(architecture) != _ARCH_KEYS:
+        raise r.error(f"bad 'architecture': wanted a dict with keys {sorted(_ARCH_KEYS)}, got "
+                      f"{sorted(architecture) if isinstance(architecture, dict) else type(architecture).__name__}")
+    try:
+        if np.dtype(architecture["dtype"]) not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {architecture['dtype']!r}")
+        if architecture["input_shape"] is None:
+            raise ValueError("it has no input_shape")
+        shape = layers._shape(architecture["input_shape"])
+        if not isinstance(architecture["layers"], list) or not architecture["layers"]:
+            raise ValueError("'layers' must be a non-empty list")
+        expected = {}
+        for i, spec in enumerate(architecture["layers"]):
+            layer = layers.deserialize(spec)
+            for name, pshape in layer.param_shapes(shape):
+                expected[f"layers.{i}.{name}"] = tuple(pshape)
+            shape = layer.compute_output_shape(shape)
+    except (TypeError, ValueError) as exc:
+        raise r.error(f"bad 'architecture': {exc}") from None
+    return expected
+
+
+_ARCH_KEYS = {"name", "input_shape", "seed", "dtype", "layers"}
 _BUFFER_KEY = re.compile(r"^([A-Za-z_]\w*)\.(\d+)$")
 
 

@@ -340,6 +340,12 @@ def _rewrite(src, dst, change):
     np.savez(dst, **arrays)
 
 
+def _with_input_shape(arch, shape):
+    config = json.loads(arch.tobytes().decode())
+    config["input_shape"] = shape
+    return np.frombuffer(json.dumps(config).encode(), np.uint8)
+
+
 @pytest.mark.parametrize("change, words", [
     (lambda a: a.pop("layers.4.bias"), r"missing \['layers.4.bias'\]"),
     (lambda a: a.update({"layers.7.weight": np.zeros(3)}), r"unexpected \['layers.7.weight'\]"),
@@ -353,6 +359,12 @@ def _rewrite(src, dst, change):
         {"name": "x", "input_shape": [1, 8, 8], "seed": 0, "dtype": "float32",
          "layers": [{"class_name": "Evil", "config": {}}]}).encode(), np.uint8)}), "Evil"),
     (lambda a: a.pop("architecture"), "missing array 'architecture'"),
+    # a huge input makes the Dense weight (10, 3.6e9): refused before anything is allocated
+    (lambda a: a.update({"architecture": _with_input_shape(a["architecture"], [1, 60000, 60000])}),
+     r"'layers.4.weight' has shape \(10, 64\), the architecture wants \(10, 3600000000\)"),
+    (lambda a: a.update({"architecture": np.frombuffer(json.dumps(
+        {"name": "x", "input_shape": [1, 8, 8], "seed": 0, "dtype": "int8", "layers": []}).encode(),
+        np.uint8)}), "dtype"),
     (lambda a: a.update({"optimizer.m.0": np.zeros((2, 2), np.float32)}), "optimizer.m.0"),
 ])
 def test_tampered_files_are_rejected(tmp_path, rng, change, words):
