@@ -31,6 +31,32 @@ cdef enum:
     N_CHUNKS = 16
 
 
+cdef extern from *:
+    """
+    /* In C for `restrict`, and with g[i] loaded unconditionally: then gcc vectorises the
+       select into a blend instead of a data-dependent branch. */
+    static void cnn_relu_mask_f(const float *restrict g, const float *restrict a,
+                                float *restrict out, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) { float gi = g[i]; out[i] = a[i] > 0.0f ? gi : 0.0f; }
+    }
+    static void cnn_relu_mask_d(const double *restrict g, const double *restrict a,
+                                double *restrict out, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) { double gi = g[i]; out[i] = a[i] > 0.0 ? gi : 0.0; }
+    }
+    """
+    void cnn_relu_mask_f(const float *g, const float *a, float *out, Py_ssize_t n) noexcept nogil
+    void cnn_relu_mask_d(const double *g, const double *a, double *out, Py_ssize_t n) noexcept nogil
+
+
+cdef inline void _relu_mask(const floating *g, const floating *a, floating *out,
+                            Py_ssize_t n) noexcept nogil:
+    """out = g where a > 0, else 0 (ReLU'(0) = 0)."""
+    if floating is float:
+        cnn_relu_mask_f(g, a, out, n)
+    else:
+        cnn_relu_mask_d(g, a, out, n)
+
+
 cdef object _dtype(const floating[:, :, :, ::1] like):
     """The NumPy dtype matching the fused type ``floating``."""
     return np.float32 if floating is float else np.float64
@@ -198,30 +224,30 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
     (the forward output of a fused ReLU), ``dy`` is w.r.t. that output and is masked by
     ``relu_out > 0`` per image in a private buffer (ReLU'(0) = 0). dw and db are sums
     over the batch (callers wanting the batch mean fold 1/N into dy).
+
+    The column buffer carries one extra row of ones, so one GEMM per image,
+    ``[dW | db] (K, CKK + 1) += dY_n (K, P) @ [cols; 1]^T``, yields the bias gradient
+    along with the weight gradient.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef int OH = dy.shape[2], OW = dy.shape[3]
-    cdef int P = OH * OW, CKK = C * kh * kw
-    cdef Py_ssize_t WSZ = <Py_ssize_t> K * CKK
+    cdef int P = OH * OW, CKK = C * kh * kw, CKK1 = CKK + 1
+    cdef Py_ssize_t WSZ = <Py_ssize_t> K * CKK, PSZ = <Py_ssize_t> K * CKK1
     cdef bint need_dx = dx is not None
     cdef bint need_db = db is not None
     cdef bint masked = relu_out is not None
-    cdef const floating *an
-    cdef floating *gmask
     cdef bint direct = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
         and OH == H and OW == W
-    cdef int n_chunks, chunk, n, n0, n1, k, p
+    cdef int n_chunks, chunk, n, n0, n1, k, p, j
     cdef Py_ssize_t e
     cdef floating acc
     cdef floating *cols
     cdef floating *dcols
-    cdef const floating *colsrc
+    cdef floating *gmask
     cdef const floating *dyn
-    cdef floating *part_w
-    cdef floating *part_b
-    cdef floating[:, ::1] partials_w, partials_b, scratch
-    cdef int tid
+    cdef floating *part
+    cdef floating[:, ::1] partials, scratch
     cdef floating *dxn
     cdef floating *dwptr = &dw[0, 0, 0, 0]
 
@@ -233,46 +259,35 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
             memset(&dx[0, 0, 0, 0], 0, <Py_ssize_t> N * C * H * W * sizeof(floating))
         return
     n_chunks = min(N, N_CHUNKS)
-    partials_w = np.empty((n_chunks, WSZ), dtype=_dtype(x))
-    partials_b = np.empty((n_chunks, max(K, 1)), dtype=_dtype(x))
-    part_w = &partials_w[0, 0]
-    part_b = &partials_b[0, 0]
+    partials = np.empty((n_chunks, PSZ), dtype=_dtype(x))
+    part = &partials[0, 0]
     num_threads = max(1, min(num_threads, n_chunks))
-    # Per-thread scratch: cols, dcols, then the masked dy of one image.
-    scratch = np.empty((num_threads, (0 if direct else 2 * CKK * P) + (K * P if masked else 0) + 1),
-                       dtype=_dtype(x))
-    cols = dcols = NULL
-    tid = 0
+    # Per-thread scratch: [cols; 1] (CKK + 1, P), dcols (CKK, P), masked dy (K, P).
+    scratch = np.empty((num_threads, <Py_ssize_t> CKK1 * P + (CKK * P if need_dx and not direct else 0)
+                        + (K * P if masked else 0)), dtype=_dtype(x))
+    for e in range(num_threads):
+        for p in range(P):
+            scratch[e, <Py_ssize_t> CKK * P + p] = 1
+    cols = dcols = gmask = NULL
     with nogil, parallel(num_threads=num_threads):
-        tid = omp_get_thread_num()
-        cols = &scratch[tid, 0]
-        dcols = cols + <Py_ssize_t> CKK * P
-        gmask = cols if direct else dcols + <Py_ssize_t> CKK * P
+        cols = &scratch[omp_get_thread_num(), 0]
+        dcols = cols + <Py_ssize_t> CKK1 * P
+        gmask = dcols + (CKK * P if need_dx and not direct else 0)
         for chunk in prange(n_chunks, schedule='static'):
             n0 = <int> ((<long long> N * chunk) // n_chunks)
             n1 = <int> ((<long long> N * (chunk + 1)) // n_chunks)
-            for k in range(K):
-                part_b[chunk * K + k] = 0
             for n in range(n0, n1):
                 dyn = &dy[n, 0, 0, 0]
                 if masked:
-                    an = &relu_out[n, 0, 0, 0]
-                    for e in range(<Py_ssize_t> K * P):
-                        gmask[e] = dyn[e] if an[e] > 0 else 0
+                    _relu_mask(dyn, &relu_out[n, 0, 0, 0], gmask, <Py_ssize_t> K * P)
                     dyn = gmask
                 if direct:
-                    colsrc = &x[n, 0, 0, 0]
+                    memcpy(cols, &x[n, 0, 0, 0], <size_t> CKK * P * sizeof(floating))
                 else:
                     _im2col(&x[n, 0, 0, 0], cols, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW)
-                    colsrc = cols
-                # partial dW (K, CKK) (+)= dY_n (K, P) @ cols^T (P, CKK)
-                _gemm(False, True, K, CKK, P, 1, dyn, P, colsrc, P,
-                      0 if n == n0 else 1, part_w + chunk * WSZ, CKK)
-                for k in range(K):
-                    acc = 0
-                    for p in range(P):
-                        acc = acc + dyn[<Py_ssize_t> k * P + p]
-                    part_b[chunk * K + k] += acc
+                # partial [dW | db] (K, CKK + 1) (+)= dY_n (K, P) @ [cols; 1]^T (P, CKK + 1)
+                _gemm(False, True, K, CKK1, P, 1, dyn, P, cols, P,
+                      0 if n == n0 else 1, part + chunk * PSZ, CKK1)
                 if need_dx:
                     dxn = &dx[n, 0, 0, 0]
                     if direct:
@@ -285,14 +300,13 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
 
     # Fixed-order reduction of the chunk partials: element-parallel, each element summed
     # over chunks 0, 1, 2, ... so the result never depends on the schedule.
-    for e in prange(WSZ, nogil=True, schedule='static', num_threads=num_threads):
-        acc = part_w[e]
+    for e in prange(PSZ, nogil=True, schedule='static', num_threads=num_threads):
+        acc = part[e]
         for chunk in range(1, n_chunks):
-            acc = acc + part_w[chunk * WSZ + e]
-        dwptr[e] = acc
-    if need_db:
-        for k in range(K):
-            acc = part_b[k]
-            for chunk in range(1, n_chunks):
-                acc = acc + part_b[chunk * K + k]
+            acc = acc + part[chunk * PSZ + e]
+        k = <int> (e // CKK1)
+        j = <int> (e % CKK1)
+        if j < CKK:
+            dwptr[<Py_ssize_t> k * CKK + j] = acc
+        elif need_db:
             db[k] = acc

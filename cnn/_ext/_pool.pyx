@@ -11,53 +11,89 @@ from cython.parallel cimport prange
 from libc.string cimport memset
 
 
-cdef inline void _window_max(const floating *xp, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1,
-                             Py_ssize_t w0, Py_ssize_t w1, floating *out,
-                             Py_ssize_t *out_i) noexcept nogil:
-    """Max of xp[h0:h1, w0:w1] (row stride W) and the flat index of its first occurrence."""
+cdef extern from *:
+    """
+    /* 2x2 / stride-2 windows ow in [lo, hi) of one output row; r0 points at the window
+       row's first cell, `base` is its flat index in the plane. Straight-line selects
+       (and `restrict`) so gcc emits no data-dependent branches: on real data each
+       comparison is a coin toss. Ties keep the earlier cell. Returns 1 if a NaN was seen
+       (the caller then redoes the plane with NaN-aware code). */
+    #define CNN_POOL22_ROW(NAME, T)                                                   \
+    static int NAME(const T *restrict r0, Py_ssize_t W, Py_ssize_t base,              \
+                    Py_ssize_t lo, Py_ssize_t hi, T *restrict y,                      \
+                    Py_ssize_t *restrict arg) {                                       \
+        const T *restrict r1 = r0 + W;                                                \
+        int nan = 0;                                                                  \
+        for (Py_ssize_t ow = lo; ow < hi; ow++) {                                     \
+            Py_ssize_t i = 2 * ow;                                                    \
+            T a = r0[i], b = r0[i + 1], c = r1[i], d = r1[i + 1];                     \
+            nan |= (a != a) | (b != b) | (c != c) | (d != d);                         \
+            int g0 = b > a, g1 = d > c;                                               \
+            T m0 = g0 ? b : a, m1 = g1 ? d : c;                                       \
+            int g2 = m1 > m0;                                                         \
+            y[ow] = g2 ? m1 : m0;                                                     \
+            arg[ow] = base + (g2 ? W + i + g1 : i + g0);                              \
+        }                                                                             \
+        return nan;                                                                   \
+    }
+    CNN_POOL22_ROW(cnn_pool22_row_f, float)
+    CNN_POOL22_ROW(cnn_pool22_row_d, double)
+    """
+    int cnn_pool22_row_f(const float *r0, Py_ssize_t W, Py_ssize_t base, Py_ssize_t lo,
+                         Py_ssize_t hi, float *y, Py_ssize_t *arg) noexcept nogil
+    int cnn_pool22_row_d(const double *r0, Py_ssize_t W, Py_ssize_t base, Py_ssize_t lo,
+                         Py_ssize_t hi, double *y, Py_ssize_t *arg) noexcept nogil
+
+
+cdef inline int _pool22_row(const floating *r0, Py_ssize_t W, Py_ssize_t base, Py_ssize_t lo,
+                            Py_ssize_t hi, floating *y, Py_ssize_t *arg) noexcept nogil:
+    if floating is float:
+        return cnn_pool22_row_f(r0, W, base, lo, hi, y, arg)
+    else:
+        return cnn_pool22_row_d(r0, W, base, lo, hi, y, arg)
+
+
+cdef inline int _window_max(const floating *xp, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1,
+                            Py_ssize_t w0, Py_ssize_t w1, bint nan_aware, floating *out,
+                            Py_ssize_t *out_i) noexcept nogil:
+    """Max of xp[h0:h1, w0:w1] (row stride W) and the flat index of its first occurrence.
+
+    The fast form compares with a strict '>' only (first maximum wins) and reports whether
+    it saw a NaN; the NaN-aware form lets the first NaN win, as the documented contract says.
+    """
     cdef Py_ssize_t ih, iw, best_i = h0 * W + w0
     cdef floating v, best = xp[best_i]
-    cdef bint gt
+    cdef int gt, nan = 0
     for ih in range(h0, h1):
         for iw in range(w0, w1):
             v = xp[ih * W + iw]
-            # strict '>' keeps the first maximum; 'v != v' lets NaN win. Bitwise ops and
-            # selects rather than branches: on real data the comparison is a coin toss.
-            gt = (v > best) | ((v != v) & (best == best))
+            nan = nan | (v != v)
+            if nan_aware:
+                gt = (v > best) | ((v != v) & (best == best))
+            else:
+                gt = v > best
             best = v if gt else best
             best_i = (ih * W + iw) if gt else best_i
     out[0] = best
     out_i[0] = best_i
+    return nan
 
 
-cdef void _pool22_row(const floating *r0, Py_ssize_t W, Py_ssize_t base,
-                      Py_ssize_t ow_lo, Py_ssize_t ow_hi,
-                      floating *yrow, Py_ssize_t *arow) noexcept nogil:
-    """2x2 / stride-2 windows ow_lo <= ow < ow_hi whose top-left cell is r0[2 * ow].
-
-    Straight-line selects with no branches, so the compiler can vectorise the row.
-    ``base`` is the flat index of r0[0] in its plane.
-    """
-    cdef Py_ssize_t ow, i
-    cdef floating a, b, c, d, m0, m1
-    cdef Py_ssize_t j0, j1
-    cdef bint gt
-    cdef const floating *r1 = r0 + W
-    for ow in range(ow_lo, ow_hi):
-        i = 2 * ow
-        a = r0[i]
-        b = r0[i + 1]
-        c = r1[i]
-        d = r1[i + 1]
-        gt = (b > a) | ((b != b) & (a == a))
-        m0 = b if gt else a
-        j0 = i + 1 if gt else i
-        gt = (d > c) | ((d != d) & (c == c))
-        m1 = d if gt else c
-        j1 = i + 1 + W if gt else i + W
-        gt = (m1 > m0) | ((m1 != m1) & (m0 == m0))
-        yrow[ow] = m1 if gt else m0
-        arow[ow] = base + (j1 if gt else j0)
+cdef inline int _window_row(const floating *xp, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1,
+                            int kw, int sw, int pl, Py_ssize_t ow0, Py_ssize_t ow1,
+                            bint nan_aware, floating *yrow, Py_ssize_t *arow) noexcept nogil:
+    """Windows ow0 <= ow < ow1 of one output row (rows h0:h1 of the plane), any geometry."""
+    cdef Py_ssize_t ow, w0, w1
+    cdef int nan = 0
+    for ow in range(ow0, ow1):
+        w0 = ow * sw - pl
+        w1 = w0 + kw
+        if w0 < 0:
+            w0 = 0
+        if w1 > W:
+            w1 = W
+        nan = nan | _window_max(xp, W, h0, h1, w0, w1, nan_aware, yrow + ow, arow + ow)
+    return nan
 
 
 def maxpool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
@@ -66,14 +102,12 @@ def maxpool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
                       int kh, int kw, int sh, int sw, int pt, int pl, int num_threads):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3]
-    cdef Py_ssize_t plane, oh, ow, h0, h1, w0, w1, i0, ow_lo, ow_hi
-    cdef floating m0, m1, v
-    cdef bint gt
-    cdef Py_ssize_t j0, j1
+    cdef Py_ssize_t plane, oh, h0, h1, ow_lo, ow_hi
+    cdef int nan, attempt
     cdef const floating *xp
     cdef floating *yp
     cdef Py_ssize_t *ap
-    # The 2x2 / stride-2 window (the common case) gets an unrolled interior loop.
+    # The 2x2 / stride-2 window (the common case) gets a vectorisable interior loop.
     cdef bint fast22 = kh == 2 and kw == 2 and sh == 2 and sw == 2
     if N * C == 0 or OH * OW == 0:
         return
@@ -89,32 +123,28 @@ def maxpool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
         xp = &x[0, 0, 0, 0] + plane * H * W
         yp = &y[0, 0, 0, 0] + plane * OH * OW
         ap = &argmax[0, 0, 0, 0] + plane * OH * OW
-        for oh in range(OH):
-            h0 = oh * sh - pt
-            h1 = h0 + kh
-            if h0 < 0:
-                h0 = 0
-            if h1 > H:
-                h1 = H
-            if fast22 and h1 - h0 == 2:
-                for ow in range(ow_lo):
-                    _window_max(xp, W, h0, h1, 0, ow * sw - pl + kw, yp + oh * OW + ow,
-                                ap + oh * OW + ow)
-                _pool22_row(xp + h0 * W - pl, W, h0 * W - pl, ow_lo, ow_hi,
-                            yp + oh * OW, ap + oh * OW)
-                for ow in range(ow_hi, OW):
-                    w0 = ow * sw - pl
-                    _window_max(xp, W, h0, h1, w0 if w0 > 0 else 0, W if w0 + kw > W else w0 + kw,
-                                yp + oh * OW + ow, ap + oh * OW + ow)
-            else:
-                for ow in range(OW):
-                    w0 = ow * sw - pl
-                    w1 = w0 + kw
-                    if w0 < 0:
-                        w0 = 0
-                    if w1 > W:
-                        w1 = W
-                    _window_max(xp, W, h0, h1, w0, w1, yp + oh * OW + ow, ap + oh * OW + ow)
+        # attempt 0: fast comparisons; attempt 1 (only for a plane holding NaN): NaN-aware.
+        for attempt in range(2):
+            nan = 0
+            for oh in range(OH):
+                h0 = oh * sh - pt
+                h1 = h0 + kh
+                if h0 < 0:
+                    h0 = 0
+                if h1 > H:
+                    h1 = H
+                if attempt == 0 and fast22 and h1 - h0 == 2:
+                    nan = nan | _pool22_row(xp + h0 * W - pl, W, h0 * W - pl, ow_lo, ow_hi,
+                                            yp + oh * OW, ap + oh * OW)
+                    nan = nan | _window_row(xp, W, h0, h1, kw, sw, pl, 0, ow_lo, 0,
+                                            yp + oh * OW, ap + oh * OW)
+                    nan = nan | _window_row(xp, W, h0, h1, kw, sw, pl, ow_hi, OW, 0,
+                                            yp + oh * OW, ap + oh * OW)
+                else:
+                    nan = nan | _window_row(xp, W, h0, h1, kw, sw, pl, 0, OW, attempt == 1,
+                                            yp + oh * OW, ap + oh * OW)
+            if nan == 0:
+                break
 
 
 def maxpool2d_backward(const floating[:, :, :, ::1] dy,       # IN  (N, C, OH, OW)
