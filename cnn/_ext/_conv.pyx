@@ -62,85 +62,35 @@ cdef object _dtype(const floating[:, :, :, ::1] like):
     return np.float32 if floating is float else np.float64
 
 
-cdef inline int _ceil_div(int a, int b) noexcept nogil:
-    """ceil(a / b) for b > 0 and any a (cdivision truncates toward zero)."""
-    if a <= 0:
-        return -((-a) // b)
-    return (a + b - 1) // b
+cdef extern from "_im2col.h":
+    void cnn_im2col_f(const float *x, float *cols, int C, int H, int W, int kh, int kw,
+                      int sh, int sw, int pt, int pl, int OH, int OW) noexcept nogil
+    void cnn_im2col_d(const double *x, double *cols, int C, int H, int W, int kh, int kw,
+                      int sh, int sw, int pt, int pl, int OH, int OW) noexcept nogil
+    void cnn_col2im_f(const float *cols, float *dx, int C, int H, int W, int kh, int kw,
+                      int sh, int sw, int pt, int pl, int OH, int OW) noexcept nogil
+    void cnn_col2im_d(const double *cols, double *dx, int C, int H, int W, int kh, int kw,
+                      int sh, int sw, int pt, int pl, int OH, int OW) noexcept nogil
 
 
-cdef void _im2col(const floating *x, floating *cols,
-                  int C, int H, int W, int kh, int kw, int sh, int sw,
-                  int pt, int pl, int OH, int OW) noexcept nogil:
-    """cols[(c*kh + i)*kw + j, oh*OW + ow] = xpad[c, oh*sh + i, ow*sw + j]."""
-    cdef int c, i, j, oh, ow, ih, lo, hi, row = 0
-    cdef int P = OH * OW
-    cdef const floating *src
-    cdef floating *dst
-    for c in range(C):
-        for i in range(kh):
-            for j in range(kw):
-                lo = _ceil_div(pl - j, sw)
-                if lo < 0:
-                    lo = 0
-                hi = _ceil_div(W + pl - j, sw)
-                if hi > OW:
-                    hi = OW
-                if hi < lo:
-                    hi = lo
-                for oh in range(OH):
-                    dst = cols + <Py_ssize_t> row * P + oh * OW
-                    ih = oh * sh + i - pt
-                    if ih < 0 or ih >= H:
-                        memset(dst, 0, OW * sizeof(floating))
-                        continue
-                    src = x + (<Py_ssize_t> c * H + ih) * W + j - pl
-                    if lo > 0:
-                        memset(dst, 0, lo * sizeof(floating))
-                    if sw == 1:
-                        if hi > lo:
-                            memcpy(dst + lo, src + lo, (hi - lo) * sizeof(floating))
-                    else:
-                        for ow in range(lo, hi):
-                            dst[ow] = src[ow * sw]
-                    if hi < OW:
-                        memset(dst + hi, 0, (OW - hi) * sizeof(floating))
-                row += 1
+cdef inline void _im2col(const floating *x, floating *cols,
+                         int C, int H, int W, int kh, int kw, int sh, int sw,
+                         int pt, int pl, int OH, int OW) noexcept nogil:
+    """cols[(c*kh + i)*kw + j, oh*OW + ow] = xpad[c, oh*sh + i, ow*sw + j] (see _im2col.h)."""
+    if floating is float:
+        cnn_im2col_f(x, cols, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW)
+    else:
+        cnn_im2col_d(x, cols, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW)
 
 
-cdef void _col2im(const floating *cols, floating *dx,
-                  int C, int H, int W, int kh, int kw, int sh, int sw,
-                  int pt, int pl, int OH, int OW) noexcept nogil:
-    """dx[c, ih, iw] += cols[row, p] over every (row, p) that im2col read from (c, ih, iw).
-
-    dx must be zeroed by the caller. Serial within one image: no two threads touch it.
-    """
-    cdef int c, i, j, oh, ow, ih, lo, hi, row = 0
-    cdef int P = OH * OW
-    cdef const floating *src
-    cdef floating *dst
-    for c in range(C):
-        for i in range(kh):
-            for j in range(kw):
-                lo = _ceil_div(pl - j, sw)
-                if lo < 0:
-                    lo = 0
-                hi = _ceil_div(W + pl - j, sw)
-                if hi > OW:
-                    hi = OW
-                for oh in range(OH):
-                    ih = oh * sh + i - pt
-                    if ih < 0 or ih >= H:
-                        continue
-                    src = cols + <Py_ssize_t> row * P + oh * OW
-                    dst = dx + (<Py_ssize_t> c * H + ih) * W + j - pl
-                    if sw == 1:
-                        for ow in range(lo, hi):
-                            dst[ow] += src[ow]
-                    else:
-                        for ow in range(lo, hi):
-                            dst[ow * sw] += src[ow]
-                row += 1
+cdef inline void _col2im(const floating *cols, floating *dx,
+                         int C, int H, int W, int kh, int kw, int sh, int sw,
+                         int pt, int pl, int OH, int OW) noexcept nogil:
+    """dx = 0, then dx[c, ih, iw] += cols[row, p] over every (row, p) im2col read (c, ih, iw) from."""
+    if floating is float:
+        cnn_col2im_f(cols, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW)
+    else:
+        cnn_col2im_d(cols, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW)
 
 
 cdef void _bias_act(floating *y, const floating *b, bint has_bias, bint relu,
@@ -295,7 +245,6 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
                         _gemm(True, False, CKK, P, K, 1, &w[0, 0, 0, 0], CKK, dyn, P, 0, dxn, P)
                     else:
                         _gemm(True, False, CKK, P, K, 1, &w[0, 0, 0, 0], CKK, dyn, P, 0, dcols, P)
-                        memset(dxn, 0, <size_t> C * H * W * sizeof(floating))
                         _col2im(dcols, dxn, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW)
 
     # Fixed-order reduction of the chunk partials: element-parallel, each element summed
