@@ -1024,6 +1024,24 @@ def _git_commit():
         return None, None
 
 
+def sgemm_rate(threads, size=1024, seconds=0.3):
+    """The machine's float32 GEMM rate (GFLOP/s) through NumPy's BLAS at ``threads`` threads:
+    the ceiling the convolutions (GEMMs after im2col) are measured against."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    c = np.empty((size, size), dtype=np.float32)
+    cnn.set_num_threads(threads)  # NumPy's BLAS gets this count
+    for _ in range(2):
+        np.matmul(a, b, out=c)
+    samples, start = [], time.perf_counter()
+    while len(samples) < 3 or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=c)
+        samples.append(time.perf_counter() - t0)
+    return 2.0 * size ** 3 / float(np.median(samples)) / 1e9
+
+
 def cpu_snapshot():
     """``(busy CPU seconds of the whole machine, CPU seconds of this process and its waited-for
     children, wall time)``; busy is None where ``/proc/stat`` is missing."""
@@ -1047,7 +1065,7 @@ def other_load(a, b):
     return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / (b[2] - a[2]))
 
 
-def machine_facts(threads, torch, torch_reason, load_start, others=None):
+def machine_facts(threads, torch, torch_reason, load_start, others=None, sgemm=None):
     """Everything that decides how fast the cases run, and warnings about it."""
     import scipy
     import threadpoolctl
@@ -1072,6 +1090,8 @@ def machine_facts(threads, torch, torch_reason, load_start, others=None):
         "load_average_start": load_start,
         "load_average_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "other_processes_cores": others,
+        "sgemm_gflops": sgemm[1] if sgemm else None,
+        "sgemm_size": sgemm[0] if sgemm else None,
         "platform": platform.platform(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
@@ -1239,6 +1259,9 @@ def format_facts(m):
              f"at end {', '.join(f'{v:.2f}' for v in m['load_average_end'] or [])}; other processes "
              f"used {'?' if m['other_processes_cores'] is None else format(m['other_processes_cores'], '.2f')} "
              f"cores on average during the run",
+             f"  SGEMM (NumPy's BLAS, float32 {m.get('sgemm_size')}^3): "
+             + (", ".join(f"{v:.1f} GFLOP/s at {k} thread{'s' if k != '1' else ''}"
+                          for k, v in (m.get("sgemm_gflops") or {}).items()) or "not measured"),
              f"  Python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}, threadpoolctl "
              f"{m['threadpoolctl']}, torch {m['torch'] or 'absent (' + str(m['torch_absent_reason']) + ')'}",
              f"  cnn {m['cnn']} from {m['cnn_path']}, commit {m['git_commit']}"
@@ -1478,6 +1501,8 @@ def main(argv=None):
     known = {}
     records = []
     t_start = time.perf_counter()
+    size = 512 if args.quick else 1024
+    sgemm = (size, {str(t): sgemm_rate(t, size, 0.05 if args.quick else 0.3) for t in sorted({1, threads})})
     first = cpu_snapshot()
     for i, case in enumerate(cases):
         _log(f"[{i + 1}/{len(cases)}] {case.name} ...")
@@ -1489,7 +1514,7 @@ def main(argv=None):
         _log(f"      done in {records[-1]['bench_seconds']:.1f} s")
     elapsed = time.perf_counter() - t_start
     _set_threads(threads, torch)
-    facts = machine_facts(threads, torch, torch_reason, load_start, other_load(first, cpu_snapshot()))
+    facts = machine_facts(threads, torch, torch_reason, load_start, other_load(first, cpu_snapshot()), sgemm)
     scaling = _scaling(records, threads)
     mismatches = [r["name"] for r in records if not r["check"]["ok"]]
 
