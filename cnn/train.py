@@ -29,11 +29,16 @@ __all__ = ["main", "build_model", "random_shift", "random_affine", "affine_warp"
 # Per-model defaults; every one can be overridden on the command line.
 DEFAULTS = {
     # Conv-pool-conv-pool-dense as in DESIGN.md, with dropout, trained with Adam on a cosine
-    # schedule and +-2 px random shifts: the shifts and dropout matter most with 5,000 images.
+    # schedule and random affine augmentation (+-2 px, +-10 degrees, +-10 % zoom). On the
+    # bundled 5,000 images: 98.70 % / 98.77 % test accuracy for seeds 0 / 1 in 1:46-2:13 min
+    # wall clock on 2 (shared) cores; without augmentation or with whole-pixel shifts only,
+    # 98.2-98.5 %.
     "cnn": {"epochs": 12, "batch_size": 64, "lr": 2e-3, "optimizer": "adam", "momentum": 0.9,
             "schedule": "cosine", "shift": 2, "rotate": 10, "scale": 0.1, "loss": "cross_entropy"},
     # The seed project's network and settings: Dense-512 leaky ReLU + Dense-10 softmax,
-    # MSE loss, plain SGD, lr 0.03, batch 64.
+    # MSE loss, plain SGD, lr 0.03, batch 64. The seed's MSE (1/2, mean over the 10 outputs)
+    # behind a softmax gives small gradients: on 5,000 images this reaches about 36 % in 10
+    # epochs; --lr 1.0 about 90 %.
     "seed-mlp": {"epochs": 10, "batch_size": 64, "lr": 0.03, "optimizer": "sgd", "momentum": 0.0,
                  "schedule": "constant", "shift": 0, "rotate": 0, "scale": 0, "loss": "mse"},
 }
@@ -205,7 +210,8 @@ def _parser():
     p.add_argument("--download", action="store_true",
                    help="download the full MNIST into --data-dir (or the default data folder) first")
     p.add_argument("--model", choices=sorted(DEFAULTS), default="cnn",
-                   help="cnn (default) or seed-mlp (the seed project's Dense-512 network, MSE loss)")
+                   help="cnn (default) or seed-mlp (the seed project's Dense-512 network with its "
+                        "MSE loss and lr 0.03, which learns slowly on 5,000 images: try --lr 1.0)")
     p.add_argument("--epochs", type=_non_negative_int, help="default: 12 (cnn), 10 (seed-mlp)")
     p.add_argument("--batch-size", type=_positive(int), help="default: 64")
     p.add_argument("--lr", type=_positive(float), help="learning rate; default: 2e-3 (cnn), 0.03 (seed-mlp)")
