@@ -35,7 +35,7 @@ OPENMP_TEST_PROGRAM = textwrap.dedent(
     """
 )
 
-EXTENSIONS = ["_openmp", "_blas", "_conv", "_pool"]
+EXTENSIONS = ["_openmp", "_blas", "_conv", "_pool", "_dense"]
 
 
 def _env_flag(name):

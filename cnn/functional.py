@@ -26,10 +26,10 @@ import operator
 import numpy as np
 
 from cnn import _threads
-from cnn._ext import _conv, _pool
+from cnn._ext import _conv, _dense, _pool
 
 __all__ = [
-    "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward",
+    "linear", "linear_backward", "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward",
     "conv2d_output_shape", "maxpool2d_output_shape", "conv2d_padding", "maxpool2d_padding",
 ]
 
@@ -209,6 +209,95 @@ def _same_dtype(dtype, **arrays):
         if a is not None and a.dtype != dtype:
             raise TypeError(f"{name} has dtype {a.dtype} but the input has dtype {dtype}; "
                             f"all arrays must share one dtype")
+
+
+# ------------------------------------------------------------------------------ linear
+
+def _linear_args(x, w):
+    x = _array(x, "x", 2, "(N, in_features)")
+    w = _array(w, "w", 2, "(out_features, in_features)")
+    _same_dtype(x.dtype, w=w)
+    if w.shape[1] != x.shape[1]:
+        raise ValueError(f"w has {w.shape[1]} input features (w.shape={w.shape}) but x has "
+                         f"{x.shape[1]} (x.shape={x.shape})")
+    if w.shape[0] < 1 or w.shape[1] < 1:
+        raise ValueError(f"w must have at least one output and one input feature, got w.shape={w.shape}")
+    return x, w
+
+
+def linear(x, w, b=None, activation=None):
+    """Fully connected layer: ``y = act(x @ w.T + b)``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, in_features), dtype float32 or float64
+    w : ndarray of shape (out_features, in_features), same dtype (the seed's ``w_ij``:
+        row i is output neuron i, column j input neuron j)
+    b : ndarray of shape (out_features,), same dtype, or None
+    activation : None or "relu" (fused into the output pass)
+
+    Returns
+    -------
+    y : ndarray of shape (N, out_features), dtype of x
+        Every element is one whole dot product whatever the thread count, so results do
+        not depend on it.
+    """
+    x, w = _linear_args(x, w)
+    if b is not None:
+        b = _array(b, "b", 1, "(out_features,)")
+        _same_dtype(x.dtype, b=b)
+        if b.shape[0] != w.shape[0]:
+            raise ValueError(f"b must have shape ({w.shape[0]},) to match w.shape={w.shape}, got {b.shape}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+    y = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
+    _dense.dense_forward(x, w, b, y, _ACTIVATIONS[activation], _threads_for(y.size * w.shape[1]))
+    return y
+
+
+def linear_backward(dy, x, w, need_dx=True, activation=None, y=None):
+    """Gradients of :func:`linear` w.r.t. input, weight and bias.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (N, out_features)
+        Gradient w.r.t. the output: before the activation when ``activation`` is None,
+        else w.r.t. the fused activation's output (then ``y`` is required).
+    x : ndarray of shape (N, in_features)
+    w : ndarray of shape (out_features, in_features)
+    need_dx : bool
+    activation : None or "relu"
+    y : ndarray of shape (N, out_features), the forward output, with ``activation="relu"``
+
+    Returns
+    -------
+    dx : ndarray of shape (N, in_features), or None when ``need_dx`` is False
+    dw : ndarray of shape (out_features, in_features), summed over the batch
+    db : ndarray of shape (out_features,), summed over the batch
+    """
+    x, w = _linear_args(x, w)
+    dy = _array(dy, "dy", 2, "(N, out_features)")
+    _same_dtype(x.dtype, dy=dy)
+    expected = (x.shape[0], w.shape[0])
+    if dy.shape != expected:
+        raise ValueError(f"dy must have the output's shape {expected}, got {dy.shape}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+    relu_out = masked = None
+    if _ACTIVATIONS[activation]:
+        if y is None:
+            raise ValueError("activation='relu' needs y, the forward output, to mask dy")
+        relu_out = _array(y, "y", 2, "(N, out_features)")
+        _same_dtype(x.dtype, y=relu_out)
+        if relu_out.shape != expected:
+            raise ValueError(f"y must have the output's shape {expected}, got {relu_out.shape}")
+        masked = np.empty_like(dy)
+    dx = np.empty_like(x) if need_dx else None
+    dw = np.empty_like(w)
+    db = np.empty(w.shape[0], dtype=x.dtype)
+    _dense.dense_backward(dy, x, w, dx, dw, db, relu_out, masked,
+                          _threads_for(2 * dy.size * w.shape[1]))
+    return dx, dw, db
 
 
 # ------------------------------------------------------------------------------ conv2d

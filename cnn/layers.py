@@ -32,10 +32,6 @@ __all__ = ["Layer", "Dense", "Conv2D", "MaxPool2D", "MaxPooling2D", "Flatten", "
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
-# Whether cnn.functional.conv2d_backward can apply the ReLU mask itself (activation="relu",
-# y=forward output); otherwise Conv2D masks the gradient before calling it.
-_KERNEL_RELU_BACKWARD = "activation" in inspect.signature(F.conv2d_backward).parameters
-
 
 # ----------------------------------------------------------------------------- validation
 
@@ -369,19 +365,32 @@ class Dense(_ActivatedLayer):
 
     def forward(self, x, training=False):
         self._check_input(x)
-        z = x @ self.params[0].T
-        if self.use_bias:
-            z += self.params[1]
-        a = self._activate(z)
-        self._cache = (x, z, a) if training else None
+        b = self.params[1] if self.use_bias else None
+        if self.activation.name == "relu":  # fused into the kernel's output pass
+            a = F.linear(x, self.params[0], b, activation="relu")
+            self.z = None  # not materialised: relu's backward only needs a > 0
+        else:
+            a = self._activate(F.linear(x, self.params[0], b))
+        self._cache = (x, self.z, a) if training else None
         return a
 
-    def _backward_z(self, grad_z):
+    def backward(self, grad):
+        if self.activation.name != "relu":
+            return super().backward(grad)
+        x, _, a = self._cached()
+        self._check_grad(grad, x.shape[0])
+        # grad is dC/d relu-output; the kernel masks it by a > 0 (where z > 0) itself
+        return self._backward_z(grad, relu_output=a)
+
+    def _backward_z(self, grad_z, relu_output=None):
         x = self._cache[0]
-        np.matmul(grad_z.T, x, out=self.grads[0])
+        dx, dw, db = F.linear_backward(grad_z, x, self.params[0], need_dx=self.need_input_grad,
+                                       activation=None if relu_output is None else "relu",
+                                       y=relu_output)
+        np.copyto(self.grads[0], dw)
         if self.use_bias:
-            np.sum(grad_z, axis=0, out=self.grads[1])
-        return grad_z @ self.params[0] if self.need_input_grad else None
+            np.copyto(self.grads[1], db)
+        return dx
 
     def get_config(self):
         return {"units": self.units, "activation": _activation_config(self.activation),
@@ -426,7 +435,6 @@ class Conv2D(_ActivatedLayer):
         self.kernel_initializer = _initializer(kernel_initializer, "kernel_initializer")
         self.param_names = ("weight", "bias") if self.use_bias else ("weight",)
         self._cache = None
-        self._relu_bufs = None
 
     def compute_output_shape(self, input_shape):
         input_shape = _shape(input_shape)
@@ -468,26 +476,15 @@ class Conv2D(_ActivatedLayer):
             return super().backward(grad)
         x, _, a = self._cached()
         self._check_grad(grad, x.shape[0])
-        if _KERNEL_RELU_BACKWARD:
-            return self._backward_z(grad, relu_output=a)
-        # dC/dz = grad * (z > 0), and z > 0 exactly where a = relu(z) > 0. The two buffers are
-        # kept between steps: no allocation (and no page faults) once the batch size is known.
-        if self._relu_bufs is None or self._relu_bufs[0].shape != a.shape:
-            self._relu_bufs = (np.empty(a.shape, dtype=bool), np.empty(a.shape, dtype=self.dtype))
-        mask, grad_z = self._relu_bufs
-        np.greater(a, 0, out=mask)
-        np.multiply(grad, mask, out=grad_z)
-        return self._backward_z(grad_z)
+        # grad is dC/d relu-output; the kernel masks it by a > 0 (where z > 0) itself
+        return self._backward_z(grad, relu_output=a)
 
     def _backward_z(self, grad_z, relu_output=None):
         x = self._cache[0]
-        if relu_output is None:
-            dx, dw, db = F.conv2d_backward(grad_z, x, self.params[0], self.stride, self.padding,
-                                           need_dx=self.need_input_grad)
-        else:  # grad_z is dC/d relu-output here; the kernel masks it by relu_output > 0
-            dx, dw, db = F.conv2d_backward(grad_z, x, self.params[0], self.stride, self.padding,
-                                           need_dx=self.need_input_grad, activation="relu",
-                                           y=relu_output)
+        dx, dw, db = F.conv2d_backward(grad_z, x, self.params[0], self.stride, self.padding,
+                                       need_dx=self.need_input_grad,
+                                       activation=None if relu_output is None else "relu",
+                                       y=relu_output)
         np.copyto(self.grads[0], dw)
         if self.use_bias:
             np.copyto(self.grads[1], db)

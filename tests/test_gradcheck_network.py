@@ -125,15 +125,31 @@ def test_network_with_dropout(rng):
     check_network(model, rng.standard_normal((3, 1, 5, 5)), np.array([0, 2, 1]), reset)
 
 
-def test_conv_relu_gradients_same_with_and_without_kernel_masking(data, monkeypatch):
-    import cnn.layers as layers_module
+def _relu_net(fused, seed=0):
+    """Conv and Dense with ReLU fused into the kernels, or as separate Activation layers."""
+    def block(layer, **kw):
+        if fused:
+            return [layer(activation="relu", **kw)]
+        return [layer(activation=None, **kw), layers.Activation("relu")]
+    stack = (block(lambda **kw: layers.Conv2D(3, 3, padding="same", **kw))
+             + [layers.MaxPool2D(2), layers.Flatten()]
+             + block(lambda **kw: layers.Dense(6, **kw))
+             + [layers.Dense(5, activation="softmax")])
+    return Sequential(stack, input_shape=(2, 8, 8), seed=seed, dtype="float64")
+
+
+def test_fused_relu_gives_the_same_gradients_as_a_separate_activation(data):
     x, y = data
-    model = conv_net().compile(loss="cross_entropy", optimizer="sgd")
-    _, first = model.compute_gradients(x, y)
-    monkeypatch.setattr(layers_module, "_KERNEL_RELU_BACKWARD", not layers_module._KERNEL_RELU_BACKWARD)
-    _, second = model.compute_gradients(x, y)
-    for key in first:
-        np.testing.assert_allclose(second[key], first[key], rtol=1e-12, atol=1e-15, err_msg=key)
+    fused = _relu_net(True).compile(loss="cross_entropy", optimizer="sgd")
+    plain = _relu_net(False).compile(loss="cross_entropy", optimizer="sgd")
+    plain.set_weights(fused.get_weights())
+    loss_f, g_f = fused.compute_gradients(x, y)
+    loss_p, g_p = plain.compute_gradients(x, y)
+    assert loss_f == pytest.approx(loss_p, rel=1e-12)
+    # Activation layers hold no parameters, so the two models' parameters pair up in order
+    assert len(g_f) == len(g_p) == 6
+    for (kf, vf), (kp, vp) in zip(g_f.items(), g_p.items()):
+        np.testing.assert_allclose(vf, vp, rtol=1e-12, atol=1e-15, err_msg=f"{kf} vs {kp}")
 
 
 def test_gradient_is_the_batch_mean(rng):
