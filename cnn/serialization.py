@@ -129,10 +129,51 @@ class _Reader:
     def error(self, message):
         return ValueError(f"{self.path}: {message}")
 
-    def array(self, key):
+    def header(self, key):
+        """``(shape, dtype)`` from the ``.npy`` header of ``key``, read without its data.
+
+        The header must describe exactly the bytes the archive entry holds, so a tampered
+        header cannot make ``np.load`` allocate what the file does not contain.
+        """
+        name = key + ".npy"
+        fmt = np.lib.format
+        try:
+            info = self.npz.zip.getinfo(name)
+            with self.npz.zip.open(info) as f:
+                version = fmt.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = fmt.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, fortran, dtype = fmt.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f".npy format version {version} is not supported")
+                offset = f.tell()
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError,
+                TypeError, SyntaxError) as exc:
+            raise self.error(f"cannot read array {key!r}: {exc}") from None
+        if dtype.hasobject:
+            raise self.error(f"array {key!r} has dtype object; refusing it")
+        count = 1
+        for d in shape:
+            count *= int(d)
+        if count * dtype.itemsize != info.file_size - offset:
+            raise self.error(f"array {key!r}: its header promises shape {tuple(shape)} of {dtype} "
+                             f"({count * dtype.itemsize} bytes) but the archive entry holds "
+                             f"{info.file_size - offset} data bytes (truncated or tampered)")
+        return tuple(int(d) for d in shape), dtype
+
+    def array(self, key, shape=None, dtype=None):
+        """The array ``key``; with ``shape``/``dtype`` given, these are checked from the
+        header before any data is read."""
+        got_shape, got_dtype = self.header(key)
+        if shape is not None and got_shape != tuple(shape):
+            raise self.error(f"array {key!r} has shape {got_shape}, the architecture wants {tuple(shape)}")
+        if dtype is not None and got_dtype != dtype:
+            raise self.error(f"array {key!r} has dtype {got_dtype}, the architecture wants {dtype}")
         try:
             a = self.npz[key]
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as exc:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError,
+                MemoryError) as exc:
             raise self.error(f"cannot read array {key!r}: {exc}") from None
         if a.dtype.hasobject:
             raise self.error(f"array {key!r} has dtype object; refusing it")
@@ -228,11 +269,7 @@ def load_model(path, compile=True):
         dtype = np.dtype(architecture["dtype"])
         weights = []
         for key, shape in expected.items():
-            a = r.array(key)
-            if a.shape != shape:
-                raise r.error(f"array {key!r} has shape {a.shape}, the architecture wants {shape}")
-            if a.dtype != dtype:
-                raise r.error(f"array {key!r} has dtype {a.dtype}, the architecture wants {dtype}")
+            a = r.array(key, shape, dtype)
             if not np.isfinite(a).all():
                 raise r.error(f"array {key!r} holds NaN/inf values")
             weights.append(a)
@@ -252,7 +289,8 @@ def load_model(path, compile=True):
                               optimizer=optimizers.get(config["optimizer"]))
             except (TypeError, ValueError) as exc:
                 raise r.error(f"bad 'compile': {exc}") from None
-            state = {k[len("optimizer."):]: r.array(k) for k in sorted(opt_keys)}
+            state = {k[len("optimizer."):]: r.array(k, *_optimizer_entry(r, k, named))
+                     for k in sorted(opt_keys)}
             _check_optimizer_state(r, state, [p for _, p in named])
             try:
                 model.optimizer.load_state_dict(state)
@@ -291,6 +329,20 @@ def _expected_params(r, architecture):
 
 _ARCH_KEYS = {"name", "input_shape", "seed", "dtype", "layers"}
 _BUFFER_KEY = re.compile(r"^([A-Za-z_]\w*)\.(\d+)$")
+
+
+def _optimizer_entry(r, key, named):
+    """The (shape, dtype) an ``optimizer.<key>`` array must have, or (None, None) when only
+    its size can be bounded (by its header, against the archive entry)."""
+    m = _BUFFER_KEY.match(key[len("optimizer."):])
+    if m and int(m.group(2)) < len(named):
+        p = named[int(m.group(2))][1]
+        return p.shape, p.dtype
+    if key in ("optimizer.iterations", "optimizer.epoch"):
+        shape, _ = r.header(key)
+        if shape != ():
+            raise r.error(f"array {key!r} must be a scalar, got shape {shape}")
+    return None, None
 
 
 def _check_optimizer_state(r, state, params):
