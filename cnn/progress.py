@@ -6,6 +6,8 @@ otherwise; when the stream is not a terminal (a log file, a pipe, CI) the bar is
 one line per epoch, so logs do not fill with bar redraws. ``verbose=2``: one line per epoch.
 """
 
+import io
+import os
 import sys
 import time
 
@@ -34,6 +36,14 @@ def _isatty(stream):
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def _terminal_size(stream):
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return 0, 0
+    return size.columns, size.lines
 
 
 def _tqdm():
@@ -100,8 +110,13 @@ class EpochProgress:
         if verbose == 1 and _isatty(self.stream):
             tqdm = _tqdm()
             if tqdm is not None:
+                # tqdm hides its bar on a terminal that reports a size of 0 (some pseudo-terminals).
+                cols, rows = _terminal_size(self.stream)
+                size = {"dynamic_ncols": True} if cols > 0 else {"ncols": 100}
+                if rows <= 0:
+                    size["nrows"] = 24
                 self._bar = tqdm(total=total, desc=self.desc, unit="step", file=self.stream,
-                                 leave=True, dynamic_ncols=True, mininterval=0.1)
+                                 leave=True, mininterval=0.1, **size)
             else:
                 self._bar = _PlainBar(total, self.desc, self.stream)
             self.mode = "bar"
