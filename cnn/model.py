@@ -91,6 +91,7 @@ class Sequential:
         self.train_state = None
         self._lock = threading.RLock()
         self._checked = None
+        self._fused = False
         if layers is not None:
             if isinstance(layers, _layers.Layer) or isinstance(layers, (str, bytes)):
                 raise TypeError("layers must be an iterable of Layer objects, got a single "
