@@ -12,7 +12,9 @@ per thread. The weight gradient sums over the batch in ``N_CHUNKS`` fixed chunks
 of images: each chunk's partial sum is private, and the partials are added in
 chunk order afterwards, so ``dw``/``db`` are bit-identical for any thread count.
 BLAS is called from inside ``prange``: the caller keeps that BLAS at one thread
-(see ``cnn._threads``) so the two pools never nest.
+(see ``cnn._threads``) so the two pools never nest. Work items (images, chunks) are
+handed out dynamically: when another process takes a core, the other thread carries on
+instead of waiting at the barrier. Which thread does an item never changes its result.
 
 Validation lives in :mod:`cnn.functional`; these kernels trust their arguments.
 """
@@ -146,7 +148,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cols = NULL
     with nogil, parallel(num_threads=num_threads):
         cols = &scratch[omp_get_thread_num(), 0]
-        for n in prange(N, schedule='static'):
+        for n in prange(N, schedule='dynamic'):
             if direct:
                 # 1x1, stride 1, no padding: the input plane already is the column matrix.
                 _gemm(False, False, K, P, CKK, 1, wptr, CKK,
@@ -223,7 +225,7 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
         cols = &scratch[omp_get_thread_num(), 0]
         dcols = cols + <Py_ssize_t> CKK1 * P
         gmask = dcols + (CKK * P if need_dx and not direct else 0)
-        for chunk in prange(n_chunks, schedule='static'):
+        for chunk in prange(n_chunks, schedule='dynamic'):
             n0 = <int> ((<long long> N * chunk) // n_chunks)
             n1 = <int> ((<long long> N * (chunk + 1)) // n_chunks)
             for n in range(n0, n1):

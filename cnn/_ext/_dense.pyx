@@ -55,7 +55,7 @@ def dense_forward(const floating[:, ::1] x,   # IN  (N, I)
     if N == 0 or O == 0:
         return
     num_threads = max(1, min(num_threads, blocks))
-    for t in prange(blocks, nogil=True, schedule='static', num_threads=num_threads):
+    for t in prange(blocks, nogil=True, schedule='dynamic', num_threads=num_threads):
         n0 = t * BLOCK
         n1 = min(N, n0 + BLOCK)
         if n1 > n0:
@@ -103,7 +103,7 @@ def dense_backward(const floating[:, ::1] dy,        # IN  (N, O)
             _mask(&dy[n0, 0], &relu_out[n0, 0], &masked[n0, 0], (n1 - n0) * O)
         g = &masked[0, 0]
     all_blocks = max(row_blocks, unit_blocks)
-    for t in prange(all_blocks, nogil=True, schedule='static', num_threads=num_threads):
+    for t in prange(all_blocks, nogil=True, schedule='dynamic', num_threads=num_threads):
         n0 = t * BLOCK
         n1 = min(N, n0 + BLOCK)
         if need_dx and n1 > n0:

@@ -118,7 +118,7 @@ def maxpool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
         ow_hi = OW
     if ow_hi < ow_lo:
         ow_hi = ow_lo
-    for plane in prange(N * C, nogil=True, schedule='static',
+    for plane in prange(N * C, nogil=True, schedule='dynamic', chunksize=8,
                         num_threads=max(1, min(num_threads, N * C))):
         xp = &x[0, 0, 0, 0] + plane * H * W
         yp = &y[0, 0, 0, 0] + plane * OH * OW
@@ -158,7 +158,7 @@ def maxpool2d_backward(const floating[:, :, :, ::1] dy,       # IN  (N, C, OH, O
     cdef floating *dxp
     if N * C == 0:
         return
-    for plane in prange(N * C, nogil=True, schedule='static',
+    for plane in prange(N * C, nogil=True, schedule='dynamic', chunksize=8,
                         num_threads=max(1, min(num_threads, N * C))):
         n = plane // C
         c = plane % C
