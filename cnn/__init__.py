@@ -25,11 +25,14 @@ from cnn import (activations, callbacks, datasets, functional, initializers, lay
                  metrics, optimizers, schedules)
 from cnn._config import show_config
 from cnn._threads import get_num_threads, set_num_threads
+from cnn.callbacks import Callback, EarlyStopping, History, ModelCheckpoint
 from cnn.model import Sequential
-from cnn.serialization import load_model
+from cnn.serialization import load_model, save_model
+from cnn.trainer import Trainer
 
 __all__ = [
-    "Sequential", "load_model", "layers", "activations", "losses", "optimizers", "schedules",
+    "Sequential", "Trainer", "load_model", "save_model",
+    "Callback", "EarlyStopping", "History", "ModelCheckpoint", "layers", "activations", "losses", "optimizers", "schedules",
     "initializers", "callbacks", "datasets", "metrics", "functional",
     "set_num_threads", "get_num_threads", "show_config", "__version__",
 ]

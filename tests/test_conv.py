@@ -324,3 +324,13 @@ def test_fused_relu_backward_needs_the_forward_output(rng):
         F.conv2d_backward(y, x, w, activation="relu", y=y[:, :2])
     with pytest.raises(ValueError, match="activation must be None or 'relu'"):
         F.conv2d_backward(y, x, w, activation="tanh", y=y)
+
+
+def test_fused_relu_propagates_nan_like_np_maximum():
+    x = np.ones((1, 1, 3, 3))
+    x[0, 0, 1, 1] = np.nan
+    w = np.ones((1, 1, 1, 1))
+    y = F.conv2d(x, w, activation="relu")
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(x))
+    y = F.linear(x.reshape(1, 9), np.eye(9), activation="relu")
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(x.reshape(1, 9)))

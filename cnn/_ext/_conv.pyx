@@ -107,7 +107,7 @@ cdef void _bias_act(floating *y, const floating *b, bint has_bias, bint relu,
         if relu:
             for p in range(P):
                 v = row[p] + bk
-                row[p] = v if v > 0 else 0
+                row[p] = 0 if v <= 0 else v  # NaN stays NaN, as in np.maximum
         elif has_bias:
             for p in range(P):
                 row[p] += bk

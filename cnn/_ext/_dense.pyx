@@ -65,7 +65,7 @@ def dense_forward(const floating[:, ::1] x,   # IN  (N, I)
                 for n in range(n0, n1):
                     for o in range(O):
                         v = y[n, o] + (b[o] if has_bias else 0)
-                        y[n, o] = (v if v > 0 else 0) if relu else v
+                        y[n, o] = (0 if v <= 0 else v) if relu else v  # NaN stays NaN
 
 
 def dense_backward(const floating[:, ::1] dy,        # IN  (N, O)
