@@ -332,5 +332,6 @@ def test_fused_relu_propagates_nan_like_np_maximum():
     w = np.ones((1, 1, 1, 1))
     y = F.conv2d(x, w, activation="relu")
     np.testing.assert_array_equal(np.isnan(y), np.isnan(x))
-    y = F.linear(x.reshape(1, 9), np.eye(9), activation="relu")
-    np.testing.assert_array_equal(np.isnan(y), np.isnan(x.reshape(1, 9)))
+    xf, w2 = x.reshape(1, 9), np.full((2, 9), -1.0)
+    y = F.linear(xf, w2, activation="relu")
+    assert np.isnan(y).all() and np.isnan(np.maximum(xf @ w2.T, 0)).all()
