@@ -568,7 +568,7 @@ class Flatten(Layer):
     def forward(self, x, training=False):
         self._check_input(x)
         self._cache = x.shape if training else None
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], self.output_shape[0])  # not -1: an empty batch is fine too
 
     def backward(self, grad):
         x_shape = self._cached()
