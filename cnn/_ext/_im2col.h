@@ -38,6 +38,30 @@ static void cnn_im2col_##SUFFIX(const T *restrict x, T *restrict cols, int C, in
     for (int j = 0; j < kw; j++) {                                                         \
         ptrdiff_t lo, hi, off = (ptrdiff_t)j - pl;                                         \
         cnn_valid_cols(W, OW, sw, pl, j, &lo, &hi);                                        \
+        if (sh == 1 && sw == 1 && OW == W) {                                               \
+            /* stride 1, "same" width: rows oh_lo..oh_hi-1 of this block are one shifted   \
+               contiguous span of the input; copy it whole, then zero the few cells that   \
+               wrapped around a row edge (the padding columns). */                         \
+            int oh_lo = pt - i > 0 ? pt - i : 0;                                           \
+            int oh_hi = H + pt - i < OH ? H + pt - i : OH;                                 \
+            if (oh_hi < oh_lo) oh_hi = oh_lo;                                              \
+            ptrdiff_t n = (ptrdiff_t)(oh_hi - oh_lo) * OW;                                 \
+            ptrdiff_t t0 = off < 0 ? -off : 0, t1 = off > 0 ? n - off : n;                 \
+            T *restrict blk = dst + (ptrdiff_t)oh_lo * OW;                                 \
+            if (oh_lo > 0) memset(dst, 0, (size_t)oh_lo * OW * sizeof(T));                 \
+            if (t1 > t0)                                                                   \
+                memcpy(blk + t0, x + ((ptrdiff_t)c * H + oh_lo + i - pt) * W + t0 + off,   \
+                       (size_t)(t1 - t0) * sizeof(T));                                     \
+            for (int oh = oh_lo; oh < oh_hi; oh++) {                                       \
+                T *restrict r = dst + (ptrdiff_t)oh * OW;                                  \
+                for (ptrdiff_t ow = 0; ow < lo; ow++) r[ow] = 0;                           \
+                for (ptrdiff_t ow = hi; ow < OW; ow++) r[ow] = 0;                          \
+            }                                                                              \
+            if (oh_hi < OH)                                                                \
+                memset(dst + (ptrdiff_t)oh_hi * OW, 0, (size_t)(OH - oh_hi) * OW * sizeof(T)); \
+            dst += (ptrdiff_t)OH * OW;                                                     \
+            continue;                                                                      \
+        }                                                                                  \
         for (int oh = 0; oh < OH; oh++, dst += OW) {                                       \
             int ih = oh * sh + i - pt;                                                     \
             if (ih < 0 || ih >= H) {                                                       \
