@@ -335,3 +335,18 @@ def test_fused_relu_propagates_nan_like_np_maximum():
     xf, w2 = x.reshape(1, 9), np.full((2, 9), -1.0)
     y = F.linear(xf, w2, activation="relu")
     assert np.isnan(y).all() and np.isnan(np.maximum(xf @ w2.T, 0)).all()
+
+
+@pytest.mark.parametrize("H, W", [(1, 1), (1, 5), (4, 1), (2, 3), (7, 6)])
+@pytest.mark.parametrize("kh, kw", [(1, 1), (2, 2), (3, 3), (4, 5), (5, 2)])
+def test_same_padding_stride_one_every_edge_case_matches_reference(rng, H, W, kh, kw):
+    # The stride-1 'same' path copies whole spans and patches the wrapped edge cells:
+    # small planes and kernels larger than the plane exercise every patch.
+    x = rng.standard_normal((2, 3, H, W))
+    w = rng.standard_normal((2, 3, kh, kw))
+    y = F.conv2d(x, w, padding="same")
+    np.testing.assert_allclose(y, R.conv2d(x, w, padding="same"), rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    for got, want in zip(F.conv2d_backward(dy, x, w, padding="same"),
+                         R.conv2d_backward(dy, x, w, padding="same")):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
