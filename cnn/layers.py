@@ -430,6 +430,10 @@ class Conv2D(_ActivatedLayer):
         self.stride = _int_pair(stride, "stride", 1)
         self.padding = _padding(padding, "padding", ("valid", "same"))
         self._set_activation(activation)
+        if self.activation.name == "softmax":
+            raise ValueError("Conv2D activation must not be 'softmax' (softmax normalises flat "
+                             "(N, classes) rows); put Flatten() and Dense(classes, "
+                             "activation='softmax') after the convolutions")
         self._fused_relu = self.activation.name == "relu"
         self.use_bias = _bool(use_bias, "use_bias")
         self.kernel_initializer = _initializer(kernel_initializer, "kernel_initializer")
