@@ -1065,6 +1065,19 @@ def other_load(a, b):
     return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / (b[2] - a[2]))
 
 
+def wait_for_idle(max_wait, threshold=0.15, window=1.0):
+    """Wait (up to ``max_wait`` s) until other processes use fewer than ``threshold`` cores over
+    a ``window``. Returns the seconds waited (0 when /proc/stat is unavailable)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < max_wait:
+        a = cpu_snapshot()
+        time.sleep(window)
+        load = other_load(a, cpu_snapshot())
+        if load is None or load < threshold:
+            break
+    return time.perf_counter() - start
+
+
 def machine_facts(threads, torch, torch_reason, load_start, others=None, sgemm=None):
     """Everything that decides how fast the cases run, and warnings about it."""
     import scipy
@@ -1467,6 +1480,9 @@ def parse_args(argv=None):
                    help="seconds of timed repetitions per backend and case (default 1.2; 0.06 with --quick)")
     p.add_argument("--reference-limit", type=float, default=None,
                    help="skip the reference where one repetition takes longer (s; default 2, 0.3 with --quick)")
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                   help="on a shared machine: before each case, wait up to SECONDS until other "
+                        "processes use under 0.15 cores (default 0: do not wait)")
     p.add_argument("--list", action="store_true", help="list the case names and exit")
     args = p.parse_args(argv)
     if args.threads is not None and args.threads < 1:
@@ -1506,11 +1522,15 @@ def main(argv=None):
     first = cpu_snapshot()
     for i, case in enumerate(cases):
         _log(f"[{i + 1}/{len(cases)}] {case.name} ...")
+        waited = wait_for_idle(args.wait_idle) if args.wait_idle else 0.0
+        if waited > 1.5:
+            _log(f"      waited {waited:.0f} s for other processes to go quiet")
         before = cpu_snapshot()
         records.append(run_case(case, ctx, cfg, args, known))
         after = cpu_snapshot()
         records[-1]["bench_seconds"] = after[2] - before[2]
         records[-1]["other_load"] = other_load(before, after)
+        records[-1]["waited_for_idle_s"] = waited
         _log(f"      done in {records[-1]['bench_seconds']:.1f} s")
     elapsed = time.perf_counter() - t_start
     _set_threads(threads, torch)
