@@ -292,6 +292,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib, which is not installed (pip install matplotlib)")
+    for option in ("save", "json", "plot"):  # before training, not after the first epoch
+        path = getattr(args, option)
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if path and (os.path.isdir(path) or not os.path.isdir(folder)):
+            parser.error(f"--{option} {path}: " + ("is a directory; wanted a file path" if os.path.isdir(path)
+                                                   else f"the folder {folder} does not exist"))
     try:
         return _run(args)
     except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError) as exc:
@@ -320,6 +326,11 @@ def _run(args):
         model = load_model(args.resume)
         if not model.compiled:
             raise ValueError(f"{args.resume} holds no optimizer state: it cannot be resumed")
+        if model.input_shape != tuple(x_train.shape[1:]) or len(model.output_shape) != 1 \
+                or model.output_shape[0] < classes:
+            raise ValueError(f"{args.resume} holds a model for images of shape {model.input_shape} "
+                             f"and {model.output_shape[0]} classes, but the data has images of shape "
+                             f"{tuple(x_train.shape[1:])} and {classes} classes")
         initial_epoch = model.train_state["epoch"] if model.train_state else 0
         print(f"resuming {args.resume} at epoch {initial_epoch}", flush=True)
         total = getattr(model.optimizer.schedule, "total_epochs", None)
