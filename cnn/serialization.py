@@ -53,13 +53,24 @@ def _file_mode(path):
         return 0o666 & ~umask
 
 
+def _fspath(path, name="path"):
+    try:
+        return os.fspath(path)
+    except TypeError:
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}") from None
+
+
 def atomic_savez(path, arrays):
     """``np.savez`` into ``path`` atomically (temp file in the same folder, fsync, rename).
 
     The file is written exactly at ``path`` (no ``.npz`` is appended).
     """
-    path = os.fspath(path)
+    path = _fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot save {path}: the folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot save {path}: it is a directory")
     mode = _file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
@@ -104,6 +115,8 @@ def save_model(model, path, include_optimizer=True):
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a cnn.Sequential, got {type(model).__name__}")
     model._require_built("save")
+    if not isinstance(include_optimizer, (bool, np.bool_)):
+        raise TypeError(f"include_optimizer must be a bool, got {include_optimizer!r}")
     arrays = {"format": _json_array(FORMAT), "architecture": _json_array(model.get_config())}
     for key, p in model._named_params():
         arrays[f"layers.{key}"] = p
@@ -240,7 +253,9 @@ def load_model(path, compile=True):
     from . import losses, optimizers
     from .model import Sequential
 
-    path = os.fspath(path)
+    path = _fspath(path)
+    if not isinstance(compile, (bool, np.bool_)):
+        raise TypeError(f"compile must be a bool, got {compile!r}")
     with _open(path) as npz:
         r = _Reader(npz, path)
         keys = set(npz.files)
