@@ -35,6 +35,18 @@ __all__ = [
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _ACTIVATIONS = {None: False, "linear": False, "identity": False, "relu": True}
+# Sizes, strides and paddings reach the kernels as C ints.
+_MAX_INT = 2 ** 31 - 1
+
+
+def _fused_relu(activation):
+    """True for "relu", False for None/"linear"/"identity"; anything else is an error."""
+    if activation is not None and not isinstance(activation, str):
+        raise TypeError(f"activation must be None or 'relu', got {type(activation).__name__} "
+                        f"{activation!r}")
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+    return _ACTIVATIONS[activation]
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -53,6 +65,8 @@ def _as_pair(value, name, minimum):
             raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
         if v < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        if v > _MAX_INT:
+            raise ValueError(f"{name} must be <= {_MAX_INT}, got {value!r}")
         out.append(operator.index(v))
     return tuple(out)
 
@@ -73,6 +87,8 @@ def _explicit_padding(padding, name):
             raise TypeError(f"{name} must hold ints, got {padding!r}")
         if v < 0:
             raise ValueError(f"{name} must be >= 0, got {padding!r}")
+        if v > _MAX_INT:
+            raise ValueError(f"{name} must be <= {_MAX_INT}, got {padding!r}")
     return tuple(int(v) for v in values)
 
 
@@ -248,10 +264,9 @@ def linear(x, w, b=None, activation=None):
         _same_dtype(x.dtype, b=b)
         if b.shape[0] != w.shape[0]:
             raise ValueError(f"b must have shape ({w.shape[0]},) to match w.shape={w.shape}, got {b.shape}")
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+    relu = _fused_relu(activation)
     y = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
-    _dense.dense_forward(x, w, b, y, _ACTIVATIONS[activation], _threads_for(y.size * w.shape[1]))
+    _dense.dense_forward(x, w, b, y, relu, _threads_for(y.size * w.shape[1]))
     return y
 
 
@@ -281,10 +296,8 @@ def linear_backward(dy, x, w, need_dx=True, activation=None, y=None):
     expected = (x.shape[0], w.shape[0])
     if dy.shape != expected:
         raise ValueError(f"dy must have the output's shape {expected}, got {dy.shape}")
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
     relu_out = masked = None
-    if _ACTIVATIONS[activation]:
+    if _fused_relu(activation):
         if y is None:
             raise ValueError("activation='relu' needs y, the forward output, to mask dy")
         relu_out = _array(y, "y", 2, "(N, out_features)")
@@ -347,11 +360,10 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):
         if b.shape[0] != w.shape[0]:
             raise ValueError(f"b must have shape ({w.shape[0]},) to match w.shape={w.shape}, "
                              f"got {b.shape}")
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
+    relu = _fused_relu(activation)
     sh, sw, pt, pl, OH, OW = _conv_geometry(x.shape, w.shape, stride, padding)
     y = np.empty((x.shape[0], w.shape[0], OH, OW), dtype=x.dtype)
-    _conv.conv2d_forward(x, w, b, y, sh, sw, pt, pl, _ACTIVATIONS[activation],
+    _conv.conv2d_forward(x, w, b, y, sh, sw, pt, pl, relu,
                          _threads_for(y.size * w[0].size))
     return y
 
@@ -392,10 +404,8 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
     expected = (x.shape[0], w.shape[0], OH, OW)
     if dy.shape != expected:
         raise ValueError(f"dy must have the conv output's shape {expected}, got {dy.shape}")
-    if activation not in _ACTIVATIONS:
-        raise ValueError(f"activation must be None or 'relu', got {activation!r}")
     relu_out = None
-    if _ACTIVATIONS[activation]:
+    if _fused_relu(activation):
         if y is None:
             raise ValueError("activation='relu' needs y, the forward output, to mask dy")
         relu_out = _array(y, "y", 4, "(N, K, OH, OW)")
@@ -433,6 +443,8 @@ def maxpool2d(x, size=2, stride=None, padding="tile"):
     kh, kw = _as_pair(size, "size", 1)
     sh, sw = (kh, kw) if stride is None else _as_pair(stride, "stride", 1)
     N, C, H, W = x.shape
+    if H == 0 or W == 0:
+        raise ValueError(f"x must have non-empty (H, W) planes to pool, got x.shape={x.shape}")
     t, b, l, r = maxpool2d_padding(padding, (kh, kw), (sh, sw), (H, W))
     OH = _out_size(H, kh, sh, t, b, "maxpool2d: the window height (size)")
     OW = _out_size(W, kw, sw, l, r, "maxpool2d: the window width (size)")

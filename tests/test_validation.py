@@ -5,7 +5,7 @@ work or fail clearly.
 Doors: cnn.functional, every layer (construction, build, call, backward), Sequential (build,
 predict, evaluate, train_step, fit, weights), cnn.datasets, load_model / save, and the
 ``python -m cnn.train`` arguments. Each row asserts the exception type and a regex over the
-message. Known gaps in code owned elsewhere are strict xfails with the reproducer (at the end).
+message. The last tests are gaps found (and fixed) in cnn.functional.
 """
 
 import re
@@ -525,23 +525,17 @@ def test_cli_bad_momentum_is_an_error(capsys):
 # ----------------------------------------------------------------------------- known gaps (owned elsewhere)
 
 
-@pytest.mark.xfail(strict=True, reason="cnn/functional.py accepts a zero-size plane in maxpool2d: windows "
-                   "made only of padding return an arbitrary value and argmax 0 (reported)")
 def test_maxpool_on_an_empty_plane_is_an_error():
     with pytest.raises(ValueError, match="x"):
         F.maxpool2d(zeros(1, 1, 0, 4), 2)
 
 
-@pytest.mark.xfail(strict=True, reason="cnn/functional.py passes huge strides/sizes to the kernel, which "
-                   "raises OverflowError instead of ValueError (reported)")
 @pytest.mark.parametrize("call", [lambda: F.conv2d(X, W, stride=2 ** 70), lambda: F.maxpool2d(X, 2 ** 40)])
 def test_huge_integer_arguments_are_value_errors(call):
     with pytest.raises(ValueError):
         call()
 
 
-@pytest.mark.xfail(strict=True, reason="cnn/functional.py: activation=[...] raises 'unhashable type: list', "
-                   "a TypeError that does not name the argument (reported)")
 def test_unhashable_activation_is_named():
     with pytest.raises(TypeError, match="activation"):
         F.conv2d(X, W, activation=["relu"])
