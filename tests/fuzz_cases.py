@@ -440,6 +440,75 @@ def test_maxpool2d_and_backward(data):
 
 @FUZZ
 @given(st.data())
+def test_linear_and_backward(data):
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]), label="dtype")
+    n, fin, fout = data.draw(st.integers(0, 4), label="N"), data.draw(st.integers(1, 6)), data.draw(st.integers(1, 5))
+    xs, ws, bs, dys = [n, fin], [fout, fin], [fout], [n, fout]
+    xdt = wdt = bdt = dtype
+    has_b = data.draw(st.booleans(), label="bias")
+    relu = data.draw(st.sampled_from([None, "relu"]), label="activation")
+    m = mutation(data, ["x_dtype", "w_dtype", "b_dtype", "x_ndim", "features", "zero_out", "b_shape",
+                        "dy_shape", "activation"])
+    if m == "x_dtype":
+        xdt = data.draw(dtypes, label="x dtype")
+    elif m == "w_dtype":
+        wdt = data.draw(dtypes, label="w dtype")
+    elif m == "b_dtype":
+        has_b, bdt = True, data.draw(dtypes, label="b dtype")
+    elif m == "x_ndim":
+        xs = data.draw(st.sampled_from([xs[:1], xs + [1]]), label="x shape")
+    elif m == "features":
+        ws[1] = fin + 1
+    elif m == "zero_out":
+        ws[0] = 0
+    elif m == "b_shape":
+        has_b, bs = True, [fout + 1]
+    elif m == "dy_shape":
+        dys = [n, fout + 1]
+    elif m == "activation":
+        relu = data.draw(st.sampled_from(["sigmoid", "softmax", 0]), label="bad activation?")
+    x, w = make_array(data, tuple(xs), xdt, "x"), make_array(data, tuple(ws), wdt, "w")
+    b = make_array(data, tuple(bs), bdt, "b") if has_b else None
+    xa, wa, ba = float_array(x), float_array(w), None if b is None else float_array(b)
+    why = None
+    if xa is None or wa is None or (b is not None and ba is None):
+        why = "an array is not float32/float64"
+    elif xa.dtype != wa.dtype or (ba is not None and ba.dtype != xa.dtype):
+        why = "dtypes differ"
+    elif xa.ndim != 2 or wa.ndim != 2 or wa.shape[1] != xa.shape[1] or wa.shape[0] < 1:
+        why = f"shapes x {xa.shape}, w {wa.shape}"
+    elif ba is not None and ba.shape != (wa.shape[0],):
+        why = "bias shape"
+    elif relu not in (None, "relu"):
+        why = f"activation {relu!r}"
+    call = lambda: F.linear(x, w, b, activation=relu)  # noqa: E731
+    if why:
+        expect_error(call, why)
+        return
+    event("valid")
+    y = call()
+    z = xa.astype(np.float64) @ wa.astype(np.float64).T + (0 if ba is None else ba.astype(np.float64))
+    want = np.maximum(z, 0) if relu == "relu" else z
+    assert_close(y, want, xa.dtype)
+    dy = make_array(data, tuple(dys), xa.dtype, "dy")
+    need_dx = data.draw(st.booleans(), label="need_dx")
+    back = lambda: F.linear_backward(dy, x, w, need_dx=need_dx, activation=relu,  # noqa: E731
+                                     y=y if relu == "relu" else None)
+    if np.shape(dy) != y.shape:
+        expect_error(back, "dy shape")
+        return
+    dx, dw, db = back()
+    g = np.asarray(dy, np.float64) * ((y > 0) if relu == "relu" else 1)
+    if need_dx:
+        assert_close(dx, g @ wa.astype(np.float64), xa.dtype)
+    else:
+        assert dx is None
+    assert_close(dw, g.T @ xa.astype(np.float64), xa.dtype)
+    assert_close(db, g.sum(axis=0), xa.dtype)
+
+
+@FUZZ
+@given(st.data())
 def test_non_finite_values_never_crash(data):
     """NaN/inf inputs are not the kernels' business (the model rejects them), but they must
     neither crash nor read out of bounds: the shapes stay right and NaN propagates."""

@@ -33,10 +33,10 @@ def describe(proc):
 def test_fuzz_functional_and_layers(tmp_path):
     proc = run_pytest_child(HERE / "fuzz_cases.py", tmp_path, CNN_FUZZ_EXAMPLES="150")
     assert proc.returncode == 0, describe(proc)
-    assert re.search(r"\b6 passed\b", proc.stdout), describe(proc)
+    assert re.search(r"\b7 passed\b", proc.stdout), describe(proc)
     # every fuzz test drew both kinds of arguments
     stats = proc.stdout.split("Hypothesis Statistics")[-1]
-    for name in ("test_conv2d", "test_conv2d_backward", "test_maxpool2d_and_backward",
+    for name in ("test_conv2d", "test_conv2d_backward", "test_maxpool2d_and_backward", "test_linear_and_backward",
                  "test_layers_build_forward_backward", "test_sequential_stacks_chain_or_fail_clearly"):
         block = stats.split(f"::{name}:")[1].split("::")[0]
         assert "valid" in block.replace("invalid", "") and "invalid" in block, (name, block)
