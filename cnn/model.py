@@ -65,6 +65,15 @@ class Sequential:
     history : cnn.callbacks.History of the last :meth:`fit`, or None
     stop_training : bool
         A callback sets it to end :meth:`fit` after the current epoch.
+
+    Notes
+    -----
+    Thread safety: :meth:`predict`, :meth:`evaluate`, :meth:`train_step` and the steps of
+    :meth:`fit` take the model's lock, so calls from several Python threads are safe and each
+    sees whole training steps (they run one at a time on one model; different models run in
+    parallel). Layers used on their own are not thread-safe (they keep the last forward pass).
+    Processes: use the multiprocessing "spawn" (or "forkserver") context; forking a process
+    after cnn's OpenMP kernels ran can hang the child (GNU libgomp).
     """
 
     def __init__(self, layers=None, input_shape=None, seed=None, dtype="float32", name="sequential"):
