@@ -16,6 +16,7 @@ uninterrupted run would have.
 
 import math
 import time
+import warnings
 
 import numpy as np
 
@@ -157,6 +158,13 @@ class Trainer:
         if state is not None and state["epoch"] == initial_epoch and initial_epoch > 0 \
                 and (seed is None or seed == state["seed"]):
             rng.bit_generator.state = state["shuffle_rng"]
+        elif initial_epoch > 0 and (shuffle or augment is not None):
+            why = ("the model has no saved training state" if state is None else
+                   f"the model's saved state ends at epoch {state['epoch']}" if state["epoch"] != initial_epoch
+                   else f"seed={seed} differs from the saved run's seed={state['seed']}")
+            warnings.warn(f"fit(initial_epoch={initial_epoch}): {why}, so shuffling starts a fresh "
+                          f"stream and the run will not match an uninterrupted one", RuntimeWarning,
+                          stacklevel=3)
 
         steps = n // batch_size if drop_last else math.ceil(n / batch_size)
         history = History()

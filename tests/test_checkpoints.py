@@ -443,6 +443,20 @@ def test_ctrl_c_during_a_checkpoint_save_keeps_the_previous_checkpoint(tmp_path,
     assert load_model(path).train_state["epoch"] == 1
 
 
+@pytest.mark.parametrize("initial_epoch, seed, words", [
+    (2, None, r"saved state ends at epoch 1"),
+    (1, 99, r"seed=99 differs from the saved run's seed=None"),
+])
+def test_a_resume_that_cannot_match_says_so(tmp_path, initial_epoch, seed, words):
+    model = model_with_state()                     # state: epoch 1, default seed
+    with pytest.warns(RuntimeWarning, match=words + r".*will not match an uninterrupted one"):
+        model.fit(epochs=3, initial_epoch=initial_epoch, seed=seed, **fit_args())
+    fresh = model_with_state()
+    fresh.train_state = None
+    with pytest.warns(RuntimeWarning, match=r"has no saved training state"):
+        fresh.fit(epochs=2, initial_epoch=1, **fit_args())
+
+
 # ----------------------------------------------------------------------------- what a checkpoint holds
 
 
