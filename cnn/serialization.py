@@ -34,6 +34,7 @@ import numpy as np
 __all__ = ["save_model", "load_model", "atomic_savez"]
 
 FORMAT = {"format": "cnn.Sequential", "version": 1}
+_MAX_JSON_BYTES = 16 << 20  # a compressed entry could otherwise inflate to gigabytes
 _JSON_KEYS = ("format", "architecture", "compile", "training")
 
 
@@ -193,6 +194,10 @@ class _Reader:
         return a
 
     def json(self, key):
+        shape, dtype = self.header(key)
+        if int(np.prod(shape, dtype=object)) * dtype.itemsize > _MAX_JSON_BYTES:
+            raise self.error(f"{key!r} is a JSON document of {int(np.prod(shape, dtype=object)) * dtype.itemsize} "
+                             f"bytes, more than the {_MAX_JSON_BYTES} a cnn model file ever needs")
         a = self.array(key)
         try:
             if a.dtype == np.uint8 and a.ndim == 1:

@@ -206,6 +206,15 @@ def test_tampered_optimizer_and_training_state_is_refused(saved, tmp_path, chang
         load_model(bad)
 
 
+def test_an_inflating_json_entry_is_refused_before_it_is_read(saved, tmp_path):
+    arrays = arrays_of(saved)
+    arrays["training"] = np.full(17 << 20, ord(" "), np.uint8)   # 17 MB of spaces, ~20 KB compressed
+    np.savez_compressed(tmp_path / "bomb.npz", **arrays)
+    assert (tmp_path / "bomb.npz").stat().st_size < 1 << 20
+    with pytest.raises(ValueError, match=r"'training' is a JSON document of 17825792 bytes"):
+        load_model(tmp_path / "bomb.npz")
+
+
 def test_a_compressed_but_otherwise_valid_file_loads(saved, tmp_path):
     np.savez_compressed(tmp_path / "c.npz", **arrays_of(saved))
     a, b = load_model(saved), load_model(tmp_path / "c.npz")
