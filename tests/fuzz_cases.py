@@ -38,6 +38,9 @@ RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
 
 # Values that are not ints of any kind; a few odd but valid ones (np.int64) are drawn separately.
 NOT_INTS = [None, 1.5, "2", True, False, [1], (1, 2, 3), (), np.float64(2.0), b"1", object()]
+# Sizes, strides and paddings reach the kernels as C ints: larger ones must be refused.
+MAX_INT = 2 ** 31 - 1
+HUGE = [2 ** 31, 2 ** 40, 2 ** 70]
 
 
 # ----------------------------------------------------------------------------- predicates
@@ -47,22 +50,23 @@ def is_int(v):
     return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
 
-def pair(v, minimum):
-    """``(a, b)`` when ``v`` is a valid int-or-pair with both >= minimum, else None."""
+def pair(v, minimum, maximum=MAX_INT):
+    """``(a, b)`` when ``v`` is a valid int-or-pair with both in [minimum, maximum], else None."""
     if is_int(v):
         v = (v, v)
     if isinstance(v, (tuple, list)) and len(v) == 2 and all(is_int(a) for a in v) \
-            and min(v) >= minimum:
+            and min(v) >= minimum and (maximum is None or max(v) <= maximum):
         return int(v[0]), int(v[1])
     return None
 
 
-def explicit_pads(p):
+def explicit_pads(p, maximum=MAX_INT):
     if is_int(p):
         p = (p,) * 4
     elif isinstance(p, (tuple, list)) and len(p) == 2:
         p = (p[0], p[0], p[1], p[1])
-    if isinstance(p, (tuple, list)) and len(p) == 4 and all(is_int(a) for a in p) and min(p) >= 0:
+    if isinstance(p, (tuple, list)) and len(p) == 4 and all(is_int(a) for a in p) and min(p) >= 0 \
+            and (maximum is None or max(p) <= maximum):
         return tuple(int(a) for a in p)
     return None
 
@@ -149,13 +153,14 @@ small = st.integers(0, 5)
 dtypes = st.sampled_from([np.float32, np.float64] * 4 + [np.float16, np.int32, np.complex64,
                                                           np.bool_, np.object_])
 ints_or_pairs = st.one_of(
-    st.integers(-1, 4), st.integers(1, 3).map(np.int64),
+    st.integers(-1, 4), st.integers(1, 3).map(np.int64), st.sampled_from(HUGE),
+    st.tuples(st.integers(1, 2), st.sampled_from(HUGE)),
     st.tuples(st.integers(-1, 4), st.integers(-1, 4)),
     st.lists(st.integers(0, 4), min_size=2, max_size=2),
     st.sampled_from(NOT_INTS))
 conv_paddings = st.one_of(
     st.sampled_from(["valid", "same", "SAME", "Valid", "full", "tile", ""]),
-    st.integers(-1, 3),
+    st.integers(-1, 3), st.sampled_from(HUGE),
     st.tuples(st.integers(-1, 3), st.integers(0, 3)),
     st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 3), st.integers(-1, 3)),
     st.sampled_from(NOT_INTS))
@@ -353,8 +358,7 @@ def pool_case(data):
     stride = data.draw(st.one_of(st.none(), valid_ints_or_pairs), label="stride")
     padding = data.draw(st.one_of(st.sampled_from(["tile", "valid", "Tile"]), st.integers(0, 1),
                                   st.tuples(st.integers(0, 1), st.integers(0, 1))), label="padding")
-    # (zero-size planes are not drawn: see test_validation.py)
-    m = mutation(data, ["dtype", "ndim", "size", "stride", "padding", "big_window"])
+    m = mutation(data, ["dtype", "ndim", "size", "stride", "padding", "big_window", "zero_hw"])
     if m == "dtype":
         dtype = data.draw(dtypes, label="bad dtype?")
     elif m == "ndim":
@@ -367,6 +371,8 @@ def pool_case(data):
         padding = data.draw(pool_paddings, label="bad padding?")
     elif m == "big_window":
         size, padding = xs[-1] + 2, "valid"
+    elif m == "zero_hw":  # an empty plane has no cell to win a window, whatever the padding
+        xs[data.draw(st.sampled_from([2, 3]))] = 0
     return make_array(data, tuple(xs), dtype, "x"), size, stride, padding
 
 
@@ -376,6 +382,8 @@ def pool_problem(x, size, stride, padding):
         return "x is not float32/float64", None
     if xa.ndim != 4:
         return "wrong ndim", None
+    if 0 in xa.shape[2:]:
+        return "an empty (H, W) plane", None
     k = pair(size, 1)
     if k is None:
         return f"size {size!r}", None
@@ -573,28 +581,28 @@ def layer_args_problem(kind, args):
     elif kind == "Conv2D":
         if not is_int(args["filters"]) or args["filters"] < 1:
             return "filters"
-        if pair(args["kernel_size"], 1) is None or pair(args["stride"], 1) is None:
+        if pair(args["kernel_size"], 1, None) is None or pair(args["stride"], 1, None) is None:
             return "kernel_size/stride"
         p = args["padding"]
         if isinstance(p, str):
             if p not in ("valid", "same"):  # layers take the lower-case names only
                 return "padding"
         elif not (is_int(p) or isinstance(p, (tuple, list)) and len(p) in (2, 4)) or \
-                explicit_pads(p) is None:
+                explicit_pads(p, None) is None:
             return "padding"
         if args["activation"] not in acts or args["activation"] == "softmax":
             return "activation"
     elif kind == "MaxPool2D":
-        if pair(args["size"], 1) is None:
+        if pair(args["size"], 1, None) is None:
             return "size"
-        if args["stride"] is not None and pair(args["stride"], 1) is None:
+        if args["stride"] is not None and pair(args["stride"], 1, None) is None:
             return "stride"
         p = args["padding"]
         if isinstance(p, str):
             if p not in ("tile", "valid"):
                 return "padding"
         elif not (is_int(p) or isinstance(p, (tuple, list)) and len(p) in (2, 4)) or \
-                explicit_pads(p) is None:
+                explicit_pads(p, None) is None:
             return "padding"
     elif kind == "Activation":
         if args["activation"] not in acts:
@@ -619,6 +627,11 @@ def expected_output_shape(layer, kind, shape):
     if len(shape) != 3:
         return None
     c, h, w = shape
+    numbers_ = [v for v in (layer.kernel_size if kind == "Conv2D" else layer.size) + (layer.stride or ())]
+    padding = layer.padding if not isinstance(layer.padding, str) else 0
+    numbers_ += list(padding) if isinstance(padding, tuple) else [padding]
+    if max(numbers_) > MAX_INT:  # refused at build, before the kernels
+        return None
     if kind == "Conv2D":
         (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
         pads = conv_pads(layer.padding, kh, kw)
