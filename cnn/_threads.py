@@ -6,6 +6,11 @@ there would nest a second pool inside the first and oversubscribe the cores, so 
 knob keeps *that* BLAS at one thread, while NumPy's BLAS (used by Dense layers, where
 one large GEMM per layer runs outside any parallel loop) gets the full count.
 When NumPy and SciPy share one BLAS library, it is kept at one thread.
+
+Processes: forking after cnn's OpenMP kernels ran can hang the child with GNU libgomp
+(GCC bug 60035): the child inherits a thread pool whose threads do not exist in it. Use
+``multiprocessing.get_context("spawn")`` or ``"forkserver"``; cnn's tests and
+``python -m cnn.bench`` never fork after kernels ran.
 """
 import os
 
