@@ -1025,8 +1025,8 @@ def _git_commit():
 
 
 def sgemm_rate(threads, size=1024, seconds=0.3):
-    """The machine's float32 GEMM rate (GFLOP/s) through NumPy's BLAS at ``threads`` threads:
-    the ceiling the convolutions (GEMMs after im2col) are measured against."""
+    """The machine's float32 GEMM rate (GFLOP/s, best repetition) through NumPy's BLAS at
+    ``threads`` threads: the ceiling the convolutions (GEMMs after im2col) are measured against."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)
@@ -1035,11 +1035,11 @@ def sgemm_rate(threads, size=1024, seconds=0.3):
     for _ in range(2):
         np.matmul(a, b, out=c)
     samples, start = [], time.perf_counter()
-    while len(samples) < 3 or time.perf_counter() - start < seconds:
+    while len(samples) < 5 or time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
         np.matmul(a, b, out=c)
         samples.append(time.perf_counter() - t0)
-    return 2.0 * size ** 3 / float(np.median(samples)) / 1e9
+    return 2.0 * size ** 3 / min(samples) / 1e9  # a ceiling: the best repetition
 
 
 def cpu_snapshot():
@@ -1078,7 +1078,7 @@ def wait_for_idle(max_wait, threshold=0.15, window=1.0):
     return time.perf_counter() - start
 
 
-def machine_facts(threads, torch, torch_reason, load_start, others=None, sgemm=None):
+def machine_facts(threads, torch, torch_reason, load_start, others=None, sgemm=None, commit=None):
     """Everything that decides how fast the cases run, and warnings about it."""
     import scipy
     import threadpoolctl
@@ -1089,7 +1089,7 @@ def machine_facts(threads, torch, torch_reason, load_start, others=None, sgemm=N
         affinity = os.cpu_count()
     config = cnn.show_config()
     pools = threadpoolctl.threadpool_info()
-    commit, dirty = _git_commit()
+    commit, dirty = commit or _git_commit()
     env_keys = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_PROC_BIND",
                 "KMP_DUPLICATE_LIB_OK")
@@ -1520,7 +1520,8 @@ def main(argv=None):
     size = 512 if args.quick else 1024
     if args.wait_idle:
         wait_for_idle(args.wait_idle)
-    sgemm = (size, {str(t): sgemm_rate(t, size, 0.05 if args.quick else 0.3) for t in sorted({1, threads})})
+    sgemm = (size, {str(t): sgemm_rate(t, size, 0.05 if args.quick else 0.5) for t in sorted({1, threads})})
+    commit = _git_commit()  # now: HEAD may move while the bench runs
     for i, case in enumerate(cases):
         _log(f"[{i + 1}/{len(cases)}] {case.name} ...")
         best = None
@@ -1551,7 +1552,7 @@ def main(argv=None):
     timed = sum(r["bench_seconds"] for r in records)
     loads = [(r["other_load"], r["bench_seconds"]) for r in records if r["other_load"] is not None]
     others = sum(l * t for l, t in loads) / timed if loads and timed > 0 else None
-    facts = machine_facts(threads, torch, torch_reason, load_start, others, sgemm)
+    facts = machine_facts(threads, torch, torch_reason, load_start, others, sgemm, commit)
     scaling = _scaling(records, threads)
     mismatches = [r["name"] for r in records if not r["check"]["ok"]]
 
