@@ -2,9 +2,10 @@
 
     x (N, I)   w (O, I)   b (O,)   y (N, O) = act(x @ w.T + b)
 
-The outputs are cut into blocks of a fixed number of rows (batch rows for ``y`` and
-``dx``, output units for ``dw`` and ``db``), one single-threaded GEMM call per block, the
-blocks shared out among cnn's OpenMP threads. So the work stays in one thread pool (no
+The outputs are cut into blocks of a fixed number of columns or rows (output units for
+``y``, ``dw`` and ``db``; input features for ``dx``), one single-threaded GEMM call per
+block, the blocks shared out among cnn's OpenMP threads. Blocking over features rather than
+batch rows means each call packs only its own slice of the weights. So the work stays in one thread pool (no
 second BLAS pool competing for the cores), and since the blocks do not depend on the
 thread count (BLAS's rounding does depend on the shape it is given), neither do the
 results: bit-identical for any number of threads.
@@ -15,9 +16,19 @@ from cython.parallel cimport parallel, prange
 
 from cnn._ext._blas cimport _gemm
 
-# Rows per GEMM call. Fixed, not derived from the thread count: see the module docstring.
+# A dimension of n units (or features) is cut into at most MAX_BLOCKS blocks of at least
+# MIN_BLOCK: a function of the shape alone, never of the thread count (see above). Few,
+# large blocks keep each GEMM efficient; several let two or four threads share the work.
 cdef enum:
-    BLOCK = 32
+    MIN_BLOCK = 64
+    MAX_BLOCKS = 4
+    BLOCK = 64  # batch rows per ReLU-mask block
+
+
+cdef inline Py_ssize_t _block(Py_ssize_t n) noexcept nogil:
+    """Block length for a dimension of n."""
+    cdef Py_ssize_t b = (n + MAX_BLOCKS - 1) // MAX_BLOCKS
+    return b if b > MIN_BLOCK else MIN_BLOCK
 
 
 cdef extern from *:
@@ -47,25 +58,25 @@ def dense_forward(const floating[:, ::1] x,   # IN  (N, I)
                   const floating[::1] b,      # IN  (O,) or None
                   floating[:, ::1] y,         # OUT (N, O)
                   bint relu, int num_threads):
-    """y = act(x @ w.T + b); batch rows split across threads."""
+    """y = act(x @ w.T + b); blocks of output units across threads."""
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[0]
-    cdef Py_ssize_t t, n0, n1, n, o, blocks = (N + BLOCK - 1) // BLOCK
+    cdef Py_ssize_t t, o0, o1, n, o, ob = _block(O), blocks = (O + ob - 1) // ob
     cdef floating v
     cdef bint has_bias = b is not None
     if N == 0 or O == 0:
         return
     num_threads = max(1, min(num_threads, blocks))
     for t in prange(blocks, nogil=True, schedule='dynamic', num_threads=num_threads):
-        n0 = t * BLOCK
-        n1 = min(N, n0 + BLOCK)
-        if n1 > n0:
-            _gemm(False, True, <int> (n1 - n0), <int> O, <int> I, 1, &x[n0, 0], <int> I,
-                  &w[0, 0], <int> I, 0, &y[n0, 0], <int> O)
-            if has_bias or relu:
-                for n in range(n0, n1):
-                    for o in range(O):
-                        v = y[n, o] + (b[o] if has_bias else 0)
-                        y[n, o] = (0 if v <= 0 else v) if relu else v  # NaN stays NaN
+        o0 = t * ob
+        o1 = min(O, o0 + ob)
+        # y[:, o0:o1] = x @ w[o0:o1].T
+        _gemm(False, True, <int> N, <int> (o1 - o0), <int> I, 1, &x[0, 0], <int> I,
+              &w[o0, 0], <int> I, 0, &y[0, o0], <int> O)
+        if has_bias or relu:
+            for n in range(N):
+                for o in range(o0, o1):
+                    v = y[n, o] + (b[o] if has_bias else 0)
+                    y[n, o] = (0 if v <= 0 else v) if relu else v  # NaN stays NaN
 
 
 def dense_backward(const floating[:, ::1] dy,        # IN  (N, O)
@@ -82,7 +93,7 @@ def dense_backward(const floating[:, ::1] dy,        # IN  (N, O)
     dw and db are sums over the batch (fold 1/N into dy for the mean).
     """
     cdef Py_ssize_t N = x.shape[0], I = x.shape[1], O = w.shape[0]
-    cdef Py_ssize_t t, n0, n1, o0, o1, n, o, row_blocks, unit_blocks, all_blocks
+    cdef Py_ssize_t t, n0, n1, o0, o1, i0, i1, n, o, ob, ib, row_blocks, unit_blocks, feature_blocks, all_blocks
     cdef const floating *g = &dy[0, 0] if N > 0 and O > 0 else NULL
     cdef bint need_dx = dx is not None
     cdef bint need_db = db is not None
@@ -94,24 +105,29 @@ def dense_backward(const floating[:, ::1] dy,        # IN  (N, O)
             db[:] = 0
         return
     row_blocks = (N + BLOCK - 1) // BLOCK
-    unit_blocks = (O + BLOCK - 1) // BLOCK
-    num_threads = max(1, min(num_threads, max(row_blocks, unit_blocks)))
+    ob = _block(O)
+    ib = _block(I)
+    unit_blocks = (O + ob - 1) // ob
+    feature_blocks = (I + ib - 1) // ib if need_dx else 0
+    all_blocks = max(unit_blocks, feature_blocks)
+    num_threads = max(1, min(num_threads, max(row_blocks, all_blocks)))
     if relu_out is not None:
         for t in prange(row_blocks, nogil=True, schedule='static', num_threads=num_threads):
             n0 = t * BLOCK
             n1 = min(N, n0 + BLOCK)
             _mask(&dy[n0, 0], &relu_out[n0, 0], &masked[n0, 0], (n1 - n0) * O)
         g = &masked[0, 0]
-    all_blocks = max(row_blocks, unit_blocks)
     for t in prange(all_blocks, nogil=True, schedule='dynamic', num_threads=num_threads):
-        n0 = t * BLOCK
-        n1 = min(N, n0 + BLOCK)
-        if need_dx and n1 > n0:
-            _gemm(False, False, <int> (n1 - n0), <int> I, <int> O, 1, g + n0 * O, <int> O,
-                  &w[0, 0], <int> I, 0, &dx[n0, 0], <int> I)
-        o0 = t * BLOCK
-        o1 = min(O, o0 + BLOCK)
+        i0 = t * ib
+        i1 = min(I, i0 + ib)
+        if need_dx and i1 > i0:
+            # dx[:, i0:i1] = g @ w[:, i0:i1]
+            _gemm(False, False, <int> N, <int> (i1 - i0), <int> O, 1, g, <int> O,
+                  &w[0, i0], <int> I, 0, &dx[0, i0], <int> I)
+        o0 = t * ob
+        o1 = min(O, o0 + ob)
         if o1 > o0:
+            # dw[o0:o1] = g[:, o0:o1].T @ x
             _gemm(True, False, <int> (o1 - o0), <int> I, <int> N, 1, g + o0, <int> O,
                   &x[0, 0], <int> I, 0, &dw[o0, 0], <int> I)
             if need_db:
