@@ -309,10 +309,72 @@ class _ActivatedLayer(Layer):
         return _initializers.default_for(self.activation.name)
 
 
+class _WeightedLayer(_ActivatedLayer):
+    """Weight + optional bias computed by a kernel pair from :mod:`cnn.functional`.
+
+    A ReLU activation is fused into the kernels: the forward's output pass applies it and
+    the backward masks the incoming gradient by ``a > 0`` (where ``z > 0``) itself, so
+    ``z`` is never materialised. Subclasses give the weight's shape and fans and the two
+    kernel calls.
+    """
+
+    def _weight_shape_and_fans(self):
+        """``(shape, fan_in, fan_out)`` of the weight, from ``self.input_shape``."""
+        raise NotImplementedError
+
+    def _kernel(self, x, b, activation):
+        raise NotImplementedError
+
+    def _kernel_backward(self, grad, x, activation, y):
+        """``(dx | None, dw, db)``; ``activation``/``y`` as in the functional backward."""
+        raise NotImplementedError
+
+    @property
+    def _fused_relu(self):
+        return self.activation.name == "relu"
+
+    def _create_params(self, rng):
+        shape, fan_in, fan_out = self._weight_shape_and_fans()
+        init = _initializers.get(self.kernel_initializer or self._default_initializer())
+        w = np.ascontiguousarray(init(shape, fan_in, fan_out, rng, dtype=self.dtype))
+        self.params = [w]
+        self.grads = [np.zeros_like(w)]
+        if self.use_bias:
+            self.params.append(np.zeros(shape[0], dtype=self.dtype))
+            self.grads.append(np.zeros(shape[0], dtype=self.dtype))
+
+    def forward(self, x, training=False):
+        self._check_input(x)
+        b = self.params[1] if self.use_bias else None
+        if self._fused_relu:
+            a = self._kernel(x, b, "relu")
+            self.z = None  # not materialised: relu's backward only needs a > 0
+        else:
+            a = self._activate(self._kernel(x, b, None))
+        self._cache = (x, self.z, a) if training else None
+        return a
+
+    def backward(self, grad):
+        if not self._fused_relu:
+            return super().backward(grad)
+        x, _, a = self._cached()
+        self._check_grad(grad, x.shape[0])
+        # grad is dC/d relu-output; the kernel masks it by a > 0 itself
+        return self._backward_z(grad, relu_output=a)
+
+    def _backward_z(self, grad_z, relu_output=None):
+        dx, dw, db = self._kernel_backward(grad_z, self._cache[0],
+                                           None if relu_output is None else "relu", relu_output)
+        np.copyto(self.grads[0], dw)
+        if self.use_bias:
+            np.copyto(self.grads[1], db)
+        return dx
+
+
 # ----------------------------------------------------------------------------- layers
 
 
-class Dense(_ActivatedLayer):
+class Dense(_WeightedLayer):
     """Fully connected layer: ``a = activation(x @ weight.T + bias)``.
 
     Parameters
@@ -353,51 +415,23 @@ class Dense(_ActivatedLayer):
         fan_in = _shape(input_shape)[0]
         return [("weight", (self.units, fan_in))] + ([("bias", (self.units,))] if self.use_bias else [])
 
-    def _create_params(self, rng):
+    def _weight_shape_and_fans(self):
         fan_in = self.input_shape[0]
-        init = _initializers.get(self.kernel_initializer or self._default_initializer())
-        w = np.ascontiguousarray(init((self.units, fan_in), fan_in, self.units, rng, dtype=self.dtype))
-        self.params = [w]
-        self.grads = [np.zeros_like(w)]
-        if self.use_bias:
-            self.params.append(np.zeros(self.units, dtype=self.dtype))
-            self.grads.append(np.zeros(self.units, dtype=self.dtype))
+        return (self.units, fan_in), fan_in, self.units
 
-    def forward(self, x, training=False):
-        self._check_input(x)
-        b = self.params[1] if self.use_bias else None
-        if self.activation.name == "relu":  # fused into the kernel's output pass
-            a = F.linear(x, self.params[0], b, activation="relu")
-            self.z = None  # not materialised: relu's backward only needs a > 0
-        else:
-            a = self._activate(F.linear(x, self.params[0], b))
-        self._cache = (x, self.z, a) if training else None
-        return a
+    def _kernel(self, x, b, activation):
+        return F.linear(x, self.params[0], b, activation=activation)
 
-    def backward(self, grad):
-        if self.activation.name != "relu":
-            return super().backward(grad)
-        x, _, a = self._cached()
-        self._check_grad(grad, x.shape[0])
-        # grad is dC/d relu-output; the kernel masks it by a > 0 (where z > 0) itself
-        return self._backward_z(grad, relu_output=a)
-
-    def _backward_z(self, grad_z, relu_output=None):
-        x = self._cache[0]
-        dx, dw, db = F.linear_backward(grad_z, x, self.params[0], need_dx=self.need_input_grad,
-                                       activation=None if relu_output is None else "relu",
-                                       y=relu_output)
-        np.copyto(self.grads[0], dw)
-        if self.use_bias:
-            np.copyto(self.grads[1], db)
-        return dx
+    def _kernel_backward(self, grad, x, activation, y):
+        return F.linear_backward(grad, x, self.params[0], need_dx=self.need_input_grad,
+                                 activation=activation, y=y)
 
     def get_config(self):
         return {"units": self.units, "activation": _activation_config(self.activation),
                 "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer}
 
 
-class Conv2D(_ActivatedLayer):
+class Conv2D(_WeightedLayer):
     """2-D convolution (cross-correlation, no kernel flip) over NCHW batches.
 
     ``a = activation(conv2d(x, weight) + bias)``; a ReLU is fused into the kernel's output
@@ -434,7 +468,6 @@ class Conv2D(_ActivatedLayer):
             raise ValueError("Conv2D activation must not be 'softmax' (softmax normalises flat "
                              "(N, classes) rows); put Flatten() and Dense(classes, "
                              "activation='softmax') after the convolutions")
-        self._fused_relu = self.activation.name == "relu"
         self.use_bias = _bool(use_bias, "use_bias")
         self.kernel_initializer = _initializer(kernel_initializer, "kernel_initializer")
         self.param_names = ("weight", "bias") if self.use_bias else ("weight",)
@@ -452,47 +485,17 @@ class Conv2D(_ActivatedLayer):
         shape = (self.filters, _shape(input_shape)[0]) + self.kernel_size
         return [("weight", shape)] + ([("bias", (self.filters,))] if self.use_bias else [])
 
-    def _create_params(self, rng):
+    def _weight_shape_and_fans(self):
         c = self.input_shape[0]
         kh, kw = self.kernel_size
-        init = _initializers.get(self.kernel_initializer or self._default_initializer())
-        shape = (self.filters, c, kh, kw)
-        w = np.ascontiguousarray(init(shape, c * kh * kw, self.filters * kh * kw, rng, dtype=self.dtype))
-        self.params = [w]
-        self.grads = [np.zeros_like(w)]
-        if self.use_bias:
-            self.params.append(np.zeros(self.filters, dtype=self.dtype))
-            self.grads.append(np.zeros(self.filters, dtype=self.dtype))
+        return (self.filters, c, kh, kw), c * kh * kw, self.filters * kh * kw
 
-    def forward(self, x, training=False):
-        self._check_input(x)
-        b = self.params[1] if self.use_bias else None
-        if self._fused_relu:
-            a = F.conv2d(x, self.params[0], b, self.stride, self.padding, activation="relu")
-            self.z = None  # not materialised: relu's backward only needs a > 0
-        else:
-            a = self._activate(F.conv2d(x, self.params[0], b, self.stride, self.padding))
-        self._cache = (x, self.z, a) if training else None
-        return a
+    def _kernel(self, x, b, activation):
+        return F.conv2d(x, self.params[0], b, self.stride, self.padding, activation=activation)
 
-    def backward(self, grad):
-        if not self._fused_relu:
-            return super().backward(grad)
-        x, _, a = self._cached()
-        self._check_grad(grad, x.shape[0])
-        # grad is dC/d relu-output; the kernel masks it by a > 0 (where z > 0) itself
-        return self._backward_z(grad, relu_output=a)
-
-    def _backward_z(self, grad_z, relu_output=None):
-        x = self._cache[0]
-        dx, dw, db = F.conv2d_backward(grad_z, x, self.params[0], self.stride, self.padding,
-                                       need_dx=self.need_input_grad,
-                                       activation=None if relu_output is None else "relu",
-                                       y=relu_output)
-        np.copyto(self.grads[0], dw)
-        if self.use_bias:
-            np.copyto(self.grads[1], db)
-        return dx
+    def _kernel_backward(self, grad, x, activation, y):
+        return F.conv2d_backward(grad, x, self.params[0], self.stride, self.padding,
+                                 need_dx=self.need_input_grad, activation=activation, y=y)
 
     def get_config(self):
         padding = list(self.padding) if isinstance(self.padding, tuple) else self.padding
