@@ -17,6 +17,8 @@ import numbers
 
 import numpy as np
 
+from ._configurable import Configurable
+
 __all__ = ["Activation", "Identity", "Sigmoid", "ReLU", "LeakyReLU", "Tanh", "Softmax",
            "softmax", "get"]
 
@@ -61,7 +63,7 @@ def softmax(z):
     return e
 
 
-class Activation:
+class Activation(Configurable):
     """Base class.
 
     Attributes
@@ -97,19 +99,6 @@ class Activation:
             _check_same_shape(a, "a", z)
         return a
 
-    def get_config(self):
-        """JSON-able dict with ``"name"`` (and parameters, if any)."""
-        return {"name": self.name}
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self):
-        return hash(tuple(sorted(self.get_config().items())))
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
-        return f"{type(self).__name__}({args})"
 
 
 class Identity(Activation):

@@ -13,6 +13,7 @@ import numbers
 
 import numpy as np
 
+from ._configurable import Configurable
 from .activations import softmax
 
 __all__ = ["Loss", "MeanSquaredError", "CrossEntropy", "one_hot", "get"]
@@ -93,7 +94,7 @@ def _split_targets(y_pred, y_true, name="y_pred"):
                      f"got shape {y.shape}")
 
 
-class Loss:
+class Loss(Configurable):
     """Base class: ``forward(y_pred, y_true) -> float``, ``backward(y_pred, y_true) -> grad``,
     ``get_config() -> dict``. ``has_logits_path`` tells whether the loss also offers
     ``forward_from_logits``/``backward_from_logits`` for a softmax output layer.
@@ -111,19 +112,6 @@ class Loss:
     def __call__(self, y_pred, y_true):
         return self.forward(y_pred, y_true)
 
-    def get_config(self):
-        """JSON-able dict with ``"name"`` (and parameters, if any)."""
-        return {"name": self.name}
-
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self):
-        return hash(tuple(sorted(self.get_config().items())))
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
-        return f"{type(self).__name__}({args})"
 
 
 class MeanSquaredError(Loss):

@@ -19,6 +19,8 @@ import inspect
 import math
 import numbers
 
+from ._configurable import Configurable
+
 __all__ = ["LRSchedule", "ConstantLR", "StepLR", "CosineLR", "ExponentialLR", "get"]
 
 
@@ -53,7 +55,7 @@ def _int(value, name, *, low):
     return value
 
 
-class LRSchedule:
+class LRSchedule(Configurable):
     """Base class: ``schedule(epoch) -> float``, ``get_config() -> dict``.
 
     Subclasses implement ``_value(epoch)`` for an already validated ``epoch``.
@@ -72,15 +74,6 @@ class LRSchedule:
         """JSON-able dict with ``"name"`` and the constructor arguments."""
         raise NotImplementedError
 
-    def __eq__(self, other):
-        return type(self) is type(other) and self.get_config() == other.get_config()
-
-    def __hash__(self):
-        return hash(tuple(sorted(self.get_config().items())))
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
-        return f"{type(self).__name__}({args})"
 
 
 class ConstantLR(LRSchedule):
