@@ -17,8 +17,15 @@ import cnn
 
 TIMING_KEYS = ("median_s", "min_s", "max_s", "p25_s", "p75_s", "reps", "gflops", "images_per_s")
 BACKENDS = ("cnn", "torch", "reference")
-HAVE_TORCH = importlib.util.find_spec("torch") is not None
-HAVE_MODEL = importlib.util.find_spec("cnn.model") is not None
+def _importable(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+HAVE_TORCH = _importable("torch")
+HAVE_MODEL = _importable("cnn.model")
 
 
 def _run_bench(tmp_path, *extra, timeout=240):
