@@ -76,9 +76,7 @@ class BuildExtWithOpenMP(build_ext):
     """build_ext that probes OpenMP once and sets portable optimisation flags."""
 
     def build_extensions(self):
-        from setuptools._distutils.sysconfig import customize_compiler
-
-        customize_compiler(self.compiler)
+        # self.compiler is already created and customised by build_ext.run()
         compile_args, link_args, openmp = [], [], False
         if _env_flag("CNN_NO_OPENMP"):
             print("cnn: CNN_NO_OPENMP is set: building serial kernels", file=sys.stderr)
