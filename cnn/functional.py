@@ -227,6 +227,19 @@ def _same_dtype(dtype, **arrays):
                             f"all arrays must share one dtype")
 
 
+def _relu_output(activation, y, expected, dtype, layout, what="the output's"):
+    """The forward output a fused-ReLU backward masks with (validated), or None."""
+    if not _fused_relu(activation):
+        return None
+    if y is None:
+        raise ValueError("activation='relu' needs y, the forward output, to mask dy")
+    y = _array(y, "y", len(expected), layout)
+    _same_dtype(dtype, y=y)
+    if y.shape != expected:
+        raise ValueError(f"y must have {what} shape {expected}, got {y.shape}")
+    return y
+
+
 # ------------------------------------------------------------------------------ linear
 
 def _linear_args(x, w):
@@ -296,15 +309,8 @@ def linear_backward(dy, x, w, need_dx=True, activation=None, y=None):
     expected = (x.shape[0], w.shape[0])
     if dy.shape != expected:
         raise ValueError(f"dy must have the output's shape {expected}, got {dy.shape}")
-    relu_out = masked = None
-    if _fused_relu(activation):
-        if y is None:
-            raise ValueError("activation='relu' needs y, the forward output, to mask dy")
-        relu_out = _array(y, "y", 2, "(N, out_features)")
-        _same_dtype(x.dtype, y=relu_out)
-        if relu_out.shape != expected:
-            raise ValueError(f"y must have the output's shape {expected}, got {relu_out.shape}")
-        masked = np.empty_like(dy)
+    relu_out = _relu_output(activation, y, expected, x.dtype, "(N, out_features)")
+    masked = None if relu_out is None else np.empty_like(dy)
     dx = np.empty_like(x) if need_dx else None
     dw = np.empty_like(w)
     db = np.empty(w.shape[0], dtype=x.dtype)
@@ -404,14 +410,8 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
     expected = (x.shape[0], w.shape[0], OH, OW)
     if dy.shape != expected:
         raise ValueError(f"dy must have the conv output's shape {expected}, got {dy.shape}")
-    relu_out = None
-    if _fused_relu(activation):
-        if y is None:
-            raise ValueError("activation='relu' needs y, the forward output, to mask dy")
-        relu_out = _array(y, "y", 4, "(N, K, OH, OW)")
-        _same_dtype(x.dtype, y=relu_out)
-        if relu_out.shape != expected:
-            raise ValueError(f"y must have the conv output's shape {expected}, got {relu_out.shape}")
+    relu_out = _relu_output(activation, y, expected, x.dtype, "(N, K, OH, OW)",
+                            what="the conv output's")
     dx = np.empty_like(x) if need_dx else None
     dw = np.empty_like(w)
     db = np.empty(w.shape[0], dtype=x.dtype)

@@ -182,6 +182,12 @@ def numerical_grad(f, x, eps=1e-6):
     return g
 
 
+def numerical_grad_of(f, x, h=1e-6):
+    """Central differences of the scalar ``f(x)`` at a float64 copy of ``x``, one entry at a time."""
+    x = x.astype(np.float64, copy=True)
+    return numerical_grad(lambda: f(x), x, eps=h)
+
+
 def distinct_values(rng, shape, spacing=0.01):
     """Float64 array of the given shape whose entries differ pairwise by >= ``spacing``
     (random order, both signs): max-pool has no near-ties, so finite differences are exact."""

@@ -7,25 +7,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from conftest import numerical_grad_of
+
 from cnn import activations as A
 
 NAMES = ["identity", "sigmoid", "relu", "leaky_relu", "tanh", "softmax"]
-
-
-def numerical_grad(f, x, h=1e-6):
-    """Central differences of the scalar f at x (float64), one coordinate at a time."""
-    x = x.astype(np.float64, copy=True)
-    grad = np.empty_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        fp = f(x)
-        flat[i] = old - h
-        fm = f(x)
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * h)
-    return grad
 
 
 def away_from_zero(rng, shape, margin=1e-2):
@@ -44,7 +30,7 @@ def test_backward_matches_finite_differences(name):
     def f(zz):
         return float(np.sum(g * act.forward(zz)))
 
-    expected = numerical_grad(f, z)
+    expected = numerical_grad_of(f, z)
     got = act.backward(z, act.forward(z), g)
     np.testing.assert_allclose(got, expected, rtol=1e-7, atol=1e-9)
     # a=None recomputes the forward pass and must give the same answer

@@ -6,22 +6,9 @@ import math
 import numpy as np
 import pytest
 
+from conftest import numerical_grad_of
+
 from cnn import activations, losses as L
-
-
-def numerical_grad(f, x, h=1e-6):
-    x = x.astype(np.float64, copy=True)
-    grad = np.empty_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        fp = f(x)
-        flat[i] = old - h
-        fm = f(x)
-        flat[i] = old
-        gflat[i] = (fp - fm) / (2 * h)
-    return grad
 
 
 def probabilities(rng, n, k):
@@ -82,7 +69,7 @@ def test_backward_matches_finite_differences(loss_name, target_kind):
          "soft": soft_targets(rng, n, k), "real": rng.standard_normal((n, k))}[target_kind]
     p = probabilities(rng, n, k)
     loss = L.get(loss_name)
-    expected = numerical_grad(lambda pp: loss.forward(pp, y), p)
+    expected = numerical_grad_of(lambda pp: loss.forward(pp, y), p)
     np.testing.assert_allclose(loss.backward(p, y), expected, rtol=1e-7, atol=1e-10)
 
 
@@ -103,7 +90,7 @@ def test_fused_logits_path(target_kind):
     jacobian_path = sm.backward(z, s, ce.backward(s, y))
     np.testing.assert_allclose(fused, jacobian_path, rtol=0, atol=1e-10)
     # and == finite differences of the fused forward
-    np.testing.assert_allclose(fused, numerical_grad(lambda zz: ce.forward_from_logits(zz, y), z),
+    np.testing.assert_allclose(fused, numerical_grad_of(lambda zz: ce.forward_from_logits(zz, y), z),
                                rtol=1e-7, atol=1e-10)
     if target_kind != "soft":
         np.testing.assert_allclose(fused, (s - L.one_hot(labels, k, np.float64)) / n, atol=1e-15)
@@ -116,7 +103,7 @@ def test_softmax_then_mse_through_the_jacobian():
     sm, mse = activations.Softmax(), L.MeanSquaredError()
     s = sm.forward(z)
     got = sm.backward(z, s, mse.backward(s, labels))
-    expected = numerical_grad(lambda zz: mse.forward(activations.softmax(zz), labels), z)
+    expected = numerical_grad_of(lambda zz: mse.forward(activations.softmax(zz), labels), z)
     np.testing.assert_allclose(got, expected, rtol=1e-7, atol=1e-11)
 
 
