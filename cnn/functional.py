@@ -485,12 +485,19 @@ def maxpool2d_backward(dy, argmax, x_shape):
     if x_shape[:2] != dy.shape[:2]:
         raise ValueError(f"x_shape {x_shape} and dy.shape {dy.shape} disagree on (N, C)")
     plane = x_shape[2] * x_shape[3]
-    if argmax.size:
-        lo, hi = int(argmax.min()), int(argmax.max())
-        if lo < 0 or hi >= plane:
-            raise ValueError(f"argmax values must lie in [0, H*W) = [0, {plane}) for x_shape "
-                             f"{x_shape}, got values in [{lo}, {hi}]")
+    original = argmax
+    if argmax.dtype.itemsize > np.dtype(np.intp).itemsize:
+        # (32-bit platforms) a cast to intp could wrap a bad value into range: check first
+        if argmax.size and (int(argmax.max()) >= plane or int(argmax.min()) < 0):
+            _bad_argmax(original, plane, x_shape)
     argmax = np.ascontiguousarray(argmax, dtype=np.intp)
     dx = np.empty(x_shape, dtype=dy.dtype)
-    _pool.maxpool2d_backward(dy, argmax, dx, _threads_for(dx.size))
+    # the kernel checks every index as it scatters (no separate scan) and counts bad ones
+    if _pool.maxpool2d_backward(dy, argmax, dx, _threads_for(dx.size)):
+        _bad_argmax(original, plane, x_shape)
     return dx
+
+
+def _bad_argmax(argmax, plane, x_shape):
+    raise ValueError(f"argmax values must lie in [0, H*W) = [0, {plane}) for x_shape "
+                     f"{x_shape}, got values in [{int(argmax.min())}, {int(argmax.max())}]")

@@ -310,3 +310,21 @@ DY, IDX, XS = _a((1, 2, 2, 2)), np.zeros((1, 2, 2, 2), np.intp), (1, 2, 4, 4)
 def test_bad_input_raises_a_clear_error(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint64])
+def test_backward_rejects_out_of_range_argmax_of_any_integer_dtype(dtype):
+    dy = np.ones((1, 1, 2, 2))
+    good = np.array([[[[0, 3], [8, 15]]]])
+    dx = F.maxpool2d_backward(dy, good.astype(dtype), (1, 1, 4, 4))
+    assert dx.sum() == 4 and dx[0, 0, 3, 3] == 1
+    bad = good.copy()
+    bad[0, 0, 1, 1] = 16
+    with pytest.raises(ValueError, match=r"\[0, 16\).*got values in \[0, 16\]"):
+        F.maxpool2d_backward(dy, bad.astype(dtype), (1, 1, 4, 4))
+    if dtype is np.uint64:  # 2**64 - 1 wraps to -1 as intp: still caught
+        bad[0, 0, 1, 1] = 0
+        huge = bad.astype(np.uint64)
+        huge[0, 0, 0, 0] = np.iinfo(np.uint64).max
+        with pytest.raises(ValueError, match=r"argmax values must lie in \[0, H\*W\)"):
+            F.maxpool2d_backward(dy, huge, (1, 1, 4, 4))

@@ -151,20 +151,31 @@ def maxpool2d_backward(const floating[:, :, :, ::1] dy,       # IN  (N, C, OH, O
                        const Py_ssize_t[:, :, :, ::1] argmax, # IN  (N, C, OH, OW)
                        floating[:, :, :, ::1] dx,             # OUT (N, C, H, W)
                        int num_threads):
-    """dx = 0, then dx[n, c].flat[argmax[n, c, i, j]] += dy[n, c, i, j]."""
+    """dx = 0, then dx[n, c].flat[argmax[n, c, i, j]] += dy[n, c, i, j].
+
+    Indices outside [0, H*W) are skipped and counted, in the same pass (a predictable
+    branch, cheaper than a separate scan): returns their number, and the caller raises
+    when it is not 0.
+    """
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef Py_ssize_t OH = dy.shape[2], OW = dy.shape[3]
-    cdef Py_ssize_t plane, n, c, oh, ow
+    cdef Py_ssize_t plane, n, c, oh, ow, idx, HW = H * W
+    cdef Py_ssize_t bad = 0
     cdef floating *dxp
     if N * C == 0:
-        return
+        return 0
     for plane in prange(N * C, nogil=True, schedule='dynamic', chunksize=8,
                         num_threads=max(1, min(num_threads, N * C))):
         n = plane // C
         c = plane % C
         dxp = &dx[n, c, 0, 0]
-        memset(dxp, 0, H * W * sizeof(floating))
-        # One plane belongs to one thread, so '+=' here never races.
+        memset(dxp, 0, HW * sizeof(floating))
+        # One plane belongs to one thread, so '+=' into dxp never races.
         for oh in range(OH):
             for ow in range(OW):
-                dxp[argmax[n, c, oh, ow]] += dy[n, c, oh, ow]
+                idx = argmax[n, c, oh, ow]
+                if idx < 0 or idx >= HW:
+                    bad += 1
+                else:
+                    dxp[idx] += dy[n, c, oh, ow]
+    return bad
