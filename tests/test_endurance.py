@@ -116,9 +116,12 @@ def test_ten_epochs_of_training_do_not_grow_memory():
     r = child(_TRAINING, 2)
     rss = r["rss"]
     assert len(rss) == 10 and all(np.isfinite(r["loss"]))
-    growth = max(rss[2:]) - rss[1]          # epochs 0-1 are the warm-up
-    # a leaked batch or im2col buffer per step would add >= 16 steps x 8 epochs x 100 KB = 12.5 MB
-    assert growth < 4 * MB, f"RSS grew by {growth / MB:.2f} MB over epochs 3-10: {[v // MB for v in rss]} MB"
+    # Epochs 0-3 are the warm-up: one-off allocations (a thread's malloc arena, BLAS's
+    # per-thread buffers) can land in any of the first epochs once work is scheduled
+    # dynamically (seen once in CI: a single 5.7 MB step at epoch 3, flat after it).
+    growth = max(rss[4:]) - rss[3]
+    # a leaked batch or im2col buffer per step would add >= 16 steps x 6 epochs x 100 KB = 9.4 MB
+    assert growth < 4 * MB, f"RSS grew by {growth / MB:.2f} MB over epochs 5-10: {[v // MB for v in rss]} MB"
 
 
 # ----------------------------------------------------------------------------- a busy machine
