@@ -329,6 +329,13 @@ class _WeightedLayer(_ActivatedLayer):
         """``(dx | None, dw, db)``; ``activation``/``y`` as in the functional backward."""
         raise NotImplementedError
 
+    def _set_weight_options(self, use_bias, kernel_initializer):
+        """Validate and store the constructor options both weighted layers share."""
+        self.use_bias = _bool(use_bias, "use_bias")
+        self.kernel_initializer = _initializer(kernel_initializer, "kernel_initializer")
+        self.param_names = ("weight", "bias") if self.use_bias else ("weight",)
+        self._cache = None
+
     @property
     def _fused_relu(self):
         return self.activation.name == "relu"
@@ -398,10 +405,7 @@ class Dense(_WeightedLayer):
         super().__init__()
         self.units = _positive_int(units, "units")
         self._set_activation(activation)
-        self.use_bias = _bool(use_bias, "use_bias")
-        self.kernel_initializer = _initializer(kernel_initializer, "kernel_initializer")
-        self.param_names = ("weight", "bias") if self.use_bias else ("weight",)
-        self._cache = None
+        self._set_weight_options(use_bias, kernel_initializer)
 
     def compute_output_shape(self, input_shape):
         input_shape = _shape(input_shape)
@@ -468,10 +472,7 @@ class Conv2D(_WeightedLayer):
             raise ValueError("Conv2D activation must not be 'softmax' (softmax normalises flat "
                              "(N, classes) rows); put Flatten() and Dense(classes, "
                              "activation='softmax') after the convolutions")
-        self.use_bias = _bool(use_bias, "use_bias")
-        self.kernel_initializer = _initializer(kernel_initializer, "kernel_initializer")
-        self.param_names = ("weight", "bias") if self.use_bias else ("weight",)
-        self._cache = None
+        self._set_weight_options(use_bias, kernel_initializer)
 
     def compute_output_shape(self, input_shape):
         input_shape = _shape(input_shape)

@@ -12,7 +12,7 @@ results: bit-identical for any number of threads.
 Validation lives in :mod:`cnn.functional`.
 """
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport prange
 
 from cnn._ext._blas cimport _gemm
 
