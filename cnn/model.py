@@ -569,6 +569,11 @@ class Sequential:
         return json.dumps(self.get_config())
 
     def save(self, path, include_optimizer=True):
-        """Write the model to ``path`` (an ``.npz``, atomically); see :mod:`cnn.serialization`."""
+        """Write the model to ``path`` (an ``.npz``, atomically); see :mod:`cnn.serialization`.
+
+        The file is written as ``.<name>.<pid>.<random>.tmp`` beside ``path``, fsync'ed, then
+        renamed over ``path``. A temp file left by a process killed mid-save is removed by the
+        next save to ``path`` (only once that process is gone; a live one may be mid-save).
+        """
         from .serialization import save_model
         save_model(self, path, include_optimizer=include_optimizer)

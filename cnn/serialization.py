@@ -21,6 +21,8 @@ JSON documents are stored as 1-D ``uint8`` arrays of UTF-8 bytes. Files are read
 arrays, wrong shapes or dtypes, object arrays, bad JSON, non-finite weights) is a ValueError
 that names the file and the problem. Writes go to a temporary file in the target folder, are
 flushed and fsync'ed, then renamed over the target: a crash mid-save leaves the old file whole.
+The temporary file is ``.<name>.<pid>.<random>.tmp``; one left behind by a killed process is
+removed by the next save to the same target (see :func:`atomic_savez`).
 """
 
 import json
@@ -61,10 +63,50 @@ def _fspath(path, name="path"):
         raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}") from None
 
 
+def _pid_alive(pid):
+    """Whether process ``pid`` exists on this machine. Anything uncertain counts as alive
+    (so its file is kept): no way to probe (not POSIX), or a process of another user."""
+    if os.name != "posix" or pid <= 0:
+        return True  # on Windows os.kill(pid, 0) would terminate the process
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OverflowError, OSError):  # e.g. PermissionError: another user's process
+        return True
+    return True
+
+
+def _remove_stale_temp_files(folder, name):
+    """Delete ``.<name>.<pid>.<random>.tmp`` files in ``folder`` whose writer ``pid`` no longer
+    exists (saves to ``name`` killed midway). Files of live processes, which may be mid-save,
+    and anything else are left alone; failures are ignored (cleaning never fails a save)."""
+    pattern = re.compile(r"\." + re.escape(name) + r"\.(\d{1,10})\.[^.]+\.tmp")
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.fullmatch(entry.name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            if entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+        except OSError:
+            pass  # already removed by another process, or not ours to remove
+
+
 def atomic_savez(path, arrays):
     """``np.savez`` into ``path`` atomically (temp file in the same folder, fsync, rename).
 
-    The file is written exactly at ``path`` (no ``.npz`` is appended).
+    The file is written exactly at ``path`` (no ``.npz`` is appended). The temporary file is
+    ``.<name>.<pid>.<random>.tmp`` beside ``path``, ``pid`` being this process's id. A failed
+    save removes its own temporary file; a process killed mid-save cannot, so each save first
+    removes the temporary files of ``path`` whose writer process no longer exists. Those of live
+    processes (which may be saving to ``path`` right now) are never touched; a stale file whose
+    pid a new process has taken stays until that process ends. Pids are checked on this machine
+    only, so do not save to one target from several machines sharing a folder.
     """
     path = _fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -73,7 +115,9 @@ def atomic_savez(path, arrays):
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot save {path}: it is a directory")
     mode = _file_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    name = os.path.basename(path)
+    _remove_stale_temp_files(folder, name)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -111,6 +155,13 @@ def save_model(model, path, include_optimizer=True):
         Written as given (conventionally ending in ``.npz``).
     include_optimizer : bool, default True
         Also store the loss, the optimizer and its state (needed to resume training).
+
+    Notes
+    -----
+    The write is atomic (:func:`atomic_savez`): a temporary ``.<name>.<pid>.<random>.tmp``
+    beside ``path``, fsync'ed, then ``os.replace``'d over it, so ``path`` is always either the
+    old file or the new one. A save killed midway leaves its temporary file behind; the next
+    save to ``path`` deletes it once its process is gone (never one of a live process).
     """
     from .model import Sequential
     if not isinstance(model, Sequential):

@@ -311,9 +311,57 @@ def test_a_process_killed_mid_save_leaves_the_previous_file_intact(tmp_path):
     for a, b in zip(model.get_weights(), want.get_weights()):
         np.testing.assert_array_equal(a, b)
     # A killed process cannot clean up after itself: its half-written temp file is a hidden
-    # sibling that never replaced the target.
+    # sibling, named after the child's pid, that never replaced the target ...
     leftovers = temp_files(tmp_path)
-    assert len(leftovers) == 1 and leftovers[0].startswith(".m.npz.")
+    assert len(leftovers) == 1 and leftovers[0].startswith(f".m.npz.{proc.pid}.")
+    # ... until the next save to the same target, which removes it (the child is gone).
+    model.save(tmp_path / "m.npz")
+    assert temp_files(tmp_path) == []
+    load_model(tmp_path / "m.npz")
+
+
+def _dead_pid():
+    """The pid of a child that has exited and been reaped."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(proc.stdout)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="stale temp files are detected with os.kill(pid, 0)")
+def test_a_save_removes_stale_temp_files_of_its_target_only(tmp_path):
+    dead = _dead_pid()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        stale = [f".m.npz.{dead}.abc_123x.tmp", f".m.npz.{dead}.zz9.tmp"]
+        kept = [f".m.npz.{os.getpid()}.abc_123x.tmp",   # this process: may be mid-save in a thread
+                f".m.npz.{sleeper.pid}.abc_123x.tmp",   # another live process: may be mid-save
+                f".other.npz.{dead}.abc_123x.tmp",      # another target
+                ".m.npz.abc_123x.tmp",                  # no pid
+                f".m.npz.{dead}.abc.tmp.bak", "m.npz.tmp", f"m.npz.{dead}.abc.tmp"]
+        for name in stale + kept:
+            (tmp_path / name).write_bytes(b"half a save")
+        (tmp_path / f".m.npz.{dead}.dir.tmp").mkdir()  # not a file: left alone
+        model = model_with_state()
+        model.save(tmp_path / "m.npz")
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["m.npz", f".m.npz.{dead}.dir.tmp"])
+        for name in kept:
+            assert (tmp_path / name).read_bytes() == b"half a save"
+        load_model(tmp_path / "m.npz")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_the_temp_file_is_named_after_the_target_and_the_pid(tmp_path, monkeypatch):
+    seen = []
+    real = os.replace
+
+    def spy(src, dst):
+        seen.append(os.path.basename(src))
+        real(src, dst)
+    monkeypatch.setattr(os, "replace", spy)
+    model_with_state().save(tmp_path / "m.npz")
+    assert len(seen) == 1 and re.fullmatch(rf"\.m\.npz\.{os.getpid()}\.[^.]+\.tmp", seen[0]), seen
 
 
 def test_a_checkpoint_that_fails_to_save_keeps_the_last_good_one(tmp_path, monkeypatch):
