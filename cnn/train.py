@@ -199,6 +199,39 @@ def _non_negative_float(text):
     return value
 
 
+# Options that define the model or the optimizer: with --resume the checkpoint's values win.
+_FROM_CHECKPOINT = ("--model", "--optimizer", "--lr", "--momentum", "--schedule", "--seed")
+
+
+def _checkpoint_settings(model):
+    """What a loaded checkpoint holds for each option of ``_FROM_CHECKPOINT`` (keyed by dest);
+    an option the checkpoint has no value for (``--momentum`` of Adam) is left out."""
+    opt = model.optimizer
+    held = {"model": model.name, "optimizer": opt.name, "schedule": opt.schedule.name,
+            "seed": model.seed}
+    if getattr(opt.schedule, "lr", None) is not None:
+        held["lr"] = opt.schedule.lr
+    if hasattr(opt, "momentum"):
+        held["momentum"] = opt.momentum
+    return held
+
+
+def _ignored_on_resume(args, held):
+    """``--option value (...)`` for each option of ``_FROM_CHECKPOINT`` given on the command line
+    whose value differs from the checkpoint's ``held`` one or cannot take effect."""
+    ignored = []
+    for option in _FROM_CHECKPOINT:
+        key = option[2:]
+        given = getattr(args, key)
+        if given is None:  # not on the command line
+            continue
+        if key not in held:
+            ignored.append(f"{option} {given} (the checkpoint's {held['optimizer']} optimizer has no {key})")
+        elif given != held[key]:
+            ignored.append(f"{option} {given} (the checkpoint has {held[key]})")
+    return ignored
+
+
 def _parser():
     p = argparse.ArgumentParser(
         prog="python -m cnn.train",
@@ -209,7 +242,7 @@ def _parser():
                         "default: the data shipped with cnn")
     p.add_argument("--download", action="store_true",
                    help="download the full MNIST into --data-dir (or the default data folder) first")
-    p.add_argument("--model", choices=sorted(DEFAULTS), default="cnn",
+    p.add_argument("--model", choices=sorted(DEFAULTS),  # None: not given (see --resume)
                    help="cnn (default) or seed-mlp (the seed project's Dense-512 network with its "
                         "MSE loss and lr 0.03, which learns slowly on 5,000 images: try --lr 1.0)")
     p.add_argument("--epochs", type=_non_negative_int, help="default: 12 (cnn), 10 (seed-mlp)")
@@ -226,12 +259,18 @@ def _parser():
     p.add_argument("--scale", type=_non_negative_float,
                    help="augmentation: random zoom by up to this fraction; default 0.1 (cnn), 0")
     p.add_argument("--threads", type=_positive(int), help="threads for the kernels and BLAS")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed for weights, dropout, shuffling (0)")
+    p.add_argument("--seed", type=_non_negative_int,  # None: not given (see --resume)
+                   help="seed for weights, dropout, shuffling and the --limit pick (0)")
     p.add_argument("--limit", type=_positive(int), metavar="N",
                    help="use a random N training images and the first N test images (quick runs)")
     p.add_argument("--save", metavar="PATH", help="save the model (and everything to resume) after every epoch")
     p.add_argument("--resume", metavar="PATH",
-                   help="continue a run saved with --save, up to --epochs in total")
+                   help="continue a run saved with --save, up to --epochs in total. The model, "
+                        "the optimizer and the seed are the checkpoint's: "
+                        + ", ".join(_FROM_CHECKPOINT[:-1]) + " and " + _FROM_CHECKPOINT[-1]
+                        + " are not applied, and a warning on stderr names any given with a value "
+                          "the checkpoint does not hold. --epochs, --batch-size and the augmentation "
+                          "options apply (their defaults: those of the checkpoint's model)")
     p.add_argument("--plot", metavar="PATH", help="write training curves and the confusion matrix as a PNG")
     p.add_argument("--json", metavar="PATH",
                    help="write the history, test accuracy, training time and speed as JSON")
@@ -240,11 +279,11 @@ def _parser():
     return p
 
 
-def _load_data(args):
+def _load_data(args, seed):
     from .datasets import load_mnist
     (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, download=args.download)
     if args.limit is not None:
-        pick = np.random.default_rng(args.seed).permutation(len(x_train))[:args.limit]
+        pick = np.random.default_rng(seed).permutation(len(x_train))[:args.limit]
         x_train, y_train = x_train[np.sort(pick)], y_train[np.sort(pick)]
         x_test, y_test = x_test[:args.limit], y_test[:args.limit]
     return (x_train, y_train), (x_test, y_test)
@@ -313,19 +352,35 @@ def _run(args):
 
     if args.threads is not None:
         cnn.set_num_threads(args.threads)
-    defaults = DEFAULTS[args.model]
+    if args.resume:
+        model = load_model(args.resume)
+        if not model.compiled:
+            raise ValueError(f"{args.resume} holds no optimizer state: it cannot be resumed")
+        held = _checkpoint_settings(model)
+        ignored = _ignored_on_resume(args, held)
+        if ignored:
+            print(f"warning: --resume {args.resume}: the checkpoint's model, optimizer and seed are "
+                  f"used, so {'this option is' if len(ignored) == 1 else 'these options are'} "
+                  f"ignored: {', '.join(ignored)}", file=sys.stderr, flush=True)
+        # The defaults of the options that do apply (batch size, augmentation, epochs) are
+        # those of the checkpoint's model.
+        name = model.name if model.name in DEFAULTS else (args.model or "cnn")
+        seed = model.seed
+    else:
+        name = args.model or "cnn"
+        seed = args.seed if args.seed is not None else 0
+    defaults = DEFAULTS[name]
     settings = {k: (getattr(args, k) if getattr(args, k, None) is not None else v)
                 for k, v in defaults.items() if k != "loss"}
+    if args.resume:  # report what the run really uses
+        settings.update({k: held[k] for k in ("optimizer", "lr", "momentum", "schedule") if k in held})
 
-    (x_train, y_train), (x_test, y_test) = _load_data(args)
+    (x_train, y_train), (x_test, y_test) = _load_data(args, seed)
     classes = int(max(y_train.max(), y_test.max())) + 1
     print(f"data: {len(x_train)} training and {len(x_test)} test images of shape "
           f"{tuple(x_train.shape[1:])}, {classes} classes", flush=True)
 
     if args.resume:
-        model = load_model(args.resume)
-        if not model.compiled:
-            raise ValueError(f"{args.resume} holds no optimizer state: it cannot be resumed")
         if model.input_shape != tuple(x_train.shape[1:]) or len(model.output_shape) != 1 \
                 or model.output_shape[0] < classes:
             raise ValueError(f"{args.resume} holds a model for images of shape {model.input_shape} "
@@ -338,7 +393,7 @@ def _run(args):
             print(f"warning: the saved learning-rate schedule ends at epoch {total}; epochs after "
                   f"it train at its final rate", file=sys.stderr)
     else:
-        model = build_model(args.model, tuple(x_train.shape[1:]), classes, args.seed)
+        model = build_model(name, tuple(x_train.shape[1:]), classes, seed)
         model.compile(loss=defaults["loss"],
                       optimizer=_make_optimizer(settings["optimizer"], settings["lr"],
                                                 settings["momentum"], settings["schedule"],
@@ -369,7 +424,7 @@ def _run(args):
 
     if args.json:
         report = {
-            "model": args.model, "settings": settings, "seed": args.seed,
+            "model": model.name, "settings": settings, "seed": seed,
             "threads": cnn.get_num_threads(), "train_images": int(len(x_train)),
             "test_images": int(len(x_test)), "epochs": history.epoch,
             "history": history.history, "interrupted": history.interrupted,

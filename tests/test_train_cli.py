@@ -45,11 +45,72 @@ def test_save_then_resume_continues_the_run(tmp_path, capsys):
     assert two.train_state["epoch"] == 2
     assert train.main(common + ["--epochs", "1", "--save", str(path)]) == 0
     assert train.main(common + ["--epochs", "2", "--resume", str(path), "--save", str(path)]) == 0
-    assert "resuming" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "resuming" in out and "warning" not in err  # --model seed-mlp is the checkpoint's
     resumed = load_model(path)
     assert resumed.train_state["epoch"] == 2
     for a, b in zip(resumed.get_weights(), two.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+_OVERRIDDEN = ["--model", "cnn", "--optimizer", "adam", "--lr", "0.5", "--momentum", "0.5",
+               "--schedule", "cosine", "--seed", "3"]
+_SAME_AS_CHECKPOINT = ["--model", "seed-mlp", "--optimizer", "sgd", "--lr", "0.03", "--momentum", "0",
+                       "--schedule", "constant", "--seed", "0"]
+
+
+@pytest.mark.parametrize("extra, ignored", [
+    ([], []),
+    (_SAME_AS_CHECKPOINT, []),
+    (["--lr", "0.5"], ["--lr 0.5 (the checkpoint has 0.03)"]),
+    (_OVERRIDDEN, ["--model cnn (the checkpoint has seed-mlp)", "--optimizer adam (the checkpoint has sgd)",
+                   "--lr 0.5 (the checkpoint has 0.03)", "--momentum 0.5 (the checkpoint has 0.0)",
+                   "--schedule cosine (the checkpoint has constant)", "--seed 3 (the checkpoint has 0)"]),
+])
+def test_resume_warns_about_the_options_the_checkpoint_overrides(tmp_path, capsys, extra, ignored):
+    """Model/optimizer options given with --resume that differ from the checkpoint are named in
+    one warning; the run still uses the checkpoint's values (and its model's defaults for the
+    other options), so it ends where an uninterrupted run does."""
+    path = tmp_path / "m.npz"
+    common = ["--limit", "256", "--batch-size", "32", "--verbose", "0"]
+    assert train.main(common + ["--model", "seed-mlp", "--epochs", "2", "--save", str(tmp_path / "two.npz")]) == 0
+    assert train.main(common + ["--model", "seed-mlp", "--epochs", "1", "--save", str(path)]) == 0
+    capsys.readouterr()
+    assert train.main(common + ["--epochs", "2", "--resume", str(path), "--save", str(path)] + extra) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    if not ignored:
+        assert warnings == [], err
+    else:
+        assert len(warnings) == 1, err
+        assert warnings[0].startswith(f"warning: --resume {path}: the checkpoint's model, optimizer "
+                                      f"and seed are used, so th")
+        assert warnings[0].endswith("ignored: " + ", ".join(ignored)), warnings[0]
+    for a, b in zip(load_model(path).get_weights(), load_model(tmp_path / "two.npz").get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_resume_warns_about_an_option_that_cannot_take_effect(tmp_path, capsys):
+    from cnn import Sequential, layers
+    model = Sequential([layers.Flatten(), layers.Dense(10, activation="softmax")], input_shape=(1, 28, 28), seed=0)
+    model.compile(optimizer="adam")
+    model.save(tmp_path / "adam.npz")
+    assert train.main(["--resume", str(tmp_path / "adam.npz"), "--momentum", "0.9", "--epochs", "1",
+                       "--limit", "32", "--batch-size", "16", "--verbose", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "ignored: --momentum 0.9 (the checkpoint's adam optimizer has no momentum)" in err, err
+
+
+def test_model_and_seed_options_default_to_not_given_and_help_says_what_resume_ignores(capsys):
+    args = train._parser().parse_args([])
+    assert args.model is None and args.seed is None  # so --resume can tell what was typed
+    with pytest.raises(SystemExit):
+        train.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "cnn (default) or seed-mlp" in text and "--limit pick (0)" in text
+    resume = text[text.index("--resume PATH continue"):]
+    assert ("--model, --optimizer, --lr, --momentum, --schedule and --seed are not applied, and a "
+            "warning on stderr names any given with a value the checkpoint does not hold") in resume
 
 
 def test_seed_mlp_is_the_seed_network(tmp_path):
