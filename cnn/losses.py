@@ -70,6 +70,14 @@ def _check_pred(y_pred, name="y_pred"):
     return y_pred
 
 
+def _check_classes_output(loss, shape):
+    """The built-in losses take ``y_pred`` of shape (N, classes): one axis per item."""
+    shape = tuple(shape)
+    if len(shape) != 1:
+        dims = ", ".join(map(str, ("N",) + shape))
+        raise ValueError(f"the {loss.name} loss needs outputs of shape (N, classes), got ({dims})")
+
+
 def _split_targets(y_pred, y_true, name="y_pred"):
     """Validate; return ``(labels, None)`` for class ids or ``(None, targets)`` for 2-D targets.
 
@@ -98,10 +106,18 @@ class Loss(Configurable):
     """Base class: ``forward(y_pred, y_true) -> float``, ``backward(y_pred, y_true) -> grad``,
     ``get_config() -> dict``. ``has_logits_path`` tells whether the loss also offers
     ``forward_from_logits``/``backward_from_logits`` for a softmax output layer.
+    ``check_output_shape(shape)`` tells whether model outputs of that shape can be fed to it.
     """
 
     name = "loss"
     has_logits_path = False
+
+    def check_output_shape(self, shape):
+        """Raise ValueError when ``y_pred`` of shape ``(N, *shape)`` cannot be fed to this loss.
+
+        ``shape`` is one item's output shape (no batch axis), e.g. a model's ``output_shape``.
+        The base class accepts any shape; losses that need more override this.
+        """
 
     def forward(self, y_pred, y_true):
         raise NotImplementedError
@@ -128,6 +144,10 @@ class MeanSquaredError(Loss):
     """
 
     name = "mse"
+
+    def check_output_shape(self, shape):
+        """Outputs must be ``(N, classes)`` (``shape`` of length 1), as :meth:`forward` needs."""
+        _check_classes_output(self, shape)
 
     def forward(self, y_pred, y_true):
         labels, targets = _split_targets(y_pred, y_true)
@@ -186,6 +206,10 @@ class CrossEntropy(Loss):
             if not 0.0 < eps < 0.5:
                 raise ValueError(f"eps must be in (0, 0.5), got {eps!r}")
         self.eps = eps
+
+    def check_output_shape(self, shape):
+        """Outputs must be ``(N, classes)`` (``shape`` of length 1), as :meth:`forward` needs."""
+        _check_classes_output(self, shape)
 
     def _eps(self, dtype):
         return _DEFAULT_EPS[dtype] if self.eps is None else self.eps

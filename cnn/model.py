@@ -174,12 +174,40 @@ class Sequential:
             ``"cross_entropy"`` or ``"mse"`` (the seed's), see :func:`cnn.losses.get`.
         optimizer : str, dict or cnn.optimizers.Optimizer
             ``"sgd"``, ``"adam"`` or an instance, see :func:`cnn.optimizers.get`.
+
+        Raises
+        ------
+        ValueError
+            The model is built and its output cannot feed the loss: both built-in losses need
+            outputs of shape ``(N, classes)``, so e.g. a model ending in Conv2D or MaxPool2D
+            needs ``Flatten()`` and ``Dense(classes)`` at the end. (A model built later, on its
+            first data, is checked then, by :meth:`train_step`, :meth:`fit`, :meth:`evaluate`
+            and :meth:`compute_gradients`.) The model is left as it was.
         """
-        self.loss = _losses.get(loss)
-        self.optimizer = _optimizers.get(optimizer)
+        loss = _losses.get(loss)
+        optimizer = _optimizers.get(optimizer)
+        if self.built:
+            self._check_output_fits_loss("compile", loss)
+        return self._set_loss_and_optimizer(loss, optimizer)
+
+    def _set_loss_and_optimizer(self, loss, optimizer):
+        """Install already-resolved ``loss`` and ``optimizer`` objects (no output check)."""
+        self.loss = loss
+        self.optimizer = optimizer
         if self.layers:
             self._update_fused()
         return self
+
+    def _check_output_fits_loss(self, what, loss=None):
+        """ValueError naming ``what``, the output shape and the last layer when the built
+        model's outputs ``(N, *output_shape)`` cannot feed ``loss`` (default: ``self.loss``)."""
+        loss = self.loss if loss is None else loss
+        try:
+            loss.check_output_shape(self.output_shape)
+        except ValueError as exc:
+            hint = "; end the model with Flatten() and Dense(classes)" if len(self.output_shape) > 1 else ""
+            raise ValueError(f"{what}: {exc} from this model's last layer, "
+                             f"{self.layers[-1]!r}{hint}") from None
 
     @property
     def compiled(self):
@@ -292,6 +320,7 @@ class Sequential:
         x = self._check_x(x)
         if x.shape[0] == 0:
             raise ValueError("x must hold at least one item, got an empty batch")
+        self._check_output_fits_loss("compute_gradients")
         y = self._check_y(y, x.shape[0])
         with self._lock:
             loss = self._backward_from_loss(self._forward(x, True), y)
@@ -331,6 +360,7 @@ class Sequential:
             x = self._check_x(xb, "xb")
             if x.shape[0] == 0:
                 raise ValueError("xb must hold at least one item, got an empty batch")
+            self._check_output_fits_loss("train_step")
             y = self._check_y(yb, x.shape[0], "yb")
             if x is xb and y is yb:
                 self._checked = key
@@ -402,6 +432,7 @@ class Sequential:
             raise RuntimeError("evaluate needs a loss: call model.compile(loss=..., optimizer=...) first")
         batch_size = self._check_batch_size(batch_size)
         x = self._check_x(x)
+        self._check_output_fits_loss("evaluate")
         y = self._check_y(y, x.shape[0])
         return self._evaluate_checked(x, y, batch_size)
 

@@ -355,9 +355,9 @@ def load_model(path, compile=True):
             config = r.json("compile")
             if not isinstance(config, dict) or set(config) != {"loss", "optimizer"}:
                 raise r.error(f"'compile' must be a dict with keys 'loss' and 'optimizer', got {config!r}")
-            try:
-                model.compile(loss=losses.get(config["loss"]),
-                              optimizer=optimizers.get(config["optimizer"]))
+            try:  # as saved, even when the output cannot feed the loss (train_step says so)
+                model._set_loss_and_optimizer(losses.get(config["loss"]),
+                                              optimizers.get(config["optimizer"]))
             except (TypeError, ValueError) as exc:
                 raise r.error(f"bad 'compile': {exc}") from None
             state = {k[len("optimizer."):]: r.array(k, *_optimizer_entry(r, k, named))

@@ -66,6 +66,7 @@ class Trainer:
         x = model._check_x(x, name_x)
         if x.shape[0] == 0:
             raise ValueError(f"{name_x} must hold at least one item, got shape {x.shape}")
+        model._check_output_fits_loss("fit")
         y = model._check_y(y, x.shape[0], name_y)
         return x, y
 

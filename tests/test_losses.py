@@ -230,3 +230,16 @@ def test_get_and_config():
         L.get(None)
     with pytest.raises(ValueError, match=r"eps must be in \(0, 0.5\), got 0.0"):
         L.CrossEntropy(eps=0.0)
+
+
+@pytest.mark.parametrize("loss_name", ["mse", "cross_entropy"])
+def test_check_output_shape(loss_name):
+    loss = L.get(loss_name)
+    loss.check_output_shape((10,))
+    loss.check_output_shape([1])
+    for shape in [(), (2, 3, 3), (10, 1)]:
+        dims = ", ".join(["N"] + [str(d) for d in shape])
+        with pytest.raises(ValueError, match=rf"^the {loss_name} loss needs outputs of shape \(N, classes\), "
+                                             rf"got \({dims}\)$"):
+            loss.check_output_shape(shape)
+    L.Loss().check_output_shape((2, 3, 3))  # the base class accepts any shape

@@ -215,6 +215,74 @@ def test_train_step_needs_compile():
         small_cnn().train_step(np.zeros((1, 1, 8, 8), np.float32), np.array([0]))
 
 
+def conv_only(input_shape=(1, 8, 8)):
+    """A model whose output is (N, 2, 3, 3): no Flatten + Dense at the end."""
+    return Sequential([layers.Conv2D(2, 3, activation="relu"), layers.MaxPool2D(2)],
+                      input_shape=input_shape, seed=0)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_compile_refuses_an_output_the_loss_cannot_take(loss):
+    model = conv_only()
+    with pytest.raises(ValueError, match=rf"^compile: the {loss} loss needs outputs of shape \(N, classes\), "
+                                         rf"got \(N, 2, 3, 3\) from this model's last layer, MaxPool2D\(\); "
+                                         rf"end the model with Flatten\(\) and Dense\(classes\)$"):
+        model.compile(loss=loss)
+    assert not model.compiled and model.loss is None  # left as it was
+    model.add(layers.Flatten()).add(layers.Dense(3, activation="softmax"))
+    model.compile(loss=loss)  # now (N, 3): fine
+    assert model.output_shape == (3,)
+    assert np.isfinite(model.train_step(np.ones((2, 1, 8, 8)), np.array([0, 2])))
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_an_output_the_loss_cannot_take_is_named_on_first_use_when_built_late(loss, rng):
+    """Without input_shape compile cannot see the output shape; the first call that needs the
+    loss says what is wrong (instead of a y-shape or y_pred error), and predict still works."""
+    model = Sequential([layers.Conv2D(2, 3, activation="relu"), layers.MaxPool2D(2)], seed=0)
+    model.compile(loss=loss)
+    x, y = rng.random((4, 1, 8, 8)), np.array([0, 1, 0, 1])
+    words = rf"the {loss} loss needs outputs of shape \(N, classes\), got \(N, 2, 3, 3\) from " \
+            rf"this model's last layer, MaxPool2D\(\); end the model with Flatten\(\) and Dense\(classes\)"
+    targets = np.zeros((4, 2, 3, 3))  # targets of the output's own shape do not help either
+    for what, call in [("train_step", lambda: model.train_step(x, y)),
+                       ("train_step", lambda: model.train_step(x, targets)),
+                       ("fit", lambda: model.fit(x, y, batch_size=2, verbose=0)),
+                       ("evaluate", lambda: model.evaluate(x, y)),
+                       ("compute_gradients", lambda: model.compute_gradients(x, y))]:
+        with pytest.raises(ValueError, match=f"^{what}: {words}$"):
+            call()
+    assert model.predict(x).shape == (4, 2, 3, 3)
+
+
+def test_a_saved_model_whose_output_cannot_feed_its_loss_still_loads(tmp_path, rng):
+    model = Sequential([layers.Conv2D(2, 3), layers.MaxPool2D(2)], seed=0).compile(loss="mse")
+    x = rng.random((4, 1, 8, 8))
+    want = model.predict(x)  # builds it: compile could not check
+    model.save(tmp_path / "m.npz")
+    again = load_model(tmp_path / "m.npz")
+    assert again.compiled
+    np.testing.assert_array_equal(again.predict(x), want)
+    with pytest.raises(ValueError, match=r"^train_step: the mse loss needs outputs of shape \(N, classes\)"):
+        again.train_step(x, np.zeros((4, 2, 3, 3)))
+
+
+def test_a_loss_without_output_requirements_is_not_refused():
+    from cnn import losses
+
+    class SumLoss(losses.Loss):
+        name = "sum"
+
+        def forward(self, y_pred, y_true):
+            return float(y_pred.sum() / y_pred.shape[0])
+
+        def backward(self, y_pred, y_true):
+            return np.full_like(y_pred, 1.0 / y_pred.shape[0])
+
+    model = conv_only().compile(loss=SumLoss())
+    assert np.isfinite(model.train_step(np.ones((2, 1, 8, 8)), np.zeros((2, 2, 3, 3))))
+
+
 def test_fused_path_selection():
     assert mlp().compile(loss="cross_entropy").fused_softmax_cross_entropy
     assert not mlp().compile(loss="mse").fused_softmax_cross_entropy
