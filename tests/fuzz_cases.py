@@ -745,12 +745,14 @@ def test_sequential_stacks_chain_or_fail_clearly(data):
     x = np.random.default_rng(0).random((n,) + shape)
     out = model.predict(x)
     assert out.shape == (n,) + want and np.isfinite(out).all()
-    model.compile(loss="mse", optimizer="sgd")
     y = np.zeros((n,) + want)
     if len(want) == 1:
+        model.compile(loss="mse", optimizer="sgd")
         assert np.isfinite(model.train_step(x, y))
-    else:  # the losses take (N, classes) outputs only
-        expect_error(lambda: model.train_step(x, y), f"output {want} is not (N, classes)")
+    else:  # the losses take (N, classes) outputs only: compile says so
+        exc = expect_error(lambda: model.compile(loss="mse", optimizer="sgd"), f"output {want} is not (N, classes)")
+        assert "(N, classes)" in str(exc) and f"({', '.join(map(str, ('N',) + want))})" in str(exc)
+        assert not model.compiled
     bad = np.zeros((n,) + shape[:-1] + (shape[-1] + 1,))
     exc = expect_error(lambda: model.predict(bad), "x of the wrong item shape")
     assert str(bad.shape) in str(exc)
