@@ -136,7 +136,8 @@ def _extensions():
     }
     exts = [
         Extension(f"cnn._ext.{name}", [os.path.join("cnn", "_ext", f"{name}.pyx")],
-                  depends=[os.path.join("cnn", "_ext", "_im2col.h")],
+                  depends=[os.path.join("cnn", "_ext", "_im2col.h"),
+                           os.path.join("cnn", "_ext", "_winograd.h")],
                   define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")])
         for name in EXTENSIONS
     ]

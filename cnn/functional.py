@@ -16,6 +16,12 @@ Conventions
   top/left and the rest on bottom/right: the seed's rule, PyTorch's and Keras'; with a
   stride > 1 the same total is used, so the output is ``ceil``-like, not ``H / stride``),
   an int ``p`` (``p`` on every side), ``(ph, pw)``, or ``(top, bottom, left, right)``.
+- ``algorithm`` (conv only): ``"auto"`` picks per call from the shapes alone (never from the
+  thread count, so results stay bit-identical across thread counts): Winograd F(2x2, 3x3)
+  for 3x3 stride-1 convolutions with at least 16 input and output channels, im2col + GEMM
+  otherwise. ``"im2col"`` or ``"winograd"`` force one; Winograd rounds differently (a few
+  float32 ulps more error than the direct sum), so force ``"im2col"`` to compare with a
+  direct-sum oracle bit for bit.
 - Max-pool padding: ``"tile"`` (the seed's minimal padding so that windows tile the
   input, split like ``"same"``), ``"valid"``, or the explicit forms above. Padded cells
   never win; ties go to the first cell in row-major order; NaN propagates.
@@ -321,6 +327,36 @@ def linear_backward(dy, x, w, need_dx=True, activation=None, y=None):
 
 # ------------------------------------------------------------------------------ conv2d
 
+# Winograd pays once the 16 GEMMs have enough channels to amortise its transforms: measured
+# on the bench shapes (bench/RESULTS.md); below this, or on small planes, im2col is faster.
+_WINOGRAD_MIN_CHANNELS = 16
+_WINOGRAD_MIN_PLANE = 6
+_ALGORITHMS = ("auto", "im2col", "winograd")
+
+
+def _use_winograd(algorithm, w_shape, stride_pair, pads, in_channels, out_channels, out_hw):
+    """Whether a conv product runs by Winograd: ``algorithm`` resolved for these shapes.
+
+    ``in_channels``/``out_channels``/``out_hw`` are those of the product computed (for the
+    input gradient: K in, C out, the input's (H, W) out). ``pads`` is (top, left).
+    """
+    if not isinstance(algorithm, str) or algorithm not in _ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {_ALGORITHMS}, got {algorithm!r}")
+    if algorithm == "im2col":
+        return False
+    eligible = (tuple(w_shape[2:]) == (3, 3) and tuple(stride_pair) == (1, 1)
+                and all(0 <= p <= 2 for p in pads))
+    if algorithm == "winograd":
+        if not eligible:
+            raise ValueError(
+                f"algorithm='winograd' needs a 3x3 kernel, stride 1 and top/left padding of "
+                f"at most 2; got kernel {tuple(w_shape[2:])}, stride {tuple(stride_pair)}, "
+                f"top/left padding {tuple(pads)}")
+        return True
+    return (eligible and min(in_channels, out_channels) >= _WINOGRAD_MIN_CHANNELS
+            and min(out_hw) >= _WINOGRAD_MIN_PLANE)
+
+
 def _conv_geometry(x_shape, w_shape, stride, padding):
     N, C, H, W = x_shape
     K, Cw, kh, kw = w_shape
@@ -337,7 +373,7 @@ def _conv_geometry(x_shape, w_shape, stride, padding):
     return sh, sw, t, l, OH, OW
 
 
-def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):
+def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="auto"):
     """2-D cross-correlation of a batch, with optional bias and fused ReLU.
 
     ``y[n, k, i, j] = act(b[k] + sum_{c, u, v} xpad[n, c, i*sh + u, j*sw + v] * w[k, c, u, v])``
@@ -351,6 +387,9 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):
     padding : {"valid", "same"} or int or (ph, pw) or (top, bottom, left, right)
     activation : None or "relu"
         ``"relu"`` is applied in the kernel's output pass (``max(z, 0)``).
+    algorithm : {"auto", "im2col", "winograd"}
+        How the sum is computed (see the module docstring); the result is the same
+        convolution up to float rounding.
 
     Returns
     -------
@@ -369,12 +408,16 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None):
     relu = _fused_relu(activation)
     sh, sw, pt, pl, OH, OW = _conv_geometry(x.shape, w.shape, stride, padding)
     y = np.empty((x.shape[0], w.shape[0], OH, OW), dtype=x.dtype)
-    _conv.conv2d_forward(x, w, b, y, sh, sw, pt, pl, relu,
-                         _threads_for(y.size * w[0].size))
+    threads = _threads_for(y.size * w[0].size)
+    if _use_winograd(algorithm, w.shape, (sh, sw), (pt, pl), w.shape[1], w.shape[0], (OH, OW)):
+        _conv.conv2d_forward_winograd(x, w, b, y, pt, pl, relu, threads)
+    else:
+        _conv.conv2d_forward(x, w, b, y, sh, sw, pt, pl, relu, threads)
     return y
 
 
-def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activation=None, y=None):
+def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activation=None, y=None,
+                    algorithm="auto"):
     """Gradients of :func:`conv2d` w.r.t. input, weight and bias.
 
     Parameters
@@ -393,6 +436,9 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
         ``dy`` is masked by ``y > 0`` inside the kernel (ReLU'(0) = 0).
     y : ndarray of shape (N, K, OH, OW), optional
         The forward output of ``conv2d(..., activation="relu")``.
+    algorithm : {"auto", "im2col", "winograd"}
+        How ``dx`` is computed (``dw``/``db`` always come from im2col GEMMs); see the
+        module docstring.
 
     Returns
     -------
@@ -412,11 +458,19 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
         raise ValueError(f"dy must have the conv output's shape {expected}, got {dy.shape}")
     relu_out = _relu_output(activation, y, expected, x.dtype, "(N, K, OH, OW)",
                             what="the conv output's")
+    winograd_dx = _use_winograd(algorithm, w.shape, (sh, sw), (pt, pl), w.shape[0], w.shape[1],
+                                x.shape[2:])
     dx = np.empty_like(x) if need_dx else None
     dw = np.empty_like(w)
     db = np.empty(w.shape[0], dtype=x.dtype)
-    _conv.conv2d_backward(dy, x, w, dx, dw, db, relu_out, sh, sw, pt, pl,
-                          _threads_for(2 * dy.size * w[0].size))
+    if need_dx and winograd_dx:
+        _conv.conv2d_backward(dy, x, w, None, dw, db, relu_out, sh, sw, pt, pl,
+                              _threads_for(dy.size * w[0].size))
+        _conv.conv2d_input_grad_winograd(dy, w, relu_out, dx, pt, pl,
+                                         _threads_for(dy.size * w[0].size))
+    else:
+        _conv.conv2d_backward(dy, x, w, dx, dw, db, relu_out, sh, sw, pt, pl,
+                              _threads_for(2 * dy.size * w[0].size))
     return dx, dw, db
 
 

@@ -261,3 +261,169 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
             dwptr[<Py_ssize_t> k * CKK + j] = acc
         elif need_db:
             db[k] = acc
+
+
+# ----------------------------------------------------------------------------- Winograd
+
+cdef extern from "_winograd.h":
+    Py_ssize_t CNN_WINO_TILES(Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+    Py_ssize_t CNN_WINO_PAD_SIZE(Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+    void cnn_wino_weights_f(const float *w, float *U, int Kout, int Cin, int flip) noexcept nogil
+    void cnn_wino_weights_d(const double *w, double *U, int Kout, int Cin, int flip) noexcept nogil
+    void cnn_wino_input_f(const float *x, const float *mask, float *pad, float *V, int Cin,
+                          int H, int W, int pt, int pl, int th, int tw, Py_ssize_t ldv,
+                          Py_ssize_t t0) noexcept nogil
+    void cnn_wino_input_d(const double *x, const double *mask, double *pad, double *V, int Cin,
+                          int H, int W, int pt, int pl, int th, int tw, Py_ssize_t ldv,
+                          Py_ssize_t t0) noexcept nogil
+    void cnn_wino_output_f(const float *M, float *y, const float *bias, int relu, int Kout,
+                           int OH, int OW, int th, int tw, Py_ssize_t ldm,
+                           Py_ssize_t t0, float *o) noexcept nogil
+    void cnn_wino_output_d(const double *M, double *y, const double *bias, int relu, int Kout,
+                           int OH, int OW, int th, int tw, Py_ssize_t ldm,
+                           Py_ssize_t t0, double *o) noexcept nogil
+
+
+# Tiles per Winograd block: enough columns for the 16 GEMMs to run near the BLAS kernel's
+# rate, few enough that the block's V and M stay in a core's L2. A block holds whole images;
+# the grouping depends on the shapes only, never on the thread count.
+cdef enum:
+    WINO_TILES = 384
+
+
+cdef inline void _wino_weights(const floating *w, floating *U, int Kout, int Cin,
+                               bint flip) noexcept nogil:
+    if floating is float:
+        cnn_wino_weights_f(w, U, Kout, Cin, flip)
+    else:
+        cnn_wino_weights_d(w, U, Kout, Cin, flip)
+
+
+cdef inline void _wino_input(const floating *x, const floating *mask, floating *pad,
+                             floating *V, int Cin, int H, int W, int pt, int pl, int th, int tw,
+                             Py_ssize_t ldv, Py_ssize_t t0) noexcept nogil:
+    if floating is float:
+        cnn_wino_input_f(x, mask, pad, V, Cin, H, W, pt, pl, th, tw, ldv, t0)
+    else:
+        cnn_wino_input_d(x, mask, pad, V, Cin, H, W, pt, pl, th, tw, ldv, t0)
+
+
+cdef inline void _wino_output(const floating *M, floating *y, const floating *bias, bint relu,
+                              int Kout, int OH, int OW, int th, int tw, Py_ssize_t ldm,
+                              Py_ssize_t t0, floating *o) noexcept nogil:
+    if floating is float:
+        cnn_wino_output_f(M, y, bias, relu, Kout, OH, OW, th, tw, ldm, t0, o)
+    else:
+        cnn_wino_output_d(M, y, bias, relu, Kout, OH, OW, th, tw, ldm, t0, o)
+
+
+cdef int _wino_group(int N, int tiles_per_image) noexcept nogil:
+    """Images per Winograd block: about WINO_TILES tiles, at least one image."""
+    cdef int g = (WINO_TILES + tiles_per_image - 1) // tiles_per_image
+    return max(1, min(N, g))
+
+
+cdef void _wino_conv(const floating *x, const floating *mask, const floating *U,
+                     const floating *bias, bint relu, floating *y,
+                     int N, int Cin, int H, int W, int Kout, int OH, int OW, int pt, int pl,
+                     floating[:, ::1] scratch, int num_threads) noexcept nogil:
+    """y (N, Kout, OH, OW) = act(conv3x3(x (N, Cin, H, W) [masked], stride 1) + bias) by Winograd.
+
+    ``U`` holds the transformed weights (16, Kout, Cin). ``scratch`` has a row per thread of
+    ``_wino_scratch_size`` elements. Blocks of ``_wino_group`` images are handed out
+    dynamically; a block's arithmetic does not depend on which thread runs it.
+    """
+    cdef int th = (OH + 1) // 2, tw = (OW + 1) // 2
+    cdef int tpi = <int> CNN_WINO_TILES(th, tw)
+    cdef int G = _wino_group(N, tpi)
+    cdef int n_blocks = (N + G - 1) // G
+    cdef Py_ssize_t pad_size = CNN_WINO_PAD_SIZE(th, tw) + 4 * <Py_ssize_t> tpi
+    cdef Py_ssize_t v_size = 16 * <Py_ssize_t> Cin * G * tpi
+    cdef Py_ssize_t in_img = <Py_ssize_t> Cin * H * W, out_img = <Py_ssize_t> Kout * OH * OW
+    cdef int blk, n0, n1, n, e, T
+    cdef floating *pad
+    cdef floating *V
+    cdef floating *M
+    pad = V = M = NULL
+    with parallel(num_threads=num_threads):
+        pad = &scratch[omp_get_thread_num(), 0]
+        V = pad + pad_size
+        M = V + v_size
+        for blk in prange(n_blocks, schedule='dynamic'):
+            n0 = blk * G
+            n1 = min(N, n0 + G)
+            T = (n1 - n0) * tpi
+            for n in range(n0, n1):
+                _wino_input(x + n * in_img, mask + n * in_img if mask != NULL else NULL,
+                            pad, V, Cin, H, W, pt, pl, th, tw, T, <Py_ssize_t> (n - n0) * tpi)
+            for e in range(16):
+                _gemm(False, False, Kout, T, Cin, 1, U + <Py_ssize_t> e * Kout * Cin, Cin,
+                      V + <Py_ssize_t> e * Cin * T, T, 0, M + <Py_ssize_t> e * Kout * T, T)
+            for n in range(n0, n1):
+                _wino_output(M, y + n * out_img, bias, relu, Kout, OH, OW, th, tw, T,
+                             <Py_ssize_t> (n - n0) * tpi, pad + pad_size - 4 * tpi)
+
+
+cdef Py_ssize_t _wino_scratch_size(int N, int Cin, int Kout, int OH, int OW):
+    """Elements of one thread's Winograd scratch: a padded plane, an output row, V and M."""
+    cdef Py_ssize_t th = (OH + 1) // 2, tw = (OW + 1) // 2, tpi = CNN_WINO_TILES(th, tw)
+    cdef Py_ssize_t T = _wino_group(N, <int> tpi) * tpi
+    return CNN_WINO_PAD_SIZE(th, tw) + 4 * tpi + 16 * (Cin + Kout) * T
+
+
+def conv2d_forward_winograd(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
+                            const floating[:, :, :, ::1] w,   # IN  (K, C, 3, 3)
+                            const floating[::1] b,            # IN  (K,) or None
+                            floating[:, :, :, ::1] y,         # OUT (N, K, OH, OW)
+                            int pt, int pl, bint relu, int num_threads):
+    """``conv2d_forward`` for a 3x3 kernel at stride 1, by Winograd F(2x2, 3x3).
+
+    Same contract as ``conv2d_forward`` with ``sh = sw = 1``; needs ``0 <= pt, pl <= 2``.
+    2.25x fewer multiplies than im2col, at the price of transforms and float rounding a few
+    times the direct sum's (the transforms add and subtract up to 4x4 inputs).
+    """
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int K = w.shape[0], OH = y.shape[2], OW = y.shape[3]
+    cdef floating[:, :, ::1] U
+    cdef floating[:, ::1] scratch
+    cdef const floating *bptr = &b[0] if b is not None else NULL
+    if N == 0 or K == 0 or OH == 0 or OW == 0:
+        return
+    num_threads = max(1, min(num_threads, N))
+    U = np.empty((16, K, C), dtype=_dtype(x))
+    scratch = np.empty((num_threads, _wino_scratch_size(N, C, K, OH, OW)), dtype=_dtype(x))
+    with nogil:
+        _wino_weights(&w[0, 0, 0, 0], &U[0, 0, 0], K, C, False)
+        _wino_conv(&x[0, 0, 0, 0], NULL, &U[0, 0, 0], bptr, relu, &y[0, 0, 0, 0],
+                   N, C, H, W, K, OH, OW, pt, pl, scratch, num_threads)
+
+
+def conv2d_input_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N, K, OH, OW)
+                               const floating[:, :, :, ::1] w,         # IN  (K, C, 3, 3)
+                               const floating[:, :, :, ::1] relu_out,  # IN  (N, K, OH, OW) or None
+                               floating[:, :, :, ::1] dx,              # OUT (N, C, H, W)
+                               int pt, int pl, int num_threads):
+    """dx of a 3x3, stride-1 conv with top/left padding (pt, pl), by Winograd F(2x2, 3x3).
+
+    ``dx[n, c, h, v] = sum_{k, i, j} g[n, k, h + pt - i, v + pl - j] * w[k, c, i, j]`` with
+    ``g = dy`` (masked by ``relu_out > 0`` when given) and out-of-range terms zero: a 3x3
+    cross-correlation of ``g`` with the flipped, transposed kernel and padding
+    ``(2 - pt, 2 - pl)``. Needs ``0 <= pt, pl <= 2``.
+    """
+    cdef int N = dy.shape[0], K = dy.shape[1], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef int OH = dy.shape[2], OW = dy.shape[3]
+    cdef floating[:, :, ::1] U
+    cdef floating[:, ::1] scratch
+    cdef const floating *mask = &relu_out[0, 0, 0, 0] if relu_out is not None else NULL
+    if N == 0 or C == 0 or H == 0 or W == 0:
+        return
+    if K == 0 or OH == 0 or OW == 0:
+        memset(&dx[0, 0, 0, 0], 0, <Py_ssize_t> N * C * H * W * sizeof(floating))
+        return
+    num_threads = max(1, min(num_threads, N))
+    U = np.empty((16, C, K), dtype=_dtype(dy))
+    scratch = np.empty((num_threads, _wino_scratch_size(N, K, C, H, W)), dtype=_dtype(dy))
+    with nogil:
+        _wino_weights(&w[0, 0, 0, 0], &U[0, 0, 0], C, K, True)
+        _wino_conv(&dy[0, 0, 0, 0], mask, &U[0, 0, 0], NULL, False, &dx[0, 0, 0, 0],
+                   N, K, OH, OW, C, H, W, 2 - pt, 2 - pl, scratch, num_threads)

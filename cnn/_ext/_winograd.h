@@ -1,0 +1,65 @@
+/* Winograd F(2x2, 3x3) transforms for a 3x3, stride-1 cross-correlation, NCHW, C-contiguous;
+ * one definition per float type.
+ *
+ * A 2x2 output tile needs a 4x4 input tile d. With the transforms of Lavin & Gray (2016),
+ *     y = A^T [ (G g G^T) (.) (B^T d B) ] A,
+ * so the 36 multiplies of a direct 2x2 tile become 16 elementwise products; summed over input
+ * channels those are 16 GEMMs, M[e] (Kout, T) = U[e] (Kout, Cin) @ V[e] (Cin, T), one per
+ * element e = 4*r + s of the 4x4 transformed tile, over a block of T tiles.
+ *
+ *     B^T = [1  0 -1  0]      G = [ 1    0    0 ]      A^T = [1  1  1  0]
+ *           [0  1  1  0]          [1/2  1/2  1/2]            [0  1 -1 -1]
+ *           [0 -1  1  0]          [1/2 -1/2  1/2]
+ *           [0  1  0 -1]          [ 0    0    1 ]
+ *
+ * Layouts: U[e][ko][ci] (16, Kout, Cin); V[e][ci][t] (16, Cin, ldv); M[e][ko][t] (16, Kout, ldm).
+ * With th = ceil(OH / 2), tw = ceil(OW / 2), tile (a, b) of an image covers outputs
+ * [2a, 2a+2) x [2b, 2b+2) and reads the zero-padded input rows [2a, 2a+4), columns [2b, 2b+4),
+ * where padded (r, s) is x[r - pt, s - pl]. An image takes CNN_WINO_TILES(th, tw) =
+ * th * (tw + 1) tile slots, t0 + a*(tw + 1) + b: one junk slot per tile row keeps every
+ * transform loop flat and unit-stride. Outputs past (OH, OW) are computed and dropped.
+ */
+#ifndef CNN_WINOGRAD_H
+#define CNN_WINOGRAD_H
+
+#include <stddef.h>
+#include <string.h>
+
+/* The transform loops read and write many streams through pointers that never overlap; say
+ * so, or the vectoriser gives up on the hundreds of run-time alias checks it would need. */
+#if defined(__clang__)
+#define CNN_IVDEP _Pragma("clang loop vectorize(assume_safety)")
+#elif defined(__GNUC__)
+#define CNN_IVDEP _Pragma("GCC ivdep")
+#else
+#define CNN_IVDEP
+#endif
+
+/* The transforms are memory-bound loops over long unit-stride streams: on x86-64 with GNU C
+ * and glibc (ifunc), also compile an AVX2 copy and pick it at load time when the CPU has it.
+ * The default build stays portable (no -march); the arithmetic is the same adds and
+ * subtracts in the same order in both copies, so results do not depend on the copy taken. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) \
+    && !defined(CNN_NO_TARGET_CLONES)
+#define CNN_WINO_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CNN_WINO_CLONES
+#endif
+
+/* Tile slots of one image, and the elements of the `pad` scratch of the input transform. */
+#define CNN_WINO_TILES(th, tw) ((ptrdiff_t)(th) * ((ptrdiff_t)(tw) + 1))
+#define CNN_WINO_PAD_SIZE(th, tw) (4 * (((ptrdiff_t)(th) + 1) * ((ptrdiff_t)(tw) + 1) + 1))
+
+#define CNN_WINO_FN(name) cnn_wino_##name##_f
+#define T float
+#include "_winograd_impl.h"
+#undef T
+#undef CNN_WINO_FN
+
+#define CNN_WINO_FN(name) cnn_wino_##name##_d
+#define T double
+#include "_winograd_impl.h"
+#undef T
+#undef CNN_WINO_FN
+
+#endif

@@ -1,0 +1,152 @@
+/* Body of the Winograd F(2x2, 3x3) transforms, included by _winograd.h once per float type
+ * with T (the type) and CNN_WINO_FN(name) (the suffixed function name) defined. See
+ * _winograd.h for the maths and the layouts. */
+/* U = G g G^T for every (ko, ci). flip == 0: g = w[ko, ci] with w (Kout, Cin, 3, 3).
+ * flip == 1: g = w[ci, ko] rotated by 180 degrees, with w (Cin, Kout, 3, 3): the kernel of
+ * the input gradient, whose "input" is dy (Cin = the forward K) and "output" dx. */
+static void CNN_WINO_FN(weights)(const T *restrict w, T *restrict U, int Kout, int Cin,
+                                      int flip) {
+    const ptrdiff_t KC = (ptrdiff_t)Kout * Cin;
+    for (int ko = 0; ko < Kout; ko++)
+    for (int ci = 0; ci < Cin; ci++) {
+        T g[3][3], u[4][3];
+        const T *src = flip ? w + ((ptrdiff_t)ci * Kout + ko) * 9
+                            : w + ((ptrdiff_t)ko * Cin + ci) * 9;
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++)
+                g[i][j] = flip ? src[(2 - i) * 3 + (2 - j)] : src[i * 3 + j];
+        for (int j = 0; j < 3; j++) {
+            u[0][j] = g[0][j];
+            u[1][j] = (T)0.5 * (g[0][j] + g[1][j] + g[2][j]);
+            u[2][j] = (T)0.5 * (g[0][j] - g[1][j] + g[2][j]);
+            u[3][j] = g[2][j];
+        }
+        T *dst = U + (ptrdiff_t)ko * Cin + ci;
+        for (int r = 0; r < 4; r++) {
+            dst[(4 * r + 0) * KC] = u[r][0];
+            dst[(4 * r + 1) * KC] = (T)0.5 * (u[r][0] + u[r][1] + u[r][2]);
+            dst[(4 * r + 2) * KC] = (T)0.5 * (u[r][0] - u[r][1] + u[r][2]);
+            dst[(4 * r + 3) * KC] = u[r][2];
+        }
+    }
+}
+
+/* V[e][ci][t0 + a*(tw+1) + b] = (B^T d B)[e] for every channel ci and tile (a, b) of one
+ * image, b < tw; the column b = tw of each tile row is junk (computed, never used): it lets the
+ * loop run flat over all tiles of the image, unit-stride, in long vectors.
+ * x is the image (Cin, H, W); if mask is not NULL (same shape), cells where mask <= 0 (or NaN)
+ * read as 0: the ReLU derivative applied to dy on the way in. pad is scratch for the zero-padded
+ * plane split by row and column parity into four sub-planes of (th + 1) x (tw + 1), plus one
+ * spare element each (see CNN_WINO_PAD_SIZE): padded (r, s) sits in sub-plane (r % 2, s % 2) at
+ * (r / 2, s / 2), so the 4x4 tile (a, b) is rows a, a + 1 and columns b, b + 1 of all four. */
+CNN_WINO_CLONES static void CNN_WINO_FN(input)(const T *restrict x, const T *restrict mask,
+                               T *restrict pad, T *restrict V, int Cin, int H, int W,
+                               int pt, int pl, int th, int tw, ptrdiff_t ldv, ptrdiff_t t0) {
+    const ptrdiff_t HW = (ptrdiff_t)tw + 1, SUB = ((ptrdiff_t)th + 1) * HW + 1;
+    const ptrdiff_t PH = 2 * ((ptrdiff_t)th + 1), PW = 2 * HW;
+    const ptrdiff_t CV = (ptrdiff_t)Cin * ldv, U = (ptrdiff_t)th * HW;
+    T *restrict ee = pad, *restrict eo = pad + SUB, *restrict oe = pad + 2 * SUB;
+    T *restrict oo = pad + 3 * SUB;
+    /* Real rows/columns of the padded plane: [r0, r1) x [s0, s1). */
+    ptrdiff_t r0 = pt < PH ? pt : PH, r1 = (ptrdiff_t)pt + H < PH ? (ptrdiff_t)pt + H : PH;
+    ptrdiff_t s0 = pl < PW ? pl : PW, s1 = (ptrdiff_t)pl + W < PW ? (ptrdiff_t)pl + W : PW;
+    if (r1 < r0) r1 = r0;
+    if (s1 < s0) s1 = s0;
+    const ptrdiff_t je0 = (s0 + 1) / 2, je1 = (s1 + 1) / 2, jo0 = s0 / 2, jo1 = s1 / 2;
+    memset(pad, 0, (size_t)(4 * SUB) * sizeof(T));
+    for (int ci = 0; ci < Cin; ci++) {
+        const T *restrict xc = x + (ptrdiff_t)ci * H * W;
+        const T *restrict mc = mask ? mask + (ptrdiff_t)ci * H * W : NULL;
+        for (ptrdiff_t r = r0; r < r1; r++) {
+            /* Padded column s is x column s - pl; even s go to column s/2 of the even-column
+               sub-plane, odd s to column s/2 of the odd-column one. */
+            const T *restrict xr = xc + (r - pt) * W - pl;
+            const T *restrict mr = mc ? mc + (r - pt) * W - pl : NULL;
+            T *restrict ev = ((r & 1) ? oe : ee) + (r >> 1) * HW;
+            T *restrict od = ((r & 1) ? oo : eo) + (r >> 1) * HW;
+            if (mr) {
+                for (ptrdiff_t j = je0; j < je1; j++) { T v = xr[2 * j]; ev[j] = mr[2 * j] > 0 ? v : 0; }
+                for (ptrdiff_t j = jo0; j < jo1; j++) { T v = xr[2 * j + 1]; od[j] = mr[2 * j + 1] > 0 ? v : 0; }
+            } else {
+                for (ptrdiff_t j = je0; j < je1; j++) ev[j] = xr[2 * j];
+                for (ptrdiff_t j = jo0; j < jo1; j++) od[j] = xr[2 * j + 1];
+            }
+        }
+        /* One output stream per transformed element e = 4r + s. */
+        T *restrict v0 = V + (ptrdiff_t)ci * ldv + t0, *restrict v1 = v0 + CV;
+        T *restrict v2 = v1 + CV, *restrict v3 = v2 + CV, *restrict v4 = v3 + CV;
+        T *restrict v5 = v4 + CV, *restrict v6 = v5 + CV, *restrict v7 = v6 + CV;
+        T *restrict v8 = v7 + CV, *restrict v9 = v8 + CV, *restrict v10 = v9 + CV;
+        T *restrict v11 = v10 + CV, *restrict v12 = v11 + CV, *restrict v13 = v12 + CV;
+        T *restrict v14 = v13 + CV, *restrict v15 = v14 + CV;
+        CNN_IVDEP
+        for (ptrdiff_t u = 0; u < U; u++) {
+            /* Tile row k of tile u = a*HW + b is (d_k0, d_k1, d_k2, d_k3); rows 0..3 live in
+               sub-planes (e, o, e, o) at tile rows (a, a, a+1, a+1). d B, row by row: */
+            const ptrdiff_t n = u + HW;
+            T q00 = ee[u] - ee[u + 1], q01 = eo[u] + ee[u + 1];
+            T q02 = ee[u + 1] - eo[u], q03 = eo[u] - eo[u + 1];
+            T q10 = oe[u] - oe[u + 1], q11 = oo[u] + oe[u + 1];
+            T q12 = oe[u + 1] - oo[u], q13 = oo[u] - oo[u + 1];
+            T q20 = ee[n] - ee[n + 1], q21 = eo[n] + ee[n + 1];
+            T q22 = ee[n + 1] - eo[n], q23 = eo[n] - eo[n + 1];
+            T q30 = oe[n] - oe[n + 1], q31 = oo[n] + oe[n + 1];
+            T q32 = oe[n + 1] - oo[n], q33 = oo[n] - oo[n + 1];
+            /* then B^T (d B): combine rows. */
+            v0[u] = q00 - q20;  v1[u] = q01 - q21;  v2[u] = q02 - q22;  v3[u] = q03 - q23;
+            v4[u] = q10 + q20;  v5[u] = q11 + q21;  v6[u] = q12 + q22;  v7[u] = q13 + q23;
+            v8[u] = q20 - q10;  v9[u] = q21 - q11;  v10[u] = q22 - q12; v11[u] = q23 - q13;
+            v12[u] = q10 - q30; v13[u] = q11 - q31; v14[u] = q12 - q32; v15[u] = q13 - q33;
+        }
+    }
+}
+
+/* y[ko, 2a+i, 2b+j] = act((A^T M A)[i][j] + bias[ko]) for one image y (Kout, OH, OW), from
+ * M[e][ko][t0 + a*(tw+1) + b] (the junk column b = tw is dropped). bias may be NULL; relu != 0
+ * clamps at 0 (NaN stays NaN). The transform runs flat over the image's tiles into o, scratch
+ * of 4 * th * (tw + 1) elements, then the 2x2 blocks are copied out row by row. */
+CNN_WINO_CLONES static void CNN_WINO_FN(output)(const T *restrict M, T *restrict y, const T *restrict bias,
+                                int relu, int Kout, int OH, int OW, int th, int tw,
+                                ptrdiff_t ldm, ptrdiff_t t0, T *restrict o) {
+    const ptrdiff_t KM = (ptrdiff_t)Kout * ldm, HW = (ptrdiff_t)tw + 1, U = (ptrdiff_t)th * HW;
+    T *restrict o00 = o, *restrict o01 = o + U, *restrict o10 = o + 2 * U;
+    T *restrict o11 = o + 3 * U;
+    const int full = OW / 2;   /* tiles whose two columns are both inside y */
+    for (int ko = 0; ko < Kout; ko++) {
+        const T bk = bias ? bias[ko] : (T)0;
+        const T *restrict m0 = M + (ptrdiff_t)ko * ldm + t0, *restrict m1 = m0 + KM;
+        const T *restrict m2 = m1 + KM, *restrict m3 = m2 + KM, *restrict m4 = m3 + KM;
+        const T *restrict m5 = m4 + KM, *restrict m6 = m5 + KM, *restrict m7 = m6 + KM;
+        const T *restrict m8 = m7 + KM, *restrict m9 = m8 + KM, *restrict m10 = m9 + KM;
+        const T *restrict m11 = m10 + KM, *restrict m12 = m11 + KM, *restrict m13 = m12 + KM;
+        const T *restrict m14 = m13 + KM, *restrict m15 = m14 + KM;
+        CNN_IVDEP
+        for (ptrdiff_t u = 0; u < U; u++) {
+            /* A^T M: combine rows (m_{4r+s}), for each column s */
+            T z00 = m0[u] + m4[u] + m8[u], z01 = m1[u] + m5[u] + m9[u];
+            T z02 = m2[u] + m6[u] + m10[u], z03 = m3[u] + m7[u] + m11[u];
+            T z10 = m4[u] - m8[u] - m12[u], z11 = m5[u] - m9[u] - m13[u];
+            T z12 = m6[u] - m10[u] - m14[u], z13 = m7[u] - m11[u] - m15[u];
+            /* (A^T M) A: combine columns; then bias and ReLU */
+            T v00 = z00 + z01 + z02 + bk, v01 = z01 - z02 - z03 + bk;
+            T v10 = z10 + z11 + z12 + bk, v11 = z11 - z12 - z13 + bk;
+            if (relu) {
+                v00 = v00 <= 0 ? (T)0 : v00; v01 = v01 <= 0 ? (T)0 : v01;
+                v10 = v10 <= 0 ? (T)0 : v10; v11 = v11 <= 0 ? (T)0 : v11;
+            }
+            o00[u] = v00; o01[u] = v01; o10[u] = v10; o11[u] = v11;
+        }
+        T *restrict yk = y + (ptrdiff_t)ko * OH * OW;
+        for (ptrdiff_t a = 0; a < th; a++) {
+            const ptrdiff_t row = a * HW;
+            T *restrict y0 = yk + 2 * a * OW;
+            for (int b = 0; b < full; b++) { y0[2 * b] = o00[row + b]; y0[2 * b + 1] = o01[row + b]; }
+            if (full < tw) y0[2 * full] = o00[row + full];
+            if (2 * a + 1 < OH) {
+                T *restrict y1 = y0 + OW;
+                for (int b = 0; b < full; b++) { y1[2 * b] = o10[row + b]; y1[2 * b + 1] = o11[row + b]; }
+                if (full < tw) y1[2 * full] = o10[row + full];
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+"""Winograd F(2x2, 3x3) convolution (forward and input gradient) against independent oracles.
+
+The Winograd path is forced with ``algorithm="winograd"`` so that small shapes, odd planes and
+every top/left padding it accepts are covered; ``"auto"`` is tested to pick it (and only it)
+where documented. Oracles: scipy's correlate2d, cnn.reference, finite differences in float64.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cnn
+from cnn import functional as F
+from cnn import reference as R
+from conftest import DTYPES, assert_close, numerical_grad, pads_conv, scipy_conv2d, scipy_conv2d_backward
+
+
+def _scales(x, w, b, dy, pads):
+    """Sums of |terms| of each product: the scale its float rounding is judged against."""
+    ys = scipy_conv2d(np.abs(x), np.abs(w), None if b is None else np.abs(b), pads, (1, 1)).max()
+    dxs = scipy_conv2d_backward(np.abs(dy), np.abs(x), np.abs(w), pads, (1, 1))[0].max()
+    return ys, dxs
+
+
+@st.composite
+def winograd_problems(draw):
+    padding = draw(st.one_of(
+        st.sampled_from(["valid", "same"]),
+        st.integers(0, 2),
+        st.tuples(st.integers(0, 2), st.integers(0, 3), st.integers(0, 2), st.integers(0, 3)),
+    ))
+    t, b, l, r = pads_conv(padding, 3, 3)
+    h = draw(st.integers(max(1, 3 - t - b), 12))   # odd and even planes, down to one output row
+    w = draw(st.integers(max(1, 3 - l - r), 12))
+    n, c, k = draw(st.integers(1, 5)), draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    dtype = draw(st.sampled_from(DTYPES))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return (n, c, h, w), (k, c, 3, 3), padding, dtype, seed
+
+
+@settings(max_examples=80, deadline=None)
+@given(winograd_problems())
+def test_property_forward_and_dx_match_scipy(problem):
+    xs, ws, padding, dtype, seed = problem
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    pads = pads_conv(padding, 3, 3)
+    z = scipy_conv2d(x, w, b, pads, (1, 1))
+    dy = rng.standard_normal(z.shape).astype(dtype)
+    y_scale, dx_scale = _scales(x, w, b, dy, pads)
+
+    y = F.conv2d(x, w, b, padding=padding, algorithm="winograd")
+    assert_close(y, z, dtype, scale=y_scale)
+    relu = F.conv2d(x, w, b, padding=padding, activation="relu", algorithm="winograd")
+    assert_close(relu, np.maximum(z, 0), dtype, scale=y_scale)
+    assert (relu >= 0).all()
+
+    edx, edw, edb = scipy_conv2d_backward(dy, x, w, pads, (1, 1))
+    dx, dw, db = F.conv2d_backward(dy, x, w, padding=padding, algorithm="winograd")
+    assert_close(dx, edx, dtype, scale=dx_scale)
+    # dw/db do not depend on the algorithm: the same bits as the im2col path
+    _, dw2, db2 = F.conv2d_backward(dy, x, w, padding=padding, algorithm="im2col")
+    np.testing.assert_array_equal(dw, dw2)
+    np.testing.assert_array_equal(db, db2)
+
+    # fused ReLU: dy is masked by relu > 0 before the input gradient (ReLU'(0) = 0)
+    masked = np.where(relu > 0, dy, 0).astype(dtype)
+    mdx = F.conv2d_backward(dy, x, w, padding=padding, activation="relu", y=relu,
+                            algorithm="winograd")[0]
+    assert_close(mdx, scipy_conv2d_backward(masked, x, w, pads, (1, 1))[0], dtype, scale=dx_scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xs, ws", [
+    ((8, 32, 14, 14), (64, 32, 3, 3)),   # the DESIGN model's second conv
+    ((2, 64, 56, 56), (64, 64, 3, 3)),   # the bench's big case, two images
+    ((3, 20, 9, 7), (17, 20, 3, 3)),     # odd plane and channel counts, past the auto threshold
+])
+def test_auto_shapes_match_reference(rng, dtype, xs, ws):
+    x = rng.standard_normal(xs).astype(dtype)
+    w = (rng.standard_normal(ws) * 0.1).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    pads = pads_conv("same", 3, 3)
+    y = F.conv2d(x, w, b, padding="same", activation="relu")
+    np.testing.assert_array_equal(y, F.conv2d(x, w, b, padding="same", activation="relu",
+                                              algorithm="winograd"))   # auto chose Winograd
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    y_scale, dx_scale = _scales(x, w, b, dy, pads)
+    assert_close(y, np.maximum(R.conv2d(x64, w64, b64, padding="same"), 0), dtype, scale=y_scale)
+    dx, dw, db = F.conv2d_backward(dy, x, w, padding="same", activation="relu", y=y)
+    wdx = F.conv2d_backward(dy, x, w, padding="same", activation="relu", y=y, algorithm="winograd")[0]
+    np.testing.assert_array_equal(dx, wdx)
+    g = np.where(y > 0, dy, 0).astype(np.float64)
+    assert_close(dx, R.conv2d_backward(g, x64, w64, padding="same")[0], dtype, scale=dx_scale)
+
+
+@pytest.mark.parametrize("xs, ws, stride, padding", [
+    ((4, 1, 28, 28), (32, 1, 3, 3), 1, "same"),     # C = 1: the first layer stays on im2col
+    ((4, 15, 10, 10), (32, 15, 3, 3), 1, "same"),   # under the channel threshold
+    ((4, 32, 5, 5), (32, 32, 3, 3), 1, "same"),     # plane under the threshold
+    ((4, 32, 14, 14), (32, 32, 3, 3), 2, "same"),   # stride 2
+    ((4, 32, 14, 14), (32, 32, 5, 5), 1, "same"),   # 5x5
+    ((4, 32, 14, 14), (32, 32, 3, 3), 1, 3),        # top/left padding 3
+])
+def test_auto_keeps_im2col_elsewhere(rng, xs, ws, stride, padding):
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    y = F.conv2d(x, w, stride=stride, padding=padding)
+    np.testing.assert_array_equal(y, F.conv2d(x, w, stride=stride, padding=padding,
+                                              algorithm="im2col"))
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    for got, want in zip(F.conv2d_backward(dy, x, w, stride=stride, padding=padding),
+                         F.conv2d_backward(dy, x, w, stride=stride, padding=padding,
+                                           algorithm="im2col")):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid", (2, 0, 0, 2), (1, 3, 2, 1)])
+def test_finite_differences_float64(rng, one_thread, padding):
+    x = rng.standard_normal((2, 3, 7, 6))
+    w = rng.standard_normal((4, 3, 3, 3))
+    g = rng.standard_normal(F.conv2d(x, w, padding=padding).shape)
+
+    def loss():
+        return float(np.sum(F.conv2d(x, w, padding=padding, algorithm="winograd") * g))
+
+    dx = F.conv2d_backward(g, x, w, padding=padding, algorithm="winograd")[0]
+    np.testing.assert_allclose(dx, numerical_grad(loss, x), rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 7, 13, 40])   # partial last block of images, one block, many
+def test_bit_identical_for_any_thread_count(rng, dtype, n):
+    x = rng.standard_normal((n, 16, 14, 14)).astype(dtype)
+    w = rng.standard_normal((24, 16, 3, 3)).astype(dtype)
+    b = rng.standard_normal(24).astype(dtype)
+    old = cnn.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            cnn.set_num_threads(threads)
+            y = F.conv2d(x, w, b, padding="same", activation="relu", algorithm="winograd")
+            dx = F.conv2d_backward(y, x, w, padding="same", activation="relu", y=y,
+                                   algorithm="winograd")[0]
+            results.append((y, dx))
+    finally:
+        cnn.set_num_threads(old)
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            np.testing.assert_array_equal(a, c)
+
+
+def test_nan_stays_in_its_tiles(rng):
+    """A NaN input reaches every output whose receptive field holds it (and may reach the other
+    outputs of those 2x2 tiles: documented), never the rest of the plane."""
+    x = rng.standard_normal((1, 16, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    x[0, 3, 5, 6] = np.nan
+    y = F.conv2d(x, w, padding="same", algorithm="winograd")
+    direct = F.conv2d(x, w, padding="same", algorithm="im2col")
+    assert np.isnan(y[:, :, 4:7, 5:8]).all()         # what the direct sum makes NaN
+    assert np.isnan(direct).sum() <= np.isnan(y).sum()
+    assert not np.isnan(y[:, :, :4]).any() and not np.isnan(y[:, :, 8:]).any()
+    assert not np.isnan(y[:, :, :, :4]).any() and not np.isnan(y[:, :, :, 8:]).any()
+
+
+def test_bad_algorithm_errors(rng):
+    x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
+    dy = np.ones((1, 2, 6, 6), np.float32)
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        F.conv2d(x, w, padding="same", algorithm="fft")
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        F.conv2d_backward(dy, x, w, padding="same", algorithm=None)
+    with pytest.raises(ValueError, match="3x3 kernel, stride 1"):
+        F.conv2d(x, w, stride=2, padding="same", algorithm="winograd")
+    with pytest.raises(ValueError, match="3x3 kernel, stride 1"):
+        F.conv2d(x, w[:, :, :2, :2], padding="same", algorithm="winograd")
+    with pytest.raises(ValueError, match="top/left padding"):
+        F.conv2d(x, w, padding=3, algorithm="winograd")
