@@ -10,6 +10,7 @@ Flags are portable by default (``-O3``; never ``-march=native`` nor
 ``CNN_NATIVE=1`` opts in to ``-march=native`` for a build that stays on this
 machine. ``CNN_DEBUG_CYTHON=1`` turns bounds checks back on in every module.
 """
+import glob
 import os
 import shutil
 import subprocess
@@ -97,7 +98,7 @@ class BuildExtWithOpenMP(build_ext):
         if self.compiler.compiler_type == "msvc":
             opt = ["/O2"]
         else:
-            opt = ["-O3", "-fno-math-errno", "-Wno-unreachable-code"]
+            opt = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wno-unreachable-code"]
             if _env_flag("CNN_NATIVE"):
                 opt.append("-march=native")
         all_compile = opt + compile_args
@@ -136,8 +137,7 @@ def _extensions():
     }
     exts = [
         Extension(f"cnn._ext.{name}", [os.path.join("cnn", "_ext", f"{name}.pyx")],
-                  depends=[os.path.join("cnn", "_ext", "_im2col.h"),
-                           os.path.join("cnn", "_ext", "_winograd.h")],
+                  depends=glob.glob(os.path.join("cnn", "_ext", "*.h")),
                   define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")])
         for name in EXTENSIONS
     ]

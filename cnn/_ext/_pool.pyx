@@ -11,34 +11,7 @@ from cython.parallel cimport prange
 from libc.string cimport memset
 
 
-cdef extern from *:
-    """
-    /* 2x2 / stride-2 windows ow in [lo, hi) of one output row; r0 points at the window
-       row's first cell, `base` is its flat index in the plane. Straight-line selects
-       (and `restrict`) so gcc emits no data-dependent branches: on real data each
-       comparison is a coin toss. Ties keep the earlier cell. Returns 1 if a NaN was seen
-       (the caller then redoes the plane with NaN-aware code). */
-    #define CNN_POOL22_ROW(NAME, T)                                                   \
-    static int NAME(const T *restrict r0, Py_ssize_t W, Py_ssize_t base,              \
-                    Py_ssize_t lo, Py_ssize_t hi, T *restrict y,                      \
-                    Py_ssize_t *restrict arg) {                                       \
-        const T *restrict r1 = r0 + W;                                                \
-        int nan = 0;                                                                  \
-        for (Py_ssize_t ow = lo; ow < hi; ow++) {                                     \
-            Py_ssize_t i = 2 * ow;                                                    \
-            T a = r0[i], b = r0[i + 1], c = r1[i], d = r1[i + 1];                     \
-            nan |= (a != a) | (b != b) | (c != c) | (d != d);                         \
-            int g0 = b > a, g1 = d > c;                                               \
-            T m0 = g0 ? b : a, m1 = g1 ? d : c;                                       \
-            int g2 = m1 > m0;                                                         \
-            y[ow] = g2 ? m1 : m0;                                                     \
-            arg[ow] = base + (g2 ? W + i + g1 : i + g0);                              \
-        }                                                                             \
-        return nan;                                                                   \
-    }
-    CNN_POOL22_ROW(cnn_pool22_row_f, float)
-    CNN_POOL22_ROW(cnn_pool22_row_d, double)
-    """
+cdef extern from "_pool22.h":
     int cnn_pool22_row_f(const float *r0, Py_ssize_t W, Py_ssize_t base, Py_ssize_t lo,
                          Py_ssize_t hi, float *y, Py_ssize_t *arg) noexcept nogil
     int cnn_pool22_row_d(const double *r0, Py_ssize_t W, Py_ssize_t base, Py_ssize_t lo,
