@@ -437,7 +437,7 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
     y : ndarray of shape (N, K, OH, OW), optional
         The forward output of ``conv2d(..., activation="relu")``.
     algorithm : {"auto", "im2col", "winograd"}
-        How ``dx`` is computed (``dw``/``db`` always come from im2col GEMMs); see the
+        How ``dx``, ``dw`` and ``db`` are computed (one choice for all three); see the
         module docstring.
 
     Returns
@@ -458,16 +458,18 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
         raise ValueError(f"dy must have the conv output's shape {expected}, got {dy.shape}")
     relu_out = _relu_output(activation, y, expected, x.dtype, "(N, K, OH, OW)",
                             what="the conv output's")
-    winograd_dx = _use_winograd(algorithm, w.shape, (sh, sw), (pt, pl), w.shape[0], w.shape[1],
-                                x.shape[2:])
+    N, C, H, W = x.shape
+    # One choice for the three products, so dx, dw and db come from one algorithm.
+    winograd = _use_winograd(algorithm, w.shape, (sh, sw), (pt, pl), C, w.shape[0],
+                             (min(H, OH), min(W, OW)))
     dx = np.empty_like(x) if need_dx else None
     dw = np.empty_like(w)
     db = np.empty(w.shape[0], dtype=x.dtype)
-    if need_dx and winograd_dx:
-        _conv.conv2d_backward(dy, x, w, None, dw, db, relu_out, sh, sw, pt, pl,
-                              _threads_for(dy.size * w[0].size))
-        _conv.conv2d_input_grad_winograd(dy, w, relu_out, dx, pt, pl,
-                                         _threads_for(dy.size * w[0].size))
+    threads = _threads_for(dy.size * w[0].size)
+    if winograd:
+        _conv.conv2d_weight_grad_winograd(dy, x, relu_out, dw, db, pt, pl, threads)
+        if need_dx:
+            _conv.conv2d_input_grad_winograd(dy, w, relu_out, dx, pt, pl, threads)
     else:
         _conv.conv2d_backward(dy, x, w, dx, dw, db, relu_out, sh, sw, pt, pl,
                               _threads_for(2 * dy.size * w[0].size))

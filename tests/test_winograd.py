@@ -17,10 +17,10 @@ from conftest import DTYPES, assert_close, numerical_grad, pads_conv, scipy_conv
 
 
 def _scales(x, w, b, dy, pads):
-    """Sums of |terms| of each product: the scale its float rounding is judged against."""
+    """Sums of |terms| of each product (y, dx, dw, db): the scale its rounding is judged against."""
     ys = scipy_conv2d(np.abs(x), np.abs(w), None if b is None else np.abs(b), pads, (1, 1)).max()
-    dxs = scipy_conv2d_backward(np.abs(dy), np.abs(x), np.abs(w), pads, (1, 1))[0].max()
-    return ys, dxs
+    dxs, dws, dbs = scipy_conv2d_backward(np.abs(dy), np.abs(x), np.abs(w), pads, (1, 1))
+    return ys, dxs.max(), dws.max(), dbs.max()
 
 
 @st.composite
@@ -50,7 +50,7 @@ def test_property_forward_and_dx_match_scipy(problem):
     pads = pads_conv(padding, 3, 3)
     z = scipy_conv2d(x, w, b, pads, (1, 1))
     dy = rng.standard_normal(z.shape).astype(dtype)
-    y_scale, dx_scale = _scales(x, w, b, dy, pads)
+    y_scale, dx_scale, dw_scale, db_scale = _scales(x, w, b, dy, pads)
 
     y = F.conv2d(x, w, b, padding=padding, algorithm="winograd")
     assert_close(y, z, dtype, scale=y_scale)
@@ -61,16 +61,22 @@ def test_property_forward_and_dx_match_scipy(problem):
     edx, edw, edb = scipy_conv2d_backward(dy, x, w, pads, (1, 1))
     dx, dw, db = F.conv2d_backward(dy, x, w, padding=padding, algorithm="winograd")
     assert_close(dx, edx, dtype, scale=dx_scale)
-    # dw/db do not depend on the algorithm: the same bits as the im2col path
-    _, dw2, db2 = F.conv2d_backward(dy, x, w, padding=padding, algorithm="im2col")
-    np.testing.assert_array_equal(dw, dw2)
-    np.testing.assert_array_equal(db, db2)
+    assert_close(dw, edw, dtype, scale=dw_scale)
+    assert_close(db, edb, dtype, scale=db_scale)
 
-    # fused ReLU: dy is masked by relu > 0 before the input gradient (ReLU'(0) = 0)
+    # fused ReLU: dy is masked by relu > 0 before all three products (ReLU'(0) = 0)
     masked = np.where(relu > 0, dy, 0).astype(dtype)
-    mdx = F.conv2d_backward(dy, x, w, padding=padding, activation="relu", y=relu,
-                            algorithm="winograd")[0]
-    assert_close(mdx, scipy_conv2d_backward(masked, x, w, pads, (1, 1))[0], dtype, scale=dx_scale)
+    mdx, mdw, mdb = F.conv2d_backward(dy, x, w, padding=padding, activation="relu", y=relu,
+                                      algorithm="winograd")
+    edx, edw, edb = scipy_conv2d_backward(masked, x, w, pads, (1, 1))
+    assert_close(mdx, edx, dtype, scale=dx_scale)
+    assert_close(mdw, edw, dtype, scale=dw_scale)
+    assert_close(mdb, edb, dtype, scale=db_scale)
+    none, dw2, db2 = F.conv2d_backward(dy, x, w, padding=padding, activation="relu", y=relu,
+                                       need_dx=False, algorithm="winograd")
+    assert none is None
+    np.testing.assert_array_equal(dw2, mdw)
+    np.testing.assert_array_equal(db2, mdb)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -89,13 +95,15 @@ def test_auto_shapes_match_reference(rng, dtype, xs, ws):
     np.testing.assert_array_equal(y, F.conv2d(x, w, b, padding="same", activation="relu",
                                               algorithm="winograd"))   # auto chose Winograd
     dy = rng.standard_normal(y.shape).astype(dtype)
-    y_scale, dx_scale = _scales(x, w, b, dy, pads)
+    y_scale, *grad_scales = _scales(x, w, b, dy, pads)
     assert_close(y, np.maximum(R.conv2d(x64, w64, b64, padding="same"), 0), dtype, scale=y_scale)
-    dx, dw, db = F.conv2d_backward(dy, x, w, padding="same", activation="relu", y=y)
-    wdx = F.conv2d_backward(dy, x, w, padding="same", activation="relu", y=y, algorithm="winograd")[0]
-    np.testing.assert_array_equal(dx, wdx)
+    grads = F.conv2d_backward(dy, x, w, padding="same", activation="relu", y=y)
+    forced = F.conv2d_backward(dy, x, w, padding="same", activation="relu", y=y, algorithm="winograd")
     g = np.where(y > 0, dy, 0).astype(np.float64)
-    assert_close(dx, R.conv2d_backward(g, x64, w64, padding="same")[0], dtype, scale=dx_scale)
+    for got, same, want, scale in zip(grads, forced, R.conv2d_backward(g, x64, w64, padding="same"),
+                                      grad_scales):
+        np.testing.assert_array_equal(got, same)
+        assert_close(got, want, dtype, scale=scale)
 
 
 @pytest.mark.parametrize("xs, ws, stride, padding", [
@@ -128,12 +136,19 @@ def test_finite_differences_float64(rng, one_thread, padding):
     def loss():
         return float(np.sum(F.conv2d(x, w, padding=padding, algorithm="winograd") * g))
 
-    dx = F.conv2d_backward(g, x, w, padding=padding, algorithm="winograd")[0]
+    b = rng.standard_normal(4)
+
+    def loss_b():
+        return float(np.sum(F.conv2d(x, w, b, padding=padding, algorithm="winograd") * g))
+
+    dx, dw, db = F.conv2d_backward(g, x, w, padding=padding, algorithm="winograd")
     np.testing.assert_allclose(dx, numerical_grad(loss, x), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(dw, numerical_grad(loss, w), rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(db, numerical_grad(loss_b, b), rtol=1e-7, atol=1e-8)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [1, 7, 13, 40])   # partial last block of images, one block, many
+@pytest.mark.parametrize("n", [1, 7, 13, 40])   # one image; partial blocks and chunks; many
 def test_bit_identical_for_any_thread_count(rng, dtype, n):
     x = rng.standard_normal((n, 16, 14, 14)).astype(dtype)
     w = rng.standard_normal((24, 16, 3, 3)).astype(dtype)
@@ -144,9 +159,9 @@ def test_bit_identical_for_any_thread_count(rng, dtype, n):
         for threads in (1, 2, 3):
             cnn.set_num_threads(threads)
             y = F.conv2d(x, w, b, padding="same", activation="relu", algorithm="winograd")
-            dx = F.conv2d_backward(y, x, w, padding="same", activation="relu", y=y,
-                                   algorithm="winograd")[0]
-            results.append((y, dx))
+            grads = F.conv2d_backward(y, x, w, padding="same", activation="relu", y=y,
+                                      algorithm="winograd")
+            results.append((y,) + grads)
     finally:
         cnn.set_num_threads(old)
     for other in results[1:]:

@@ -272,10 +272,18 @@ cdef extern from "_winograd.h":
     void cnn_wino_weights_d(const double *w, double *U, int Kout, int Cin, int flip) noexcept nogil
     void cnn_wino_input_f(const float *x, const float *mask, float *pad, float *V, int Cin,
                           int H, int W, int pt, int pl, int th, int tw, Py_ssize_t ldv,
-                          Py_ssize_t t0) noexcept nogil
+                          Py_ssize_t lde, Py_ssize_t t0) noexcept nogil
     void cnn_wino_input_d(const double *x, const double *mask, double *pad, double *V, int Cin,
                           int H, int W, int pt, int pl, int th, int tw, Py_ssize_t ldv,
-                          Py_ssize_t t0) noexcept nogil
+                          Py_ssize_t lde, Py_ssize_t t0) noexcept nogil
+    void cnn_wino_grad_f(const float *dy, const float *mask, float *pad, float *D, int Kout,
+                         int OH, int OW, int th, int tw, Py_ssize_t ldd, Py_ssize_t t0) noexcept nogil
+    void cnn_wino_grad_d(const double *dy, const double *mask, double *pad, double *D, int Kout,
+                         int OH, int OW, int th, int tw, Py_ssize_t ldd, Py_ssize_t t0) noexcept nogil
+    void cnn_wino_weights_grad_f(const float *Mw, float *dw, float *db, int Kout, int Cin,
+                                 Py_ssize_t ldw) noexcept nogil
+    void cnn_wino_weights_grad_d(const double *Mw, double *dw, double *db, int Kout, int Cin,
+                                 Py_ssize_t ldw) noexcept nogil
     void cnn_wino_output_f(const float *M, float *y, const float *bias, int relu, int Kout,
                            int OH, int OW, int th, int tw, Py_ssize_t ldm,
                            Py_ssize_t t0, float *o) noexcept nogil
@@ -301,11 +309,11 @@ cdef inline void _wino_weights(const floating *w, floating *U, int Kout, int Cin
 
 cdef inline void _wino_input(const floating *x, const floating *mask, floating *pad,
                              floating *V, int Cin, int H, int W, int pt, int pl, int th, int tw,
-                             Py_ssize_t ldv, Py_ssize_t t0) noexcept nogil:
+                             Py_ssize_t ldv, Py_ssize_t lde, Py_ssize_t t0) noexcept nogil:
     if floating is float:
-        cnn_wino_input_f(x, mask, pad, V, Cin, H, W, pt, pl, th, tw, ldv, t0)
+        cnn_wino_input_f(x, mask, pad, V, Cin, H, W, pt, pl, th, tw, ldv, lde, t0)
     else:
-        cnn_wino_input_d(x, mask, pad, V, Cin, H, W, pt, pl, th, tw, ldv, t0)
+        cnn_wino_input_d(x, mask, pad, V, Cin, H, W, pt, pl, th, tw, ldv, lde, t0)
 
 
 cdef inline void _wino_output(const floating *M, floating *y, const floating *bias, bint relu,
@@ -315,6 +323,39 @@ cdef inline void _wino_output(const floating *M, floating *y, const floating *bi
         cnn_wino_output_f(M, y, bias, relu, Kout, OH, OW, th, tw, ldm, t0, o)
     else:
         cnn_wino_output_d(M, y, bias, relu, Kout, OH, OW, th, tw, ldm, t0, o)
+
+
+cdef inline void _wino_grad(const floating *dy, const floating *mask, floating *pad,
+                            floating *D, int Kout, int OH, int OW, int th, int tw,
+                            Py_ssize_t ldd, Py_ssize_t t0) noexcept nogil:
+    if floating is float:
+        cnn_wino_grad_f(dy, mask, pad, D, Kout, OH, OW, th, tw, ldd, t0)
+    else:
+        cnn_wino_grad_d(dy, mask, pad, D, Kout, OH, OW, th, tw, ldd, t0)
+
+
+cdef inline void _wino_weights_grad(const floating *Mw, floating *dw, floating *db, int Kout,
+                                    int Cin, Py_ssize_t ldw) noexcept nogil:
+    if floating is float:
+        cnn_wino_weights_grad_f(Mw, dw, db, Kout, Cin, ldw)
+    else:
+        cnn_wino_weights_grad_d(Mw, dw, db, Kout, Cin, ldw)
+
+
+cdef enum:
+    REDUCE_SLICE = 2048
+
+
+cdef void _add_rows(floating *part, Py_ssize_t stride, int n_rows, Py_ssize_t lo,
+                    Py_ssize_t hi) noexcept nogil:
+    """part[lo:hi] += part[r*stride + lo : r*stride + hi] for r = 1, 2, ..., n_rows - 1, in order."""
+    cdef int r
+    cdef Py_ssize_t i
+    cdef floating *src
+    for r in range(1, n_rows):
+        src = part + r * stride
+        for i in range(lo, hi):
+            part[i] += src[i]
 
 
 cdef int _wino_group(int N, int tiles_per_image) noexcept nogil:
@@ -355,7 +396,8 @@ cdef void _wino_conv(const floating *x, const floating *mask, const floating *U,
             T = (n1 - n0) * tpi
             for n in range(n0, n1):
                 _wino_input(x + n * in_img, mask + n * in_img if mask != NULL else NULL,
-                            pad, V, Cin, H, W, pt, pl, th, tw, T, <Py_ssize_t> (n - n0) * tpi)
+                            pad, V, Cin, H, W, pt, pl, th, tw, T, <Py_ssize_t> Cin * T,
+                            <Py_ssize_t> (n - n0) * tpi)
             for e in range(16):
                 _gemm(False, False, Kout, T, Cin, 1, U + <Py_ssize_t> e * Kout * Cin, Cin,
                       V + <Py_ssize_t> e * Cin * T, T, 0, M + <Py_ssize_t> e * Kout * T, T)
@@ -427,3 +469,89 @@ def conv2d_input_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N,
         _wino_weights(&w[0, 0, 0, 0], &U[0, 0, 0], C, K, True)
         _wino_conv(&dy[0, 0, 0, 0], mask, &U[0, 0, 0], NULL, False, &dx[0, 0, 0, 0],
                    N, K, OH, OW, C, H, W, 2 - pt, 2 - pl, scratch, num_threads)
+
+
+def conv2d_weight_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N, K, OH, OW)
+                                const floating[:, :, :, ::1] x,         # IN  (N, C, H, W)
+                                const floating[:, :, :, ::1] relu_out,  # IN  (N, K, OH, OW) or None
+                                floating[:, :, :, ::1] dw,              # OUT (K, C, 3, 3)
+                                floating[::1] db,                       # OUT (K,) or None
+                                int pt, int pl, int num_threads):
+    """dw (and db) of a 3x3, stride-1 conv with top/left padding (pt, pl), by Winograd.
+
+    ``dw = G^T [ sum over images and 2x2 output tiles of (A g A^T) (.) (B^T d B) ] G`` with
+    ``g`` the tile of ``dy`` (masked by ``relu_out > 0`` when given) and ``d`` the 4x4 input
+    tile: 16 GEMMs ``(K, T) @ (T, C + 1)`` per block of images, the extra column a row of ones
+    whose sums give ``db``. Images are split into ``N_CHUNKS`` fixed chunks; each chunk's partial
+    sums are private and added in chunk order, so the result does not depend on the thread
+    count (as in ``conv2d_backward``). Needs ``0 <= pt, pl <= 2``.
+    """
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int K = dy.shape[1], OH = dy.shape[2], OW = dy.shape[3]
+    cdef int th = (OH + 1) // 2, tw = (OW + 1) // 2
+    cdef int tpi = <int> CNN_WINO_TILES(th, tw)
+    cdef int G = _wino_group(N, tpi)
+    cdef int C1 = C + 1
+    cdef Py_ssize_t T_max = <Py_ssize_t> G * tpi
+    cdef Py_ssize_t MW = 16 * <Py_ssize_t> K * C1
+    cdef Py_ssize_t pad_size = max(CNN_WINO_PAD_SIZE(th, tw), 4 * <Py_ssize_t> tpi)
+    cdef Py_ssize_t v_size = 16 * <Py_ssize_t> C1 * T_max
+    cdef Py_ssize_t in_img = <Py_ssize_t> C * H * W, out_img = <Py_ssize_t> K * OH * OW
+    cdef const floating *mask = &relu_out[0, 0, 0, 0] if relu_out is not None else NULL
+    cdef bint need_db = db is not None
+    cdef int n_chunks, chunk, n0, n1, b0, b1, n, e, T, j
+    cdef Py_ssize_t i
+    cdef floating[:, ::1] partials, scratch
+    cdef floating *part
+    cdef floating *pad
+    cdef floating *V
+    cdef floating *D
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef const floating *dyp = &dy[0, 0, 0, 0]
+    if N == 0 or OH == 0 or OW == 0:
+        memset(&dw[0, 0, 0, 0], 0, <Py_ssize_t> K * C * 9 * sizeof(floating))
+        if need_db and K > 0:
+            memset(&db[0], 0, K * sizeof(floating))
+        return
+    n_chunks = min(N, N_CHUNKS)
+    partials = np.empty((n_chunks, MW), dtype=_dtype(x))
+    part = &partials[0, 0]
+    num_threads = max(1, min(num_threads, n_chunks))
+    scratch = np.empty((num_threads, pad_size + v_size + 16 * <Py_ssize_t> K * T_max),
+                       dtype=_dtype(x))
+    pad = V = D = NULL
+    with nogil, parallel(num_threads=num_threads):
+        pad = &scratch[omp_get_thread_num(), 0]
+        V = pad + pad_size
+        D = V + v_size
+        for chunk in prange(n_chunks, schedule='dynamic'):
+            n0 = <int> ((<long long> N * chunk) // n_chunks)
+            n1 = <int> ((<long long> N * (chunk + 1)) // n_chunks)
+            b0 = n0
+            while b0 < n1:
+                b1 = min(n1, b0 + G)
+                T = (b1 - b0) * tpi
+                for n in range(b0, b1):
+                    _wino_input(xp + n * in_img, NULL, pad, V, C, H, W, pt, pl, th, tw, T,
+                                <Py_ssize_t> C1 * T, <Py_ssize_t> (n - b0) * tpi)
+                    _wino_grad(dyp + n * out_img, mask + n * out_img if mask != NULL else NULL,
+                               pad, D, K, OH, OW, th, tw, T, <Py_ssize_t> (n - b0) * tpi)
+                for e in range(16):
+                    # the row of ones (channel C of V) makes column C of Mw the sums of D
+                    for i in range(T):
+                        V[(<Py_ssize_t> e * C1 + C) * T + i] = 1
+                    # Mw[e] (K, C + 1) (+)= D[e] (K, T) @ V[e]^T (T, C + 1)
+                    _gemm(False, True, K, C1, T, 1, D + <Py_ssize_t> e * K * T, T,
+                          V + <Py_ssize_t> e * C1 * T, T, 0 if b0 == n0 else 1,
+                          part + chunk * MW + <Py_ssize_t> e * K * C1, C1)
+                b0 = b1
+
+    # Fixed-order reduction of the chunk partials into chunk 0's row (each element summed over
+    # chunks 0, 1, 2, ...), in slices of REDUCE_SLICE elements so the inner loop is unit-stride
+    # and vectorises; then the inverse transform.
+    for j in prange((MW + REDUCE_SLICE - 1) // REDUCE_SLICE, nogil=True, schedule='static',
+                    num_threads=num_threads):
+        _add_rows(part, MW, n_chunks, <Py_ssize_t> j * REDUCE_SLICE,
+                  min(MW, <Py_ssize_t> (j + 1) * REDUCE_SLICE))
+    with nogil:
+        _wino_weights_grad(part, &dw[0, 0, 0, 0], &db[0] if need_db else NULL, K, C, C1)

@@ -25,26 +25,7 @@
 #include <stddef.h>
 #include <string.h>
 
-/* The transform loops read and write many streams through pointers that never overlap; say
- * so, or the vectoriser gives up on the hundreds of run-time alias checks it would need. */
-#if defined(__clang__)
-#define CNN_IVDEP _Pragma("clang loop vectorize(assume_safety)")
-#elif defined(__GNUC__)
-#define CNN_IVDEP _Pragma("GCC ivdep")
-#else
-#define CNN_IVDEP
-#endif
-
-/* The transforms are memory-bound loops over long unit-stride streams: on x86-64 with GNU C
- * and glibc (ifunc), also compile an AVX2 copy and pick it at load time when the CPU has it.
- * The default build stays portable (no -march); the arithmetic is the same adds and
- * subtracts in the same order in both copies, so results do not depend on the copy taken. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__) \
-    && !defined(CNN_NO_TARGET_CLONES)
-#define CNN_WINO_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define CNN_WINO_CLONES
-#endif
+#include "_simd.h"
 
 /* Tile slots of one image, and the elements of the `pad` scratch of the input transform. */
 #define CNN_WINO_TILES(th, tw) ((ptrdiff_t)(th) * ((ptrdiff_t)(tw) + 1))

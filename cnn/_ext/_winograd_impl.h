@@ -32,19 +32,20 @@ static void CNN_WINO_FN(weights)(const T *restrict w, T *restrict U, int Kout, i
 }
 
 /* V[e][ci][t0 + a*(tw+1) + b] = (B^T d B)[e] for every channel ci and tile (a, b) of one
- * image, b < tw; the column b = tw of each tile row is junk (computed, never used): it lets the
+ * image, b < tw; V + e*lde + ci*ldv + t is that element (lde >= Cin * ldv); the column b = tw of each tile row is junk (computed, never used): it lets the
  * loop run flat over all tiles of the image, unit-stride, in long vectors.
  * x is the image (Cin, H, W); if mask is not NULL (same shape), cells where mask <= 0 (or NaN)
  * read as 0: the ReLU derivative applied to dy on the way in. pad is scratch for the zero-padded
  * plane split by row and column parity into four sub-planes of (th + 1) x (tw + 1), plus one
  * spare element each (see CNN_WINO_PAD_SIZE): padded (r, s) sits in sub-plane (r % 2, s % 2) at
  * (r / 2, s / 2), so the 4x4 tile (a, b) is rows a, a + 1 and columns b, b + 1 of all four. */
-CNN_WINO_CLONES static void CNN_WINO_FN(input)(const T *restrict x, const T *restrict mask,
+CNN_TARGET_CLONES static void CNN_WINO_FN(input)(const T *restrict x, const T *restrict mask,
                                T *restrict pad, T *restrict V, int Cin, int H, int W,
-                               int pt, int pl, int th, int tw, ptrdiff_t ldv, ptrdiff_t t0) {
+                               int pt, int pl, int th, int tw, ptrdiff_t ldv, ptrdiff_t lde,
+                               ptrdiff_t t0) {
     const ptrdiff_t HW = (ptrdiff_t)tw + 1, SUB = ((ptrdiff_t)th + 1) * HW + 1;
     const ptrdiff_t PH = 2 * ((ptrdiff_t)th + 1), PW = 2 * HW;
-    const ptrdiff_t CV = (ptrdiff_t)Cin * ldv, U = (ptrdiff_t)th * HW;
+    const ptrdiff_t CV = lde, U = (ptrdiff_t)th * HW;
     T *restrict ee = pad, *restrict eo = pad + SUB, *restrict oe = pad + 2 * SUB;
     T *restrict oo = pad + 3 * SUB;
     /* Real rows/columns of the padded plane: [r0, r1) x [s0, s1). */
@@ -105,7 +106,7 @@ CNN_WINO_CLONES static void CNN_WINO_FN(input)(const T *restrict x, const T *res
  * M[e][ko][t0 + a*(tw+1) + b] (the junk column b = tw is dropped). bias may be NULL; relu != 0
  * clamps at 0 (NaN stays NaN). The transform runs flat over the image's tiles into o, scratch
  * of 4 * th * (tw + 1) elements, then the 2x2 blocks are copied out row by row. */
-CNN_WINO_CLONES static void CNN_WINO_FN(output)(const T *restrict M, T *restrict y, const T *restrict bias,
+CNN_TARGET_CLONES static void CNN_WINO_FN(output)(const T *restrict M, T *restrict y, const T *restrict bias,
                                 int relu, int Kout, int OH, int OW, int th, int tw,
                                 ptrdiff_t ldm, ptrdiff_t t0, T *restrict o) {
     const ptrdiff_t KM = (ptrdiff_t)Kout * ldm, HW = (ptrdiff_t)tw + 1, U = (ptrdiff_t)th * HW;
@@ -147,6 +148,98 @@ CNN_WINO_CLONES static void CNN_WINO_FN(output)(const T *restrict M, T *restrict
                 for (int b = 0; b < full; b++) { y1[2 * b] = o10[row + b]; y1[2 * b + 1] = o11[row + b]; }
                 if (full < tw) y1[2 * full] = o10[row + full];
             }
+        }
+    }
+}
+
+/* D[e][ko][t0 + a*(tw+1) + b] = (A g A^T)[e] for every channel ko and tile (a, b) of one image,
+ * with g the 2x2 block [2a, 2a+2) x [2b, 2b+2) of the output gradient dy (Kout, OH, OW), zero past
+ * its edges, so junk slots b = tw hold exact zeros. If mask is not NULL (same shape as dy), cells
+ * where mask <= 0 (or NaN) read as 0. A = (A^T)^T is 4x2: rows (1, 0), (1, 1), (1, -1), (0, -1).
+ * With V from CNN_WINO_FN(input), the weight gradient of the image is
+ *     dW = G^T [ sum_t D_t (.) V_t ] G    (Lavin & Gray's F(3x3, 2x2) with the same points).
+ * pad is scratch of 4 * th * (tw + 1) elements: g split by row and column parity. */
+CNN_TARGET_CLONES static void CNN_WINO_FN(grad)(const T *restrict dy, const T *restrict mask,
+                                                T *restrict pad, T *restrict D, int Kout, int OH,
+                                                int OW, int th, int tw, ptrdiff_t ldd,
+                                                ptrdiff_t t0) {
+    const ptrdiff_t HW = (ptrdiff_t)tw + 1, U = (ptrdiff_t)th * HW;
+    const ptrdiff_t KD = (ptrdiff_t)Kout * ldd;
+    T *restrict ee = pad, *restrict eo = pad + U, *restrict oe = pad + 2 * U;
+    T *restrict oo = pad + 3 * U;
+    const ptrdiff_t je1 = (OW + 1) / 2, jo1 = OW / 2;
+    memset(pad, 0, (size_t)(4 * U) * sizeof(T));
+    for (int ko = 0; ko < Kout; ko++) {
+        const T *restrict gk = dy + (ptrdiff_t)ko * OH * OW;
+        const T *restrict mk = mask ? mask + (ptrdiff_t)ko * OH * OW : NULL;
+        for (ptrdiff_t r = 0; r < OH; r++) {
+            const T *restrict gr = gk + r * OW;
+            const T *restrict mr = mk ? mk + r * OW : NULL;
+            T *restrict ev = ((r & 1) ? oe : ee) + (r >> 1) * HW;
+            T *restrict od = ((r & 1) ? oo : eo) + (r >> 1) * HW;
+            /* one loop for both parities (rows are short: loop count matters), then the last
+               even column of an odd-width row */
+            if (mr) {
+                for (ptrdiff_t j = 0; j < jo1; j++) {
+                    T a = gr[2 * j], b = gr[2 * j + 1];
+                    ev[j] = mr[2 * j] > 0 ? a : 0;
+                    od[j] = mr[2 * j + 1] > 0 ? b : 0;
+                }
+                if (je1 > jo1) { T a = gr[2 * jo1]; ev[jo1] = mr[2 * jo1] > 0 ? a : 0; }
+            } else {
+                for (ptrdiff_t j = 0; j < jo1; j++) { ev[j] = gr[2 * j]; od[j] = gr[2 * j + 1]; }
+                if (je1 > jo1) ev[jo1] = gr[2 * jo1];
+            }
+        }
+        T *restrict d0 = D + (ptrdiff_t)ko * ldd + t0, *restrict d1 = d0 + KD;
+        T *restrict d2 = d1 + KD, *restrict d3 = d2 + KD, *restrict d4 = d3 + KD;
+        T *restrict d5 = d4 + KD, *restrict d6 = d5 + KD, *restrict d7 = d6 + KD;
+        T *restrict d8 = d7 + KD, *restrict d9 = d8 + KD, *restrict d10 = d9 + KD;
+        T *restrict d11 = d10 + KD, *restrict d12 = d11 + KD, *restrict d13 = d12 + KD;
+        T *restrict d14 = d13 + KD, *restrict d15 = d14 + KD;
+        CNN_IVDEP
+        for (ptrdiff_t u = 0; u < U; u++) {
+            const T g00 = ee[u], g01 = eo[u], g10 = oe[u], g11 = oo[u];
+            /* A g: rows g0, g0 + g1, g0 - g1, -g1 (per column q) */
+            const T p00 = g00, p01 = g01, p10 = g00 + g10, p11 = g01 + g11;
+            const T p20 = g00 - g10, p21 = g01 - g11, p30 = -g10, p31 = -g11;
+            /* (A g) A^T: the same on the columns of each row */
+            d0[u] = p00;  d1[u] = p00 + p01;  d2[u] = p00 - p01;  d3[u] = -p01;
+            d4[u] = p10;  d5[u] = p10 + p11;  d6[u] = p10 - p11;  d7[u] = -p11;
+            d8[u] = p20;  d9[u] = p20 + p21;  d10[u] = p20 - p21; d11[u] = -p21;
+            d12[u] = p30; d13[u] = p30 + p31; d14[u] = p30 - p31; d15[u] = -p31;
+        }
+    }
+}
+
+/* dw[ko, ci] (3x3) = G^T Mw[.][ko][ci] G for every (ko, ci), with Mw (16, Kout, ldw) the summed
+ * products D (.) V over all tiles; dw is (Kout, Cin, 3, 3). If db is not NULL, column ci = Cin of
+ * Mw holds the sums of D against a row of ones, and db[ko] = the sum of the masked output
+ * gradient = Mw[0] - Mw[3] - Mw[12] + Mw[15] at that column (u^T A = (1, 1) for u = (1, 0, 0, -1),
+ * and those four entries of D are exactly +-g00, g01, g10, g11). */
+static void CNN_WINO_FN(weights_grad)(const T *restrict Mw, T *restrict dw, T *restrict db,
+                                      int Kout, int Cin, ptrdiff_t ldw) {
+    const ptrdiff_t KW = (ptrdiff_t)Kout * ldw;
+    for (int ko = 0; ko < Kout; ko++) {
+        for (int ci = 0; ci < Cin; ci++) {
+            const T *restrict m = Mw + (ptrdiff_t)ko * ldw + ci;
+            T q[3][4];
+            for (int s = 0; s < 4; s++) {   /* G^T m: rows (1, 1/2, 1/2, 0), (0, 1/2, -1/2, 0), (0, 1/2, 1/2, 1) */
+                const T m0 = m[s * KW], m1 = m[(4 + s) * KW], m2 = m[(8 + s) * KW], m3 = m[(12 + s) * KW];
+                q[0][s] = m0 + (T)0.5 * (m1 + m2);
+                q[1][s] = (T)0.5 * (m1 - m2);
+                q[2][s] = (T)0.5 * (m1 + m2) + m3;
+            }
+            T *restrict out = dw + ((ptrdiff_t)ko * Cin + ci) * 9;
+            for (int i = 0; i < 3; i++) {   /* (G^T m) G: the same on the columns */
+                out[3 * i + 0] = q[i][0] + (T)0.5 * (q[i][1] + q[i][2]);
+                out[3 * i + 1] = (T)0.5 * (q[i][1] - q[i][2]);
+                out[3 * i + 2] = (T)0.5 * (q[i][1] + q[i][2]) + q[i][3];
+            }
+        }
+        if (db) {
+            const T *restrict m = Mw + (ptrdiff_t)ko * ldw + Cin;
+            db[ko] = m[0] - m[3 * KW] - m[12 * KW] + m[15 * KW];
         }
     }
 }
