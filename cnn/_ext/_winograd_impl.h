@@ -54,6 +54,10 @@ CNN_TARGET_CLONES static void CNN_WINO_FN(input)(const T *restrict x, const T *r
     if (r1 < r0) r1 = r0;
     if (s1 < s0) s1 = s0;
     const ptrdiff_t je0 = (s0 + 1) / 2, je1 = (s1 + 1) / 2, jo0 = s0 / 2, jo1 = s1 / 2;
+    /* shared range of both parities; when it is empty, jb0 >= jb1 and the single loops cover all */
+    const ptrdiff_t jb0 = je0 > jo0 ? je0 : jo0;
+    const ptrdiff_t jb1 = (je1 < jo1 ? je1 : jo1) > jb0 ? (je1 < jo1 ? je1 : jo1) : jb0;
+    const ptrdiff_t je_head = jb0 < je1 ? jb0 : je1, jo_head = jb0 < jo1 ? jb0 : jo1;
     memset(pad, 0, (size_t)(4 * SUB) * sizeof(T));
     for (int ci = 0; ci < Cin; ci++) {
         const T *restrict xc = x + (ptrdiff_t)ci * H * W;
@@ -65,12 +69,24 @@ CNN_TARGET_CLONES static void CNN_WINO_FN(input)(const T *restrict x, const T *r
             const T *restrict mr = mc ? mc + (r - pt) * W - pl : NULL;
             T *restrict ev = ((r & 1) ? oe : ee) + (r >> 1) * HW;
             T *restrict od = ((r & 1) ? oo : eo) + (r >> 1) * HW;
+            /* Rows are short, so loop count matters: one loop over the columns both parities
+               share, [jb0, jb1), and single ones for the at most one extra at either end. */
             if (mr) {
-                for (ptrdiff_t j = je0; j < je1; j++) { T v = xr[2 * j]; ev[j] = mr[2 * j] > 0 ? v : 0; }
-                for (ptrdiff_t j = jo0; j < jo1; j++) { T v = xr[2 * j + 1]; od[j] = mr[2 * j + 1] > 0 ? v : 0; }
+                for (ptrdiff_t j = je0; j < je_head; j++) { T v = xr[2 * j]; ev[j] = mr[2 * j] > 0 ? v : 0; }
+                for (ptrdiff_t j = jo0; j < jo_head; j++) { T v = xr[2 * j + 1]; od[j] = mr[2 * j + 1] > 0 ? v : 0; }
+                for (ptrdiff_t j = jb0; j < jb1; j++) {
+                    T a = xr[2 * j], b = xr[2 * j + 1];
+                    ev[j] = mr[2 * j] > 0 ? a : 0;
+                    od[j] = mr[2 * j + 1] > 0 ? b : 0;
+                }
+                for (ptrdiff_t j = jb1; j < je1; j++) { T v = xr[2 * j]; ev[j] = mr[2 * j] > 0 ? v : 0; }
+                for (ptrdiff_t j = jb1; j < jo1; j++) { T v = xr[2 * j + 1]; od[j] = mr[2 * j + 1] > 0 ? v : 0; }
             } else {
-                for (ptrdiff_t j = je0; j < je1; j++) ev[j] = xr[2 * j];
-                for (ptrdiff_t j = jo0; j < jo1; j++) od[j] = xr[2 * j + 1];
+                for (ptrdiff_t j = je0; j < je_head; j++) ev[j] = xr[2 * j];
+                for (ptrdiff_t j = jo0; j < jo_head; j++) od[j] = xr[2 * j + 1];
+                for (ptrdiff_t j = jb0; j < jb1; j++) { ev[j] = xr[2 * j]; od[j] = xr[2 * j + 1]; }
+                for (ptrdiff_t j = jb1; j < je1; j++) ev[j] = xr[2 * j];
+                for (ptrdiff_t j = jb1; j < jo1; j++) od[j] = xr[2 * j + 1];
             }
         }
         /* One output stream per transformed element e = 4r + s. */
