@@ -32,11 +32,12 @@ import operator
 import numpy as np
 
 from cnn import _threads
-from cnn._ext import _conv, _dense, _pool
+from cnn._ext import _conv, _dense, _optim, _pool
 
 __all__ = [
     "linear", "linear_backward", "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward",
     "conv2d_output_shape", "maxpool2d_output_shape", "conv2d_padding", "maxpool2d_padding",
+    "sgd_update",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -557,3 +558,48 @@ def maxpool2d_backward(dy, argmax, x_shape):
 def _bad_argmax(argmax, plane, x_shape):
     raise ValueError(f"argmax values must lie in [0, H*W) = [0, {plane}) for x_shape "
                      f"{x_shape}, got values in [{int(argmax.min())}, {int(argmax.max())}]")
+
+
+# --------------------------------------------------------------------------- optimizers
+
+# Elementwise updates are memory-bound: a second thread only pays on large parameters.
+_MIN_UPDATE_PER_THREAD = 32_768
+
+
+def sgd_update(p, g, v=None, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """One ``torch.optim.SGD`` step (``dampening=0``), in place, in one pass over ``p``.
+
+    ``d = g + weight_decay * p``; with a momentum buffer ``v``: ``v = momentum * v + d`` and
+    ``d = d + momentum * v`` (Nesterov) or ``d = v``; then ``p = p - lr * d``. Each product and
+    sum is rounded as in the same NumPy expressions, and the result does not depend on the
+    thread count.
+
+    Parameters
+    ----------
+    p : C-contiguous writeable ndarray, float32 or float64: the parameter (updated in place)
+    g : ndarray of p's shape and dtype: its gradient
+    v : C-contiguous writeable ndarray of p's shape and dtype, or None: the momentum buffer
+        (updated in place); None means no momentum
+    lr, momentum, weight_decay : float
+    nesterov : bool (needs ``v``)
+    """
+    for name, a in (("p", p), ("v", v)):
+        if a is None and name == "v":
+            continue
+        if not isinstance(a, np.ndarray) or a.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{name} must be a float32 or float64 ndarray, got "
+                            f"{a.dtype if isinstance(a, np.ndarray) else type(a).__name__}")
+        if not a.flags.c_contiguous or not a.flags.writeable:
+            raise ValueError(f"{name} must be C-contiguous and writeable (it is updated in place)")
+    g = _array(g, "g", p.ndim, f"{p.shape}")
+    _same_dtype(p.dtype, g=g)
+    for name, a in (("g", g), ("v", v)):
+        if a is not None and a.shape != p.shape:
+            raise ValueError(f"{name} must have the shape of p {p.shape}, got {a.shape}")
+    if v is not None:
+        _same_dtype(p.dtype, v=v)
+    if nesterov and v is None:
+        raise ValueError("nesterov=True needs a momentum buffer v")
+    threads = max(1, min(_threads.get_num_threads(), p.size // _MIN_UPDATE_PER_THREAD))
+    _optim.sgd_update(p.reshape(-1), g.reshape(-1), None if v is None else v.reshape(-1),
+                      float(lr), float(momentum), bool(nesterov), float(weight_decay), threads)

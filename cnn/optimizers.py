@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from . import functional as F
 from . import schedules
 from .schedules import _int, _real
 
@@ -275,6 +276,11 @@ class SGD(Optimizer):
         return (np.empty_like(p), np.empty_like(p) if self.nesterov else None)
 
     def _update(self, i, p, g, lr):
+        v = self._state["velocity"][i] if self.momentum else None
+        if p.flags.c_contiguous:
+            # one fused pass (same rounding as the NumPy steps below, which serve the rest)
+            F.sgd_update(p, g, v, lr, self.momentum, self.nesterov, self.weight_decay)
+            return
         s, t = self._scratch[i]
         mu = self.momentum
         d = g

@@ -358,3 +358,70 @@ def test_schedule_get_and_validation():
         S.ConstantLR(0.1)(1.5)
     with pytest.raises(ValueError, match=r"epoch must be an integer >= 0, got -2"):
         S.StepLR(0.1, 2)(-2)
+
+
+# ----------------------------------------------------------------------------- fused SGD kernel
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", SGD_CASES)
+def test_sgd_fused_kernel_equals_numpy_steps_bit_for_bit(kwargs, dtype):
+    """C-contiguous params take the one-pass kernel; Fortran-ordered ones (same values) take
+    the NumPy steps. The kernel rounds each product and sum as NumPy does: the same bits."""
+    rng = np.random.default_rng(11)
+    shapes = [(300, 200), (7,), (8, 4, 3, 3)]
+    params_c = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    params_f = [np.asfortranarray(p) for p in params_c]
+    assert not params_f[0].flags.c_contiguous
+    opt_c, opt_f = O.SGD(lr=0.05, **kwargs), O.SGD(lr=0.05, **kwargs)
+    for _ in range(4):
+        grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+        opt_c.step(params_c, grads)
+        opt_f.step(params_f, grads)
+    for a, b in zip(params_c, params_f):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sgd_fused_kernel_thread_count_invariant():
+    import cnn
+    rng = np.random.default_rng(12)
+    p0 = rng.standard_normal((1000, 300)).astype(np.float32)   # big enough for two threads
+    grads = [rng.standard_normal(p0.shape).astype(np.float32) for _ in range(3)]
+    old = cnn.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            cnn.set_num_threads(threads)
+            p = p0.copy()
+            opt = O.SGD(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
+            for g in grads:
+                opt.step([p], [g])
+            results.append(p)
+    finally:
+        cnn.set_num_threads(old)
+    for r in results[1:]:
+        np.testing.assert_array_equal(results[0], r)
+
+
+def test_functional_sgd_update_validation():
+    from cnn import functional as F
+    p = np.zeros((3, 4), np.float32)
+    g = np.ones((3, 4), np.float32)
+    with pytest.raises(TypeError, match="p must be a float32 or float64 ndarray"):
+        F.sgd_update(p.astype(np.int32), g)
+    with pytest.raises(ValueError, match="p must be C-contiguous and writeable"):
+        F.sgd_update(np.asfortranarray(p), g)
+    ro = p.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="p must be C-contiguous and writeable"):
+        F.sgd_update(ro, g)
+    with pytest.raises(ValueError, match="g must have the shape of p"):
+        F.sgd_update(p, np.ones((4, 3), np.float32))
+    with pytest.raises(TypeError, match="g has dtype float64"):
+        F.sgd_update(p, g.astype(np.float64))
+    with pytest.raises(ValueError, match="v must have the shape of p"):
+        F.sgd_update(p, g, v=np.zeros(12, np.float32), momentum=0.9)
+    with pytest.raises(ValueError, match="nesterov=True needs a momentum buffer"):
+        F.sgd_update(p, g, nesterov=True)
+    F.sgd_update(p, g, lr=0.5)
+    np.testing.assert_array_equal(p, np.full((3, 4), -0.5, np.float32))
