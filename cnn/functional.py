@@ -18,10 +18,11 @@ Conventions
   an int ``p`` (``p`` on every side), ``(ph, pw)``, or ``(top, bottom, left, right)``.
 - ``algorithm`` (conv only): ``"auto"`` picks per call from the shapes alone (never from the
   thread count, so results stay bit-identical across thread counts): Winograd F(2x2, 3x3)
-  for 3x3 stride-1 convolutions with at least 16 input and output channels, im2col + GEMM
-  otherwise. ``"im2col"`` or ``"winograd"`` force one; Winograd rounds differently (a few
-  float32 ulps more error than the direct sum), so force ``"im2col"`` to compare with a
-  direct-sum oracle bit for bit.
+  for 3x3 stride-1 convolutions with at least 16 input and output channels; a direct kernel
+  for the forward pass of 3x3 stride-1 convolutions of one input channel (a first layer on
+  grey images); im2col + GEMM otherwise. ``"im2col"``, ``"winograd"`` or ``"direct"`` force
+  one (``"direct"`` computes the backward by im2col). They round differently: Winograd's
+  float32 error is a few ulps above the direct sum's.
 - Max-pool padding: ``"tile"`` (the seed's minimal padding so that windows tile the
   input, split like ``"same"``), ``"valid"``, or the explicit forms above. Padded cells
   never win; ties go to the first cell in row-major order; NaN propagates.
@@ -332,30 +333,40 @@ def linear_backward(dy, x, w, need_dx=True, activation=None, y=None):
 # on the bench shapes (bench/RESULTS.md); below this, or on small planes, im2col is faster.
 _WINOGRAD_MIN_CHANNELS = 16
 _WINOGRAD_MIN_PLANE = 6
-_ALGORITHMS = ("auto", "im2col", "winograd")
+_ALGORITHMS = ("auto", "im2col", "winograd", "direct")
 
 
-def _use_winograd(algorithm, w_shape, stride_pair, pads, in_channels, out_channels, out_hw):
-    """Whether a conv product runs by Winograd: ``algorithm`` resolved for these shapes.
+def _conv_algorithm(algorithm, w_shape, stride_pair, pads, out_hw, backward):
+    """``algorithm`` resolved for these shapes: "im2col", "winograd" or "direct".
 
-    ``in_channels``/``out_channels``/``out_hw`` are those of the product computed (for the
-    input gradient: K in, C out, the input's (H, W) out). ``pads`` is (top, left).
+    ``w_shape`` is (K, C, kh, kw); ``pads`` is (top, left); ``out_hw`` the smallest plane the
+    products work on. "direct" (one input channel, forward only) runs the backward by im2col.
     """
     if not isinstance(algorithm, str) or algorithm not in _ALGORITHMS:
         raise ValueError(f"algorithm must be one of {_ALGORITHMS}, got {algorithm!r}")
-    if algorithm == "im2col":
-        return False
-    eligible = (tuple(w_shape[2:]) == (3, 3) and tuple(stride_pair) == (1, 1)
-                and all(0 <= p <= 2 for p in pads))
-    if algorithm == "winograd":
-        if not eligible:
-            raise ValueError(
-                f"algorithm='winograd' needs a 3x3 kernel, stride 1 and top/left padding of "
-                f"at most 2; got kernel {tuple(w_shape[2:])}, stride {tuple(stride_pair)}, "
-                f"top/left padding {tuple(pads)}")
-        return True
-    return (eligible and min(in_channels, out_channels) >= _WINOGRAD_MIN_CHANNELS
-            and min(out_hw) >= _WINOGRAD_MIN_PLANE)
+    K, C, kh, kw = w_shape
+    three_by_three = (kh, kw) == (3, 3) and tuple(stride_pair) == (1, 1)
+    winograd_ok = three_by_three and all(0 <= p <= 2 for p in pads)
+    direct_ok = three_by_three and C == 1
+    if algorithm == "winograd" and not winograd_ok:
+        raise ValueError(
+            f"algorithm='winograd' needs a 3x3 kernel, stride 1 and top/left padding of "
+            f"at most 2; got kernel {(kh, kw)}, stride {tuple(stride_pair)}, "
+            f"top/left padding {tuple(pads)}")
+    if algorithm == "direct" and not direct_ok:
+        raise ValueError(
+            f"algorithm='direct' needs one input channel, a 3x3 kernel and stride 1; got "
+            f"{C} channels, kernel {(kh, kw)}, stride {tuple(stride_pair)}")
+    if algorithm == "auto":
+        if winograd_ok and min(C, K) >= _WINOGRAD_MIN_CHANNELS and min(out_hw) >= _WINOGRAD_MIN_PLANE:
+            algorithm = "winograd"
+        elif direct_ok:
+            algorithm = "direct"
+        else:
+            algorithm = "im2col"
+    if algorithm == "direct" and backward:
+        return "im2col"
+    return algorithm
 
 
 def _conv_geometry(x_shape, w_shape, stride, padding):
@@ -388,7 +399,7 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="
     padding : {"valid", "same"} or int or (ph, pw) or (top, bottom, left, right)
     activation : None or "relu"
         ``"relu"`` is applied in the kernel's output pass (``max(z, 0)``).
-    algorithm : {"auto", "im2col", "winograd"}
+    algorithm : {"auto", "im2col", "winograd", "direct"}
         How the sum is computed (see the module docstring); the result is the same
         convolution up to float rounding.
 
@@ -410,8 +421,11 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="
     sh, sw, pt, pl, OH, OW = _conv_geometry(x.shape, w.shape, stride, padding)
     y = np.empty((x.shape[0], w.shape[0], OH, OW), dtype=x.dtype)
     threads = _threads_for(y.size * w[0].size)
-    if _use_winograd(algorithm, w.shape, (sh, sw), (pt, pl), w.shape[1], w.shape[0], (OH, OW)):
+    method = _conv_algorithm(algorithm, w.shape, (sh, sw), (pt, pl), (OH, OW), backward=False)
+    if method == "winograd":
         _conv.conv2d_forward_winograd(x, w, b, y, pt, pl, relu, threads)
+    elif method == "direct":
+        _conv.conv2d_forward_direct_c1(x, w, b, y, pt, pl, relu, threads)
     else:
         _conv.conv2d_forward(x, w, b, y, sh, sw, pt, pl, relu, threads)
     return y
@@ -437,9 +451,9 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
         ``dy`` is masked by ``y > 0`` inside the kernel (ReLU'(0) = 0).
     y : ndarray of shape (N, K, OH, OW), optional
         The forward output of ``conv2d(..., activation="relu")``.
-    algorithm : {"auto", "im2col", "winograd"}
-        How ``dx``, ``dw`` and ``db`` are computed (one choice for all three); see the
-        module docstring.
+    algorithm : {"auto", "im2col", "winograd", "direct"}
+        How ``dx``, ``dw`` and ``db`` are computed (one choice for all three; ``"direct"``
+        means im2col here); see the module docstring.
 
     Returns
     -------
@@ -461,8 +475,8 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
                             what="the conv output's")
     N, C, H, W = x.shape
     # One choice for the three products, so dx, dw and db come from one algorithm.
-    winograd = _use_winograd(algorithm, w.shape, (sh, sw), (pt, pl), C, w.shape[0],
-                             (min(H, OH), min(W, OW)))
+    winograd = _conv_algorithm(algorithm, w.shape, (sh, sw), (pt, pl),
+                               (min(H, OH), min(W, OW)), backward=True) == "winograd"
     dx = np.empty_like(x) if need_dx else None
     dw = np.empty_like(w)
     db = np.empty(w.shape[0], dtype=x.dtype)

@@ -555,3 +555,55 @@ def conv2d_weight_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N
                   min(MW, <Py_ssize_t> (j + 1) * REDUCE_SLICE))
     with nogil:
         _wino_weights_grad(part, &dw[0, 0, 0, 0], &db[0] if need_db else NULL, K, C, C1)
+
+
+# ----------------------------------------------------------------------- direct, one channel
+
+cdef extern from "_direct.h":
+    Py_ssize_t CNN_DIRECT_SCRATCH(Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
+    void cnn_direct3x3_c1_f(const float *x, const float *w, const float *b, int relu, float *y,
+                            int K, int H, int W, int pt, int pl, int OH, int OW,
+                            float *scratch) noexcept nogil
+    void cnn_direct3x3_c1_d(const double *x, const double *w, const double *b, int relu,
+                            double *y, int K, int H, int W, int pt, int pl, int OH, int OW,
+                            double *scratch) noexcept nogil
+
+
+def conv2d_forward_direct_c1(const floating[:, :, :, ::1] x,   # IN  (N, 1, H, W)
+                             const floating[:, :, :, ::1] w,   # IN  (K, 1, 3, 3)
+                             const floating[::1] b,            # IN  (K,) or None
+                             floating[:, :, :, ::1] y,         # OUT (N, K, OH, OW)
+                             int pt, int pl, bint relu, int num_threads):
+    """``conv2d_forward`` for one input channel, a 3x3 kernel and stride 1, computed directly.
+
+    Same contract as ``conv2d_forward`` with ``C = 1``, ``sh = sw = 1``; any padding. Images
+    are spread over threads; each image's arithmetic is the same whichever thread runs it.
+    """
+    cdef int N = x.shape[0], H = x.shape[2], W = x.shape[3]
+    cdef int K = w.shape[0], OH = y.shape[2], OW = y.shape[3]
+    cdef Py_ssize_t in_img = <Py_ssize_t> H * W, out_img = <Py_ssize_t> K * OH * OW
+    cdef Py_ssize_t ssize = CNN_DIRECT_SCRATCH(OH, OW)
+    cdef const floating *bptr = &b[0] if b is not None else NULL
+    cdef const floating *xptr
+    cdef const floating *wptr
+    cdef floating *yptr
+    cdef floating *sp
+    cdef floating[:, ::1] scratch
+    cdef int n
+    if N == 0 or K == 0 or OH == 0 or OW == 0:
+        return
+    num_threads = max(1, min(num_threads, N))
+    scratch = np.empty((num_threads, ssize), dtype=_dtype(x))
+    xptr = &x[0, 0, 0, 0]
+    wptr = &w[0, 0, 0, 0]
+    yptr = &y[0, 0, 0, 0]
+    sp = NULL
+    with nogil, parallel(num_threads=num_threads):
+        sp = &scratch[omp_get_thread_num(), 0]
+        for n in prange(N, schedule='dynamic'):
+            if floating is float:
+                cnn_direct3x3_c1_f(xptr + n * in_img, wptr, bptr, relu, yptr + n * out_img,
+                                   K, H, W, pt, pl, OH, OW, sp)
+            else:
+                cnn_direct3x3_c1_d(xptr + n * in_img, wptr, bptr, relu, yptr + n * out_img,
+                                   K, H, W, pt, pl, OH, OW, sp)

@@ -1,8 +1,9 @@
-"""Winograd F(2x2, 3x3) convolution (forward and input gradient) against independent oracles.
+"""The conv algorithms besides im2col against independent oracles: Winograd F(2x2, 3x3)
+(forward, input and weight gradients) and the direct one-channel 3x3 forward.
 
-The Winograd path is forced with ``algorithm="winograd"`` so that small shapes, odd planes and
-every top/left padding it accepts are covered; ``"auto"`` is tested to pick it (and only it)
-where documented. Oracles: scipy's correlate2d, cnn.reference, finite differences in float64.
+Each is forced with ``algorithm=`` so that small shapes, odd planes and every padding it accepts
+are covered; ``"auto"`` is tested to pick it (and only it) where documented. Oracles: scipy's
+correlate2d, cnn.reference, finite differences in float64.
 """
 
 import numpy as np
@@ -107,7 +108,8 @@ def test_auto_shapes_match_reference(rng, dtype, xs, ws):
 
 
 @pytest.mark.parametrize("xs, ws, stride, padding", [
-    ((4, 1, 28, 28), (32, 1, 3, 3), 1, "same"),     # C = 1: the first layer stays on im2col
+    ((4, 1, 28, 28), (32, 1, 5, 5), 1, "same"),     # C = 1 but 5x5: neither direct nor Winograd
+    ((4, 1, 28, 28), (32, 1, 3, 3), 2, "same"),     # C = 1, stride 2
     ((4, 15, 10, 10), (32, 15, 3, 3), 1, "same"),   # under the channel threshold
     ((4, 32, 5, 5), (32, 32, 3, 3), 1, "same"),     # plane under the threshold
     ((4, 32, 14, 14), (32, 32, 3, 3), 2, "same"),   # stride 2
@@ -183,6 +185,78 @@ def test_nan_stays_in_its_tiles(rng):
     assert not np.isnan(y[:, :, :, :4]).any() and not np.isnan(y[:, :, :, 8:]).any()
 
 
+# ----------------------------------------------------------------------------- direct, C = 1
+
+
+@st.composite
+def direct_problems(draw):
+    padding = draw(st.one_of(
+        st.sampled_from(["valid", "same"]),
+        st.integers(0, 3),
+        st.tuples(*[st.integers(0, 4)] * 4),
+    ))
+    t, b, l, r = pads_conv(padding, 3, 3)
+    h = draw(st.integers(max(1, 3 - t - b), 12))
+    w = draw(st.integers(max(1, 3 - l - r), 12))
+    n, k = draw(st.integers(1, 4)), draw(st.integers(1, 9))   # K not a multiple of 4 too
+    return (n, 1, h, w), (k, 1, 3, 3), padding, draw(st.sampled_from(DTYPES)), draw(st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=80, deadline=None)
+@given(direct_problems())
+def test_property_direct_forward_matches_scipy(problem):
+    xs, ws, padding, dtype, seed = problem
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    pads = pads_conv(padding, 3, 3)
+    z = scipy_conv2d(x, w, b, pads, (1, 1))
+    scale = scipy_conv2d(np.abs(x), np.abs(w), np.abs(b), pads, (1, 1)).max()
+    assert_close(F.conv2d(x, w, b, padding=padding, algorithm="direct"), z, dtype, scale=scale)
+    assert_close(F.conv2d(x, w, padding=padding, algorithm="direct"),
+                 z - b.astype(np.float64)[None, :, None, None], dtype, scale=scale)
+    relu = F.conv2d(x, w, b, padding=padding, activation="relu", algorithm="direct")
+    assert_close(relu, np.maximum(z, 0), dtype, scale=scale)
+    assert (relu >= 0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_auto_picks_direct_for_one_channel_and_backward_is_im2col(rng, dtype):
+    x = rng.standard_normal((9, 1, 28, 28)).astype(dtype)   # the DESIGN model's first conv
+    w = rng.standard_normal((32, 1, 3, 3)).astype(dtype)
+    b = rng.standard_normal(32).astype(dtype)
+    y = F.conv2d(x, w, b, padding="same", activation="relu")
+    np.testing.assert_array_equal(
+        y, F.conv2d(x, w, b, padding="same", activation="relu", algorithm="direct"))
+    assert_close(y, np.maximum(R.conv2d(*(a.astype(np.float64) for a in (x, w, b)), padding="same"), 0),
+                 dtype, scale=scipy_conv2d(np.abs(x), np.abs(w), np.abs(b), pads_conv("same", 3, 3),
+                                           (1, 1)).max())
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    for algorithm in ("auto", "direct"):
+        for got, want in zip(F.conv2d_backward(dy, x, w, padding="same", activation="relu", y=y,
+                                               algorithm=algorithm),
+                             F.conv2d_backward(dy, x, w, padding="same", activation="relu", y=y,
+                                               algorithm="im2col")):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_direct_bit_identical_for_any_thread_count(rng):
+    x = rng.standard_normal((13, 1, 20, 17)).astype(np.float32)
+    w = rng.standard_normal((10, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    old = cnn.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3):
+            cnn.set_num_threads(threads)
+            outs.append(F.conv2d(x, w, b, padding="same", activation="relu", algorithm="direct"))
+    finally:
+        cnn.set_num_threads(old)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(outs[0], o)
+
+
 def test_bad_algorithm_errors(rng):
     x = rng.standard_normal((1, 2, 6, 6)).astype(np.float32)
     w = rng.standard_normal((2, 2, 3, 3)).astype(np.float32)
@@ -197,3 +271,7 @@ def test_bad_algorithm_errors(rng):
         F.conv2d(x, w[:, :, :2, :2], padding="same", algorithm="winograd")
     with pytest.raises(ValueError, match="top/left padding"):
         F.conv2d(x, w, padding=3, algorithm="winograd")
+    with pytest.raises(ValueError, match="algorithm='direct' needs one input channel"):
+        F.conv2d(x, w, padding="same", algorithm="direct")
+    with pytest.raises(ValueError, match="algorithm='direct' needs one input channel"):
+        F.conv2d(x[:, :1], w[:, :1], stride=2, algorithm="direct")
