@@ -24,6 +24,17 @@ def _scales(x, w, b, dy, pads):
     return ys, dxs.max(), dws.max(), dbs.max()
 
 
+def _draw_arrays(problem):
+    """Arrays of a drawn 3x3 problem and scipy's stride-1 forward of them (the oracle)."""
+    xs, ws, padding, dtype, seed = problem
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    pads = pads_conv(padding, 3, 3)
+    return x, w, b, padding, pads, scipy_conv2d(x, w, b, pads, (1, 1)), dtype, rng
+
+
 @st.composite
 def winograd_problems(draw):
     padding = draw(st.one_of(
@@ -43,13 +54,7 @@ def winograd_problems(draw):
 @settings(max_examples=80, deadline=None)
 @given(winograd_problems())
 def test_property_forward_and_dx_match_scipy(problem):
-    xs, ws, padding, dtype, seed = problem
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(xs).astype(dtype)
-    w = rng.standard_normal(ws).astype(dtype)
-    b = rng.standard_normal(ws[0]).astype(dtype)
-    pads = pads_conv(padding, 3, 3)
-    z = scipy_conv2d(x, w, b, pads, (1, 1))
+    x, w, b, padding, pads, z, dtype, rng = _draw_arrays(problem)
     dy = rng.standard_normal(z.shape).astype(dtype)
     y_scale, dx_scale, dw_scale, db_scale = _scales(x, w, b, dy, pads)
 
@@ -205,13 +210,7 @@ def direct_problems(draw):
 @settings(max_examples=80, deadline=None)
 @given(direct_problems())
 def test_property_direct_forward_matches_scipy(problem):
-    xs, ws, padding, dtype, seed = problem
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(xs).astype(dtype)
-    w = rng.standard_normal(ws).astype(dtype)
-    b = rng.standard_normal(ws[0]).astype(dtype)
-    pads = pads_conv(padding, 3, 3)
-    z = scipy_conv2d(x, w, b, pads, (1, 1))
+    x, w, b, padding, pads, z, dtype, _ = _draw_arrays(problem)
     scale = scipy_conv2d(np.abs(x), np.abs(w), np.abs(b), pads, (1, 1)).max()
     assert_close(F.conv2d(x, w, b, padding=padding, algorithm="direct"), z, dtype, scale=scale)
     assert_close(F.conv2d(x, w, padding=padding, algorithm="direct"),
