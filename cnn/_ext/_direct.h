@@ -19,8 +19,9 @@
 
 /* Elements of the per-thread scratch: the padded plane (plus slack read by junk columns) and
  * four accumulator planes. */
-#define CNN_DIRECT_SCRATCH(OH, OW) \
-    ((((ptrdiff_t)(OH) + 2) * ((ptrdiff_t)(OW) + 2) + 2) + 4 * (ptrdiff_t)(OH) * ((ptrdiff_t)(OW) + 2))
+#define CNN_DIRECT_SCRATCH(OH, OW)                                \
+    ((((ptrdiff_t)(OH) + 2) * ((ptrdiff_t)(OW) + 2) + 2)          \
+     + 4 * (ptrdiff_t)(OH) * ((ptrdiff_t)(OW) + 2))
 
 #define CNN_DEFINE_DIRECT(SUFFIX, T)                                                           \
 CNN_TARGET_CLONES static void cnn_direct3x3_c1_##SUFFIX(                                      \
@@ -72,7 +73,9 @@ CNN_TARGET_CLONES static void cnn_direct3x3_c1_##SUFFIX(                        
                 const T *restrict src = aq + oh * PW;                                         \
                 T *restrict dst = yk + oh * OW;                                               \
                 if (relu) {                                                                   \
-                    for (ptrdiff_t ow = 0; ow < OW; ow++) { T v = src[ow]; dst[ow] = v <= 0 ? (T)0 : v; } \
+                    for (ptrdiff_t ow = 0; ow < OW; ow++) {                                   \
+                        T v = src[ow]; dst[ow] = v <= 0 ? (T)0 : v;                           \
+                    }                                                                         \
                 } else {                                                                      \
                     for (ptrdiff_t ow = 0; ow < OW; ow++) dst[ow] = src[ow];                  \
                 }                                                                             \

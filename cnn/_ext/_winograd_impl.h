@@ -5,7 +5,7 @@
  * flip == 1: g = w[ci, ko] rotated by 180 degrees, with w (Cin, Kout, 3, 3): the kernel of
  * the input gradient, whose "input" is dy (Cin = the forward K) and "output" dx. */
 static void CNN_WINO_FN(weights)(const T *restrict w, T *restrict U, int Kout, int Cin,
-                                      int flip) {
+                                 int flip) {
     const ptrdiff_t KC = (ptrdiff_t)Kout * Cin;
     for (int ko = 0; ko < Kout; ko++)
     for (int ci = 0; ci < Cin; ci++) {
@@ -32,8 +32,9 @@ static void CNN_WINO_FN(weights)(const T *restrict w, T *restrict U, int Kout, i
 }
 
 /* V[e][ci][t0 + a*(tw+1) + b] = (B^T d B)[e] for every channel ci and tile (a, b) of one
- * image, b < tw; V + e*lde + ci*ldv + t is that element (lde >= Cin * ldv); the column b = tw of each tile row is junk (computed, never used): it lets the
- * loop run flat over all tiles of the image, unit-stride, in long vectors.
+ * image, b < tw, stored at V + e*lde + ci*ldv + t (lde >= Cin * ldv). The column b = tw of each
+ * tile row is junk (computed, never used): it lets the loop run flat over all tiles of the
+ * image, unit-stride, in long vectors.
  * x is the image (Cin, H, W); if mask is not NULL (same shape), cells where mask <= 0 (or NaN)
  * read as 0: the ReLU derivative applied to dy on the way in. pad is scratch for the zero-padded
  * plane split by row and column parity into four sub-planes of (th + 1) x (tw + 1), plus one
@@ -72,15 +73,23 @@ CNN_TARGET_CLONES static void CNN_WINO_FN(input)(const T *restrict x, const T *r
             /* Rows are short, so loop count matters: one loop over the columns both parities
                share, [jb0, jb1), and single ones for the at most one extra at either end. */
             if (mr) {
-                for (ptrdiff_t j = je0; j < je_head; j++) { T v = xr[2 * j]; ev[j] = mr[2 * j] > 0 ? v : 0; }
-                for (ptrdiff_t j = jo0; j < jo_head; j++) { T v = xr[2 * j + 1]; od[j] = mr[2 * j + 1] > 0 ? v : 0; }
+                for (ptrdiff_t j = je0; j < je_head; j++) {
+                    T v = xr[2 * j]; ev[j] = mr[2 * j] > 0 ? v : 0;
+                }
+                for (ptrdiff_t j = jo0; j < jo_head; j++) {
+                    T v = xr[2 * j + 1]; od[j] = mr[2 * j + 1] > 0 ? v : 0;
+                }
                 for (ptrdiff_t j = jb0; j < jb1; j++) {
                     T a = xr[2 * j], b = xr[2 * j + 1];
                     ev[j] = mr[2 * j] > 0 ? a : 0;
                     od[j] = mr[2 * j + 1] > 0 ? b : 0;
                 }
-                for (ptrdiff_t j = jb1; j < je1; j++) { T v = xr[2 * j]; ev[j] = mr[2 * j] > 0 ? v : 0; }
-                for (ptrdiff_t j = jb1; j < jo1; j++) { T v = xr[2 * j + 1]; od[j] = mr[2 * j + 1] > 0 ? v : 0; }
+                for (ptrdiff_t j = jb1; j < je1; j++) {
+                    T v = xr[2 * j]; ev[j] = mr[2 * j] > 0 ? v : 0;
+                }
+                for (ptrdiff_t j = jb1; j < jo1; j++) {
+                    T v = xr[2 * j + 1]; od[j] = mr[2 * j + 1] > 0 ? v : 0;
+                }
             } else {
                 for (ptrdiff_t j = je0; j < je_head; j++) ev[j] = xr[2 * j];
                 for (ptrdiff_t j = jo0; j < jo_head; j++) od[j] = xr[2 * j + 1];
@@ -122,9 +131,10 @@ CNN_TARGET_CLONES static void CNN_WINO_FN(input)(const T *restrict x, const T *r
  * M[e][ko][t0 + a*(tw+1) + b] (the junk column b = tw is dropped). bias may be NULL; relu != 0
  * clamps at 0 (NaN stays NaN). The transform runs flat over the image's tiles into o, scratch
  * of 4 * th * (tw + 1) elements, then the 2x2 blocks are copied out row by row. */
-CNN_TARGET_CLONES static void CNN_WINO_FN(output)(const T *restrict M, T *restrict y, const T *restrict bias,
-                                int relu, int Kout, int OH, int OW, int th, int tw,
-                                ptrdiff_t ldm, ptrdiff_t t0, T *restrict o) {
+CNN_TARGET_CLONES static void CNN_WINO_FN(output)(const T *restrict M, T *restrict y,
+                                                  const T *restrict bias, int relu, int Kout,
+                                                  int OH, int OW, int th, int tw, ptrdiff_t ldm,
+                                                  ptrdiff_t t0, T *restrict o) {
     const ptrdiff_t KM = (ptrdiff_t)Kout * ldm, HW = (ptrdiff_t)tw + 1, U = (ptrdiff_t)th * HW;
     T *restrict o00 = o, *restrict o01 = o + U, *restrict o10 = o + 2 * U;
     T *restrict o11 = o + 3 * U;
@@ -157,11 +167,15 @@ CNN_TARGET_CLONES static void CNN_WINO_FN(output)(const T *restrict M, T *restri
         for (ptrdiff_t a = 0; a < th; a++) {
             const ptrdiff_t row = a * HW;
             T *restrict y0 = yk + 2 * a * OW;
-            for (int b = 0; b < full; b++) { y0[2 * b] = o00[row + b]; y0[2 * b + 1] = o01[row + b]; }
+            for (int b = 0; b < full; b++) {
+                y0[2 * b] = o00[row + b]; y0[2 * b + 1] = o01[row + b];
+            }
             if (full < tw) y0[2 * full] = o00[row + full];
             if (2 * a + 1 < OH) {
                 T *restrict y1 = y0 + OW;
-                for (int b = 0; b < full; b++) { y1[2 * b] = o10[row + b]; y1[2 * b + 1] = o11[row + b]; }
+                for (int b = 0; b < full; b++) {
+                    y1[2 * b] = o10[row + b]; y1[2 * b + 1] = o11[row + b];
+                }
                 if (full < tw) y1[2 * full] = o10[row + full];
             }
         }
@@ -240,8 +254,10 @@ static void CNN_WINO_FN(weights_grad)(const T *restrict Mw, T *restrict dw, T *r
         for (int ci = 0; ci < Cin; ci++) {
             const T *restrict m = Mw + (ptrdiff_t)ko * ldw + ci;
             T q[3][4];
-            for (int s = 0; s < 4; s++) {   /* G^T m: rows (1, 1/2, 1/2, 0), (0, 1/2, -1/2, 0), (0, 1/2, 1/2, 1) */
-                const T m0 = m[s * KW], m1 = m[(4 + s) * KW], m2 = m[(8 + s) * KW], m3 = m[(12 + s) * KW];
+            /* G^T m: rows (1, 1/2, 1/2, 0), (0, 1/2, -1/2, 0), (0, 1/2, 1/2, 1) */
+            for (int s = 0; s < 4; s++) {
+                const T m0 = m[s * KW], m1 = m[(4 + s) * KW];
+                const T m2 = m[(8 + s) * KW], m3 = m[(12 + s) * KW];
                 q[0][s] = m0 + (T)0.5 * (m1 + m2);
                 q[1][s] = (T)0.5 * (m1 - m2);
                 q[2][s] = (T)0.5 * (m1 + m2) + m3;
