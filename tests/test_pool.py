@@ -172,6 +172,30 @@ def test_backward_accumulates_overlapping_windows():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_scatters_any_argmax_of_a_tiled_shape(rng, dtype):
+    """(H, W) = (2*OH, 2*OW) does not mean 2x2 windows: argmax of another geometry with that
+    output shape (3x3 windows, stride 2, padding 1), or an index moved into a neighbouring
+    block (two windows sharing a cell), must still scatter-add exactly."""
+    x = rng.standard_normal((3, 4, 12, 10)).astype(dtype)
+    dy = rng.standard_normal((3, 4, 6, 5)).astype(dtype)
+    _, idx22 = F.maxpool2d(x, 2)
+    _, idx33 = F.maxpool2d(x, 3, stride=2, padding=(1, 1, 1, 1))
+    assert idx33.shape == idx22.shape
+    assert (idx33 != idx22).any()
+    moved = idx22.copy()
+    moved[1, 2, 3, 4] = moved[1, 2, 3, 3]          # two windows of one plane share a cell
+    # one window per cell: exact; overlapping windows add in the dtype (the oracle in float64)
+    np.testing.assert_array_equal(F.maxpool2d_backward(dy, idx22, x.shape),
+                                  naive_maxpool_backward(dy, idx22, x.shape))
+    for idx in (idx33, moved):
+        assert_close(F.maxpool2d_backward(dy, idx, x.shape),
+                     naive_maxpool_backward(dy, idx, x.shape), dtype)
+    got = F.maxpool2d_backward(dy, moved, x.shape)
+    assert got[1, 2].flat[moved[1, 2, 3, 3]] == dy[1, 2, 3, 3] + dy[1, 2, 3, 4]
+    assert got[1, 2].flat[idx22[1, 2, 3, 4]] == 0 or idx22[1, 2, 3, 4] == moved[1, 2, 3, 3]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_backward_accepts_int32_argmax_and_noncontiguous_dy(rng, dtype):
     x = rng.standard_normal((2, 3, 6, 6)).astype(dtype)
     y, idx = F.maxpool2d(x, 2)
