@@ -596,7 +596,7 @@ def sgd_update(p, g, v=None, lr=0.01, momentum=0.0, nesterov=False, weight_decay
     p : C-contiguous writeable ndarray, float32 or float64: the parameter (updated in place)
     g : ndarray of p's shape and dtype: its gradient
     v : C-contiguous writeable ndarray of p's shape and dtype, or None: the momentum buffer
-        (updated in place); None means no momentum
+        (updated in place); None only with ``momentum=0`` (plain SGD)
     lr, momentum, weight_decay : float
     nesterov : bool (needs ``v``)
     """
@@ -615,8 +615,8 @@ def sgd_update(p, g, v=None, lr=0.01, momentum=0.0, nesterov=False, weight_decay
             raise ValueError(f"{name} must have the shape of p {p.shape}, got {a.shape}")
     if v is not None:
         _same_dtype(p.dtype, v=v)
-    if nesterov and v is None:
-        raise ValueError("nesterov=True needs a momentum buffer v")
+    if v is None and (nesterov or momentum != 0):
+        raise ValueError(f"momentum={momentum!r}, nesterov={nesterov!r} need a momentum buffer v")
     threads = max(1, min(_threads.get_num_threads(), p.size // _MIN_UPDATE_PER_THREAD))
     _optim.sgd_update(p.reshape(-1), g.reshape(-1), None if v is None else v.reshape(-1),
                       float(lr), float(momentum), bool(nesterov), float(weight_decay), threads)

@@ -421,7 +421,9 @@ def test_functional_sgd_update_validation():
         F.sgd_update(p, g.astype(np.float64))
     with pytest.raises(ValueError, match="v must have the shape of p"):
         F.sgd_update(p, g, v=np.zeros(12, np.float32), momentum=0.9)
-    with pytest.raises(ValueError, match="nesterov=True needs a momentum buffer"):
+    with pytest.raises(ValueError, match="need a momentum buffer v"):
         F.sgd_update(p, g, nesterov=True)
+    with pytest.raises(ValueError, match="need a momentum buffer v"):
+        F.sgd_update(p, g, momentum=0.9)      # never a silent plain-SGD step
     F.sgd_update(p, g, lr=0.5)
     np.testing.assert_array_equal(p, np.full((3, 4), -0.5, np.float32))
