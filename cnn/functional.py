@@ -30,6 +30,7 @@ Conventions
   input, split like ``"same"``), ``"valid"``, or the explicit forms above. Padded cells
   never win; ties go to the first cell in row-major order; NaN propagates.
 """
+import math
 import numbers
 import operator
 
@@ -41,7 +42,7 @@ from cnn._ext import _conv, _dense, _optim, _pool
 __all__ = [
     "linear", "linear_backward", "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward",
     "conv2d_output_shape", "maxpool2d_output_shape", "conv2d_padding", "maxpool2d_padding",
-    "sgd_update",
+    "sgd_update", "adam_update",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -583,6 +584,30 @@ def _bad_argmax(argmax, plane, x_shape):
 _MIN_UPDATE_PER_THREAD = 32_768
 
 
+def _update_args(p, g, **buffers):
+    """Validate an in-place update's parameter, gradient and buffers; return g, C-contiguous."""
+    for name, a in (("p", p),) + tuple(buffers.items()):
+        if a is None and name != "p":
+            continue
+        if not isinstance(a, np.ndarray) or a.dtype not in _FLOAT_DTYPES:
+            raise TypeError(f"{name} must be a float32 or float64 ndarray, got "
+                            f"{a.dtype if isinstance(a, np.ndarray) else type(a).__name__}")
+        if not a.flags.c_contiguous or not a.flags.writeable:
+            raise ValueError(f"{name} must be C-contiguous and writeable (it is updated in place)")
+    g = _array(g, "g", p.ndim, f"{p.shape}")
+    for name, a in (("g", g),) + tuple(buffers.items()):
+        if a is not None and a.shape != p.shape:
+            raise ValueError(f"{name} must have the shape of p {p.shape}, got {a.shape}")
+        if a is not None:
+            _same_dtype(p.dtype, **{name: a})
+    return g
+
+
+def _update_threads(p):
+    """Threads for an elementwise update of p: one per _MIN_UPDATE_PER_THREAD elements."""
+    return max(1, min(_threads.get_num_threads(), p.size // _MIN_UPDATE_PER_THREAD))
+
+
 def sgd_update(p, g, v=None, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
     """One ``torch.optim.SGD`` step (``dampening=0``), in place, in one pass over ``p``.
 
@@ -600,23 +625,39 @@ def sgd_update(p, g, v=None, lr=0.01, momentum=0.0, nesterov=False, weight_decay
     lr, momentum, weight_decay : float
     nesterov : bool (needs ``v``)
     """
-    for name, a in (("p", p), ("v", v)):
-        if a is None and name == "v":
-            continue
-        if not isinstance(a, np.ndarray) or a.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"{name} must be a float32 or float64 ndarray, got "
-                            f"{a.dtype if isinstance(a, np.ndarray) else type(a).__name__}")
-        if not a.flags.c_contiguous or not a.flags.writeable:
-            raise ValueError(f"{name} must be C-contiguous and writeable (it is updated in place)")
-    g = _array(g, "g", p.ndim, f"{p.shape}")
-    _same_dtype(p.dtype, g=g)
-    for name, a in (("g", g), ("v", v)):
-        if a is not None and a.shape != p.shape:
-            raise ValueError(f"{name} must have the shape of p {p.shape}, got {a.shape}")
-    if v is not None:
-        _same_dtype(p.dtype, v=v)
+    g = _update_args(p, g, v=v)
     if v is None and (nesterov or momentum != 0):
         raise ValueError(f"momentum={momentum!r}, nesterov={nesterov!r} need a momentum buffer v")
-    threads = max(1, min(_threads.get_num_threads(), p.size // _MIN_UPDATE_PER_THREAD))
     _optim.sgd_update(p.reshape(-1), g.reshape(-1), None if v is None else v.reshape(-1),
-                      float(lr), float(momentum), bool(nesterov), float(weight_decay), threads)
+                      float(lr), float(momentum), bool(nesterov), float(weight_decay),
+                      _update_threads(p))
+
+
+def adam_update(p, g, m, v, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    """One Adam step (bias-corrected, L2 ``weight_decay`` in the gradient), in place, one pass.
+
+    ``d = g + weight_decay * p``, ``m = beta1 * m + (1 - beta1) * d``,
+    ``v = beta2 * v + (1 - beta2) * d^2``,
+    ``p = p - lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)``; each
+    product, sum, square root and quotient is rounded as in the same NumPy expressions (the
+    scalar factors computed in double precision), and the result does not depend on the thread
+    count.
+
+    Parameters
+    ----------
+    p : C-contiguous writeable ndarray, float32 or float64: the parameter (updated in place)
+    g : ndarray of p's shape and dtype: its gradient
+    m, v : C-contiguous writeable ndarrays of p's shape and dtype: the moment buffers (updated)
+    step : int >= 1, the step count t (1 on the first step)
+    lr, beta1, beta2, eps, weight_decay : float
+    """
+    g = _update_args(p, g, m=m, v=v)
+    if m is None or v is None:
+        raise ValueError("adam_update needs both moment buffers m and v")
+    step = operator.index(step)
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    b1, b2 = float(beta1), float(beta2)
+    _optim.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                       b1, 1.0 - b1, b2, 1.0 - b2, math.sqrt(1.0 - b2 ** step), float(eps),
+                       float(lr) / (1.0 - b1 ** step), float(weight_decay), _update_threads(p))

@@ -343,9 +343,14 @@ class Adam(Optimizer):
         return (np.empty_like(p), np.empty_like(p) if self.weight_decay else None)
 
     def _update(self, i, p, g, lr):
-        t, s = self._scratch[i]
         m = self._state["m"][i]
         v = self._state["v"][i]
+        if p.flags.c_contiguous:
+            # one fused pass (same rounding as the NumPy steps below, which serve the rest)
+            F.adam_update(p, g, m, v, self.iterations, lr, self.beta1, self.beta2, self.eps,
+                          self.weight_decay)
+            return
+        t, s = self._scratch[i]
         b1, b2 = self.beta1, self.beta2
         step = self.iterations
         d = g

@@ -382,6 +382,28 @@ def test_sgd_fused_kernel_equals_numpy_steps_bit_for_bit(kwargs, dtype):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", ADAM_CASES)
+def test_adam_fused_kernel_equals_numpy_steps_bit_for_bit(kwargs, dtype):
+    """As for SGD: C-contiguous params take the one-pass kernel, Fortran-ordered ones the NumPy
+    steps; products, sums, square roots and quotients round alike, so the bits agree."""
+    rng = np.random.default_rng(13)
+    shapes = [(300, 200), (7,), (8, 4, 3, 3)]
+    params_c = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    params_f = [np.asfortranarray(p) for p in params_c]
+    opt_c = O.Adam(lr=S.StepLR(0.01, step_size=1, gamma=0.5), **kwargs)
+    opt_f = O.Adam(lr=S.StepLR(0.01, step_size=1, gamma=0.5), **kwargs)
+    for epoch in range(2):
+        opt_c.set_epoch(epoch)
+        opt_f.set_epoch(epoch)
+        for _ in range(3):
+            grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+            opt_c.step(params_c, grads)
+            opt_f.step(params_f, grads)
+    for a, b in zip(params_c, params_f):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_sgd_fused_kernel_thread_count_invariant():
     import cnn
     rng = np.random.default_rng(12)
@@ -393,9 +415,10 @@ def test_sgd_fused_kernel_thread_count_invariant():
         for threads in (1, 2, 3):
             cnn.set_num_threads(threads)
             p = p0.copy()
-            opt = O.SGD(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4)
-            for g in grads:
-                opt.step([p], [g])
+            for opt in (O.SGD(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4),
+                        O.Adam(lr=0.01, weight_decay=1e-4)):
+                for g in grads:
+                    opt.step([p], [g])
             results.append(p)
     finally:
         cnn.set_num_threads(old)
@@ -427,3 +450,16 @@ def test_functional_sgd_update_validation():
         F.sgd_update(p, g, momentum=0.9)      # never a silent plain-SGD step
     F.sgd_update(p, g, lr=0.5)
     np.testing.assert_array_equal(p, np.full((3, 4), -0.5, np.float32))
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    with pytest.raises(ValueError, match="adam_update needs both moment buffers"):
+        F.adam_update(p, g, m, None, step=1)
+    with pytest.raises(ValueError, match="m must have the shape of p"):
+        F.adam_update(p, g, m.reshape(4, 3), v, step=1)
+    with pytest.raises(TypeError, match="v has dtype float64"):
+        F.adam_update(p, g, m, v.astype(np.float64), step=1)
+    with pytest.raises(ValueError, match="step must be >= 1"):
+        F.adam_update(p, g, m, v, step=0)
+    with pytest.raises(TypeError):
+        F.adam_update(p, g, m, v, step=1.5)
+    F.adam_update(p, g, m, v, step=1, lr=0.1)    # first step: p moves by lr * sign(g)
+    np.testing.assert_allclose(p, np.full((3, 4), -0.6, np.float32), rtol=1e-6)
