@@ -628,6 +628,12 @@ def sgd_update(p, g, v=None, lr=0.01, momentum=0.0, nesterov=False, weight_decay
     g = _update_args(p, g, v=v)
     if v is None and (nesterov or momentum != 0):
         raise ValueError(f"momentum={momentum!r}, nesterov={nesterov!r} need a momentum buffer v")
+    _sgd_update_checked(p, g, v, lr, momentum, nesterov, weight_decay)
+
+
+def _sgd_update_checked(p, g, v, lr, momentum, nesterov, weight_decay):
+    """:func:`sgd_update` on arguments already checked (by it, or by ``Optimizer.step`` once a
+    step): p and v C-contiguous, g of p's shape and dtype."""
     _optim.sgd_update(p.reshape(-1), g.reshape(-1), None if v is None else v.reshape(-1),
                       float(lr), float(momentum), bool(nesterov), float(weight_decay),
                       _update_threads(p))
@@ -657,6 +663,11 @@ def adam_update(p, g, m, v, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, we
     step = operator.index(step)
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
+    _adam_update_checked(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay)
+
+
+def _adam_update_checked(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    """:func:`adam_update` on arguments already checked (by it, or by ``Optimizer.step``)."""
     b1, b2 = float(beta1), float(beta2)
     _optim.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
                        b1, 1.0 - b1, b2, 1.0 - b2, math.sqrt(1.0 - b2 ** step), float(eps),

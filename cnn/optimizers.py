@@ -277,9 +277,10 @@ class SGD(Optimizer):
 
     def _update(self, i, p, g, lr):
         v = self._state["velocity"][i] if self.momentum else None
-        if p.flags.c_contiguous:
-            # one fused pass (same rounding as the NumPy steps below, which serve the rest)
-            F.sgd_update(p, g, v, lr, self.momentum, self.nesterov, self.weight_decay)
+        if p.flags.c_contiguous and (v is None or v.flags.c_contiguous):
+            # one fused pass (same rounding as the NumPy steps below, which serve the rest);
+            # step() has checked shapes and dtypes already
+            F._sgd_update_checked(p, g, v, lr, self.momentum, self.nesterov, self.weight_decay)
             return
         s, t = self._scratch[i]
         mu = self.momentum
@@ -345,10 +346,11 @@ class Adam(Optimizer):
     def _update(self, i, p, g, lr):
         m = self._state["m"][i]
         v = self._state["v"][i]
-        if p.flags.c_contiguous:
-            # one fused pass (same rounding as the NumPy steps below, which serve the rest)
-            F.adam_update(p, g, m, v, self.iterations, lr, self.beta1, self.beta2, self.eps,
-                          self.weight_decay)
+        if p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous:
+            # one fused pass (same rounding as the NumPy steps below, which serve the rest);
+            # step() has checked shapes and dtypes already
+            F._adam_update_checked(p, g, m, v, self.iterations, lr, self.beta1, self.beta2,
+                                   self.eps, self.weight_decay)
             return
         t, s = self._scratch[i]
         b1, b2 = self.beta1, self.beta2

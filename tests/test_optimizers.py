@@ -363,45 +363,52 @@ def test_schedule_get_and_validation():
 # ----------------------------------------------------------------------------- fused SGD kernel
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kwargs", SGD_CASES)
-def test_sgd_fused_kernel_equals_numpy_steps_bit_for_bit(kwargs, dtype):
+def assert_fused_equals_numpy_steps(make, dtype, seed, epochs=2, steps=3):
     """C-contiguous params take the one-pass kernel; Fortran-ordered ones (same values) take
-    the NumPy steps. The kernel rounds each product and sum as NumPy does: the same bits."""
-    rng = np.random.default_rng(11)
+    the NumPy steps. The kernel rounds each product, sum, square root and quotient as NumPy
+    does, so the two must agree bit for bit."""
+    rng = np.random.default_rng(seed)
     shapes = [(300, 200), (7,), (8, 4, 3, 3)]
     params_c = [rng.standard_normal(s).astype(dtype) for s in shapes]
     params_f = [np.asfortranarray(p) for p in params_c]
     assert not params_f[0].flags.c_contiguous
-    opt_c, opt_f = O.SGD(lr=0.05, **kwargs), O.SGD(lr=0.05, **kwargs)
-    for _ in range(4):
-        grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
-        opt_c.step(params_c, grads)
-        opt_f.step(params_f, grads)
-    for a, b in zip(params_c, params_f):
-        np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kwargs", ADAM_CASES)
-def test_adam_fused_kernel_equals_numpy_steps_bit_for_bit(kwargs, dtype):
-    """As for SGD: C-contiguous params take the one-pass kernel, Fortran-ordered ones the NumPy
-    steps; products, sums, square roots and quotients round alike, so the bits agree."""
-    rng = np.random.default_rng(13)
-    shapes = [(300, 200), (7,), (8, 4, 3, 3)]
-    params_c = [rng.standard_normal(s).astype(dtype) for s in shapes]
-    params_f = [np.asfortranarray(p) for p in params_c]
-    opt_c = O.Adam(lr=S.StepLR(0.01, step_size=1, gamma=0.5), **kwargs)
-    opt_f = O.Adam(lr=S.StepLR(0.01, step_size=1, gamma=0.5), **kwargs)
-    for epoch in range(2):
+    opt_c, opt_f = make(), make()
+    for epoch in range(epochs):
         opt_c.set_epoch(epoch)
         opt_f.set_epoch(epoch)
-        for _ in range(3):
+        for _ in range(steps):
             grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
             opt_c.step(params_c, grads)
             opt_f.step(params_f, grads)
     for a, b in zip(params_c, params_f):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", SGD_CASES)
+def test_sgd_fused_kernel_equals_numpy_steps_bit_for_bit(kwargs, dtype):
+    assert_fused_equals_numpy_steps(lambda: O.SGD(lr=0.05, **kwargs), dtype, seed=11)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", ADAM_CASES)
+def test_adam_fused_kernel_equals_numpy_steps_bit_for_bit(kwargs, dtype):
+    assert_fused_equals_numpy_steps(
+        lambda: O.Adam(lr=S.StepLR(0.01, step_size=1, gamma=0.5), **kwargs), dtype, seed=13)
+
+
+def test_fused_path_skipped_for_a_fortran_buffer():
+    """A buffer made for a Fortran-ordered param, then stepped with a C-ordered one of the same
+    shape, must still be updated in place (the NumPy steps serve that case)."""
+    p_f = np.asfortranarray(np.ones((4, 3)))
+    opt = O.SGD(lr=0.1, momentum=0.9)
+    opt.step([p_f], [np.ones((4, 3))])
+    v = opt._state["velocity"][0]
+    assert not v.flags.c_contiguous
+    p_c = np.ascontiguousarray(p_f)
+    opt.step([p_c], [np.ones((4, 3))])
+    np.testing.assert_array_equal(v, np.full((4, 3), 1.9))       # 0.9 * 1 + 1, in place
+    np.testing.assert_array_equal(p_c, np.full((4, 3), 1 - 0.1 - 0.19))
 
 
 def test_sgd_fused_kernel_thread_count_invariant():
