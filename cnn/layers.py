@@ -12,10 +12,12 @@ Parameters live in ``layer.params`` with names ``layer.param_names`` (``"weight"
 ``layer.grads`` in place (the losses already divide by N). Those arrays are created once at
 ``build`` and reused by every step, so an optimizer may keep references to both lists.
 
-Layers with an activation (:class:`Dense`, :class:`Conv2D`, :class:`Activation`) also keep the
-pre-activation ``z`` of their last forward pass and offer ``backward_preactivation(grad_z)``,
-which skips the activation's backward: the model uses it for the fused softmax +
-cross-entropy gradient ``(s - y) / N``.
+Layers with an activation (:class:`Dense`, :class:`Conv2D`, :class:`Activation`) also offer
+the logits path: ``forward_preactivation(x, training)`` returns the pre-activation ``z``
+(and, in training, keeps what ``backward_preactivation(grad_z)`` needs), which skips the
+activation's backward. A model whose loss takes logits (cross-entropy after a softmax) asks
+its last layer for ``z`` this way, for the fused gradient ``(s - y) / N``. No layer keeps
+``z`` after an inference pass.
 """
 
 import inspect
@@ -279,16 +281,20 @@ class Layer:
 
 
 class _ActivatedLayer(Layer):
-    """A layer computing ``z`` then ``a = activation(z)``; keeps ``z`` as ``self.z``."""
+    """A layer computing ``z`` then ``a = activation(z)``; in training its cache holds
+    ``(x, z, a)`` for the backward pass."""
 
     def _set_activation(self, activation):
         self.activation = _activations.get(activation)
         self._identity = self.activation.name in ("identity", "linear")
-        self.z = None
 
     def _activate(self, z):
-        self.z = z
         return z if self._identity else self.activation.forward(z)
+
+    def forward_preactivation(self, x, training=False):
+        """The pre-activation ``z`` of :meth:`forward` (the logits of a softmax layer); in
+        training, keeps what :meth:`backward_preactivation` needs."""
+        raise NotImplementedError
 
     def backward(self, grad):
         x, z, a = self._cached()
@@ -354,12 +360,19 @@ class _WeightedLayer(_ActivatedLayer):
         self._check_input(x)
         b = self.params[1] if self.use_bias else None
         if self._fused_relu:
+            z = None  # not materialised: relu's backward only needs a > 0
             a = self._kernel(x, b, "relu")
-            self.z = None  # not materialised: relu's backward only needs a > 0
         else:
-            a = self._activate(self._kernel(x, b, None))
-        self._cache = (x, self.z, a) if training else None
+            z = self._kernel(x, b, None)
+            a = self._activate(z)
+        self._cache = (x, z, a) if training else None
         return a
+
+    def forward_preactivation(self, x, training=False):
+        self._check_input(x)
+        z = self._kernel(x, self.params[1] if self.use_bias else None, None)
+        self._cache = (x, z, None) if training else None
+        return z
 
     def backward(self, grad):
         if not self._fused_relu:
@@ -610,6 +623,11 @@ class Activation(_ActivatedLayer):
         a = self._activate(x)
         self._cache = (x, x, a) if training else None
         return a
+
+    def forward_preactivation(self, x, training=False):
+        self._check_input(x)
+        self._cache = (x, x, None) if training else None
+        return x
 
     def _backward_z(self, grad_z):
         return grad_z if self.need_input_grad else None

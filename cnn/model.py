@@ -17,7 +17,7 @@ from . import layers as _layers
 from . import losses as _losses
 from . import optimizers as _optimizers
 
-__all__ = ["Sequential"]
+__all__ = ["Sequential", "HookHandle"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -38,6 +38,21 @@ def _positive_int(value, name):
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return int(value)
+
+
+class HookHandle:
+    """Returned by ``register_*_hook``: :meth:`remove` unregisters the hook (idempotent)."""
+
+    def __init__(self, hooks, hook):
+        self._hooks = hooks
+        self.hook = hook
+        hooks.append(hook)
+
+    def remove(self):
+        for i, h in enumerate(self._hooks):
+            if h is self.hook:
+                del self._hooks[i]
+                return
 
 
 class Sequential:
@@ -101,6 +116,8 @@ class Sequential:
         self._lock = threading.RLock()
         self._checked = None
         self._fused = False
+        self._gradient_hooks = []
+        self._layer_hooks = []
         if layers is not None:
             if isinstance(layers, _layers.Layer) or isinstance(layers, (str, bytes)):
                 raise TypeError("layers must be an iterable of Layer objects, got a single "
@@ -163,7 +180,8 @@ class Sequential:
         last = self.layers[-1] if self.layers else None
         act = getattr(last, "activation", None)
         self._fused = (self.loss is not None and getattr(self.loss, "has_logits_path", False)
-                       and act is not None and act.name == "softmax")
+                       and act is not None and act.name == "softmax"
+                       and callable(getattr(last, "forward_preactivation", None)))
 
     def compile(self, loss="cross_entropy", optimizer="sgd"):
         """Choose the loss and the optimizer.
@@ -271,37 +289,182 @@ class Sequential:
             raise RuntimeError(f"{what} needs a loss and an optimizer: call "
                                f"model.compile(loss=..., optimizer=...) first")
 
+    # -- hooks ----------------------------------------------------------------------------
+
+    def register_gradient_hook(self, hook):
+        """Call ``hook(grads)`` in every :meth:`train_step`, after the gradients are computed and
+        before the optimizer uses them.
+
+        Parameters
+        ----------
+        hook : callable
+            Gets ``model.grads`` (list of ndarray, aligned with ``model.params``) and may change
+            them in place (clipping, scaling, an all-reduce). Its return value is ignored.
+
+        Returns
+        -------
+        HookHandle
+            ``handle.remove()`` unregisters the hook.
+        """
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        return HookHandle(self._gradient_hooks, hook)
+
+    def register_layer_hook(self, hook):
+        """Call ``hook(event, index, layer)`` around every layer's forward and backward pass.
+
+        ``event`` is ``"forward_begin"``, ``"forward_end"``, ``"backward_begin"`` or
+        ``"backward_end"``; ``index`` is the layer's position in ``model.layers``. Hooks run in
+        :meth:`forward_backward` (so in :meth:`train_step` and ``fit``), :meth:`predict` and
+        :meth:`evaluate`, in registration order; the per-layer breakdown of ``python -m
+        cnn.bench`` times layers this way. With no hooks the loops pay nothing for them.
+
+        Returns
+        -------
+        HookHandle
+            ``handle.remove()`` unregisters the hook.
+        """
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        return HookHandle(self._layer_hooks, hook)
+
+    def _notify(self, event, index, layer):
+        for hook in tuple(self._layer_hooks):
+            hook(event, index, layer)
+
     # -- forward / backward ---------------------------------------------------------------
 
-    def _forward(self, x, training):
-        for layer in self.layers:
+    def _forward(self, x, training, layers=None):
+        layers = self.layers if layers is None else layers
+        if not self._layer_hooks:
+            for layer in layers:
+                x = layer.forward(x, training)
+            return x
+        for i, layer in enumerate(layers):
+            self._notify("forward_begin", i, layer)
             x = layer.forward(x, training)
+            self._notify("forward_end", i, layer)
         return x
 
-    def _backward_from_loss(self, out, y):
-        """Loss value and the whole backward pass (fills every layer's grads)."""
-        if self._fused:
-            last = self.layers[-1]
-            loss = self.loss.forward_from_logits(last.z, y)
-            grad = last.backward_preactivation(self.loss.backward_from_logits(last.z, y))
-            rest = self.layers[-2::-1]
-        else:
-            loss = self.loss.forward(out, y)
-            grad = self.loss.backward(out, y)
-            rest = self.layers[::-1]
-        for layer in rest:
+    def _backward_layers(self, grad, stop):
+        """Backward through ``layers[stop-1], ..., layers[0]`` from ``grad``."""
+        hooks = bool(self._layer_hooks)
+        for i in range(stop - 1, -1, -1):
             if grad is None:  # nothing before this point has parameters
                 break
+            layer = self.layers[i]
+            if hooks:
+                self._notify("backward_begin", i, layer)
             grad = layer.backward(grad)
-        return loss
+            if hooks:
+                self._notify("backward_end", i, layer)
+
+    def _outputs_and_loss(self, x, y, training):
+        """Forward pass; returns ``(outputs, loss)``. On the logits path (chosen at
+        :meth:`compile`) the last layer is asked for its pre-activation ``z`` and the loss is
+        taken from it; the outputs are still ``activation(z)``."""
+        if not self._fused:
+            out = self._forward(x, training)
+            return out, self.loss.forward(out, y)
+        last = len(self.layers) - 1
+        h = self._forward(x, training, self.layers[:-1])
+        layer = self.layers[last]
+        if self._layer_hooks:
+            self._notify("forward_begin", last, layer)
+        z = layer.forward_preactivation(h, training)
+        out = layer.activation.forward(z)
+        if self._layer_hooks:
+            self._notify("forward_end", last, layer)
+        return out, (z, self.loss.forward_from_logits(z, y))
+
+    def _forward_backward_checked(self, x, y):
+        """Training forward + loss + backward on checked arrays: ``(loss, outputs)``."""
+        out, loss = self._outputs_and_loss(x, y, True)
+        n = len(self.layers)
+        if self._fused:
+            z, loss = loss
+            last = self.layers[-1]
+            if self._layer_hooks:
+                self._notify("backward_begin", n - 1, last)
+            grad = last.backward_preactivation(self.loss.backward_from_logits(z, y))
+            if self._layer_hooks:
+                self._notify("backward_end", n - 1, last)
+            self._backward_layers(grad, n - 1)
+        else:
+            self._backward_layers(self.loss.backward(out, y), n)
+        return float(loss), out
+
+    def forward_backward(self, x, y, return_outputs=False):
+        """Training-mode forward pass, loss and backward pass: fills every gradient.
+
+        The first part of :meth:`train_step`; nothing is updated. ``model.grads`` then hold the
+        gradients of the batch-mean loss, aligned with ``model.params``. A strategy or a user
+        loop may act on them (all-reduce, clipping) before :meth:`apply_gradients`.
+
+        Parameters
+        ----------
+        x : ndarray of shape (B, *input_shape), B >= 1
+        y : ndarray of shape (B,) (int class ids) or (B, *output_shape)
+            Validated as in :meth:`train_step` (shapes, dtypes, finite values, class range).
+        return_outputs : bool, default False
+            Also return the model's outputs (probabilities for a softmax model).
+
+        Returns
+        -------
+        loss : float
+            The batch-mean loss (before any update).
+        outputs : ndarray of shape (B, *output_shape), only with ``return_outputs``
+        """
+        self._require_compiled("forward_backward")
+        x, y = self._check_batch(x, y, "x", "y")
+        with self._lock:
+            loss, out = self._forward_backward_checked(x, y)
+        return (loss, out) if return_outputs else loss
+
+    def apply_gradients(self):
+        """The gradient hooks (see :meth:`register_gradient_hook`), then the optimizer's update
+        of every parameter from ``model.grads``: the last part of :meth:`train_step`."""
+        self._require_compiled("apply_gradients")
+        with self._lock:
+            self._apply_gradients_locked()
+
+    def _apply_gradients_locked(self):
+        for hook in tuple(self._gradient_hooks):
+            hook(list(self._grads))
+        self.optimizer.step(self._params, self._grads)
+
+    def zero_grads(self):
+        """Set every gradient to 0 (a process that trains on no row of a batch contributes
+        zeros to a distributed step)."""
+        self._require_built("zero_grads")
+        for g in self._grads:
+            g.fill(0)
+
+    @property
+    def params(self):
+        """The trainable parameters (list of ndarray, layer order, ``weight`` before ``bias``),
+        the arrays themselves: the optimizer updates them in place."""
+        self._require_built("params")
+        return list(self._params)
+
+    @property
+    def grads(self):
+        """The gradients matching :attr:`params` (filled by :meth:`forward_backward`)."""
+        self._require_built("grads")
+        return list(self._grads)
+
+    @property
+    def param_names(self):
+        """Keys of :attr:`params` as in :meth:`state_dict` (``"0.weight"``, ...)."""
+        self._require_built("param_names")
+        return [key for key, _ in self._named_params()]
 
     def _train_batch(self, x, y):
         """One step on checked arrays: returns (loss, output probabilities)."""
         with self._lock:
-            out = self._forward(x, True)
-            loss = self._backward_from_loss(out, y)
-            self.optimizer.step(self._params, self._grads)
-            return float(loss), out
+            loss, out = self._forward_backward_checked(x, y)
+            self._apply_gradients_locked()
+            return loss, out
 
     def compute_gradients(self, x, y):
         """Loss and batch-mean gradients of every parameter for one batch, without updating.
@@ -323,13 +486,39 @@ class Sequential:
         self._check_output_fits_loss("compute_gradients")
         y = self._check_y(y, x.shape[0])
         with self._lock:
-            loss = self._backward_from_loss(self._forward(x, True), y)
+            loss, _ = self._forward_backward_checked(x, y)
             grads = {f"{i}.{name}": g.copy() for i, layer in enumerate(self.layers)
                      for name, g in zip(layer.param_names, layer.grads)}
         return float(loss), grads
 
+    def _check_batch(self, xb, yb, name_x, name_y):
+        """``(x, y)`` of one batch, validated; a batch of the shapes and dtypes last seen only
+        has its values checked."""
+        key = (type(xb), getattr(xb, "shape", None), getattr(xb, "dtype", None),
+               type(yb), getattr(yb, "shape", None), getattr(yb, "dtype", None))
+        if key == self._checked and xb.flags.c_contiguous:
+            # Shapes and dtypes already validated: only the values are checked.
+            if not np.isfinite(xb).all():
+                raise ValueError(f"{name_x} must be finite, got NaN/inf values")
+            if yb.ndim == 1:
+                if yb.min() < 0 or yb.max() >= self.output_shape[0]:
+                    raise ValueError(f"{name_y} must hold class ids in [0, {self.output_shape[0]}), "
+                                     f"got values in [{yb.min()}, {yb.max()}]")
+            elif not np.isfinite(yb).all():
+                raise ValueError(f"{name_y} must be finite, got NaN/inf values")
+            return xb, yb
+        x = self._check_x(xb, name_x)
+        if x.shape[0] == 0:
+            raise ValueError(f"{name_x} must hold at least one item, got an empty batch")
+        self._check_output_fits_loss("train_step")
+        y = self._check_y(yb, x.shape[0], name_y)
+        if x is xb and y is yb:
+            self._checked = key
+        return x, y
+
     def train_step(self, xb, yb):
-        """One mini-batch step: forward, loss, backward, optimizer update.
+        """One mini-batch step: :meth:`forward_backward`, the gradient hooks, then
+        :meth:`apply_gradients`.
 
         Parameters
         ----------
@@ -343,27 +532,7 @@ class Sequential:
             The batch-mean loss before the update.
         """
         self._require_compiled("train_step")
-        key = (type(xb), getattr(xb, "shape", None), getattr(xb, "dtype", None),
-               type(yb), getattr(yb, "shape", None), getattr(yb, "dtype", None))
-        if key == self._checked and xb.flags.c_contiguous:
-            # Shapes and dtypes already validated: only the values are checked.
-            if not np.isfinite(xb).all():
-                raise ValueError("xb must be finite, got NaN/inf values")
-            if yb.ndim == 1:
-                if yb.min() < 0 or yb.max() >= self.output_shape[0]:
-                    raise ValueError(f"yb must hold class ids in [0, {self.output_shape[0]}), "
-                                     f"got values in [{yb.min()}, {yb.max()}]")
-            elif not np.isfinite(yb).all():
-                raise ValueError("yb must be finite, got NaN/inf values")
-            x, y = xb, yb
-        else:
-            x = self._check_x(xb, "xb")
-            if x.shape[0] == 0:
-                raise ValueError("xb must hold at least one item, got an empty batch")
-            self._check_output_fits_loss("train_step")
-            y = self._check_y(yb, x.shape[0], "yb")
-            if x is xb and y is yb:
-                self._checked = key
+        x, y = self._check_batch(xb, yb, "xb", "yb")
         return self._train_batch(x, y)[0]
 
     # -- inference ------------------------------------------------------------------------
@@ -392,25 +561,51 @@ class Sequential:
         batch_size = self._check_batch_size(batch_size)
         return self._predict_checked(self._check_x(x), batch_size)
 
-    def _evaluate_checked(self, x, y, batch_size):
+    def evaluation_sums(self, x, y, batch_size=256):
+        """Inference-mode sums over a data set: what :meth:`evaluate` divides by the count.
+
+        Distributed evaluation adds these over processes before dividing.
+
+        Parameters
+        ----------
+        x, y, batch_size : as in :meth:`evaluate` (``x`` may be empty here)
+
+        Returns
+        -------
+        (loss_sum, correct, count) : float, int, int
+            ``loss_sum`` is the sum over items of the per-item loss (the batch mean times the
+            batch size, batch by batch), ``correct`` the number of argmax hits.
+        """
+        if self.loss is None:
+            raise RuntimeError("evaluation_sums needs a loss: call model.compile(loss=..., optimizer=...) first")
+        batch_size = self._check_batch_size(batch_size)
+        x = self._check_x(x)
+        self._check_output_fits_loss("evaluate")
+        y = self._check_y(y, x.shape[0])
+        return self._evaluation_sums_checked(x, y, batch_size)
+
+    def _evaluation_sums_checked(self, x, y, batch_size):
         n = x.shape[0]
-        if n == 0:
-            raise ValueError("x must hold at least one item to evaluate, got 0")
         total_loss = 0.0
         correct = 0
         labels = y if y.ndim == 1 else None
         with self._lock:
             for i in range(0, n, batch_size):
                 xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-                out = self._forward(xb, False)
+                out, loss = self._outputs_and_loss(xb, yb, False)
                 if self._fused:
-                    loss = self.loss.forward_from_logits(self.layers[-1].z, yb)
-                else:
-                    loss = self.loss.forward(out, yb)
+                    loss = loss[1]
                 total_loss += loss * xb.shape[0]
                 if out.ndim == 2:
                     truth = labels[i:i + batch_size] if labels is not None else yb.argmax(axis=1)
                     correct += int(np.count_nonzero(out.argmax(axis=1) == truth))
+        return total_loss, correct, n
+
+    def _evaluate_checked(self, x, y, batch_size):
+        n = x.shape[0]
+        if n == 0:
+            raise ValueError("x must hold at least one item to evaluate, got 0")
+        total_loss, correct, _ = self._evaluation_sums_checked(x, y, batch_size)
         return {"loss": total_loss / n, "accuracy": correct / n}
 
     def evaluate(self, x, y, batch_size=256):
@@ -439,7 +634,7 @@ class Sequential:
     # -- training -------------------------------------------------------------------------
 
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, shuffle=True, seed=None,
-            verbose=1, callbacks=(), initial_epoch=0, drop_last=True, augment=None):
+            verbose=1, callbacks=(), initial_epoch=0, drop_last=True, augment=None, strategy=None):
         """Train; see :meth:`cnn.trainer.Trainer.fit` for every argument.
 
         Returns
@@ -447,7 +642,7 @@ class Sequential:
         cnn.callbacks.History
         """
         from .trainer import Trainer
-        return Trainer(self).fit(x, y, epochs=epochs, batch_size=batch_size,
+        return Trainer(self, strategy=strategy).fit(x, y, epochs=epochs, batch_size=batch_size,
                                  validation_data=validation_data, shuffle=shuffle, seed=seed,
                                  verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch,
                                  drop_last=drop_last, augment=augment)

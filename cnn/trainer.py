@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 
+from . import strategy as _strategy
 from .callbacks import Callback, History, ModelCheckpoint
 from .progress import EpochProgress
 
@@ -51,13 +52,16 @@ class Trainer:
     Parameters
     ----------
     model : cnn.Sequential
+    strategy : cnn.strategy.Strategy, optional
+        How the run is spread over processes; default :class:`cnn.strategy.SingleProcess`.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, strategy=None):
         from .model import Sequential
         if not isinstance(model, Sequential):
             raise TypeError(f"model must be a cnn.Sequential, got {type(model).__name__}")
         self.model = model
+        self.strategy = _strategy.get(strategy)
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -167,10 +171,15 @@ class Trainer:
                           f"stream and the run will not match an uninterrupted one", RuntimeWarning,
                           stacklevel=3)
 
+        strategy = self.strategy
+        chief = strategy.is_chief
+        if not chief:
+            verbose = 0
         steps = n // batch_size if drop_last else math.ceil(n / batch_size)
         history = History()
         callbacks = [history] + callbacks
-        params = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": n}
+        params = {"epochs": epochs, "steps": steps, "batch_size": batch_size, "samples": n,
+                  "rank": strategy.rank, "world_size": strategy.world_size}
         for cb in callbacks:
             cb.set_model(model)
             cb.set_params(params)
@@ -179,11 +188,20 @@ class Trainer:
         # class ids for the running accuracy (none for targets that are not (N, classes) rows)
         labels = y if y.ndim == 1 else y.argmax(axis=1) if y.ndim == 2 else np.zeros(n, np.intp)
         order = np.arange(n)
-        xbuf = np.empty((batch_size,) + x.shape[1:], dtype=x.dtype)
-        ybuf = np.empty((batch_size,) + y.shape[1:], dtype=y.dtype)
-        lbuf = np.empty(batch_size, dtype=labels.dtype)
-        eval_batch = max(batch_size, 256)
+        # buffers for this process's rows of a full batch (sized by what is drawn, not asked)
+        rows = strategy.shard(order[:batch_size]).shape[0]
+        xbuf = np.empty((rows,) + x.shape[1:], dtype=x.dtype)
+        ybuf = np.empty((rows,) + y.shape[1:], dtype=y.dtype)
+        lbuf = np.empty(rows, dtype=labels.dtype)
+        eval_batch = max(min(batch_size, n), 256)
+        aug_rng = strategy.augment_generator(rng, seed) if augment is not None else None
+        if validation is not None:
+            val_rows = strategy.shard(np.arange(validation[0].shape[0]))
+            if val_rows.shape[0] != validation[0].shape[0]:
+                validation = (validation[0][val_rows], validation[1][val_rows])
+        stats = np.zeros(2, dtype=np.float64)
 
+        strategy.begin(model)
         for cb in callbacks:
             cb.on_train_begin({})
         progress = None
@@ -198,22 +216,32 @@ class Trainer:
                 seen, loss_sum, correct = 0, 0.0, 0
                 start = time.perf_counter()
                 for step in range(steps):
-                    idx = order[step * batch_size:(step + 1) * batch_size]
+                    idx = strategy.shard(order[step * batch_size:(step + 1) * batch_size])
                     b = idx.shape[0]
-                    if b == batch_size:
+                    if b == rows:
                         xb = np.take(x, idx, axis=0, out=xbuf)
                         yb = np.take(y, idx, axis=0, out=ybuf)
                         lb = np.take(labels, idx, out=lbuf)
                     else:
                         xb, yb, lb = x[idx], y[idx], labels[idx]
-                    if augment is not None:
-                        xb = self._augmented(augment, xb, rng)
-                    loss, out = model._train_batch(xb, yb)
+                    if b:
+                        if augment is not None:
+                            xb = self._augmented(augment, xb, aug_rng)
+                        loss, out = model.forward_backward(xb, yb, return_outputs=True)
+                        batch_correct = int(np.count_nonzero(out.argmax(axis=1) == lb)) if y.ndim <= 2 else 0
+                    else:
+                        model.zero_grads()
+                        loss, batch_correct = 0.0, 0
+                    stats[0], stats[1] = loss * b, batch_correct
+                    b, step_sums = strategy.reduce_gradients(model, b, stats)
+                    if strategy.world_size > 1:
+                        loss = float(step_sums[0]) / b if b else float("nan")
+                        batch_correct = int(step_sums[1])
                     if not math.isfinite(loss):
                         raise FloatingPointError(self._nan_message(loss, epoch, epochs, step, steps, callbacks))
+                    model.apply_gradients()
                     seen += b
-                    loss_sum += loss * b
-                    batch_correct = int(np.count_nonzero(out.argmax(axis=1) == lb)) if y.ndim <= 2 else 0
+                    loss_sum += float(step_sums[0])
                     correct += batch_correct
                     batch_logs = {"loss": loss, "accuracy": batch_correct / b, "size": b}
                     for cb in callbacks:
@@ -224,8 +252,10 @@ class Trainer:
                 logs = {"loss": loss_sum / seen if seen else float("nan"),
                         "accuracy": correct / seen if seen else float("nan")}
                 if validation is not None:
-                    val = model._evaluate_checked(validation[0], validation[1], eval_batch)
-                    logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
+                    sums = model.evaluation_sums(validation[0], validation[1], eval_batch)
+                    loss_total, correct_total, count = strategy.reduce_sums(sums)
+                    logs["val_loss"] = float(loss_total) / int(count)
+                    logs["val_accuracy"] = int(correct_total) / int(count)
                 logs["lr"] = float(model.optimizer.lr)
                 logs["seconds"] = seconds
                 logs["images_per_second"] = seen / seconds if seconds > 0 else float("nan")
@@ -243,13 +273,15 @@ class Trainer:
                 progress.abort()
             if verbose:
                 print(f"training interrupted after {len(history.epoch)} complete epoch(s)", flush=True)
-        except BaseException:
+        except BaseException as exc:
             if progress is not None:
                 progress.abort()
+            strategy.fail(exc)
             raise
         finally:
             for cb in callbacks:
                 cb.on_train_end({})
+            strategy.end(model)
         return history
 
     @staticmethod
