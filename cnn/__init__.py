@@ -22,7 +22,8 @@ except ImportError as _exc:  # the source tree without its compiled kernels
     ) from None
 
 from cnn import (activations, callbacks, datasets, functional, initializers, layers, losses,
-                 metrics, optimizers, schedules)
+                 metrics, optimizers, schedules, strategy)
+from cnn._register import register
 from cnn._config import show_config
 from cnn._threads import get_num_threads, set_num_threads
 from cnn.callbacks import Callback, EarlyStopping, History, ModelCheckpoint
@@ -31,7 +32,7 @@ from cnn.serialization import load_model, save_model
 from cnn.trainer import Trainer
 
 __all__ = [
-    "Sequential", "Trainer", "load_model", "save_model",
+    "Sequential", "Trainer", "load_model", "save_model", "register", "strategy",
     "Callback", "EarlyStopping", "History", "ModelCheckpoint", "layers", "activations", "losses", "optimizers", "schedules",
     "initializers", "callbacks", "datasets", "metrics", "functional",
     "set_num_threads", "get_num_threads", "show_config", "__version__",

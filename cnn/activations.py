@@ -17,6 +17,8 @@ import numbers
 
 import numpy as np
 
+from . import _registry
+
 from ._configurable import Configurable
 
 __all__ = ["Activation", "Identity", "Sigmoid", "ReLU", "LeakyReLU", "Tanh", "Softmax",
@@ -219,10 +221,9 @@ class Softmax(Activation):
         return (s * (grad_a - np.sum(grad_a * s, axis=1, keepdims=True))).astype(z.dtype, copy=False)
 
 
-_ACTIVATIONS = {
-    "identity": Identity, "linear": Identity, "sigmoid": Sigmoid, "relu": ReLU,
-    "leaky_relu": LeakyReLU, "tanh": Tanh, "softmax": Softmax,
-}
+for _cls, _names in ((Identity, ("identity", "linear")), (Sigmoid, ("sigmoid",)), (ReLU, ("relu",)),
+                     (LeakyReLU, ("leaky_relu",)), (Tanh, ("tanh",)), (Softmax, ("softmax",))):
+    _registry.ACTIVATIONS.add(_cls, *_names)
 
 
 def get(identifier):
@@ -231,29 +232,11 @@ def get(identifier):
     Parameters
     ----------
     identifier : None, str, dict or Activation
-        None (identity); one of ``"identity"``/``"linear"``, ``"sigmoid"``, ``"relu"``,
-        ``"leaky_relu"``, ``"tanh"``, ``"softmax"``; a ``get_config()`` dict; or an
-        instance (returned as is).
+        None (identity); a registered name: ``"identity"``/``"linear"``, ``"sigmoid"``,
+        ``"relu"``, ``"leaky_relu"``, ``"tanh"``, ``"softmax"`` or a ``cnn.register``'ed one; a
+        ``get_config()`` dict; or an instance (returned as is).
     """
     if identifier is None:
         return Identity()
-    if isinstance(identifier, Activation):
-        return identifier
-    if isinstance(identifier, str):
-        if identifier not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {identifier!r}")
-        return _ACTIVATIONS[identifier]()
-    if isinstance(identifier, dict):
-        config = dict(identifier)
-        name = config.pop("name", None)
-        if name not in _ACTIVATIONS:
-            raise ValueError(f"activation config 'name' must be one of {sorted(_ACTIVATIONS)}, "
-                             f"got {name!r}")
-        cls = _ACTIVATIONS[name]
-        unknown = set(config) - ({"alpha"} if cls is LeakyReLU else set())
-        if unknown:
-            raise ValueError(f"activation config {identifier!r} has keys {sorted(unknown)} "
-                             f"that {cls.__name__} does not take")
-        return cls(**config)
-    raise TypeError(f"activation must be None, a name, a config dict or an Activation, "
-                    f"got {identifier!r} of type {type(identifier).__name__}")
+    return _registry.ACTIVATIONS.get(identifier, Activation, "activation",
+                                     "None, a name, a config dict or an Activation")

@@ -23,6 +23,8 @@ import numbers
 
 import numpy as np
 
+from . import _registry
+
 __all__ = ["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
            "zeros", "get", "default_for"]
 
@@ -93,18 +95,17 @@ def zeros(shape, fan_in=1, fan_out=1, rng=None, dtype=np.float32):
     return np.zeros(shape, dtype=dtype)
 
 
-_INITIALIZERS = {f.__name__: f for f in (glorot_uniform, glorot_normal, he_uniform, he_normal,
-                                         lecun_uniform, zeros)}
+for _fn in (glorot_uniform, glorot_normal, he_uniform, he_normal, lecun_uniform, zeros):
+    _registry.INITIALIZERS.add(_fn, _fn.__name__)
 
 
 def get(identifier):
-    """Return the initializer function named ``identifier`` (or ``identifier`` if callable)."""
+    """Return the initializer function registered as ``identifier`` (or ``identifier`` if
+    callable)."""
     if callable(identifier):
         return identifier
     if isinstance(identifier, str):
-        if identifier not in _INITIALIZERS:
-            raise ValueError(f"initializer must be one of {sorted(_INITIALIZERS)}, got {identifier!r}")
-        return _INITIALIZERS[identifier]
+        return _registry.INITIALIZERS.lookup(identifier, "initializer")
     raise TypeError(f"initializer must be a name or a callable, got {identifier!r} "
                     f"of type {type(identifier).__name__}")
 

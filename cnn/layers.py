@@ -25,6 +25,7 @@ import numbers
 
 import numpy as np
 
+from . import _registry
 from . import activations as _activations
 from . import functional as F
 from . import initializers as _initializers
@@ -260,11 +261,7 @@ class Layer:
         """A new, unbuilt layer from :meth:`get_config` output."""
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict, got {type(config).__name__}")
-        try:
-            inspect.signature(cls).bind(**config)
-        except TypeError as exc:
-            raise ValueError(f"config {config!r} does not fit {cls.__name__}: {exc}") from None
-        return cls(**config)
+        return _registry.construct(cls, config, f"config {config!r}")
 
     def __repr__(self):
         config = self.get_config()
@@ -684,25 +681,30 @@ class Dropout(Layer):
 
 # ----------------------------------------------------------------------------- (de)serialisation
 
-_LAYERS = {cls.__name__: cls for cls in (Dense, Conv2D, MaxPool2D, Flatten, Activation, Dropout)}
-_LAYERS["MaxPooling2D"] = MaxPool2D
+for _cls in (Dense, Conv2D, MaxPool2D, Flatten, Activation, Dropout):
+    _registry.LAYERS.add(_cls, _cls.__name__)
+_registry.LAYERS.add(MaxPool2D, "MaxPooling2D")
 
 
 def serialize(layer):
-    """``{"class_name": ..., "config": layer.get_config()}`` (JSON-able)."""
+    """``{"class_name": ..., "config": layer.get_config()}`` (JSON-able); ``class_name`` is the
+    name the layer's class is registered under."""
     if not isinstance(layer, Layer):
         raise TypeError(f"layer must be a cnn.layers.Layer, got {type(layer).__name__}")
-    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+    key = _registry.LAYERS.key_of(type(layer))
+    if key is None:
+        raise ValueError(f"layer class {type(layer).__qualname__} is not registered, so a model "
+                         f"using it cannot be saved: decorate the class with @cnn.register")
+    return {"class_name": key, "config": layer.get_config()}
 
 
 def deserialize(spec):
-    """A new, unbuilt layer from :func:`serialize` output. Only this module's classes are
+    """A new, unbuilt layer from :func:`serialize` output. Only registered classes are
     accepted (a saved file cannot name arbitrary code)."""
     if not isinstance(spec, dict) or set(spec) != {"class_name", "config"}:
-        raise ValueError(f"layer spec must be a dict with keys 'class_name' and 'config', got {spec!r}")
-    cls = _LAYERS.get(spec["class_name"])
-    if cls is None:
-        raise ValueError(f"layer class_name must be one of {sorted(_LAYERS)}, got {spec['class_name']!r}")
+        raise ValueError(f"layer spec must be a dict with keys 'class_name' and 'config', got "
+                         f"{_registry._short_repr(spec)}")
+    cls = _registry.LAYERS.lookup(spec["class_name"], "layer class_name")
     return cls.from_config(spec["config"])
 
 

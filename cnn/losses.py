@@ -13,6 +13,7 @@ import numbers
 
 import numpy as np
 
+from . import _registry
 from ._configurable import Configurable
 from .activations import softmax
 
@@ -273,11 +274,9 @@ class CrossEntropy(Loss):
         return {"name": self.name, "eps": self.eps}
 
 
-_LOSSES = {
-    "mse": MeanSquaredError, "mean_squared_error": MeanSquaredError,
-    "cross_entropy": CrossEntropy, "categorical_crossentropy": CrossEntropy,
-    "categorical_cross_entropy": CrossEntropy,
-}
+_registry.LOSSES.add(MeanSquaredError, "mse", "mean_squared_error")
+_registry.LOSSES.add(CrossEntropy, "cross_entropy", "categorical_crossentropy",
+                     "categorical_cross_entropy")
 
 
 def get(identifier):
@@ -286,25 +285,8 @@ def get(identifier):
     Parameters
     ----------
     identifier : str, dict or Loss
-        ``"mse"``/``"mean_squared_error"``, ``"cross_entropy"``/``"categorical_crossentropy"``;
-        a ``get_config()`` dict; or an instance (returned as is).
+        A registered name: ``"mse"``/``"mean_squared_error"``,
+        ``"cross_entropy"``/``"categorical_crossentropy"`` or a ``cnn.register``'ed one; a
+        ``get_config()`` dict; or an instance (returned as is).
     """
-    if isinstance(identifier, Loss):
-        return identifier
-    if isinstance(identifier, str):
-        if identifier not in _LOSSES:
-            raise ValueError(f"loss must be one of {sorted(_LOSSES)}, got {identifier!r}")
-        return _LOSSES[identifier]()
-    if isinstance(identifier, dict):
-        config = dict(identifier)
-        name = config.pop("name", None)
-        if name not in _LOSSES:
-            raise ValueError(f"loss config 'name' must be one of {sorted(_LOSSES)}, got {name!r}")
-        cls = _LOSSES[name]
-        unknown = set(config) - ({"eps"} if cls is CrossEntropy else set())
-        if unknown:
-            raise ValueError(f"loss config {identifier!r} has keys {sorted(unknown)} "
-                             f"that {cls.__name__} does not take")
-        return cls(**config)
-    raise TypeError(f"loss must be a name, a config dict or a Loss, "
-                    f"got {identifier!r} of type {type(identifier).__name__}")
+    return _registry.LOSSES.get(identifier, Loss, "loss", "a name, a config dict or a Loss")

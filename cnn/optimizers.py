@@ -14,10 +14,11 @@ The learning rate is a number or a :mod:`cnn.schedules` schedule; the trainer ca
 dict by ``load_state_dict`` continues bit-identically.
 """
 
-import inspect
 import math
 
 import numpy as np
+
+from . import _registry
 
 from . import functional as F
 from . import schedules
@@ -224,11 +225,7 @@ class Optimizer:
         name = config.pop("name", cls.name)
         if name != cls.name:
             raise ValueError(f"config 'name' must be {cls.name!r} for {cls.__name__}, got {name!r}")
-        try:
-            inspect.signature(cls).bind(**config)
-        except TypeError as exc:
-            raise ValueError(f"optimizer config {config!r} does not fit {cls.__name__}: {exc}") from None
-        return cls(**config)
+        return _registry.construct(cls, config, f"optimizer config {config!r}")
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
@@ -375,7 +372,8 @@ class Adam(Optimizer):
         p -= t
 
 
-_OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam)}
+for _cls in (SGD, Adam):
+    _registry.OPTIMIZERS.add(_cls, _cls.name)
 
 
 def get(identifier):
@@ -384,21 +382,10 @@ def get(identifier):
     Parameters
     ----------
     identifier : str, dict or Optimizer
-        ``"sgd"`` or ``"adam"`` (default hyper-parameters); a ``get_config()`` dict; or an
-        instance (returned as is).
+        ``"sgd"`` or ``"adam"`` (any case; default hyper-parameters) or a ``cnn.register``'ed
+        name; a ``get_config()`` dict; or an instance (returned as is).
     """
-    if isinstance(identifier, Optimizer):
-        return identifier
-    if isinstance(identifier, str):
-        if identifier.lower() not in _OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(_OPTIMIZERS)}, got {identifier!r}")
-        return _OPTIMIZERS[identifier.lower()]()
-    if isinstance(identifier, dict):
-        name = identifier.get("name")
-        if name not in _OPTIMIZERS:
-            raise ValueError(f"optimizer config 'name' must be one of {sorted(_OPTIMIZERS)}, "
-                             f"got {name!r}")
-        cls = _OPTIMIZERS[name]
-        return cls.from_config(identifier)
-    raise TypeError(f"optimizer must be a name, a config dict or an Optimizer, "
-                    f"got {identifier!r} of type {type(identifier).__name__}")
+    if isinstance(identifier, str) and identifier not in _registry.OPTIMIZERS:
+        identifier = identifier.lower()
+    return _registry.OPTIMIZERS.get(identifier, Optimizer, "optimizer",
+                                    "a name, a config dict or an Optimizer")

@@ -15,10 +15,10 @@ an equal schedule.
 =================  =====================================================================
 """
 
-import inspect
 import math
 import numbers
 
+from . import _registry
 from ._configurable import Configurable
 
 __all__ = ["LRSchedule", "ConstantLR", "StepLR", "CosineLR", "ExponentialLR", "get"]
@@ -168,7 +168,8 @@ class ExponentialLR(LRSchedule):
         return {"name": self.name, "lr": self.lr, "gamma": self.gamma}
 
 
-_SCHEDULES = {cls.name: cls for cls in (ConstantLR, StepLR, CosineLR, ExponentialLR)}
+for _cls in (ConstantLR, StepLR, CosineLR, ExponentialLR):
+    _registry.SCHEDULES.add(_cls, _cls.name)
 
 
 def get(identifier):
@@ -178,23 +179,13 @@ def get(identifier):
     ----------
     identifier : LRSchedule, dict or float
         A schedule (returned as is), a ``get_config()`` dict (``"name"`` one of
-        ``"constant"``, ``"step"``, ``"cosine"``, ``"exponential"``, plus the constructor
-        arguments), or a number (-> ``ConstantLR``).
+        ``"constant"``, ``"step"``, ``"cosine"``, ``"exponential"`` or a ``cnn.register``'ed
+        one, plus the constructor arguments), or a number (-> ``ConstantLR``).
     """
-    if isinstance(identifier, LRSchedule):
-        return identifier
     if isinstance(identifier, numbers.Real) and not isinstance(identifier, bool):
         return ConstantLR(identifier)
-    if isinstance(identifier, dict):
-        config = dict(identifier)
-        name = config.pop("name", None)
-        if name not in _SCHEDULES:
-            raise ValueError(f"schedule config 'name' must be one of {sorted(_SCHEDULES)}, got {name!r}")
-        cls = _SCHEDULES[name]
-        try:
-            inspect.signature(cls).bind(**config)
-        except TypeError as exc:
-            raise ValueError(f"schedule config {identifier!r} does not fit {cls.__name__}: {exc}") from None
-        return cls(**config)
-    raise TypeError(f"schedule identifier must be an LRSchedule, a config dict or a number, "
-                    f"got {identifier!r} of type {type(identifier).__name__}")
+    if isinstance(identifier, str):
+        raise TypeError(f"schedule identifier must be an LRSchedule, a config dict or a number, "
+                        f"got {identifier!r} of type str")
+    return _registry.SCHEDULES.get(identifier, LRSchedule, "schedule",
+                                   "an LRSchedule, a config dict or a number")
