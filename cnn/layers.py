@@ -140,12 +140,20 @@ class Layer:
     params, grads : list of ndarray
         Parameters and their gradients, in the order of ``param_names``.
     param_names : tuple of str
+    buffers : list of ndarray
+        Non-trainable state (e.g. running statistics), in the order of ``buffer_names``: no
+        gradient, never touched by the optimizer, but part of ``state_dict``, ``get_weights``,
+        saved files and checkpoints. A layer creates them in ``_create_params`` (with
+        :meth:`add_buffer`) and updates them in place in ``forward(x, training=True)``; the
+        ``training`` argument is how a layer knows whether it trains or evaluates.
+    buffer_names : tuple of str
     need_input_grad : bool
         When False, ``backward`` skips ``dC/d input`` and returns None (the model sets it to
         False for layers that have no trainable layer before them).
     """
 
     param_names = ()
+    buffer_names = ()
 
     def __init__(self):
         self.built = False
@@ -154,6 +162,7 @@ class Layer:
         self.dtype = None
         self.params = []
         self.grads = []
+        self.buffers = []
         self.need_input_grad = True
         self._rng = None
 
@@ -186,7 +195,8 @@ class Layer:
             raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
         output_shape = self.compute_output_shape(input_shape)
         self.input_shape, self.output_shape, self.dtype, self._rng = input_shape, output_shape, dtype, rng
-        self.params, self.grads = [], []
+        self.params, self.grads, self.buffers = [], [], []
+        self.buffer_names = type(self).buffer_names
         self._create_params(rng)
         self.built = True
         return output_shape
@@ -202,6 +212,28 @@ class Layer:
         """``[(name, shape), ...]`` of the parameters :meth:`build` would create for
         ``input_shape``, without creating them."""
         return []
+
+    def buffer_shapes(self, input_shape):
+        """``[(name, shape), ...]`` of the buffers :meth:`build` would create for
+        ``input_shape``, without creating them (a loader checks a file against these)."""
+        return []
+
+    def add_buffer(self, name, value):
+        """Create the buffer ``name`` (in ``_create_params``) from ``value``, as a C-contiguous
+        array of the layer's dtype; returns it. Buffers are updated in place afterwards."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"buffer name must be a Python identifier, got {name!r}")
+        if name in self.buffer_names[:len(self.buffers)] or name in self.param_names:
+            raise ValueError(f"{type(self).__name__} already has a parameter or buffer {name!r}")
+        buffer = np.array(value, dtype=self.dtype, order="C", copy=True)
+        if len(self.buffers) < len(self.buffer_names):
+            if self.buffer_names[len(self.buffers)] != name:
+                raise ValueError(f"{type(self).__name__}.add_buffer({name!r}): buffers must be "
+                                 f"added in the order of buffer_names {self.buffer_names}")
+        else:
+            self.buffer_names = tuple(self.buffer_names) + (name,)
+        self.buffers.append(buffer)
+        return buffer
 
     def count_params(self):
         """Number of scalar parameters (0 before :meth:`build` for layers that have any)."""

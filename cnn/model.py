@@ -13,9 +13,12 @@ import threading
 
 import numpy as np
 
+from . import _registry
 from . import layers as _layers
 from . import losses as _losses
 from . import optimizers as _optimizers
+from . import serialization as _serialization
+from .trainer import Trainer
 
 __all__ = ["Sequential", "HookHandle"]
 
@@ -183,7 +186,7 @@ class Sequential:
                        and act is not None and act.name == "softmax"
                        and callable(getattr(last, "forward_preactivation", None)))
 
-    def compile(self, loss="cross_entropy", optimizer="sgd"):
+    def compile(self, loss="cross_entropy", optimizer="sgd", *, check_output=True):
         """Choose the loss and the optimizer.
 
         Parameters
@@ -192,6 +195,9 @@ class Sequential:
             ``"cross_entropy"`` or ``"mse"`` (the seed's), see :func:`cnn.losses.get`.
         optimizer : str, dict or cnn.optimizers.Optimizer
             ``"sgd"``, ``"adam"`` or an instance, see :func:`cnn.optimizers.get`.
+        check_output : bool, default True
+            False installs them without the check below (:func:`cnn.load_model` restores a
+            file as it was saved; :meth:`train_step` then reports a misfit).
 
         Raises
         ------
@@ -204,12 +210,10 @@ class Sequential:
         """
         loss = _losses.get(loss)
         optimizer = _optimizers.get(optimizer)
-        if self.built:
+        if not isinstance(check_output, (bool, np.bool_)):
+            raise TypeError(f"check_output must be a bool, got {check_output!r}")
+        if self.built and check_output:
             self._check_output_fits_loss("compile", loss)
-        return self._set_loss_and_optimizer(loss, optimizer)
-
-    def _set_loss_and_optimizer(self, loss, optimizer):
-        """Install already-resolved ``loss`` and ``optimizer`` objects (no output check)."""
         self.loss = loss
         self.optimizer = optimizer
         if self.layers:
@@ -280,6 +284,30 @@ class Sequential:
         if not np.isfinite(y).all():
             raise ValueError(f"{name} must be finite, got NaN/inf values")
         return y
+
+    def validate_data(self, x, y, what="fit", name_x="x", name_y="y"):
+        """``(x, y)`` checked once for training or evaluation (what ``fit`` does with its data).
+
+        Parameters
+        ----------
+        x : array_like of shape (N, *input_shape), N >= 1, finite
+        y : class ids (N,) in range, or targets (N, *output_shape), finite
+        what : str
+            Named in the error when the model's output cannot feed the loss.
+        name_x, name_y : str
+            The names the errors use for ``x`` and ``y``.
+
+        Returns
+        -------
+        x : C-contiguous ndarray of the model dtype (the input itself when it already is)
+        y : ndarray (int class ids as given, or targets cast to the model dtype)
+        """
+        x = self._check_x(x, name_x)
+        if x.shape[0] == 0:
+            raise ValueError(f"{name_x} must hold at least one item, got shape {x.shape}")
+        if self.loss is not None:
+            self._check_output_fits_loss(what)
+        return x, self._check_y(y, x.shape[0], name_y)
 
     def _check_batch_size(self, batch_size):
         return _positive_int(batch_size, "batch_size")
@@ -641,7 +669,6 @@ class Sequential:
         -------
         cnn.callbacks.History
         """
-        from .trainer import Trainer
         return Trainer(self, strategy=strategy).fit(x, y, epochs=epochs, batch_size=batch_size,
                                  validation_data=validation_data, shuffle=shuffle, seed=seed,
                                  verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch,
@@ -654,19 +681,41 @@ class Sequential:
             raise ValueError(f"{what} needs a built model: pass input_shape= to Sequential or "
                              f"call model.build(input_shape)")
 
+    def named_params(self):
+        """``[(key, array), ...]`` of every trainable parameter, keys as in :meth:`state_dict`
+        (``"0.weight"``): the arrays themselves, not copies."""
+        self._require_built("named_params")
+        return self._named_params()
+
+    def named_buffers(self):
+        """``[(key, array), ...]`` of every buffer (non-trainable state such as running
+        statistics), keys as in :meth:`state_dict`: the arrays themselves."""
+        self._require_built("named_buffers")
+        return [(f"{i}.{name}", b) for i, layer in enumerate(self.layers)
+                for name, b in zip(layer.buffer_names, layer.buffers)]
+
     def _named_params(self):
         return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers)
                 for name, p in zip(layer.param_names, layer.params)]
 
+    def _named_state(self):
+        """Parameters then buffers of each layer, in layer order (the weights' order)."""
+        return [(f"{i}.{name}", a) for i, layer in enumerate(self.layers)
+                for name, a in list(zip(layer.param_names, layer.params))
+                + list(zip(layer.buffer_names, layer.buffers))]
+
     def get_weights(self):
-        """Copies of all parameters, in layer order (``weight`` before ``bias``)."""
+        """Copies of all parameters and buffers, layer by layer: each layer's parameters
+        (``weight`` before ``bias``), then its buffers (Keras' order: trainable, then
+        non-trainable weights)."""
         self._require_built("get_weights")
-        return [p.copy() for p in self._params]
+        return [a.copy() for _, a in self._named_state()]
 
     def set_weights(self, weights):
-        """Copy ``weights`` (as from :meth:`get_weights`) into the parameters, in place."""
+        """Copy ``weights`` (as from :meth:`get_weights`) into the parameters and buffers, in
+        place."""
         self._require_built("set_weights")
-        named = self._named_params()
+        named = self._named_state()
         weights = list(weights)
         if len(weights) != len(named):
             raise ValueError(f"weights must hold {len(named)} arrays ({', '.join(k for k, _ in named)}), "
@@ -683,13 +732,14 @@ class Sequential:
             np.copyto(p, w, casting="unsafe")
 
     def state_dict(self):
-        """``{"0.weight": array, "0.bias": array, "2.weight": ...}`` (copies), keyed by layer
-        index and parameter name."""
+        """``{"0.weight": array, "0.bias": array, ..., "3.running_mean": ...}`` (copies), keyed
+        by layer index and parameter or buffer name (PyTorch's layout: parameters and buffers
+        in one dict)."""
         self._require_built("state_dict")
-        return {key: p.copy() for key, p in self._named_params()}
+        return {key: p.copy() for key, p in self._named_state()}
 
     def load_state_dict(self, state, strict=True):
-        """Copy a :meth:`state_dict` into the parameters.
+        """Copy a :meth:`state_dict` into the parameters and buffers.
 
         Every missing and unexpected key is listed in one ValueError (with ``strict``; without
         it the keys present are loaded and the rest kept). Shapes must match.
@@ -699,7 +749,7 @@ class Sequential:
         (missing, unexpected) : tuple of lists of str
         """
         self._require_built("load_state_dict")
-        named = dict(self._named_params())
+        named = dict(self._named_state())
         missing = [k for k in named if k not in state]
         unexpected = [k for k in state if k not in named]
         if strict and (missing or unexpected):
@@ -801,5 +851,7 @@ class Sequential:
         renamed over ``path``. A temp file left by a process killed mid-save is removed by the
         next save to ``path`` (only once that process is gone; a live one may be mid-save).
         """
-        from .serialization import save_model
-        save_model(self, path, include_optimizer=include_optimizer)
+        _serialization.save_model(self, path, include_optimizer=include_optimizer)
+
+
+_registry.MODELS.add(Sequential, "cnn.Sequential")

@@ -33,6 +33,8 @@ import zipfile
 
 import numpy as np
 
+from . import _registry, layers, losses, optimizers
+
 __all__ = ["save_model", "load_model", "atomic_savez"]
 
 FORMAT = {"format": "cnn.Sequential", "version": 1}
@@ -163,15 +165,16 @@ def save_model(model, path, include_optimizer=True):
     old file or the new one. A save killed midway leaves its temporary file behind; the next
     save to ``path`` deletes it once its process is gone (never one of a live process).
     """
-    from .model import Sequential
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be a cnn.Sequential, got {type(model).__name__}")
-    model._require_built("save")
+    if not callable(getattr(model, "get_config", None)) or not hasattr(model, "named_buffers"):
+        raise TypeError(f"model must be a cnn model (cnn.Sequential), got {type(model).__name__}")
+    if not model.built:
+        raise ValueError("save needs a built model: pass input_shape= to Sequential or call "
+                         "model.build(input_shape)")
     if not isinstance(include_optimizer, (bool, np.bool_)):
         raise TypeError(f"include_optimizer must be a bool, got {include_optimizer!r}")
     arrays = {"format": _json_array(FORMAT), "architecture": _json_array(model.get_config())}
-    for key, p in model._named_params():
-        arrays[f"layers.{key}"] = p
+    for key, a in model.named_params() + model.named_buffers():
+        arrays[f"layers.{key}"] = a
     if include_optimizer and model.loss is not None and model.optimizer is not None:
         arrays["compile"] = _json_array({"loss": model.loss.get_config(),
                                          "optimizer": model.optimizer.get_config()})
@@ -306,9 +309,6 @@ def load_model(path, compile=True):
         Not an npz, truncated or tampered file, missing or unexpected arrays (all listed),
         shapes or dtypes that do not match the architecture, object arrays, bad JSON.
     """
-    from . import losses, optimizers
-    from .model import Sequential
-
     path = _fspath(path)
     if not isinstance(compile, (bool, np.bool_)):
         raise TypeError(f"compile must be a bool, got {compile!r}")
@@ -345,10 +345,10 @@ def load_model(path, compile=True):
                 raise r.error(f"array {key!r} holds NaN/inf values")
             weights.append(a)
         try:
-            model = Sequential.from_config(architecture)
+            model = _registry.MODELS.lookup(fmt["format"], "model format").from_config(architecture)
         except ValueError as exc:
             raise r.error(f"bad 'architecture': {exc}") from None
-        named = model._named_params()
+        named = model.named_params()
         model.set_weights(weights)
 
         if has_compile and compile:
@@ -356,8 +356,8 @@ def load_model(path, compile=True):
             if not isinstance(config, dict) or set(config) != {"loss", "optimizer"}:
                 raise r.error(f"'compile' must be a dict with keys 'loss' and 'optimizer', got {config!r}")
             try:  # as saved, even when the output cannot feed the loss (train_step says so)
-                model._set_loss_and_optimizer(losses.get(config["loss"]),
-                                              optimizers.get(config["optimizer"]))
+                model.compile(losses.get(config["loss"]), optimizers.get(config["optimizer"]),
+                              check_output=False)
             except (TypeError, ValueError) as exc:
                 raise r.error(f"bad 'compile': {exc}") from None
             state = {k[len("optimizer."):]: r.array(k, *_optimizer_entry(r, k, named))
@@ -374,8 +374,8 @@ def load_model(path, compile=True):
 
 
 def _expected_params(r, architecture):
-    """``{"layers.<i>.<name>": shape}`` the architecture needs, computed from shapes alone."""
-    from . import layers
+    """``{"layers.<i>.<name>": shape}`` of the parameters and buffers the architecture needs,
+    layer by layer (parameters, then buffers), computed from shapes alone."""
     if not isinstance(architecture, dict) or set(architecture) != _ARCH_KEYS:
         raise r.error(f"bad 'architecture': wanted a dict with keys {sorted(_ARCH_KEYS)}, got "
                       f"{sorted(architecture) if isinstance(architecture, dict) else type(architecture).__name__}")
@@ -390,7 +390,7 @@ def _expected_params(r, architecture):
         expected = {}
         for i, spec in enumerate(architecture["layers"]):
             layer = layers.deserialize(spec)
-            for name, pshape in layer.param_shapes(shape):
+            for name, pshape in layer.param_shapes(shape) + layer.buffer_shapes(shape):
                 expected[f"layers.{i}.{name}"] = tuple(pshape)
             shape = layer.compute_output_shape(shape)
     except (TypeError, ValueError) as exc:

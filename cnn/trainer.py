@@ -26,6 +26,9 @@ from .progress import EpochProgress
 
 __all__ = ["Trainer"]
 
+# What the loop calls on a model (cnn.Sequential's public protocol).
+_MODEL_PROTOCOL = ("validate_data", "forward_backward", "apply_gradients", "zero_grads",
+                   "evaluation_sums")
 # Spawn key that separates the default shuffling stream from the model's init/dropout stream.
 _SHUFFLE_STREAM = 1
 
@@ -57,22 +60,17 @@ class Trainer:
     """
 
     def __init__(self, model, strategy=None):
-        from .model import Sequential
-        if not isinstance(model, Sequential):
-            raise TypeError(f"model must be a cnn.Sequential, got {type(model).__name__}")
+        missing = [name for name in _MODEL_PROTOCOL if not callable(getattr(model, name, None))]
+        if missing:
+            raise TypeError(f"model must be a cnn model (cnn.Sequential), got "
+                            f"{type(model).__name__} without {', '.join(missing)}")
         self.model = model
         self.strategy = _strategy.get(strategy)
 
     # -- checks ---------------------------------------------------------------------------
 
     def _check_data(self, x, y, name_x="x", name_y="y"):
-        model = self.model
-        x = model._check_x(x, name_x)
-        if x.shape[0] == 0:
-            raise ValueError(f"{name_x} must hold at least one item, got shape {x.shape}")
-        model._check_output_fits_loss("fit")
-        y = model._check_y(y, x.shape[0], name_y)
-        return x, y
+        return self.model.validate_data(x, y, "fit", name_x, name_y)
 
     def _check_validation(self, validation_data):
         if validation_data is None:
@@ -130,7 +128,9 @@ class Trainer:
             checkpoint written by a ModelCheckpoint, if any).
         """
         model = self.model
-        model._require_compiled("fit")
+        if not model.compiled:
+            raise RuntimeError("fit needs a loss and an optimizer: call "
+                               "model.compile(loss=..., optimizer=...) first")
         x, y = self._check_data(x, y)
         n = x.shape[0]
         epochs = _int(epochs, "epochs", 0)
