@@ -9,7 +9,7 @@ differences); the hot loops are typed Cython with OpenMP.
 ...                        input_shape=(1, 28, 28), seed=0)
 >>> model.compile(loss="cross_entropy", optimizer=optimizers.SGD(lr=0.1))
 """
-__version__ = "0.1.0"
+from cnn._version import __version__
 
 try:
     from cnn._ext import _conv as _conv_probe  # noqa: F401

@@ -3,6 +3,7 @@ import platform
 import sys
 
 from cnn import _threads
+from cnn._version import __version__
 from cnn._ext import _openmp
 
 
@@ -26,8 +27,6 @@ def show_config(print_out=False):
     """
     import numpy
     import scipy
-
-    from cnn import __version__
 
     info = _build_info()
     config = {
