@@ -36,8 +36,7 @@ import operator
 
 import numpy as np
 
-from cnn import _threads
-from cnn._ext import _conv, _dense, _optim, _pool
+from cnn import _ops
 
 __all__ = [
     "linear", "linear_backward", "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward",
@@ -205,16 +204,6 @@ def _shape3(shape, name):
     return dims
 
 
-# Below this many multiply-adds per thread, waking a second thread costs more than it saves
-# (and on a loaded machine a sleeping OpenMP thread can take milliseconds to answer).
-_MIN_WORK_PER_THREAD = 200_000
-
-
-def _threads_for(work):
-    """The knob's thread count, reduced for small jobs."""
-    return max(1, min(_threads.get_num_threads(), int(work // _MIN_WORK_PER_THREAD)))
-
-
 # ------------------------------------------------------------------------------- arrays
 
 def _array(a, name, ndim, layout):
@@ -289,10 +278,7 @@ def linear(x, w, b=None, activation=None):
         _same_dtype(x.dtype, b=b)
         if b.shape[0] != w.shape[0]:
             raise ValueError(f"b must have shape ({w.shape[0]},) to match w.shape={w.shape}, got {b.shape}")
-    relu = _fused_relu(activation)
-    y = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
-    _dense.dense_forward(x, w, b, y, relu, _threads_for(y.size * w.shape[1]))
-    return y
+    return _ops.linear(x, w, b, _fused_relu(activation))
 
 
 def linear_backward(dy, x, w, need_dx=True, activation=None, y=None):
@@ -322,56 +308,10 @@ def linear_backward(dy, x, w, need_dx=True, activation=None, y=None):
     if dy.shape != expected:
         raise ValueError(f"dy must have the output's shape {expected}, got {dy.shape}")
     relu_out = _relu_output(activation, y, expected, x.dtype, "(N, out_features)")
-    masked = None if relu_out is None else np.empty_like(dy)
-    dx = np.empty_like(x) if need_dx else None
-    dw = np.empty_like(w)
-    db = np.empty(w.shape[0], dtype=x.dtype)
-    _dense.dense_backward(dy, x, w, dx, dw, db, relu_out, masked,
-                          _threads_for(2 * dy.size * w.shape[1]))
-    return dx, dw, db
+    return _ops.linear_backward(dy, x, w, bool(need_dx), relu_out)
 
 
 # ------------------------------------------------------------------------------ conv2d
-
-# Winograd pays once the 16 GEMMs have enough channels to amortise its transforms: measured
-# on the bench shapes (bench/RESULTS.md); below this, or on small planes, im2col is faster.
-_WINOGRAD_MIN_CHANNELS = 16
-_WINOGRAD_MIN_PLANE = 6
-_ALGORITHMS = ("auto", "im2col", "winograd", "direct")
-
-
-def _conv_algorithm(algorithm, w_shape, stride_pair, pads, out_hw, backward):
-    """``algorithm`` resolved for these shapes: "im2col", "winograd" or "direct".
-
-    ``w_shape`` is (K, C, kh, kw); ``pads`` is (top, left); ``out_hw`` the smallest plane the
-    products work on. "direct" (one input channel, forward only) runs the backward by im2col.
-    """
-    if not isinstance(algorithm, str) or algorithm not in _ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {_ALGORITHMS}, got {algorithm!r}")
-    K, C, kh, kw = w_shape
-    three_by_three = (kh, kw) == (3, 3) and tuple(stride_pair) == (1, 1)
-    winograd_ok = three_by_three and all(0 <= p <= 2 for p in pads)
-    direct_ok = three_by_three and C == 1
-    if algorithm == "winograd" and not winograd_ok:
-        raise ValueError(
-            f"algorithm='winograd' needs a 3x3 kernel, stride 1 and top/left padding of "
-            f"at most 2; got kernel {(kh, kw)}, stride {tuple(stride_pair)}, "
-            f"top/left padding {tuple(pads)}")
-    if algorithm == "direct" and not direct_ok:
-        raise ValueError(
-            f"algorithm='direct' needs one input channel, a 3x3 kernel and stride 1; got "
-            f"{C} channels, kernel {(kh, kw)}, stride {tuple(stride_pair)}")
-    if algorithm == "auto":
-        if winograd_ok and min(C, K) >= _WINOGRAD_MIN_CHANNELS and min(out_hw) >= _WINOGRAD_MIN_PLANE:
-            algorithm = "winograd"
-        elif direct_ok:
-            algorithm = "direct"
-        else:
-            algorithm = "im2col"
-    if algorithm == "direct" and backward:
-        return "im2col"
-    return algorithm
-
 
 def _conv_geometry(x_shape, w_shape, stride, padding):
     N, C, H, W = x_shape
@@ -383,10 +323,11 @@ def _conv_geometry(x_shape, w_shape, stride, padding):
         raise ValueError(f"w must have at least one filter, one channel and a 1x1 kernel, "
                          f"got w.shape={w_shape}")
     sh, sw = _as_pair(stride, "stride", 1)
-    t, b, l, r = conv2d_padding(padding, (kh, kw))
+    pads = conv2d_padding(padding, (kh, kw))
+    t, b, l, r = pads
     OH = _out_size(H, kh, sh, t, b, "conv2d: the kernel height (w.shape[2])")
     OW = _out_size(W, kw, sw, l, r, "conv2d: the kernel width (w.shape[3])")
-    return sh, sw, t, l, OH, OW
+    return (sh, sw), pads, (OH, OW)
 
 
 def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="auto"):
@@ -422,17 +363,8 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="
             raise ValueError(f"b must have shape ({w.shape[0]},) to match w.shape={w.shape}, "
                              f"got {b.shape}")
     relu = _fused_relu(activation)
-    sh, sw, pt, pl, OH, OW = _conv_geometry(x.shape, w.shape, stride, padding)
-    y = np.empty((x.shape[0], w.shape[0], OH, OW), dtype=x.dtype)
-    threads = _threads_for(y.size * w[0].size)
-    method = _conv_algorithm(algorithm, w.shape, (sh, sw), (pt, pl), (OH, OW), backward=False)
-    if method == "winograd":
-        _conv.conv2d_forward_winograd(x, w, b, y, pt, pl, relu, threads)
-    elif method == "direct":
-        _conv.conv2d_forward_direct_c1(x, w, b, y, pt, pl, relu, threads)
-    else:
-        _conv.conv2d_forward(x, w, b, y, sh, sw, pt, pl, relu, threads)
-    return y
+    stride, pads, out_hw = _conv_geometry(x.shape, w.shape, stride, padding)
+    return _ops.conv2d(x, w, b, stride, pads, out_hw, relu, algorithm)
 
 
 def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activation=None, y=None,
@@ -471,28 +403,13 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
     w = _array(w, "w", 4, "(K, C, kh, kw)")
     dy = _array(dy, "dy", 4, "(N, K, OH, OW)")
     _same_dtype(x.dtype, w=w, dy=dy)
-    sh, sw, pt, pl, OH, OW = _conv_geometry(x.shape, w.shape, stride, padding)
-    expected = (x.shape[0], w.shape[0], OH, OW)
+    stride, pads, out_hw = _conv_geometry(x.shape, w.shape, stride, padding)
+    expected = (x.shape[0], w.shape[0]) + out_hw
     if dy.shape != expected:
         raise ValueError(f"dy must have the conv output's shape {expected}, got {dy.shape}")
     relu_out = _relu_output(activation, y, expected, x.dtype, "(N, K, OH, OW)",
                             what="the conv output's")
-    N, C, H, W = x.shape
-    # One choice for the three products, so dx, dw and db come from one algorithm.
-    winograd = _conv_algorithm(algorithm, w.shape, (sh, sw), (pt, pl),
-                               (min(H, OH), min(W, OW)), backward=True) == "winograd"
-    dx = np.empty_like(x) if need_dx else None
-    dw = np.empty_like(w)
-    db = np.empty(w.shape[0], dtype=x.dtype)
-    threads = _threads_for(dy.size * w[0].size)
-    if winograd:
-        _conv.conv2d_weight_grad_winograd(dy, x, relu_out, dw, db, pt, pl, threads)
-        if need_dx:
-            _conv.conv2d_input_grad_winograd(dy, w, relu_out, dx, pt, pl, threads)
-    else:
-        _conv.conv2d_backward(dy, x, w, dx, dw, db, relu_out, sh, sw, pt, pl,
-                              _threads_for(2 * dy.size * w[0].size))
-    return dx, dw, db
+    return _ops.conv2d_backward(dy, x, w, stride, pads, bool(need_dx), relu_out, algorithm)
 
 
 # --------------------------------------------------------------------------- maxpool2d
@@ -523,10 +440,7 @@ def maxpool2d(x, size=2, stride=None, padding="tile"):
     t, b, l, r = maxpool2d_padding(padding, (kh, kw), (sh, sw), (H, W))
     OH = _out_size(H, kh, sh, t, b, "maxpool2d: the window height (size)")
     OW = _out_size(W, kw, sw, l, r, "maxpool2d: the window width (size)")
-    y = np.empty((N, C, OH, OW), dtype=x.dtype)
-    argmax = np.empty((N, C, OH, OW), dtype=np.intp)
-    _pool.maxpool2d_forward(x, y, argmax, kh, kw, sh, sw, t, l, _threads_for(y.size * kh * kw))
-    return y, argmax
+    return _ops.maxpool2d(x, (kh, kw), (sh, sw), (t, b, l, r), (OH, OW))
 
 
 def maxpool2d_backward(dy, argmax, x_shape):
@@ -566,9 +480,9 @@ def maxpool2d_backward(dy, argmax, x_shape):
         if argmax.size and (int(argmax.max()) >= plane or int(argmax.min()) < 0):
             _bad_argmax(original, plane, x_shape)
     argmax = np.ascontiguousarray(argmax, dtype=np.intp)
-    dx = np.empty(x_shape, dtype=dy.dtype)
     # the kernel checks every index as it scatters (no separate scan) and counts bad ones
-    if _pool.maxpool2d_backward(dy, argmax, dx, _threads_for(dx.size)):
+    dx, bad = _ops.maxpool2d_backward(dy, argmax, x_shape)
+    if bad:
         _bad_argmax(original, plane, x_shape)
     return dx
 
@@ -579,10 +493,6 @@ def _bad_argmax(argmax, plane, x_shape):
 
 
 # --------------------------------------------------------------------------- optimizers
-
-# Elementwise updates are memory-bound: a second thread only pays on large parameters.
-_MIN_UPDATE_PER_THREAD = 32_768
-
 
 def _update_args(p, g, **buffers):
     """Validate an in-place update's parameter, gradient and buffers; return g, C-contiguous."""
@@ -601,11 +511,6 @@ def _update_args(p, g, **buffers):
         if a is not None:
             _same_dtype(p.dtype, **{name: a})
     return g
-
-
-def _update_threads(p):
-    """Threads for an elementwise update of p: one per _MIN_UPDATE_PER_THREAD elements."""
-    return max(1, min(_threads.get_num_threads(), p.size // _MIN_UPDATE_PER_THREAD))
 
 
 def sgd_update(p, g, v=None, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
@@ -628,15 +533,7 @@ def sgd_update(p, g, v=None, lr=0.01, momentum=0.0, nesterov=False, weight_decay
     g = _update_args(p, g, v=v)
     if v is None and (nesterov or momentum != 0):
         raise ValueError(f"momentum={momentum!r}, nesterov={nesterov!r} need a momentum buffer v")
-    _sgd_update_checked(p, g, v, lr, momentum, nesterov, weight_decay)
-
-
-def _sgd_update_checked(p, g, v, lr, momentum, nesterov, weight_decay):
-    """:func:`sgd_update` on arguments already checked (by it, or by ``Optimizer.step`` once a
-    step): p and v C-contiguous, g of p's shape and dtype."""
-    _optim.sgd_update(p.reshape(-1), g.reshape(-1), None if v is None else v.reshape(-1),
-                      float(lr), float(momentum), bool(nesterov), float(weight_decay),
-                      _update_threads(p))
+    _ops.sgd_update(p, g, v, lr, momentum, nesterov, weight_decay)
 
 
 def adam_update(p, g, m, v, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
@@ -663,12 +560,4 @@ def adam_update(p, g, m, v, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, we
     step = operator.index(step)
     if step < 1:
         raise ValueError(f"step must be >= 1, got {step}")
-    _adam_update_checked(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay)
-
-
-def _adam_update_checked(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
-    """:func:`adam_update` on arguments already checked (by it, or by ``Optimizer.step``)."""
-    b1, b2 = float(beta1), float(beta2)
-    _optim.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
-                       b1, 1.0 - b1, b2, 1.0 - b2, math.sqrt(1.0 - b2 ** step), float(eps),
-                       float(lr) / (1.0 - b1 ** step), float(weight_decay), _update_threads(p))
+    _ops.adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay)

@@ -1,9 +1,11 @@
 """Optimizers: in-place parameter updates from batch-mean gradients.
 
 ``step(params, grads)`` updates every ``params[i]`` in place from ``grads[i]`` (same shape and
-dtype). The state (momentum buffers, Adam moments) and the scratch arrays the update works in
-are allocated on the first call; later calls allocate nothing array-sized. The gradients are
-never modified.
+dtype), in one fused OpenMP pass per parameter (``cnn._ops``; the same rounding as the
+equivalent NumPy expressions, bit for bit, and the same result for any thread count). The
+state (momentum buffers, Adam moments, C-contiguous) is allocated on the first call; later
+calls allocate nothing array-sized for C-contiguous parameters (as layers create them; any
+other layout is updated through a contiguous copy). The gradients are never modified.
 
 The learning rate is a number or a :mod:`cnn.schedules` schedule; the trainer calls
 ``set_epoch(e)`` at the start of every epoch and ``lr`` is then ``schedule(e)``.
@@ -14,13 +16,12 @@ The learning rate is a number or a :mod:`cnn.schedules` schedule; the trainer ca
 dict by ``load_state_dict`` continues bit-identically.
 """
 
-import math
 
 import numpy as np
 
 from . import _registry
 
-from . import functional as F
+from . import _ops
 from . import schedules
 from .schedules import _int, _real
 
@@ -54,7 +55,7 @@ class Optimizer:
         self.epoch = 0
         self._lr = self.schedule(0)
         self._state = None    # {buffer name: [ndarray per param]} once shapes are known
-        self._scratch = None  # [(ndarray, ...) per param], never saved
+        self._stepped = None  # [(shape, dtype) per param] of the first step
 
     def _set_schedule(self, lr):
         if isinstance(lr, schedules.LRSchedule):
@@ -90,13 +91,19 @@ class Optimizer:
         """
         self._check(params, grads)
         if self._state is None:
-            self._state = {b: [np.zeros_like(p) for p in params] for b in self._buffers}
-        if self._scratch is None:
-            self._scratch = [self._make_scratch(p) for p in params]
+            self._state = {b: [np.zeros(p.shape, p.dtype) for p in params] for b in self._buffers}
+        if self._stepped is None:
+            self._stepped = [(p.shape, p.dtype) for p in params]
         self.iterations += 1
         lr = self._lr
         for i, (p, g) in enumerate(zip(params, grads)):
-            self._update(i, p, g, lr)
+            g = np.ascontiguousarray(g)
+            if p.flags.c_contiguous:
+                self._update(i, p, g, lr)
+            else:  # the kernels work on C order: update a copy, then write it back
+                q = np.ascontiguousarray(p)
+                self._update(i, q, g, lr)
+                np.copyto(p, q)
 
     def _check(self, params, grads):
         if not isinstance(params, (list, tuple)):
@@ -120,9 +127,16 @@ class Optimizer:
             if g.dtype != p.dtype:
                 raise TypeError(f"grads[{i}] must have the dtype of params[{i}] ({p.dtype}), "
                                 f"got {g.dtype}")
+        if self._stepped is not None:
+            if len(self._stepped) != len(params):
+                raise ValueError(f"params must be the {len(self._stepped)} arrays this optimizer "
+                                 f"was stepped with, got {len(params)}")
+            for i, (p, (shape, dtype)) in enumerate(zip(params, self._stepped)):
+                if (p.shape, p.dtype) != (shape, dtype):
+                    raise ValueError(f"params[{i}] has shape {p.shape} and dtype {p.dtype}, but "
+                                     f"this optimizer was stepped with shape {shape} and dtype "
+                                     f"{dtype} there")
         known = dict(self._state) if self._state else {}
-        if self._scratch is not None:
-            known["scratch"] = [s[0] for s in self._scratch]
         for b, bufs in known.items():
             if len(bufs) != len(params):
                 raise ValueError(f"params must be the {len(bufs)} arrays this optimizer was "
@@ -132,10 +146,8 @@ class Optimizer:
                     raise ValueError(f"params[{i}] has shape {p.shape} and dtype {p.dtype}, but this "
                                      f"optimizer's '{b}.{i}' has shape {s.shape} and dtype {s.dtype}")
 
-    def _make_scratch(self, p):
-        raise NotImplementedError
-
     def _update(self, i, p, g, lr):
+        """Update the C-contiguous ``p`` in place from ``g`` (its shape and dtype, C order)."""
         raise NotImplementedError
 
     # -- saving ---------------------------------------------------------------------------
@@ -202,7 +214,7 @@ class Optimizer:
                                          f"dtype {old[b][i].dtype}")
                     new_state[b].append(np.array(v, dtype=v.dtype, copy=True, order="C"))
         self._state = new_state
-        self._scratch = None
+        self._stepped = None
         self.iterations = counters["iterations"]
         self.set_epoch(counters["epoch"])
 
@@ -268,40 +280,9 @@ class SGD(Optimizer):
         return {"momentum": self.momentum, "nesterov": self.nesterov,
                 "weight_decay": self.weight_decay}
 
-    def _make_scratch(self, p):
-        # s: d when weight decay is on, else lr * d; t: d + momentum * v for Nesterov.
-        return (np.empty_like(p), np.empty_like(p) if self.nesterov else None)
-
     def _update(self, i, p, g, lr):
         v = self._state["velocity"][i] if self.momentum else None
-        if p.flags.c_contiguous and (v is None or v.flags.c_contiguous):
-            # one fused pass (same rounding as the NumPy steps below, which serve the rest);
-            # step() has checked shapes and dtypes already
-            F._sgd_update_checked(p, g, v, lr, self.momentum, self.nesterov, self.weight_decay)
-            return
-        s, t = self._scratch[i]
-        mu = self.momentum
-        d = g
-        if self.weight_decay:
-            np.multiply(p, self.weight_decay, out=s)
-            s += g
-            d = s
-        if mu:
-            v = self._state["velocity"][i]
-            v *= mu
-            v += d
-            if self.nesterov:
-                np.multiply(v, mu, out=t)
-                t += d
-                d = t
-            else:
-                d = v
-        if d is s or d is t:  # scratch: scale in place
-            d *= lr
-        else:                 # the caller's grad or the velocity: leave them alone
-            np.multiply(d, lr, out=s)
-            d = s
-        p -= d
+        _ops.sgd_update(p, g, v, lr, self.momentum, self.nesterov, self.weight_decay)
 
 
 class Adam(Optimizer):
@@ -337,39 +318,9 @@ class Adam(Optimizer):
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
                 "weight_decay": self.weight_decay}
 
-    def _make_scratch(self, p):
-        return (np.empty_like(p), np.empty_like(p) if self.weight_decay else None)
-
     def _update(self, i, p, g, lr):
-        m = self._state["m"][i]
-        v = self._state["v"][i]
-        if p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous:
-            # one fused pass (same rounding as the NumPy steps below, which serve the rest);
-            # step() has checked shapes and dtypes already
-            F._adam_update_checked(p, g, m, v, self.iterations, lr, self.beta1, self.beta2,
-                                   self.eps, self.weight_decay)
-            return
-        t, s = self._scratch[i]
-        b1, b2 = self.beta1, self.beta2
-        step = self.iterations
-        d = g
-        if self.weight_decay:
-            np.multiply(p, self.weight_decay, out=s)
-            s += g
-            d = s
-        m *= b1
-        np.multiply(d, 1.0 - b1, out=t)
-        m += t
-        v *= b2
-        np.multiply(d, d, out=t)
-        t *= 1.0 - b2
-        v += t
-        np.sqrt(v, out=t)
-        t /= math.sqrt(1.0 - b2 ** step)
-        t += self.eps
-        np.divide(m, t, out=t)
-        t *= lr / (1.0 - b1 ** step)
-        p -= t
+        _ops.adam_update(p, g, self._state["m"][i], self._state["v"][i], self.iterations, lr,
+                         self.beta1, self.beta2, self.eps, self.weight_decay)
 
 
 for _cls in (SGD, Adam):

@@ -363,25 +363,85 @@ def test_schedule_get_and_validation():
 # ----------------------------------------------------------------------------- fused SGD kernel
 
 
+def numpy_sgd_step(p, g, v, lr, momentum, nesterov, weight_decay):
+    """SGD in NumPy steps, each rounded as the fused kernel must round it (the oracle the
+    library's NumPy path used to be)."""
+    d = g
+    if weight_decay:
+        d = p * weight_decay
+        d += g
+    if momentum:
+        v *= momentum
+        v += d
+        if nesterov:
+            t = v * momentum
+            t += d
+            d = t
+        else:
+            d = v
+    p -= d * lr
+
+
+def numpy_adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    """Adam in NumPy steps with the kernel's rounding (scalar factors in double precision)."""
+    d = g
+    if weight_decay:
+        d = p * weight_decay
+        d += g
+    m *= beta1
+    m += d * (1.0 - beta1)
+    v *= beta2
+    t = d * d
+    t *= 1.0 - beta2
+    v += t
+    t = np.sqrt(v)
+    t /= math.sqrt(1.0 - beta2 ** step)
+    t += eps
+    t = m / t
+    t *= lr / (1.0 - beta1 ** step)
+    p -= t
+
+
+def numpy_steps(opt, params, grads_seq, epochs):
+    """Run ``opt``'s maths with the NumPy oracles over ``grads_seq`` (per epoch, per step)."""
+    bufs = {b: [np.zeros_like(p) for p in params] for b in ("velocity", "m", "v")}
+    step = 0
+    for epoch in range(epochs):
+        lr = opt.schedule(epoch)
+        for grads in grads_seq[epoch]:
+            step += 1
+            for i, (p, g) in enumerate(zip(params, grads)):
+                if isinstance(opt, O.SGD):
+                    numpy_sgd_step(p, g, bufs["velocity"][i], lr, opt.momentum, opt.nesterov,
+                                   opt.weight_decay)
+                else:
+                    numpy_adam_step(p, g, bufs["m"][i], bufs["v"][i], step, lr, opt.beta1,
+                                    opt.beta2, opt.eps, opt.weight_decay)
+
+
 def assert_fused_equals_numpy_steps(make, dtype, seed, epochs=2, steps=3):
-    """C-contiguous params take the one-pass kernel; Fortran-ordered ones (same values) take
-    the NumPy steps. The kernel rounds each product, sum, square root and quotient as NumPy
-    does, so the two must agree bit for bit."""
+    """The one-pass kernel (on C-contiguous params, and through a copy on Fortran-ordered ones)
+    rounds each product, sum, square root and quotient as the NumPy steps do: the three must
+    agree bit for bit."""
     rng = np.random.default_rng(seed)
     shapes = [(300, 200), (7,), (8, 4, 3, 3)]
     params_c = [rng.standard_normal(s).astype(dtype) for s in shapes]
-    params_f = [np.asfortranarray(p) for p in params_c]
+    params_f = [np.array(p, order="F", copy=True) for p in params_c]  # 1-D: a copy too
+    params_np = [p.copy() for p in params_c]
     assert not params_f[0].flags.c_contiguous
     opt_c, opt_f = make(), make()
+    grads_seq = [[[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(steps)]
+                 for _ in range(epochs)]
     for epoch in range(epochs):
         opt_c.set_epoch(epoch)
         opt_f.set_epoch(epoch)
-        for _ in range(steps):
-            grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+        for grads in grads_seq[epoch]:
             opt_c.step(params_c, grads)
             opt_f.step(params_f, grads)
-    for a, b in zip(params_c, params_f):
+    numpy_steps(make(), params_np, grads_seq, epochs)
+    for a, b, c in zip(params_c, params_f, params_np):
         np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -397,14 +457,14 @@ def test_adam_fused_kernel_equals_numpy_steps_bit_for_bit(kwargs, dtype):
         lambda: O.Adam(lr=S.StepLR(0.01, step_size=1, gamma=0.5), **kwargs), dtype, seed=13)
 
 
-def test_fused_path_skipped_for_a_fortran_buffer():
-    """A buffer made for a Fortran-ordered param, then stepped with a C-ordered one of the same
-    shape, must still be updated in place (the NumPy steps serve that case)."""
+def test_a_fortran_ordered_param_is_updated_in_place():
+    """A Fortran-ordered param (updated through a C copy), then a C-ordered one of the same
+    shape: the momentum buffer is updated in place either way."""
     p_f = np.asfortranarray(np.ones((4, 3)))
     opt = O.SGD(lr=0.1, momentum=0.9)
     opt.step([p_f], [np.ones((4, 3))])
+    np.testing.assert_array_equal(p_f, np.full((4, 3), 0.9))
     v = opt._state["velocity"][0]
-    assert not v.flags.c_contiguous
     p_c = np.ascontiguousarray(p_f)
     opt.step([p_c], [np.ones((4, 3))])
     np.testing.assert_array_equal(v, np.full((4, 3), 1.9))       # 0.9 * 1 + 1, in place

@@ -1,0 +1,190 @@
+"""Unchecked kernel calls: thread policy, algorithm choice and dispatch into ``cnn._ext``.
+
+Nothing here validates: callers pass C-contiguous float32/float64 arrays of one dtype with
+shapes that agree, and geometry already resolved to ints (strides ``(sh, sw)``, pads ``(top,
+bottom, left, right)``, output planes). :mod:`cnn.functional` is the validated public door
+that checks every argument and then calls these; layers and optimizers, which own their
+arrays and check their inputs once, call them directly. The kernels run without bounds
+checks: a wrong shape here would be a segfault, so never expose these to users.
+"""
+
+import math
+
+import numpy as np
+
+from cnn import _threads
+from cnn._ext import _conv, _dense, _optim, _pool
+
+__all__ = ["threads_for", "update_threads", "conv_algorithm", "linear", "linear_backward",
+           "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward", "sgd_update",
+           "adam_update"]
+
+# ----------------------------------------------------------------------------- thread policy
+
+# Below this many multiply-adds per thread, waking a second thread costs more than it saves
+# (and on a loaded machine a sleeping OpenMP thread can take milliseconds to answer).
+_MIN_WORK_PER_THREAD = 200_000
+# Elementwise updates are memory-bound: a second thread only pays on large parameters.
+_MIN_UPDATE_PER_THREAD = 32_768
+
+
+def threads_for(work):
+    """The knob's thread count, reduced for small jobs (``work`` in multiply-adds)."""
+    return max(1, min(_threads.get_num_threads(), int(work // _MIN_WORK_PER_THREAD)))
+
+
+def update_threads(p):
+    """Threads for an elementwise update of ``p``: one per _MIN_UPDATE_PER_THREAD elements."""
+    return max(1, min(_threads.get_num_threads(), p.size // _MIN_UPDATE_PER_THREAD))
+
+
+# ----------------------------------------------------------------------------- algorithm choice
+
+# Winograd pays once the 16 GEMMs have enough channels to amortise its transforms: measured
+# on the bench shapes (bench/RESULTS.md); below this, or on small planes, im2col is faster.
+_WINOGRAD_MIN_CHANNELS = 16
+_WINOGRAD_MIN_PLANE = 6
+ALGORITHMS = ("auto", "im2col", "winograd", "direct")
+
+
+def conv_algorithm(algorithm, w_shape, stride, pads, out_hw, backward):
+    """``algorithm`` resolved for these shapes: "im2col", "winograd" or "direct".
+
+    "auto" decides from the shapes alone (never from the thread count, so results stay
+    bit-identical across thread counts). ``w_shape`` is (K, C, kh, kw); ``pads`` is (top,
+    left); ``out_hw`` the smallest plane the products work on. "direct" (one input channel,
+    forward only) runs the backward by im2col. A forced algorithm the shapes do not allow is a
+    ValueError.
+    """
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    K, C, kh, kw = w_shape
+    three_by_three = (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
+    winograd_ok = three_by_three and all(0 <= p <= 2 for p in pads)
+    direct_ok = three_by_three and C == 1
+    if algorithm == "winograd" and not winograd_ok:
+        raise ValueError(
+            f"algorithm='winograd' needs a 3x3 kernel, stride 1 and top/left padding of "
+            f"at most 2; got kernel {(kh, kw)}, stride {tuple(stride)}, "
+            f"top/left padding {tuple(pads)}")
+    if algorithm == "direct" and not direct_ok:
+        raise ValueError(
+            f"algorithm='direct' needs one input channel, a 3x3 kernel and stride 1; got "
+            f"{C} channels, kernel {(kh, kw)}, stride {tuple(stride)}")
+    if algorithm == "auto":
+        if winograd_ok and min(C, K) >= _WINOGRAD_MIN_CHANNELS and min(out_hw) >= _WINOGRAD_MIN_PLANE:
+            algorithm = "winograd"
+        elif direct_ok:
+            algorithm = "direct"
+        else:
+            algorithm = "im2col"
+    if algorithm == "direct" and backward:
+        return "im2col"
+    return algorithm
+
+
+# ----------------------------------------------------------------------------- dense
+
+
+def linear(x, w, b, relu):
+    """``act(x @ w.T + b)``: x (N, in), w (out, in), b (out,) or None -> (N, out)."""
+    y = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
+    _dense.dense_forward(x, w, b, y, relu, threads_for(y.size * w.shape[1]))
+    return y
+
+
+def linear_backward(dy, x, w, need_dx, relu_out):
+    """``(dx | None, dw, db)`` of :func:`linear`; ``relu_out`` is the forward output of a fused
+    ReLU (masks ``dy``) or None."""
+    masked = None if relu_out is None else np.empty_like(dy)
+    dx = np.empty_like(x) if need_dx else None
+    dw = np.empty_like(w)
+    db = np.empty(w.shape[0], dtype=x.dtype)
+    _dense.dense_backward(dy, x, w, dx, dw, db, relu_out, masked,
+                          threads_for(2 * dy.size * w.shape[1]))
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------- conv2d
+
+
+def conv2d(x, w, b, stride, pads, out_hw, relu, algorithm="auto"):
+    """Cross-correlation of x (N, C, H, W) with w (K, C, kh, kw) (+ b, fused ReLU) ->
+    (N, K, OH, OW); ``pads`` = (top, bottom, left, right), ``out_hw`` = (OH, OW)."""
+    sh, sw = stride
+    pt, pl = pads[0], pads[2]
+    y = np.empty((x.shape[0], w.shape[0]) + tuple(out_hw), dtype=x.dtype)
+    threads = threads_for(y.size * w[0].size)
+    method = conv_algorithm(algorithm, w.shape, stride, (pt, pl), out_hw, backward=False)
+    if method == "winograd":
+        _conv.conv2d_forward_winograd(x, w, b, y, pt, pl, relu, threads)
+    elif method == "direct":
+        _conv.conv2d_forward_direct_c1(x, w, b, y, pt, pl, relu, threads)
+    else:
+        _conv.conv2d_forward(x, w, b, y, sh, sw, pt, pl, relu, threads)
+    return y
+
+
+def conv2d_backward(dy, x, w, stride, pads, need_dx, relu_out, algorithm="auto"):
+    """``(dx | None, dw, db)`` of :func:`conv2d`, dw/db summed over the batch in a fixed
+    order; one algorithm choice for the three products."""
+    sh, sw = stride
+    pt, pl = pads[0], pads[2]
+    H, W = x.shape[2:]
+    OH, OW = dy.shape[2:]
+    winograd = conv_algorithm(algorithm, w.shape, stride, (pt, pl), (min(H, OH), min(W, OW)),
+                              backward=True) == "winograd"
+    dx = np.empty_like(x) if need_dx else None
+    dw = np.empty_like(w)
+    db = np.empty(w.shape[0], dtype=x.dtype)
+    if winograd:
+        threads = threads_for(dy.size * w[0].size)
+        _conv.conv2d_weight_grad_winograd(dy, x, relu_out, dw, db, pt, pl, threads)
+        if need_dx:
+            _conv.conv2d_input_grad_winograd(dy, w, relu_out, dx, pt, pl, threads)
+    else:
+        _conv.conv2d_backward(dy, x, w, dx, dw, db, relu_out, sh, sw, pt, pl,
+                              threads_for(2 * dy.size * w[0].size))
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------- max-pool
+
+
+def maxpool2d(x, size, stride, pads, out_hw):
+    """``(y, argmax)`` of max-pooling x (N, C, H, W) with windows ``size`` = (kh, kw); argmax
+    (intp) holds flat indices into each input plane."""
+    kh, kw = size
+    sh, sw = stride
+    N, C = x.shape[:2]
+    y = np.empty((N, C) + tuple(out_hw), dtype=x.dtype)
+    argmax = np.empty(y.shape, dtype=np.intp)
+    _pool.maxpool2d_forward(x, y, argmax, kh, kw, sh, sw, pads[0], pads[2],
+                            threads_for(y.size * kh * kw))
+    return y, argmax
+
+
+def maxpool2d_backward(dy, argmax, x_shape):
+    """``(dx, bad)``: the scatter of dy through argmax (intp, C-contiguous) into a zeroed
+    array of ``x_shape``, and the number of out-of-range indices the kernel skipped."""
+    dx = np.empty(x_shape, dtype=dy.dtype)
+    bad = _pool.maxpool2d_backward(dy, argmax, dx, threads_for(dx.size))
+    return dx, bad
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+
+def sgd_update(p, g, v, lr, momentum, nesterov, weight_decay):
+    """One ``torch.optim.SGD`` step in place (p, v C-contiguous; g of p's shape and dtype)."""
+    _optim.sgd_update(p.reshape(-1), g.reshape(-1), None if v is None else v.reshape(-1),
+                      float(lr), float(momentum), bool(nesterov), float(weight_decay),
+                      update_threads(p))
+
+
+def adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay):
+    """One bias-corrected Adam step in place (p, m, v C-contiguous; g of p's shape)."""
+    b1, b2 = float(beta1), float(beta2)
+    _optim.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                       b1, 1.0 - b1, b2, 1.0 - b2, math.sqrt(1.0 - b2 ** step), float(eps),
+                       float(lr) / (1.0 - b1 ** step), float(weight_decay), update_threads(p))
