@@ -26,6 +26,7 @@ import numbers
 import numpy as np
 
 from . import _registry
+from . import _ops
 from . import activations as _activations
 from . import functional as F
 from . import initializers as _initializers
@@ -387,6 +388,7 @@ class _WeightedLayer(_ActivatedLayer):
 
     def forward(self, x, training=False):
         self._check_input(x)
+        x = np.ascontiguousarray(x)
         b = self.params[1] if self.use_bias else None
         if self._fused_relu:
             z = None  # not materialised: relu's backward only needs a > 0
@@ -399,6 +401,7 @@ class _WeightedLayer(_ActivatedLayer):
 
     def forward_preactivation(self, x, training=False):
         self._check_input(x)
+        x = np.ascontiguousarray(x)
         z = self._kernel(x, self.params[1] if self.use_bias else None, None)
         self._cache = (x, z, None) if training else None
         return z
@@ -466,11 +469,11 @@ class Dense(_WeightedLayer):
         return (self.units, fan_in), fan_in, self.units
 
     def _kernel(self, x, b, activation):
-        return F.linear(x, self.params[0], b, activation=activation)
+        return _ops.linear(x, self.params[0], b, activation == "relu")
 
     def _kernel_backward(self, grad, x, activation, y):
-        return F.linear_backward(grad, x, self.params[0], need_dx=self.need_input_grad,
-                                 activation=activation, y=y)
+        return _ops.linear_backward(np.ascontiguousarray(grad), x, self.params[0],
+                                    self.need_input_grad, y if activation == "relu" else None)
 
     def get_config(self):
         return {"units": self.units, "activation": _activation_config(self.activation),
@@ -533,12 +536,20 @@ class Conv2D(_WeightedLayer):
         kh, kw = self.kernel_size
         return (self.filters, c, kh, kw), c * kh * kw, self.filters * kh * kw
 
+    def _create_params(self, rng):
+        super()._create_params(rng)
+        # geometry resolved once: the kernels get ints
+        self._pads = F.conv2d_padding(self.padding, self.kernel_size)
+        self._out_hw = tuple(self.output_shape[1:])
+
     def _kernel(self, x, b, activation):
-        return F.conv2d(x, self.params[0], b, self.stride, self.padding, activation=activation)
+        return _ops.conv2d(x, self.params[0], b, self.stride, self._pads, self._out_hw,
+                           activation == "relu")
 
     def _kernel_backward(self, grad, x, activation, y):
-        return F.conv2d_backward(grad, x, self.params[0], self.stride, self.padding,
-                                 need_dx=self.need_input_grad, activation=activation, y=y)
+        return _ops.conv2d_backward(np.ascontiguousarray(grad), x, self.params[0], self.stride,
+                                    self._pads, self.need_input_grad,
+                                    y if activation == "relu" else None)
 
     def get_config(self):
         padding = list(self.padding) if isinstance(self.padding, tuple) else self.padding
@@ -581,9 +592,15 @@ class MaxPool2D(Layer):
         return tuple(int(v) for v in F.maxpool2d_output_shape(
             input_shape, self.size, self.stride, self.padding))
 
+    def _create_params(self, rng):
+        stride = self.size if self.stride is None else self.stride
+        self._geometry = (self.size, stride,
+                          F.maxpool2d_padding(self.padding, self.size, stride, self.input_shape[1:]),
+                          tuple(self.output_shape[1:]))
+
     def forward(self, x, training=False):
         self._check_input(x)
-        y, argmax = F.maxpool2d(x, self.size, self.stride, self.padding)
+        y, argmax = _ops.maxpool2d(np.ascontiguousarray(x), *self._geometry)
         self._cache = (x.shape, argmax) if training else None
         return y
 
@@ -592,7 +609,7 @@ class MaxPool2D(Layer):
         self._check_grad(grad, x_shape[0])
         if not self.need_input_grad:
             return None
-        return F.maxpool2d_backward(grad, argmax, x_shape)
+        return _ops.maxpool2d_backward(np.ascontiguousarray(grad), argmax, x_shape)[0]
 
     def get_config(self):
         padding = list(self.padding) if isinstance(self.padding, tuple) else self.padding
