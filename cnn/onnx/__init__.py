@@ -37,8 +37,16 @@ import numpy as np
 
 from ._common import DEFAULT_OPSET, MIN_OPSET, require
 
-__all__ = ["export", "load", "to_model_proto", "inference_session", "DEFAULT_OPSET",
-           "MIN_OPSET", "EXPORTERS", "IMPORTERS"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "EXPORTERS",
+    "IMPORTERS",
+    "MIN_OPSET",
+    "export",
+    "inference_session",
+    "load",
+    "to_model_proto",
+]
 
 
 def export(model, path, opset=DEFAULT_OPSET):
@@ -70,7 +78,8 @@ def export(model, path, opset=DEFAULT_OPSET):
       compare one to one with ``model.predict``.
     - The graph is checked with ``onnx.checker.check_model(full_check=True)`` before the write.
     """
-    from ._export import to_model_proto as _proto, write_atomic
+    from ._export import to_model_proto as _proto
+    from ._export import write_atomic
     proto = _proto(model, opset)
     write_atomic(path, proto.SerializeToString())
 

@@ -61,10 +61,11 @@ def read_model(path, max_bytes):
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise error(path, f"the file grew past max_bytes={max_bytes} while being read")
+    from google.protobuf.message import DecodeError  # protobuf comes with onnx
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(data)
-    except Exception as exc:  # protobuf's DecodeError, or RuntimeWarning-like C++ errors
+    except (DecodeError, ValueError, RuntimeError) as exc:
         raise error(path, f"not an ONNX model, or a truncated one: the protobuf does not parse "
                           f"({type(exc).__name__}: {exc})") from None
     del data

@@ -13,7 +13,14 @@ import numpy as np
 from .. import functional as F
 from .. import layers as _layers
 from ..serialization import _file_mode, _fspath, _remove_stale_temp_files
-from ._common import ACTIVATION_OPS, DEFAULT_OPSET, IDENTITY_ACTIVATIONS, MIN_OPSET, max_opset, require
+from ._common import (
+    ACTIVATION_OPS,
+    DEFAULT_OPSET,
+    IDENTITY_ACTIVATIONS,
+    MIN_OPSET,
+    max_opset,
+    require,
+)
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"

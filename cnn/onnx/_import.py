@@ -247,12 +247,12 @@ def _add(chain, node, a, where):
     if isinstance(last, _layers.Dense):
         out = last.units
         bias = _bias_vector(chain, consts[0], out, where, [(out,), (1, out)])
-        factory = lambda: _layers.Dense(out, use_bias=True)  # noqa: E731
+        factory = lambda: _layers.Dense(out, use_bias=True)
     else:
         out = last.filters
         bias = _bias_vector(chain, consts[0], out, where, [(out, 1, 1), (1, out, 1, 1)])
         cfg = dict(last.get_config(), use_bias=True)
-        factory = lambda: _layers.Conv2D.from_config(cfg)  # noqa: E731
+        factory = lambda: _layers.Conv2D.from_config(cfg)
     weights = dict(chain.weights[-1], bias=bias)
     op_type = chain.pop()
     chain.add(factory, weights, where, op_type)
