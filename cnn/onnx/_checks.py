@@ -32,7 +32,7 @@ _MAX_ATTR_LIST = 64
 # ONNX TensorProto.DataType -> (numpy dtype, the typed field that may hold the values)
 _DTYPES = {1: (np.dtype("<f4"), "float_data"), 11: (np.dtype("<f8"), "double_data"),
            7: (np.dtype("<i8"), "int64_data"), 6: (np.dtype("<i4"), "int32_data")}
-_EXTERNAL = 1  # TensorProto.EXTERNAL
+EXTERNAL = 1  # TensorProto.EXTERNAL
 
 
 class FileError(ValueError):
@@ -58,9 +58,10 @@ def read_model(path, max_bytes):
     if st.st_size == 0:
         raise error(path, "the file is empty: not an ONNX model")
     with open(path, "rb") as f:
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise error(path, f"the file grew past max_bytes={max_bytes} while being read")
+        data = f.read(st.st_size + 1)  # not max_bytes: read() allocates what it is asked for
+    if len(data) != st.st_size:
+        raise error(path, f"the file changed size while being read ({st.st_size} -> {len(data)} "
+                          f"bytes or more)")
     from google.protobuf.message import DecodeError  # protobuf comes with onnx
     proto = onnx.ModelProto()
     try:
@@ -134,8 +135,9 @@ def bounded_ints(path, values, name, where, length, minimum, maximum=MAX_ATTR_IN
     return values
 
 
-def _external(path, tensor, folder, nbytes, where):
-    """The ``nbytes`` bytes of an external-data tensor, from a file inside ``folder``."""
+def external_location(path, tensor, folder, nbytes, where):
+    """``(file, offset)`` of an external-data tensor of ``nbytes`` bytes, after checking that
+    the file lies inside ``folder`` (symlinks resolved) and holds those bytes. Reads nothing."""
     info = {e.key: e.value for e in tensor.external_data}
     location = info.get("location")
     if not location:
@@ -162,30 +164,57 @@ def _external(path, tensor, folder, nbytes, where):
     if offset < 0 or length != nbytes or offset + length > size:
         raise error(path, f"{where}: external data {location!r} offset {offset} length {length}: the "
                           f"tensor needs {nbytes} bytes and the file holds {size}")
+    return target, offset
+
+
+def _read_external(path, tensor, folder, nbytes, where):
+    target, offset = external_location(path, tensor, folder, nbytes, where)
     with open(target, "rb") as f:
         f.seek(offset)
         data = f.read(nbytes)
     if len(data) != nbytes:
-        raise error(path, f"{where}: external data {location!r} is truncated")
+        raise error(path, f"{where}: external data of tensor {tensor.name!r} is truncated")
     return data
+
+
+def tensor_header(path, tensor, where):
+    """``(dtype, dims, nbytes)`` of TensorProto ``tensor``, checked; reads no data."""
+    if tensor.data_type not in _DTYPES:
+        raise error(path, f"{where}: tensor {tensor.name!r} has ONNX data type {tensor.data_type}; "
+                          f"this loader reads float32, float64, int32 and int64")
+    dtype, _ = _DTYPES[tensor.data_type]
+    dims = list(tensor.dims)
+    if len(dims) > 8 or any(d < 0 or d > 1 << 40 for d in dims):
+        raise error(path, f"{where}: tensor {tensor.name!r} has dims {dims[:10]}")
+    if tensor.HasField("segment"):
+        raise error(path, f"{where}: tensor {tensor.name!r} is segmented; not supported")
+    return dtype, dims, math.prod(dims) * dtype.itemsize
+
+
+def check_tensor(path, tensor, folder, where):
+    """Check that ``tensor`` holds the bytes its dims promise (inline, or in an external file
+    inside ``folder``) without reading or converting any data."""
+    dtype, dims, nbytes = tensor_header(path, tensor, where)
+    if tensor.data_location == EXTERNAL:
+        external_location(path, tensor, folder, nbytes, where)
+    elif tensor.raw_data:
+        if len(tensor.raw_data) != nbytes:
+            raise error(path, f"{where}: tensor {tensor.name!r} of dims {dims} needs {nbytes} bytes, "
+                              f"its raw_data holds {len(tensor.raw_data)} (truncated or tampered)")
+    elif len(getattr(tensor, _DTYPES[tensor.data_type][1])) != nbytes // dtype.itemsize:
+        raise error(path, f"{where}: tensor {tensor.name!r} of dims {dims} needs {nbytes // dtype.itemsize} "
+                          f"values, it holds {len(getattr(tensor, _DTYPES[tensor.data_type][1]))} "
+                          f"(truncated or tampered)")
 
 
 def tensor_array(path, tensor, folder, where):
     """A checked NumPy copy of TensorProto ``tensor``: dims, dtype and data size agree before
     any array is made; floats must be finite."""
-    if tensor.data_type not in _DTYPES:
-        raise error(path, f"{where}: tensor {tensor.name!r} has ONNX data type {tensor.data_type}; "
-                          f"this loader reads float32, float64, int32 and int64")
-    dtype, field = _DTYPES[tensor.data_type]
-    dims = list(tensor.dims)
-    if len(dims) > 8 or any(d < 0 or d > 1 << 40 for d in dims):
-        raise error(path, f"{where}: tensor {tensor.name!r} has dims {dims[:10]}")
-    count = math.prod(dims)
-    nbytes = count * dtype.itemsize
-    if tensor.HasField("segment"):
-        raise error(path, f"{where}: tensor {tensor.name!r} is segmented; not supported")
-    if tensor.data_location == _EXTERNAL:
-        arr = np.frombuffer(_external(path, tensor, folder, nbytes, where), dtype=dtype)
+    dtype, dims, nbytes = tensor_header(path, tensor, where)
+    count = nbytes // dtype.itemsize
+    field = _DTYPES[tensor.data_type][1]
+    if tensor.data_location == EXTERNAL:
+        arr = np.frombuffer(_read_external(path, tensor, folder, nbytes, where), dtype=dtype)
     elif tensor.raw_data:
         if len(tensor.raw_data) != nbytes:
             raise error(path, f"{where}: tensor {tensor.name!r} of dims {dims} needs {nbytes} bytes, "

@@ -408,8 +408,12 @@ def load(path, max_bytes=_checks.MAX_FILE_BYTES):
     _check_supported(path, nodes, attrs)
     if len(graph.sparse_initializer):
         raise error(path, "sparse initializers are not supported")
+    folder = os.path.dirname(os.path.abspath(path))
+    for t in graph.initializer:  # before onnx.checker looks at any external file
+        _checks.check_tensor(path, t, folder, "initializer")
     try:
-        onnx.checker.check_model(proto)
+        # given the path, the checker resolves external data beside the file (not the cwd)
+        onnx.checker.check_model(path)
     except onnx.checker.ValidationError as exc:
         text = str(exc).strip().splitlines()
         raise error(path, f"not a valid ONNX model (onnx.checker: {' '.join(text)[:600]})") from None
@@ -421,7 +425,6 @@ def load(path, max_bytes=_checks.MAX_FILE_BYTES):
                                               f"outputs; cnn.onnx.load reads one input and one output "
                                               f"(graph models are not built yet)")
     dtype, input_shape = _checks.item_shape(path, inputs[0], "the input")
-    folder = os.path.dirname(os.path.abspath(path))
     chain = _Chain(path, folder, proto, dtype, input_shape)
 
     consumed = {name for n in nodes for name in n.input if name}
