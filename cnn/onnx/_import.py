@@ -328,10 +328,10 @@ assert {op for op, _ in ACTIVATION_OPS.values()} <= set(IMPORTERS)
 
 #: Operators ONNX models often hold that wait for a cnn layer, and why.
 NOT_YET = {
-    "BatchNormalization": "needs cnn's BatchNormalization layer (not built yet)",
-    "AveragePool": "needs cnn's AvgPool2D layer (not built yet)",
-    "GlobalAveragePool": "needs cnn's GlobalAvgPool2D layer (not built yet)",
-    "Concat": "needs cnn's Concatenate layer and graph models (not built yet)",
+    "BatchNormalization": "needs cnn's BatchNormalization layer, not built yet",
+    "AveragePool": "needs cnn's AvgPool2D layer, not built yet",
+    "GlobalAveragePool": "needs cnn's GlobalAvgPool2D layer, not built yet",
+    "Concat": "needs cnn's Concatenate layer and graph models, not built yet",
 }
 
 
