@@ -504,6 +504,8 @@ def test_file_size_limit_is_checked_before_reading(exported):
     path = exported["cnn"][1]
     with pytest.raises(ValueError, match="max_bytes"):
         cnn.onnx.load(path, max_bytes=1000)
+    with pytest.raises(TypeError, match="max_bytes"):
+        cnn.onnx.load(path, max_bytes=1.5)
 
 
 @needs_onnx
@@ -639,3 +641,16 @@ def test_non_finite_weights_and_wrong_shapes(tmp_path, rng):
     nodes = [helper.make_node("Softmax", ["x"], ["y"], axis=1)]
     with pytest.raises(ValueError, match="Softmax"):
         cnn.onnx.load(_save(_chain_graph(nodes, []), tmp_path / "sm.onnx"))
+    # a Constant's tensor is checked like an initializer
+    shape = _raw_tensor("s", [1 << 30], b"\0" * 8)
+    shape.data_type = TensorProto.INT64
+    nodes = [helper.make_node("Constant", [], ["shape"], value=shape),
+             helper.make_node("Reshape", ["x", "shape"], ["y"])]
+    with pytest.raises(ValueError, match="Constant.*needs 8589934592 bytes"):
+        cnn.onnx.load(_save(_chain_graph(nodes, [], out_shape=("N", 64)), tmp_path / "const.onnx"))
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]),
+             helper.make_node("Dropout", ["f", "ratio", "train"], ["y"], name="drop")]
+    inits = [numpy_helper.from_array(np.array(0.5, np.float32), "ratio"),
+             numpy_helper.from_array(np.array(True), "train")]
+    with pytest.raises(ValueError, match="'drop'.*training mode"):
+        cnn.onnx.load(_save(_chain_graph(nodes, inits, out_shape=("N", 64)), tmp_path / "drop.onnx"))

@@ -31,7 +31,8 @@ _MAX_ATTR_LIST = 64
 
 # ONNX TensorProto.DataType -> (numpy dtype, the typed field that may hold the values)
 _DTYPES = {1: (np.dtype("<f4"), "float_data"), 11: (np.dtype("<f8"), "double_data"),
-           7: (np.dtype("<i8"), "int64_data"), 6: (np.dtype("<i4"), "int32_data")}
+           7: (np.dtype("<i8"), "int64_data"), 6: (np.dtype("<i4"), "int32_data"),
+           9: (np.dtype("?"), "int32_data")}  # bool: Dropout's training_mode
 EXTERNAL = 1  # TensorProto.EXTERNAL
 
 
@@ -181,7 +182,7 @@ def tensor_header(path, tensor, where):
     """``(dtype, dims, nbytes)`` of TensorProto ``tensor``, checked; reads no data."""
     if tensor.data_type not in _DTYPES:
         raise error(path, f"{where}: tensor {tensor.name!r} has ONNX data type {tensor.data_type}; "
-                          f"this loader reads float32, float64, int32 and int64")
+                          f"this loader reads float32, float64, int32, int64 and bool")
     dtype, _ = _DTYPES[tensor.data_type]
     dims = list(tensor.dims)
     if len(dims) > 8 or any(d < 0 or d > 1 << 40 for d in dims):

@@ -399,8 +399,10 @@ def load(path, max_bytes=_checks.MAX_FILE_BYTES):
     from ..model import Sequential
     from ..serialization import _fspath
     path = _fspath(path)
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
-        raise TypeError(f"max_bytes must be a positive int, got {max_bytes!r}")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+        raise TypeError(f"max_bytes must be an int, got {max_bytes!r} of type {type(max_bytes).__name__}")
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
     proto = _checks.read_model(path, max_bytes)
     graph = proto.graph
     nodes = list(graph.node)
@@ -409,8 +411,12 @@ def load(path, max_bytes=_checks.MAX_FILE_BYTES):
     if len(graph.sparse_initializer):
         raise error(path, "sparse initializers are not supported")
     folder = os.path.dirname(os.path.abspath(path))
-    for t in graph.initializer:  # before onnx.checker looks at any external file
+    # every tensor, before onnx.checker looks at any external file
+    for t in graph.initializer:
         _checks.check_tensor(path, t, folder, "initializer")
+    for i, (node, a) in enumerate(zip(nodes, attrs)):
+        if node.op_type == "Constant" and "value" in a:
+            _checks.check_tensor(path, a["value"], folder, _node_where(i, node))
     try:
         # given the path, the checker resolves external data beside the file (not the cwd)
         onnx.checker.check_model(path)
