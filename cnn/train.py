@@ -271,6 +271,8 @@ def _parser():
                         + " are not applied, and a warning on stderr names any given with a value "
                           "the checkpoint does not hold. --epochs, --batch-size and the augmentation "
                           "options apply (their defaults: those of the checkpoint's model)")
+    p.add_argument("--export-onnx", metavar="PATH",
+                   help="export the trained model to ONNX (needs the onnx extra: pip install cnn[onnx])")
     p.add_argument("--plot", metavar="PATH", help="write training curves and the confusion matrix as a PNG")
     p.add_argument("--json", metavar="PATH",
                    help="write the history, test accuracy, training time and speed as JSON")
@@ -331,12 +333,15 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         parser.error("--plot needs matplotlib, which is not installed (pip install matplotlib)")
-    for option in ("save", "json", "plot"):  # before training, not after the first epoch
+    if args.export_onnx and importlib.util.find_spec("onnx") is None:
+        parser.error("--export-onnx needs onnx, which is not installed (pip install cnn[onnx])")
+    for option in ("save", "json", "plot", "export_onnx"):  # before training, not after the first epoch
         path = getattr(args, option)
         folder = os.path.dirname(os.path.abspath(path)) if path else None
         if path and (os.path.isdir(path) or not os.path.isdir(folder)):
-            parser.error(f"--{option} {path}: " + ("is a directory; wanted a file path" if os.path.isdir(path)
-                                                   else f"the folder {folder} does not exist"))
+            flag = "--" + option.replace("_", "-")
+            parser.error(f"{flag} {path}: " + ("is a directory; wanted a file path" if os.path.isdir(path)
+                                               else f"the folder {folder} does not exist"))
     try:
         return _run(args)
     except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError) as exc:
@@ -440,6 +445,10 @@ def _run(args):
         _plot(args.plot, history, cm)
     if args.save and not history.epoch and not os.path.exists(args.save):
         model.save(args.save)
+    if args.export_onnx:
+        from .onnx import export
+        export(model, args.export_onnx)
+        print(f"exported the model to ONNX: {args.export_onnx}")
 
     print(f"trained {len(history.epoch)} epoch(s) in {train_seconds:.1f} s"
           + (f" ({trained / train_seconds:,.0f} images/s)" if train_seconds > 0 else ""))

@@ -1,0 +1,492 @@
+"""ONNX graph -> cnn.Sequential, one importer function per operator (:data:`IMPORTERS`).
+
+The graph must be a linear chain: one data input, each node reading the previous node's
+output (plus constants: initializers or ``Constant`` nodes), one output. An importer gets the
+:class:`_Chain` (which holds the per-item shape so far and the layers made), the node, its
+checked attributes and a ``where`` string for messages; it appends a layer, changes the last
+one (a bias ``Add`` after ``MatMul``) or adds nothing (``Identity``, ``Dropout``). A new
+operator plugs in with one entry in :data:`IMPORTERS` (and, for attribute values cnn cannot
+run yet, one in :data:`UNSUPPORTED_FORMS`).
+"""
+
+import math
+import os
+
+import numpy as np
+
+from .. import layers as _layers
+from . import _checks
+from ._checks import bounded_ints, error
+from ._common import ACTIVATION_OPS, require
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class _Chain:
+    """The state of one import: constants, the current per-item shape, the layers so far."""
+
+    def __init__(self, path, folder, proto, dtype, input_shape):
+        self.path, self.folder = path, folder
+        self.opset = _checks.default_opset(proto)
+        self.dtype = dtype
+        self.shape = input_shape
+        self.layers, self.weights = [], []  # weights[i]: {param name: array} of layers[i]
+        self._shapes_in = []  # the item shape each layer reads
+        self.last_op = None  # op_type of the node that made layers[-1]
+        self._tensors = {t.name: t for t in proto.graph.initializer}
+        self._arrays = {}
+
+    # -- constants ------------------------------------------------------------------------
+
+    def add_constant(self, name, tensor_or_array):
+        self._tensors[name] = tensor_or_array
+
+    def is_const(self, name):
+        return name in self._tensors
+
+    def const(self, name, where, what):
+        """The checked array of constant ``name`` (an initializer or a Constant's output)."""
+        if name not in self._tensors:
+            raise error(self.path, f"{where}: its {what} {name!r} must be a constant (an initializer "
+                                   f"or a Constant node); cnn reads weights and shapes only from "
+                                   f"constants")
+        if name not in self._arrays:
+            t = self._tensors[name]
+            self._arrays[name] = t if isinstance(t, np.ndarray) else _checks.tensor_array(
+                self.path, t, self.folder, where)
+        return self._arrays[name]
+
+    def weight(self, name, where, what, shape):
+        """A float constant of exactly ``shape``."""
+        a = self.const(name, where, what)
+        if a.dtype.kind != "f":
+            raise error(self.path, f"{where}: {what} {name!r} must be float, got {a.dtype}")
+        if a.shape != tuple(shape):
+            raise error(self.path, f"{where}: {what} {name!r} has shape {a.shape}, wanted {tuple(shape)}")
+        return a
+
+    # -- layers ---------------------------------------------------------------------------
+
+    def add(self, layer_factory, weights, where, op_type):
+        """Append the layer ``layer_factory()`` (its errors become ValueErrors naming the node)
+        and move the shape on."""
+        try:
+            layer = layer_factory()
+            shape = layer.compute_output_shape(self.shape)
+        except (TypeError, ValueError) as exc:
+            raise error(self.path, f"{where}: cnn cannot run it on items of shape {self.shape}: "
+                                   f"{exc}") from None
+        _checks.check_item(self.path, shape, f"{where}: its output")
+        self.layers.append(layer)
+        self.weights.append(weights)
+        self._shapes_in.append(self.shape)
+        self.shape = shape
+        self.last_op = op_type
+
+    def pop(self):
+        """Take the last layer back (to replace it); returns the op_type that made it."""
+        self.layers.pop()
+        self.weights.pop()
+        self.shape = self._shapes_in.pop()
+        return self.last_op
+
+    def need_rank(self, rank, where, what):
+        if len(self.shape) != rank:
+            raise error(self.path, f"{where}: {what} needs items of rank {rank}, got item shape "
+                                   f"{self.shape}")
+
+
+def _unsupported(chain_or_path, where, message):
+    path = chain_or_path.path if isinstance(chain_or_path, _Chain) else chain_or_path
+    return error(path, f"unsupported ONNX graph: {where}: {message}")
+
+
+# ----------------------------------------------------------------------------- padding
+
+
+def _same_pads(n, k, s, upper):
+    """ONNX auto_pad SAME_UPPER / SAME_LOWER along one axis: output ceil(n / s), the odd
+    cell of padding at the end (UPPER) or the beginning (LOWER)."""
+    out = -(-n // s)
+    total = max((out - 1) * s + k - n, 0)
+    small, big = total // 2, total - total // 2
+    return (small, big) if upper else (big, small)
+
+
+def _pads(chain, a, kernel, strides, where):
+    """cnn ``(top, bottom, left, right)`` from ``pads`` / ``auto_pad`` on the static shape."""
+    auto = a.get("auto_pad", "NOTSET")
+    if auto not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        raise error(chain.path, f"{where}: auto_pad must be NOTSET, VALID, SAME_UPPER or SAME_LOWER, "
+                                f"got {auto!r}")
+    if auto != "NOTSET" and any(a.get("pads", [0])):
+        raise error(chain.path, f"{where}: auto_pad={auto} and explicit pads {a['pads']} together")
+    if auto == "NOTSET":
+        t, l, b, r = bounded_ints(chain.path, a.get("pads", [0, 0, 0, 0]), "pads", where, 4, 0)
+        return (t, b, l, r)
+    if auto == "VALID":
+        return (0, 0, 0, 0)
+    upper = auto == "SAME_UPPER"
+    t, b = _same_pads(chain.shape[1], kernel[0], strides[0], upper)
+    l, r = _same_pads(chain.shape[2], kernel[1], strides[1], upper)
+    return (t, b, l, r)
+
+
+def _cnn_padding(pads):
+    return "valid" if not any(pads) else tuple(int(p) for p in pads)
+
+
+def _strides(chain, a, where):
+    return tuple(bounded_ints(chain.path, a.get("strides", [1, 1]), "strides", where, 2, 1))
+
+
+# ----------------------------------------------------------------------------- importers
+
+
+def _conv(chain, node, a, where):
+    chain.need_rank(3, where, "Conv")
+    if len(node.input) < 2:
+        raise error(chain.path, f"{where}: Conv needs a weight input")
+    w = chain.const(node.input[1], where, "weight")
+    if w.ndim != 4 or w.dtype.kind != "f":
+        raise error(chain.path, f"{where}: Conv weight must be a float (K, C, kh, kw) tensor, "
+                                f"got {w.dtype} of shape {w.shape}")
+    k, c, kh, kw = w.shape
+    if c != chain.shape[0]:
+        raise error(chain.path, f"{where}: Conv weight has {c} input channels, its input {chain.shape[0]}")
+    if "kernel_shape" in a and list(a["kernel_shape"]) != [kh, kw]:
+        raise error(chain.path, f"{where}: kernel_shape {a['kernel_shape']} does not match the weight's "
+                                f"{[kh, kw]}")
+    strides = _strides(chain, a, where)
+    pads = _pads(chain, a, (kh, kw), strides, where)
+    weights = {"weight": w}
+    if len(node.input) > 2 and node.input[2]:
+        weights["bias"] = chain.weight(node.input[2], where, "bias", (k,))
+    chain.add(lambda: _layers.Conv2D(k, (kh, kw), stride=strides, padding=_cnn_padding(pads),
+                                     use_bias="bias" in weights), weights, where, "Conv")
+
+
+def _maxpool(chain, node, a, where):
+    chain.need_rank(3, where, "MaxPool")
+    if "kernel_shape" not in a:
+        raise error(chain.path, f"{where}: MaxPool needs kernel_shape")
+    size = tuple(bounded_ints(chain.path, a["kernel_shape"], "kernel_shape", where, 2, 1))
+    strides = _strides(chain, a, where)
+    pads = _pads(chain, a, size, strides, where)
+    if a.get("ceil_mode", 0):
+        # Same output size with ceil as with floor: the ceil mode changes nothing.
+        for n, k, s, p in zip(chain.shape[1:], size, strides, (pads[0] + pads[1], pads[2] + pads[3])):
+            if (n + p - k) % s:
+                raise _unsupported(chain, where, f"MaxPool with ceil_mode=1 where it adds a partial "
+                                                 f"window (input {chain.shape}, kernel {size}, strides "
+                                                 f"{strides}); cnn pools with floor")
+    stride = None if strides == size else strides  # cnn's default stride is the window
+    chain.add(lambda: _layers.MaxPool2D(size, stride=stride, padding=_cnn_padding(pads)), {},
+              where, "MaxPool")
+
+
+def _dense_from(chain, w, b, where, op_type):
+    """A Dense layer of weight ``w`` (out, in) and optional bias."""
+    chain.need_rank(1, where, op_type)
+    if w.shape[1] != chain.shape[0]:
+        raise error(chain.path, f"{where}: {op_type} weight expects {w.shape[1]} input features, "
+                                f"its input has {chain.shape[0]}")
+    weights = {"weight": np.ascontiguousarray(w)}
+    if b is not None:
+        weights["bias"] = b
+    chain.add(lambda: _layers.Dense(w.shape[0], use_bias=b is not None), weights, where, op_type)
+
+
+def _bias_vector(chain, name, out, where, shapes):
+    """A bias constant of one of ``shapes`` (e.g. (out,), (1, out)), as (out,)."""
+    b = chain.const(name, where, "bias")
+    if b.dtype.kind != "f" or b.shape not in shapes:
+        raise error(chain.path, f"{where}: bias {name!r} must be float of shape "
+                                f"{' or '.join(map(str, shapes))}, got {b.dtype} {b.shape}")
+    return np.broadcast_to(b.reshape(-1), (out,)).copy()
+
+
+def _gemm(chain, node, a, where):
+    if a.get("transA", 0):
+        raise _unsupported(chain, where, "Gemm with transA=1 (the batch would be transposed)")
+    if len(node.input) < 2:
+        raise error(chain.path, f"{where}: Gemm needs an input B")
+    w = chain.const(node.input[1], where, "B")
+    if w.ndim != 2 or w.dtype.kind != "f":
+        raise error(chain.path, f"{where}: Gemm B must be a float matrix, got {w.dtype} {w.shape}")
+    if not a.get("transB", 0):
+        w = w.T  # B is (in, out); cnn's weight is (out, in)
+    alpha, beta = a.get("alpha", 1.0), a.get("beta", 1.0)
+    if alpha != 1.0:
+        w = w * np.asarray(alpha, dtype=w.dtype)
+    b = None
+    if len(node.input) > 2 and node.input[2]:
+        out = w.shape[0]
+        b = _bias_vector(chain, node.input[2], out, where, [(out,), (1, out), (1,), ()])
+        if beta != 1.0:
+            b = b * np.asarray(beta, dtype=b.dtype)
+    _dense_from(chain, w, b, where, "Gemm")
+
+
+def _matmul(chain, node, a, where):
+    w = chain.const(node.input[1], where, "matrix")
+    if w.ndim != 2 or w.dtype.kind != "f":
+        raise error(chain.path, f"{where}: MatMul by a float (in, out) matrix only, got {w.dtype} {w.shape}")
+    _dense_from(chain, w.T, None, where, "MatMul")
+
+
+def _add(chain, node, a, where):
+    """``Add`` of a bias constant right after a bias-free MatMul/Gemm/Conv; any other Add
+    needs cnn's Add layer."""
+    last = chain.layers[-1] if chain.layers else None
+    consts = [i for i in node.input if chain.is_const(i)]
+    if (last is None or chain.last_op not in ("MatMul", "Gemm", "Conv") or last.use_bias
+            or len(consts) != 1):
+        raise _unsupported(chain, where, "Add other than a bias after MatMul/Gemm/Conv needs cnn's "
+                                         "Add layer (not built yet)")
+    if isinstance(last, _layers.Dense):
+        out = last.units
+        bias = _bias_vector(chain, consts[0], out, where, [(out,), (1, out)])
+        factory = lambda: _layers.Dense(out, use_bias=True)
+    else:
+        out = last.filters
+        bias = _bias_vector(chain, consts[0], out, where, [(out, 1, 1), (1, out, 1, 1)])
+        cfg = dict(last.get_config(), use_bias=True)
+        factory = lambda: _layers.Conv2D.from_config(cfg)
+    weights = dict(chain.weights[-1], bias=bias)
+    op_type = chain.pop()
+    chain.add(factory, weights, where, op_type)
+
+
+def _activation(name):
+    def importer(chain, node, a, where):
+        chain.add(lambda: _layers.Activation(name), {}, where, node.op_type)
+    return importer
+
+
+def _leaky_relu(chain, node, a, where):
+    alpha = a.get("alpha", 0.01)
+    if not 0.0 <= alpha < 1.0:
+        raise _unsupported(chain, where, f"LeakyRelu with alpha={alpha}: cnn's leaky_relu takes alpha "
+                                         f"in [0, 1)")
+    chain.add(lambda: _layers.Activation({"name": "leaky_relu", "alpha": alpha}), {}, where,
+              "LeakyRelu")
+
+
+def _softmax(chain, node, a, where):
+    chain.need_rank(1, where, "Softmax (cnn normalises flat (N, classes) rows)")
+    axis = a.get("axis", -1 if chain.opset >= 13 else 1)
+    if axis not in (1, -1):
+        raise _unsupported(chain, where, f"Softmax over axis {axis}; cnn normalises the last axis "
+                                         f"of (N, classes)")
+    chain.add(lambda: _layers.Activation("softmax"), {}, where, "Softmax")
+
+
+def _flatten(chain, node, a, where):
+    axis = a.get("axis", 1)
+    if axis != 1:
+        raise _unsupported(chain, where, f"Flatten with axis={axis}; cnn flattens to (N, -1)")
+    chain.add(_layers.Flatten, {}, where, "Flatten")
+
+
+def _reshape(chain, node, a, where):
+    if len(node.input) < 2:
+        raise error(chain.path, f"{where}: Reshape needs a shape input")
+    shape = chain.const(node.input[1], where, "shape")
+    items = math.prod(chain.shape)
+    target = [int(v) for v in shape.reshape(-1)] if shape.dtype.kind == "i" and shape.ndim == 1 else None
+    ok = target is not None and len(target) == 2 and (
+        (target[0] == -1 and target[1] == items)
+        or (target[0] == 0 and not a.get("allowzero", 0) and target[1] in (-1, items)))
+    if not ok:
+        raise _unsupported(chain, where, f"Reshape to {target if target is not None else shape.shape}; "
+                                         f"cnn reads only the flattening (N, -1) = [0 or -1, {items}] here")
+    chain.add(_layers.Flatten, {}, where, "Reshape")
+
+
+def _dropout(chain, node, a, where):
+    # Inference: the identity. A constant training_mode=True would make it random.
+    if len(node.input) > 2 and node.input[2]:
+        mode = chain.const(node.input[2], where, "training_mode")
+        if mode.size != 1 or bool(mode.reshape(-1)[0]):
+            raise _unsupported(chain, where, "Dropout in training mode")
+
+
+def _identity(chain, node, a, where):
+    pass
+
+
+#: op_type -> importer(chain, node, attributes, where). Constant nodes are read before the
+#: chain is walked, so they are listed here without an importer.
+IMPORTERS = {
+    "Conv": _conv, "MaxPool": _maxpool, "Gemm": _gemm, "MatMul": _matmul, "Add": _add,
+    "Relu": _activation("relu"), "Sigmoid": _activation("sigmoid"), "Tanh": _activation("tanh"),
+    "LeakyRelu": _leaky_relu, "Softmax": _softmax, "Flatten": _flatten, "Reshape": _reshape,
+    "Dropout": _dropout, "Identity": _identity, "Constant": None,
+}
+assert {op for op, _ in ACTIVATION_OPS.values()} <= set(IMPORTERS)
+
+#: Operators ONNX models often hold that wait for a cnn layer, and why.
+NOT_YET = {
+    "BatchNormalization": "needs cnn's BatchNormalization layer, not built yet",
+    "AveragePool": "needs cnn's AvgPool2D layer, not built yet",
+    "GlobalAveragePool": "needs cnn's GlobalAvgPool2D layer, not built yet",
+    "Concat": "needs cnn's Concatenate layer and graph models, not built yet",
+}
+
+
+def _conv_form(a):
+    reasons = []
+    if a.get("group", 1) != 1:
+        reasons.append(f"group={a['group']} (grouped convolution: not built yet)")
+    if any(d != 1 for d in a.get("dilations", [1, 1])):
+        reasons.append(f"dilations={a['dilations']} (dilated convolution: not built yet)")
+    return ", ".join(reasons) or None
+
+
+def _maxpool_form(a):
+    if any(d != 1 for d in a.get("dilations", [1, 1])):
+        return f"dilations={a['dilations']} (dilated pooling)"
+    return None
+
+
+#: op_type -> fn(attributes) -> why this node's form is unsupported, or None.
+UNSUPPORTED_FORMS = {"Conv": _conv_form, "MaxPool": _maxpool_form}
+
+
+# ----------------------------------------------------------------------------- the chain
+
+
+def _node_where(i, node):
+    return f"node {i} ({node.op_type}{' ' + repr(node.name) if node.name else ''})"
+
+
+def _check_supported(path, nodes, attrs):
+    """One error listing every unsupported operator (and form) with its nodes."""
+    problems = {}
+    for i, node in enumerate(nodes):
+        label = node.name or f"#{i}"
+        if node.domain not in ("", "ai.onnx"):
+            key = f"{node.domain}.{node.op_type} (a custom domain)"
+        elif node.op_type not in IMPORTERS:
+            key = f"{node.op_type}" + (f" ({NOT_YET[node.op_type]})" if node.op_type in NOT_YET else "")
+        elif node.op_type in UNSUPPORTED_FORMS and UNSUPPORTED_FORMS[node.op_type](attrs[i]):
+            key = f"{node.op_type} with {UNSUPPORTED_FORMS[node.op_type](attrs[i])}"
+        else:
+            continue
+        problems.setdefault(key, []).append(label)
+    if problems:
+        listed = "; ".join(f"{key} at node{'s' if len(labels) > 1 else ''} "
+                           f"{', '.join(map(repr, labels[:20]))}{' ...' if len(labels) > 20 else ''}"
+                           for key, labels in problems.items())
+        raise error(path, f"unsupported ONNX operators: {listed}. cnn.onnx.load reads "
+                          f"{', '.join(op for op in IMPORTERS if op != 'Constant')} (and Constant)")
+
+
+def _constant_value(chain, node, a, where):
+    for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+        if key in a:
+            v = a[key]
+            if key == "value":
+                return v
+            return np.asarray(v, dtype=np.float32 if "float" in key else np.int64)
+    raise _unsupported(chain, where, f"Constant with attributes {sorted(a)}")
+
+
+def load(path, max_bytes=_checks.MAX_FILE_BYTES):
+    """See :func:`cnn.onnx.load`."""
+    onnx = require("onnx")
+    from ..model import Sequential
+    from ..serialization import _fspath
+    path = _fspath(path)
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+        raise TypeError(f"max_bytes must be an int, got {max_bytes!r} of type {type(max_bytes).__name__}")
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+    proto = _checks.read_model(path, max_bytes)
+    graph = proto.graph
+    nodes = list(graph.node)
+    attrs = [_checks.attributes(path, n, _node_where(i, n)) for i, n in enumerate(nodes)]
+    _check_supported(path, nodes, attrs)
+    if len(graph.sparse_initializer):
+        raise error(path, "sparse initializers are not supported")
+    folder = os.path.dirname(os.path.abspath(path))
+    # every tensor, before onnx.checker looks at any external file
+    for t in graph.initializer:
+        _checks.check_tensor(path, t, folder, "initializer")
+    for i, (node, a) in enumerate(zip(nodes, attrs)):
+        if node.op_type == "Constant" and "value" in a:
+            _checks.check_tensor(path, a["value"], folder, _node_where(i, node))
+    try:
+        # given the path, the checker resolves external data beside the file (not the cwd)
+        onnx.checker.check_model(path)
+    except onnx.checker.ValidationError as exc:
+        text = str(exc).strip().splitlines()
+        raise error(path, f"not a valid ONNX model (onnx.checker: {' '.join(text)[:600]})") from None
+
+    initializers = {t.name for t in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise _unsupported(path, "the graph", f"{len(inputs)} data inputs and {len(graph.output)} "
+                                              f"outputs; cnn.onnx.load reads one input and one output "
+                                              f"(graph models are not built yet)")
+    dtype, input_shape = _checks.item_shape(path, inputs[0], "the input")
+    chain = _Chain(path, folder, proto, dtype, input_shape)
+
+    consumed = {name for n in nodes for name in n.input if name}
+    consumed.add(graph.output[0].name)
+    current = inputs[0].name
+    for i, (node, a) in enumerate(zip(nodes, attrs)):
+        where = _node_where(i, node)
+        if node.op_type == "Constant":
+            if len(node.output) != 1:
+                raise error(path, f"{where}: a Constant has one output")
+            chain.add_constant(node.output[0], _constant_value(chain, node, a, where))
+            continue
+        data = [name for name in node.input if name and not chain.is_const(name)]
+        if data != [current]:
+            if len(data) > 1:
+                raise _unsupported(chain, where, f"it combines tensors {data}: cnn.onnx.load reads a "
+                                                 f"linear chain of layers (graph models are not built yet)")
+            raise _unsupported(chain, where, f"it reads {data or 'only constants'}, not the previous "
+                                             f"layer's output {current!r}: not a linear chain")
+        if not node.output or not node.output[0]:
+            raise error(path, f"{where}: it has no output")
+        extra = [o for o in node.output[1:] if o and o in consumed]
+        if extra:
+            raise _unsupported(chain, where, f"its extra outputs {extra} are used (e.g. MaxPool "
+                                             f"indices, a Dropout mask)")
+        IMPORTERS[node.op_type](chain, node, a, where)
+        current = node.output[0]
+    if current != graph.output[0].name:
+        raise _unsupported(path, "the graph", f"its output {graph.output[0].name!r} is not the end of "
+                                              f"the chain ({current!r})")
+    if not chain.layers:
+        raise _unsupported(path, "the graph", "no layers (only identities): nothing for cnn to run")
+    layers, weights = _fuse_activations(chain.layers, chain.weights)
+    name = graph.name if graph.name else "onnx"
+    try:
+        model = Sequential(layers, input_shape=input_shape, seed=0, dtype=dtype, name=name)
+    except (TypeError, ValueError) as exc:
+        raise error(path, f"cannot build the cnn model: {exc}") from None
+    state = {f"{i}.{key}": np.asarray(v, dtype=dtype) for i, w in enumerate(weights)
+             for key, v in w.items()}
+    model.load_state_dict(state)
+    return model
+
+
+def _fuse_activations(layers, weights):
+    """Fold an activation layer into the bias-free-of-activation Dense/Conv2D before it
+    (Conv + Relu -> Conv2D(activation="relu")), as cnn's own models are written."""
+    out_layers, out_weights = [], []
+    for layer, w in zip(layers, weights):
+        prev = out_layers[-1] if out_layers else None
+        if (type(layer) is _layers.Activation and isinstance(prev, (_layers.Dense, _layers.Conv2D))
+                and prev.activation.name in ("identity", "linear")
+                and not (isinstance(prev, _layers.Conv2D) and layer.activation.name == "softmax")):
+            cfg = dict(prev.get_config(), activation=layer.get_config()["activation"])
+            out_layers[-1] = type(prev).from_config(cfg)
+            continue
+        out_layers.append(layer)
+        out_weights.append(w)
+    return out_layers, out_weights
