@@ -13,11 +13,11 @@ outputs are new arrays of the same shape and dtype as ``z``. All work is vectori
 Python loop over items.
 """
 
-import numbers
 
 import numpy as np
 
 from . import _registry
+from . import _validation as V
 
 from ._configurable import Configurable
 
@@ -180,12 +180,7 @@ class LeakyReLU(Activation):
     name = "leaky_relu"
 
     def __init__(self, alpha=0.01):
-        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real):
-            raise TypeError(f"alpha must be a real number, got {alpha!r} of type {type(alpha).__name__}")
-        alpha = float(alpha)
-        if not 0.0 <= alpha < 1.0:
-            raise ValueError(f"alpha must be in [0, 1), got {alpha!r}")
-        self.alpha = alpha
+        self.alpha = V.real(alpha, "alpha", low=0.0, high=1.0, high_open=True)
 
     def forward(self, z):
         _check_z(z)

@@ -15,6 +15,8 @@ import warnings
 
 import numpy as np
 
+from . import _validation as V
+
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint"]
 
 
@@ -157,20 +159,11 @@ class EarlyStopping(Callback):
                  restore_best_weights=False):
         super().__init__()
         monitor = _check_monitor(monitor)
-        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)):
-            raise TypeError(f"patience must be an int >= 0, got {patience!r}")
-        if patience < 0:
-            raise ValueError(f"patience must be an int >= 0, got {patience}")
-        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float, np.floating)):
-            raise TypeError(f"min_delta must be a number >= 0, got {min_delta!r}")
-        if not (min_delta >= 0 and math.isfinite(min_delta)):
-            raise ValueError(f"min_delta must be a finite number >= 0, got {min_delta}")
-        if not isinstance(restore_best_weights, bool):
-            raise TypeError(f"restore_best_weights must be a bool, got {restore_best_weights!r}")
-        self.patience = int(patience)
-        self.restore_best_weights = restore_best_weights
-        self._monitor = _Monitor(monitor, _mode(mode, monitor), float(min_delta))
-        self.monitor, self.mode, self.min_delta = monitor, self._monitor.mode, float(min_delta)
+        self.patience = V.integer(patience, "patience", 0)
+        min_delta = V.real(min_delta, "min_delta", low=0.0)
+        self.restore_best_weights = V.boolean(restore_best_weights, "restore_best_weights")
+        self._monitor = _Monitor(monitor, _mode(mode, monitor), min_delta)
+        self.monitor, self.mode, self.min_delta = monitor, self._monitor.mode, min_delta
         self._reset()
 
     def _reset(self):
@@ -230,15 +223,9 @@ class ModelCheckpoint(Callback):
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto"):
         super().__init__()
-        import os
-        try:
-            self.path = os.fspath(path)
-        except TypeError:
-            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}") from None
+        self.path = V.path(path)
         monitor = _check_monitor(monitor)
-        if not isinstance(save_best_only, bool):
-            raise TypeError(f"save_best_only must be a bool, got {save_best_only!r}")
-        self.save_best_only = save_best_only
+        self.save_best_only = V.boolean(save_best_only, "save_best_only")
         self._monitor = _Monitor(monitor, _mode(mode, monitor))
         self.monitor, self.mode = monitor, self._monitor.mode
         self.last_saved = None

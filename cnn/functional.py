@@ -31,12 +31,12 @@ Conventions
   never win; ties go to the first cell in row-major order; NaN propagates.
 """
 import math
-import numbers
 import operator
 
 import numpy as np
 
 from cnn import _ops
+from cnn import _validation as V
 
 __all__ = [
     "linear", "linear_backward", "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward",
@@ -44,10 +44,7 @@ __all__ = [
     "sgd_update", "adam_update",
 ]
 
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _ACTIVATIONS = {None: False, "linear": False, "identity": False, "relu": True}
-# Sizes, strides and paddings reach the kernels as C ints.
-_MAX_INT = 2 ** 31 - 1
 
 
 def _fused_relu(activation):
@@ -62,47 +59,6 @@ def _fused_relu(activation):
 
 # ----------------------------------------------------------------------------- arguments
 
-def _as_pair(value, name, minimum):
-    """An int or a pair of ints -> (a, b), each >= minimum."""
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-        pair = tuple(value)
-    else:
-        pair = (value, value)
-    out = []
-    for v in pair:
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-        if v < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-        if v > _MAX_INT:
-            raise ValueError(f"{name} must be <= {_MAX_INT}, got {value!r}")
-        out.append(operator.index(v))
-    return tuple(out)
-
-
-def _explicit_padding(padding, name):
-    """int | (ph, pw) | (top, bottom, left, right) -> (top, bottom, left, right)."""
-    if isinstance(padding, (tuple, list)) and len(padding) == 4:
-        values = tuple(padding)
-    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
-        values = (padding[0], padding[0], padding[1], padding[1])
-    elif isinstance(padding, (tuple, list)):
-        raise ValueError(f"{name} must be a string, an int, (ph, pw) or (top, bottom, left, right), "
-                         f"got a sequence of length {len(padding)}: {padding!r}")
-    else:
-        values = (padding,) * 4
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"{name} must hold ints, got {padding!r}")
-        if v < 0:
-            raise ValueError(f"{name} must be >= 0, got {padding!r}")
-        if v > _MAX_INT:
-            raise ValueError(f"{name} must be <= {_MAX_INT}, got {padding!r}")
-    return tuple(int(v) for v in values)
-
-
 def _same_split(total):
     """The seed's split: floor(total / 2) before, the rest after."""
     return total // 2, total - total // 2
@@ -116,15 +72,14 @@ def conv2d_padding(padding, kernel_size):
     padding : {"valid", "same"} or int or (ph, pw) or (top, bottom, left, right)
     kernel_size : int or (kh, kw)
     """
-    kh, kw = _as_pair(kernel_size, "kernel_size", 1)
+    kh, kw = V.int_pair(kernel_size, "kernel_size", 1)
     if isinstance(padding, str):
-        mode = padding.lower()
+        mode = V.padding(padding, "padding", ("valid", "same"))
         if mode == "valid":
             return (0, 0, 0, 0)
         if mode == "same":
             return _same_split(kh - 1) + _same_split(kw - 1)
-        raise ValueError(f"padding must be 'valid', 'same', an int or a tuple, got {padding!r}")
-    return _explicit_padding(padding, "padding")
+    return V.explicit_padding(V.padding(padding, "padding", ("valid", "same")))
 
 
 def maxpool2d_padding(padding, size, stride, input_hw):
@@ -135,11 +90,11 @@ def maxpool2d_padding(padding, size, stride, input_hw):
     conv ``"same"``. Every pad must be smaller than the window along its axis, so that
     each window holds at least one real cell.
     """
-    kh, kw = _as_pair(size, "size", 1)
-    sh, sw = (kh, kw) if stride is None else _as_pair(stride, "stride", 1)
+    kh, kw = V.int_pair(size, "size", 1)
+    sh, sw = (kh, kw) if stride is None else V.int_pair(stride, "stride", 1)
     H, W = input_hw
     if isinstance(padding, str):
-        mode = padding.lower()
+        mode = V.padding(padding, "padding", ("tile", "valid"))
         if mode == "valid":
             pads = (0, 0, 0, 0)
         elif mode == "tile":
@@ -148,10 +103,8 @@ def maxpool2d_padding(padding, size, stride, input_hw):
                     f"padding='tile' needs stride <= size (windows that skip cells cannot tile the "
                     f"input), got size={(kh, kw)}, stride={(sh, sw)}; use 'valid' or explicit padding")
             pads = _same_split(_tile_total(H, kh, sh)) + _same_split(_tile_total(W, kw, sw))
-        else:
-            raise ValueError(f"padding must be 'tile', 'valid', an int or a tuple, got {padding!r}")
     else:
-        pads = _explicit_padding(padding, "padding")
+        pads = V.explicit_padding(V.padding(padding, "padding", ("tile", "valid")))
     t, b, l, r = pads
     if max(t, b) >= kh or max(l, r) >= kw:
         raise ValueError(f"max-pool padding must be smaller than the window on each side, got "
@@ -176,9 +129,9 @@ def _out_size(n, k, s, before, after, what):
 
 def conv2d_output_shape(input_shape, filters, kernel_size, stride=1, padding="valid"):
     """``(K, OH, OW)`` of a conv on ``input_shape = (C, H, W)``."""
-    _, H, W = _shape3(input_shape, "input_shape")
-    kh, kw = _as_pair(kernel_size, "kernel_size", 1)
-    sh, sw = _as_pair(stride, "stride", 1)
+    _, H, W = V.image_shape(input_shape, "input_shape")
+    kh, kw = V.int_pair(kernel_size, "kernel_size", 1)
+    sh, sw = V.int_pair(stride, "stride", 1)
     t, b, l, r = conv2d_padding(padding, (kh, kw))
     return (int(filters), _out_size(H, kh, sh, t, b, "conv2d: the kernel height (w.shape[2])"),
             _out_size(W, kw, sw, l, r, "conv2d: the kernel width (w.shape[3])"))
@@ -186,47 +139,15 @@ def conv2d_output_shape(input_shape, filters, kernel_size, stride=1, padding="va
 
 def maxpool2d_output_shape(input_shape, size=2, stride=None, padding="tile"):
     """``(C, OH, OW)`` of a max-pool on ``input_shape = (C, H, W)``."""
-    C, H, W = _shape3(input_shape, "input_shape")
-    kh, kw = _as_pair(size, "size", 1)
-    sh, sw = (kh, kw) if stride is None else _as_pair(stride, "stride", 1)
+    C, H, W = V.image_shape(input_shape, "input_shape")
+    kh, kw = V.int_pair(size, "size", 1)
+    sh, sw = (kh, kw) if stride is None else V.int_pair(stride, "stride", 1)
     t, b, l, r = maxpool2d_padding(padding, (kh, kw), (sh, sw), (H, W))
     return (C, _out_size(H, kh, sh, t, b, "maxpool2d: the window height (size)"),
             _out_size(W, kw, sw, l, r, "maxpool2d: the window width (size)"))
 
 
-def _shape3(shape, name):
-    try:
-        dims = tuple(operator.index(d) for d in shape)
-    except TypeError:
-        raise TypeError(f"{name} must be a tuple of 3 ints (C, H, W), got {shape!r}") from None
-    if len(dims) != 3 or min(dims) < 1:
-        raise ValueError(f"{name} must be 3 positive ints (C, H, W), got {shape!r}")
-    return dims
-
-
 # ------------------------------------------------------------------------------- arrays
-
-def _array(a, name, ndim, layout):
-    """A C-contiguous float32/float64 ndarray of the given ndim, or an error naming ``name``."""
-    if not isinstance(a, np.ndarray):
-        try:
-            a = np.asarray(a)
-        except Exception as exc:  # ragged lists and the like
-            raise TypeError(f"{name} must be an array of floats, got {type(a).__name__}: {exc}") from None
-    if a.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must have dtype float32 or float64, got {a.dtype} "
-                        f"(convert with .astype(np.float32))")
-    if a.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {a.shape}")
-    return np.ascontiguousarray(a)
-
-
-def _same_dtype(dtype, **arrays):
-    for name, a in arrays.items():
-        if a is not None and a.dtype != dtype:
-            raise TypeError(f"{name} has dtype {a.dtype} but the input has dtype {dtype}; "
-                            f"all arrays must share one dtype")
-
 
 def _relu_output(activation, y, expected, dtype, layout, what="the output's"):
     """The forward output a fused-ReLU backward masks with (validated), or None."""
@@ -234,8 +155,8 @@ def _relu_output(activation, y, expected, dtype, layout, what="the output's"):
         return None
     if y is None:
         raise ValueError("activation='relu' needs y, the forward output, to mask dy")
-    y = _array(y, "y", len(expected), layout)
-    _same_dtype(dtype, y=y)
+    y = V.float_array(y, "y", len(expected), layout)
+    V.same_dtype(dtype, y=y)
     if y.shape != expected:
         raise ValueError(f"y must have {what} shape {expected}, got {y.shape}")
     return y
@@ -244,9 +165,9 @@ def _relu_output(activation, y, expected, dtype, layout, what="the output's"):
 # ------------------------------------------------------------------------------ linear
 
 def _linear_args(x, w):
-    x = _array(x, "x", 2, "(N, in_features)")
-    w = _array(w, "w", 2, "(out_features, in_features)")
-    _same_dtype(x.dtype, w=w)
+    x = V.float_array(x, "x", 2, "(N, in_features)")
+    w = V.float_array(w, "w", 2, "(out_features, in_features)")
+    V.same_dtype(x.dtype, w=w)
     if w.shape[1] != x.shape[1]:
         raise ValueError(f"w has {w.shape[1]} input features (w.shape={w.shape}) but x has "
                          f"{x.shape[1]} (x.shape={x.shape})")
@@ -274,8 +195,8 @@ def linear(x, w, b=None, activation=None):
     """
     x, w = _linear_args(x, w)
     if b is not None:
-        b = _array(b, "b", 1, "(out_features,)")
-        _same_dtype(x.dtype, b=b)
+        b = V.float_array(b, "b", 1, "(out_features,)")
+        V.same_dtype(x.dtype, b=b)
         if b.shape[0] != w.shape[0]:
             raise ValueError(f"b must have shape ({w.shape[0]},) to match w.shape={w.shape}, got {b.shape}")
     return _ops.linear(x, w, b, _fused_relu(activation))
@@ -302,8 +223,8 @@ def linear_backward(dy, x, w, need_dx=True, activation=None, y=None):
     db : ndarray of shape (out_features,), summed over the batch
     """
     x, w = _linear_args(x, w)
-    dy = _array(dy, "dy", 2, "(N, out_features)")
-    _same_dtype(x.dtype, dy=dy)
+    dy = V.float_array(dy, "dy", 2, "(N, out_features)")
+    V.same_dtype(x.dtype, dy=dy)
     expected = (x.shape[0], w.shape[0])
     if dy.shape != expected:
         raise ValueError(f"dy must have the output's shape {expected}, got {dy.shape}")
@@ -322,7 +243,7 @@ def _conv_geometry(x_shape, w_shape, stride, padding):
     if K < 1 or C < 1 or kh < 1 or kw < 1:
         raise ValueError(f"w must have at least one filter, one channel and a 1x1 kernel, "
                          f"got w.shape={w_shape}")
-    sh, sw = _as_pair(stride, "stride", 1)
+    sh, sw = V.int_pair(stride, "stride", 1)
     pads = conv2d_padding(padding, (kh, kw))
     t, b, l, r = pads
     OH = _out_size(H, kh, sh, t, b, "conv2d: the kernel height (w.shape[2])")
@@ -353,12 +274,12 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="
     y : ndarray of shape (N, K, OH, OW), dtype of x
         ``OH = (H + top + bottom - kh) // sh + 1``, likewise ``OW``.
     """
-    x = _array(x, "x", 4, "(N, C, H, W)")
-    w = _array(w, "w", 4, "(K, C, kh, kw)")
-    _same_dtype(x.dtype, w=w)
+    x = V.float_array(x, "x", 4, "(N, C, H, W)")
+    w = V.float_array(w, "w", 4, "(K, C, kh, kw)")
+    V.same_dtype(x.dtype, w=w)
     if b is not None:
-        b = _array(b, "b", 1, "(K,)")
-        _same_dtype(x.dtype, b=b)
+        b = V.float_array(b, "b", 1, "(K,)")
+        V.same_dtype(x.dtype, b=b)
         if b.shape[0] != w.shape[0]:
             raise ValueError(f"b must have shape ({w.shape[0]},) to match w.shape={w.shape}, "
                              f"got {b.shape}")
@@ -399,10 +320,10 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
         fixed order: bit-identical for any thread count.
     db : ndarray of shape (K,)
     """
-    x = _array(x, "x", 4, "(N, C, H, W)")
-    w = _array(w, "w", 4, "(K, C, kh, kw)")
-    dy = _array(dy, "dy", 4, "(N, K, OH, OW)")
-    _same_dtype(x.dtype, w=w, dy=dy)
+    x = V.float_array(x, "x", 4, "(N, C, H, W)")
+    w = V.float_array(w, "w", 4, "(K, C, kh, kw)")
+    dy = V.float_array(dy, "dy", 4, "(N, K, OH, OW)")
+    V.same_dtype(x.dtype, w=w, dy=dy)
     stride, pads, out_hw = _conv_geometry(x.shape, w.shape, stride, padding)
     expected = (x.shape[0], w.shape[0]) + out_hw
     if dy.shape != expected:
@@ -431,9 +352,9 @@ def maxpool2d(x, size=2, stride=None, padding="tile"):
         Flat index ``ih * W + iw`` of each window's maximum in its unpadded input plane
         (the first one in row-major order on ties).
     """
-    x = _array(x, "x", 4, "(N, C, H, W)")
-    kh, kw = _as_pair(size, "size", 1)
-    sh, sw = (kh, kw) if stride is None else _as_pair(stride, "stride", 1)
+    x = V.float_array(x, "x", 4, "(N, C, H, W)")
+    kh, kw = V.int_pair(size, "size", 1)
+    sh, sw = (kh, kw) if stride is None else V.int_pair(stride, "stride", 1)
     N, C, H, W = x.shape
     if H == 0 or W == 0:
         raise ValueError(f"x must have non-empty (H, W) planes to pool, got x.shape={x.shape}")
@@ -459,7 +380,7 @@ def maxpool2d_backward(dy, argmax, x_shape):
     dx : ndarray of shape x_shape, dtype of dy
         ``dx[n, c].flat[argmax[n, c, i, j]] += dy[n, c, i, j]``, zero elsewhere.
     """
-    dy = _array(dy, "dy", 4, "(N, C, OH, OW)")
+    dy = V.float_array(dy, "dy", 4, "(N, C, OH, OW)")
     argmax = np.asarray(argmax)
     if argmax.dtype.kind not in "iu":
         raise TypeError(f"argmax must be an integer array, got dtype {argmax.dtype}")
@@ -499,17 +420,17 @@ def _update_args(p, g, **buffers):
     for name, a in (("p", p),) + tuple(buffers.items()):
         if a is None and name != "p":
             continue
-        if not isinstance(a, np.ndarray) or a.dtype not in _FLOAT_DTYPES:
+        if not isinstance(a, np.ndarray) or a.dtype not in V.FLOAT_DTYPES:
             raise TypeError(f"{name} must be a float32 or float64 ndarray, got "
                             f"{a.dtype if isinstance(a, np.ndarray) else type(a).__name__}")
         if not a.flags.c_contiguous or not a.flags.writeable:
             raise ValueError(f"{name} must be C-contiguous and writeable (it is updated in place)")
-    g = _array(g, "g", p.ndim, f"{p.shape}")
+    g = V.float_array(g, "g", p.ndim, f"{p.shape}")
     for name, a in (("g", g),) + tuple(buffers.items()):
         if a is not None and a.shape != p.shape:
             raise ValueError(f"{name} must have the shape of p {p.shape}, got {a.shape}")
         if a is not None:
-            _same_dtype(p.dtype, **{name: a})
+            V.same_dtype(p.dtype, **{name: a})
     return g
 
 
@@ -557,7 +478,5 @@ def adam_update(p, g, m, v, step, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, we
     g = _update_args(p, g, m=m, v=v)
     if m is None or v is None:
         raise ValueError("adam_update needs both moment buffers m and v")
-    step = operator.index(step)
-    if step < 1:
-        raise ValueError(f"step must be >= 1, got {step}")
+    step = V.integer(step, "step", 1)
     _ops.adam_update(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay)

@@ -21,12 +21,12 @@ its last layer for ``z`` this way, for the fused gradient ``(s - y) / N``. No la
 """
 
 import inspect
-import numbers
 
 import numpy as np
 
 from . import _registry
 from . import _ops
+from . import _validation as V
 from . import activations as _activations
 from . import functional as F
 from . import initializers as _initializers
@@ -34,69 +34,9 @@ from . import initializers as _initializers
 __all__ = ["Layer", "Dense", "Conv2D", "MaxPool2D", "MaxPooling2D", "Flatten", "Activation",
            "Dropout", "get", "serialize", "deserialize"]
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _is_int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-
-def _positive_int(value, name):
-    if not _is_int(value):
-        raise TypeError(f"{name} must be a positive integer, got {value!r} of type {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    return int(value)
-
-
-def _int_pair(value, name, minimum):
-    """``int`` or 2-sequence of ints, each >= minimum -> ``(a, b)``."""
-    if _is_int(value):
-        pair = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return pair
-
-
-def _padding(value, name, strings):
-    """A padding string from ``strings``, an int >= 0, or a tuple of 2 or 4 ints >= 0."""
-    if isinstance(value, str):
-        if value not in strings:
-            raise ValueError(f"{name} must be one of {list(strings)}, an int or a tuple of 2 or 4 "
-                             f"ints, got {value!r}")
-        return value
-    if _is_int(value):
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
-        return int(value)
-    if isinstance(value, (tuple, list)) and len(value) in (2, 4) and all(_is_int(v) for v in value):
-        if min(value) < 0:
-            raise ValueError(f"{name} must hold amounts >= 0, got {value!r}")
-        return tuple(int(v) for v in value)
-    raise TypeError(f"{name} must be one of {list(strings)}, an int or a tuple of 2 or 4 ints, "
-                    f"got {value!r}")
-
-
-def _bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {value!r} of type {type(value).__name__}")
-    return bool(value)
-
-
-def _shape(value, name="input_shape"):
-    if not isinstance(value, (tuple, list)) or not all(_is_int(v) for v in value):
-        raise TypeError(f"{name} must be a tuple of ints (per item, without the batch axis), "
-                        f"got {value!r}")
-    if len(value) == 0 or min(value) < 1:
-        raise ValueError(f"{name} must be a non-empty tuple of positive ints, got {tuple(value)!r}")
-    return tuple(int(v) for v in value)
 
 
 def _initializer(value, name):
@@ -186,10 +126,8 @@ class Layer:
         tuple of int
             The per-item output shape.
         """
-        input_shape = _shape(input_shape)
-        dtype = np.dtype(dtype)
-        if dtype not in _FLOATS:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        input_shape = V.item_shape(input_shape)
+        dtype = V.float_dtype(dtype)
         if rng is None:
             rng = np.random.default_rng()
         elif not isinstance(rng, np.random.Generator):
@@ -247,7 +185,7 @@ class Layer:
         if not self.built:
             if x.ndim < 2:
                 raise ValueError(f"{type(self).__name__} input x must be a batch (N, ...), got shape {x.shape}")
-            self.build(x.shape[1:], dtype=x.dtype if x.dtype in _FLOATS else np.float32)
+            self.build(x.shape[1:], dtype=x.dtype if x.dtype in V.FLOAT_DTYPES else np.float32)
         if x.dtype != self.dtype:
             raise TypeError(f"{type(self).__name__} input x must have dtype {self.dtype} (the layer's), "
                             f"got {x.dtype}")
@@ -367,7 +305,7 @@ class _WeightedLayer(_ActivatedLayer):
 
     def _set_weight_options(self, use_bias, kernel_initializer):
         """Validate and store the constructor options both weighted layers share."""
-        self.use_bias = _bool(use_bias, "use_bias")
+        self.use_bias = V.boolean(use_bias, "use_bias")
         self.kernel_initializer = _initializer(kernel_initializer, "kernel_initializer")
         self.param_names = ("weight", "bias") if self.use_bias else ("weight",)
         self._cache = None
@@ -448,12 +386,12 @@ class Dense(_WeightedLayer):
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer=None):
         super().__init__()
-        self.units = _positive_int(units, "units")
+        self.units = V.integer(units, "units", 1)
         self._set_activation(activation)
         self._set_weight_options(use_bias, kernel_initializer)
 
     def compute_output_shape(self, input_shape):
-        input_shape = _shape(input_shape)
+        input_shape = V.item_shape(input_shape)
         if len(input_shape) != 1:
             raise ValueError(f"Dense expects flat items of shape (features,), got item shape {input_shape}; "
                              f"put a Flatten() layer before it")
@@ -461,7 +399,7 @@ class Dense(_WeightedLayer):
 
     def param_shapes(self, input_shape):
         self.compute_output_shape(input_shape)  # validates
-        fan_in = _shape(input_shape)[0]
+        fan_in = V.item_shape(input_shape)[0]
         return [("weight", (self.units, fan_in))] + ([("bias", (self.units,))] if self.use_bias else [])
 
     def _weight_shape_and_fans(self):
@@ -508,10 +446,10 @@ class Conv2D(_WeightedLayer):
     def __init__(self, filters, kernel_size, stride=1, padding="valid", activation=None,
                  use_bias=True, kernel_initializer=None):
         super().__init__()
-        self.filters = _positive_int(filters, "filters")
-        self.kernel_size = _int_pair(kernel_size, "kernel_size", 1)
-        self.stride = _int_pair(stride, "stride", 1)
-        self.padding = _padding(padding, "padding", ("valid", "same"))
+        self.filters = V.integer(filters, "filters", 1)
+        self.kernel_size = V.int_pair(kernel_size, "kernel_size", 1)
+        self.stride = V.int_pair(stride, "stride", 1)
+        self.padding = V.padding(padding, "padding", ("valid", "same"))
         self._set_activation(activation)
         if self.activation.name == "softmax":
             raise ValueError("Conv2D activation must not be 'softmax' (softmax normalises flat "
@@ -520,7 +458,7 @@ class Conv2D(_WeightedLayer):
         self._set_weight_options(use_bias, kernel_initializer)
 
     def compute_output_shape(self, input_shape):
-        input_shape = _shape(input_shape)
+        input_shape = V.item_shape(input_shape)
         if len(input_shape) != 3:
             raise ValueError(f"Conv2D expects image items of shape (C, H, W), got item shape {input_shape}")
         return tuple(int(v) for v in F.conv2d_output_shape(
@@ -528,7 +466,7 @@ class Conv2D(_WeightedLayer):
 
     def param_shapes(self, input_shape):
         self.compute_output_shape(input_shape)
-        shape = (self.filters, _shape(input_shape)[0]) + self.kernel_size
+        shape = (self.filters, V.item_shape(input_shape)[0]) + self.kernel_size
         return [("weight", shape)] + ([("bias", (self.filters,))] if self.use_bias else [])
 
     def _weight_shape_and_fans(self):
@@ -580,13 +518,13 @@ class MaxPool2D(Layer):
 
     def __init__(self, size=2, stride=None, padding="tile"):
         super().__init__()
-        self.size = _int_pair(size, "size", 1)
-        self.stride = None if stride is None else _int_pair(stride, "stride", 1)
-        self.padding = _padding(padding, "padding", ("tile", "valid"))
+        self.size = V.int_pair(size, "size", 1)
+        self.stride = None if stride is None else V.int_pair(stride, "stride", 1)
+        self.padding = V.padding(padding, "padding", ("tile", "valid"))
         self._cache = None
 
     def compute_output_shape(self, input_shape):
-        input_shape = _shape(input_shape)
+        input_shape = V.item_shape(input_shape)
         if len(input_shape) != 3:
             raise ValueError(f"MaxPool2D expects image items of shape (C, H, W), got item shape {input_shape}")
         return tuple(int(v) for v in F.maxpool2d_output_shape(
@@ -630,7 +568,7 @@ class Flatten(Layer):
         self._cache = None
 
     def compute_output_shape(self, input_shape):
-        return (int(np.prod(_shape(input_shape))),)
+        return (int(np.prod(V.item_shape(input_shape))),)
 
     def forward(self, x, training=False):
         self._check_input(x)
@@ -658,7 +596,7 @@ class Activation(_ActivatedLayer):
         self._cache = None
 
     def compute_output_shape(self, input_shape):
-        input_shape = _shape(input_shape)
+        input_shape = V.item_shape(input_shape)
         if self.activation.name == "softmax" and len(input_shape) != 1:
             raise ValueError(f"Activation('softmax') expects flat items of shape (classes,), "
                              f"got item shape {input_shape}")
@@ -697,15 +635,11 @@ class Dropout(Layer):
 
     def __init__(self, rate):
         super().__init__()
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-            raise TypeError(f"rate must be a float in [0, 1), got {rate!r} of type {type(rate).__name__}")
-        if not 0.0 <= float(rate) < 1.0:
-            raise ValueError(f"rate must be a float in [0, 1), got {rate!r}")
-        self.rate = float(rate)
+        self.rate = V.real(rate, "rate", low=0.0, high=1.0, high_open=True)
         self._cache = None
 
     def compute_output_shape(self, input_shape):
-        return _shape(input_shape)
+        return V.item_shape(input_shape)
 
     def forward(self, x, training=False):
         self._check_input(x)

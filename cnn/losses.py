@@ -9,11 +9,11 @@ shape ``(N,)`` with values in ``[0, classes)``, or targets of shape ``(N, classe
 rows, or any real targets for MSE); both are accepted everywhere and validated.
 """
 
-import numbers
 
 import numpy as np
 
 from . import _registry
+from . import _validation as V
 from ._configurable import Configurable
 from .activations import softmax
 
@@ -33,11 +33,7 @@ def one_hot(y, num_classes, dtype=np.float32):
     -------
     ndarray of shape (N, num_classes), dtype ``dtype``: row n is 1 at column ``y[n]``, else 0.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
-        raise TypeError(f"num_classes must be an integer, got {num_classes!r} "
-                        f"of type {type(num_classes).__name__}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    num_classes = V.integer(num_classes, "num_classes", 1)
     dtype = np.dtype(dtype)
     if dtype.kind not in "biuf":
         raise TypeError(f"dtype must be a numeric dtype, got {dtype}")
@@ -200,12 +196,7 @@ class CrossEntropy(Loss):
 
     def __init__(self, eps=None):
         if eps is not None:
-            if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
-                raise TypeError(f"eps must be None or a real number, got {eps!r} "
-                                f"of type {type(eps).__name__}")
-            eps = float(eps)
-            if not 0.0 < eps < 0.5:
-                raise ValueError(f"eps must be in (0, 0.5), got {eps!r}")
+            eps = V.real(eps, "eps", low=0.0, high=0.5, low_open=True, high_open=True)
         self.eps = eps
 
     def check_output_shape(self, shape):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _validation as V
+
 __all__ = ["accuracy", "confusion_matrix", "format_confusion_matrix"]
 
 
@@ -112,12 +114,7 @@ def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarr
     if num_classes is None:
         num_classes = cols if cols is not None else largest + 1
     else:
-        if isinstance(num_classes, (bool, np.bool_)) or not isinstance(num_classes,
-                                                                      (int, np.integer)):
-            raise TypeError(f"num_classes must be an int, got {type(num_classes).__name__}")
-        num_classes = int(num_classes)
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        num_classes = V.integer(num_classes, "num_classes", 1)
         if largest >= num_classes:
             raise ValueError(f"num_classes is {num_classes} but the labels hold class id "
                              f"{largest}")

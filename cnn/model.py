@@ -14,6 +14,7 @@ import threading
 import numpy as np
 
 from . import _registry
+from . import _validation as V
 from . import layers as _layers
 from . import losses as _losses
 from . import optimizers as _optimizers
@@ -22,25 +23,9 @@ from .trainer import Trainer
 
 __all__ = ["Sequential", "HookHandle"]
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 def _check_seed(seed):
-    if seed is None:
-        return int(np.random.SeedSequence().entropy % (2 ** 63))
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be None or an int >= 0, got {seed!r} of type {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be None or an int >= 0, got {seed}")
-    return int(seed)
-
-
-def _positive_int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive int, got {value!r} of type {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
+    seed = V.integer(seed, "seed", 0, optional=True)
+    return int(np.random.SeedSequence().entropy % (2 ** 63)) if seed is None else seed
 
 
 class HookHandle:
@@ -96,12 +81,7 @@ class Sequential:
 
     def __init__(self, layers=None, input_shape=None, seed=None, dtype="float32", name="sequential"):
         self.seed = _check_seed(seed)
-        try:
-            self.dtype = np.dtype(dtype)
-        except TypeError:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-        if self.dtype not in _FLOATS:
-            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.dtype = V.float_dtype(dtype)
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         self.name = name
@@ -150,7 +130,7 @@ class Sequential:
 
     def build(self, input_shape):
         """Build every layer for items of shape ``input_shape`` (per item, no batch axis)."""
-        shape = _layers._shape(input_shape, "input_shape")
+        shape = V.item_shape(input_shape, "input_shape")
         if not self.layers:
             raise ValueError("cannot build a Sequential without layers; add some first")
         self.input_shape = shape
@@ -210,8 +190,7 @@ class Sequential:
         """
         loss = _losses.get(loss)
         optimizer = _optimizers.get(optimizer)
-        if not isinstance(check_output, (bool, np.bool_)):
-            raise TypeError(f"check_output must be a bool, got {check_output!r}")
+        V.boolean(check_output, "check_output")
         if self.built and check_output:
             self._check_output_fits_loss("compile", loss)
         self.loss = loss
@@ -310,7 +289,7 @@ class Sequential:
         return x, self._check_y(y, x.shape[0], name_y)
 
     def _check_batch_size(self, batch_size):
-        return _positive_int(batch_size, "batch_size")
+        return V.integer(batch_size, "batch_size", 1)
 
     def _require_compiled(self, what):
         if not self.compiled:

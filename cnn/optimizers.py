@@ -20,10 +20,10 @@ dict by ``load_state_dict`` continues bit-identically.
 import numpy as np
 
 from . import _registry
+from . import _validation as V
 
 from . import _ops
 from . import schedules
-from .schedules import _int, _real
 
 __all__ = ["Optimizer", "SGD", "Adam", "get"]
 
@@ -63,7 +63,7 @@ class Optimizer:
         elif isinstance(lr, dict):
             self.schedule = schedules.get(lr)
         else:
-            self.schedule = schedules.ConstantLR(_real(lr, "lr", low=0.0, low_open=True))
+            self.schedule = schedules.ConstantLR(V.real(lr, "lr", low=0.0, low_open=True))
 
     @property
     def lr(self):
@@ -71,12 +71,12 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        self._set_schedule(_real(value, "lr", low=0.0, low_open=True))
+        self._set_schedule(V.real(value, "lr", low=0.0, low_open=True))
         self._lr = self.schedule(self.epoch)
 
     def set_epoch(self, epoch):
         """Enter ``epoch`` (int >= 0): ``lr`` becomes ``schedule(epoch)``."""
-        self.epoch = _int(epoch, "epoch", low=0)
+        self.epoch = V.integer(epoch, "epoch", 0)
         self._lr = self.schedule(self.epoch)
 
     # -- stepping -------------------------------------------------------------------------
@@ -266,13 +266,12 @@ class SGD(Optimizer):
     name = "sgd"
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
-        self.momentum = _real(momentum, "momentum", low=0.0, high=1.0, high_open=True)
-        if not isinstance(nesterov, (bool, np.bool_)):
-            raise TypeError(f"nesterov must be a bool, got {nesterov!r}")
+        self.momentum = V.real(momentum, "momentum", low=0.0, high=1.0, high_open=True)
+        nesterov = V.boolean(nesterov, "nesterov")
         if nesterov and self.momentum == 0.0:
             raise ValueError(f"nesterov=True requires momentum > 0, got momentum={self.momentum!r}")
         self.nesterov = bool(nesterov)
-        self.weight_decay = _real(weight_decay, "weight_decay", low=0.0)
+        self.weight_decay = V.real(weight_decay, "weight_decay", low=0.0)
         self._buffers = ("velocity",) if self.momentum > 0 else ()
         super().__init__(lr)
 
@@ -308,10 +307,10 @@ class Adam(Optimizer):
     _buffers = ("m", "v")
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-        self.beta1 = _real(beta1, "beta1", low=0.0, high=1.0, high_open=True)
-        self.beta2 = _real(beta2, "beta2", low=0.0, high=1.0, high_open=True)
-        self.eps = _real(eps, "eps", low=0.0, low_open=True)
-        self.weight_decay = _real(weight_decay, "weight_decay", low=0.0)
+        self.beta1 = V.real(beta1, "beta1", low=0.0, high=1.0, high_open=True)
+        self.beta2 = V.real(beta2, "beta2", low=0.0, high=1.0, high_open=True)
+        self.eps = V.real(eps, "eps", low=0.0, low_open=True)
+        self.weight_decay = V.real(weight_decay, "weight_decay", low=0.0)
         super().__init__(lr)
 
     def _hyper(self):

@@ -19,40 +19,10 @@ import math
 import numbers
 
 from . import _registry
+from . import _validation as V
 from ._configurable import Configurable
 
 __all__ = ["LRSchedule", "ConstantLR", "StepLR", "CosineLR", "ExponentialLR", "get"]
-
-
-def _real(value, name, *, low=None, high=None, low_open=False, high_open=False):
-    """Return ``value`` as a finite float in the given range, or raise naming ``name``.
-
-    Shared with :mod:`cnn.optimizers`. Booleans are rejected: ``lr=True`` is a bug, not 1.0.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
-    value = float(value)
-    lo = "-inf" if low is None else repr(low)
-    hi = "inf" if high is None else repr(high)
-    wanted = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-    ok = math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        raise ValueError(f"{name} must be a finite number in {wanted}, got {value!r}")
-    return value
-
-
-def _int(value, name, *, low):
-    """Return ``value`` as an int >= ``low``, or raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
-    value = int(value)
-    if value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value}")
-    return value
 
 
 class LRSchedule(Configurable):
@@ -65,7 +35,7 @@ class LRSchedule(Configurable):
 
     def __call__(self, epoch):
         """The learning rate in force during ``epoch`` (an int >= 0)."""
-        return float(self._value(_int(epoch, "epoch", low=0)))
+        return float(self._value(V.integer(epoch, "epoch", 0)))
 
     def _value(self, epoch):
         raise NotImplementedError
@@ -82,7 +52,7 @@ class ConstantLR(LRSchedule):
     name = "constant"
 
     def __init__(self, lr):
-        self.lr = _real(lr, "lr", low=0.0, low_open=True)
+        self.lr = V.real(lr, "lr", low=0.0, low_open=True)
 
     def _value(self, epoch):
         return self.lr
@@ -104,9 +74,9 @@ class StepLR(LRSchedule):
     name = "step"
 
     def __init__(self, lr, step_size, gamma=0.1):
-        self.lr = _real(lr, "lr", low=0.0, low_open=True)
-        self.step_size = _int(step_size, "step_size", low=1)
-        self.gamma = _real(gamma, "gamma", low=0.0, high=1.0, low_open=True)
+        self.lr = V.real(lr, "lr", low=0.0, low_open=True)
+        self.step_size = V.integer(step_size, "step_size", 1)
+        self.gamma = V.real(gamma, "gamma", low=0.0, high=1.0, low_open=True)
 
     def _value(self, epoch):
         return self.lr * self.gamma ** (epoch // self.step_size)
@@ -131,9 +101,9 @@ class CosineLR(LRSchedule):
     name = "cosine"
 
     def __init__(self, lr, total_epochs, min_lr=0.0):
-        self.lr = _real(lr, "lr", low=0.0, low_open=True)
-        self.total_epochs = _int(total_epochs, "total_epochs", low=1)
-        self.min_lr = _real(min_lr, "min_lr", low=0.0, high=self.lr)
+        self.lr = V.real(lr, "lr", low=0.0, low_open=True)
+        self.total_epochs = V.integer(total_epochs, "total_epochs", 1)
+        self.min_lr = V.real(min_lr, "min_lr", low=0.0, high=self.lr)
 
     def _value(self, epoch):
         if epoch >= self.total_epochs:
@@ -158,8 +128,8 @@ class ExponentialLR(LRSchedule):
     name = "exponential"
 
     def __init__(self, lr, gamma):
-        self.lr = _real(lr, "lr", low=0.0, low_open=True)
-        self.gamma = _real(gamma, "gamma", low=0.0, high=1.0, low_open=True)
+        self.lr = V.real(lr, "lr", low=0.0, low_open=True)
+        self.gamma = V.real(gamma, "gamma", low=0.0, high=1.0, low_open=True)
 
     def _value(self, epoch):
         return self.lr * self.gamma ** epoch

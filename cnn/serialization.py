@@ -34,6 +34,7 @@ import zipfile
 import numpy as np
 
 from . import _registry, layers, losses, optimizers
+from . import _validation as V
 
 __all__ = ["save_model", "load_model", "atomic_savez"]
 
@@ -170,8 +171,7 @@ def save_model(model, path, include_optimizer=True):
     if not model.built:
         raise ValueError("save needs a built model: pass input_shape= to Sequential or call "
                          "model.build(input_shape)")
-    if not isinstance(include_optimizer, (bool, np.bool_)):
-        raise TypeError(f"include_optimizer must be a bool, got {include_optimizer!r}")
+    V.boolean(include_optimizer, "include_optimizer")
     arrays = {"format": _json_array(FORMAT), "architecture": _json_array(model.get_config())}
     for key, a in model.named_params() + model.named_buffers():
         arrays[f"layers.{key}"] = a
@@ -310,8 +310,7 @@ def load_model(path, compile=True):
         shapes or dtypes that do not match the architecture, object arrays, bad JSON.
     """
     path = _fspath(path)
-    if not isinstance(compile, (bool, np.bool_)):
-        raise TypeError(f"compile must be a bool, got {compile!r}")
+    V.boolean(compile, "compile")
     with _open(path) as npz:
         r = _Reader(npz, path)
         keys = set(npz.files)
@@ -384,7 +383,7 @@ def _expected_params(r, architecture):
             raise ValueError(f"dtype must be float32 or float64, got {architecture['dtype']!r}")
         if architecture["input_shape"] is None:
             raise ValueError("it has no input_shape")
-        shape = layers._shape(architecture["input_shape"])
+        shape = V.item_shape(architecture["input_shape"])
         if not isinstance(architecture["layers"], list) or not architecture["layers"]:
             raise ValueError("'layers' must be a non-empty list")
         expected = {}

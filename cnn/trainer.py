@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 
+from . import _validation as V
 from . import strategy as _strategy
 from .callbacks import Callback, History, ModelCheckpoint
 from .progress import EpochProgress
@@ -31,14 +32,6 @@ _MODEL_PROTOCOL = ("validate_data", "forward_backward", "apply_gradients", "zero
                    "evaluation_sums")
 # Spawn key that separates the default shuffling stream from the model's init/dropout stream.
 _SHUFFLE_STREAM = 1
-
-
-def _int(value, name, low):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int >= {low}, got {value!r} of type {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value}")
-    return int(value)
 
 
 def shuffle_generator(model, seed=None):
@@ -133,23 +126,20 @@ class Trainer:
                                "model.compile(loss=..., optimizer=...) first")
         x, y = self._check_data(x, y)
         n = x.shape[0]
-        epochs = _int(epochs, "epochs", 0)
-        initial_epoch = _int(initial_epoch, "initial_epoch", 0)
+        epochs = V.integer(epochs, "epochs", 0)
+        initial_epoch = V.integer(initial_epoch, "initial_epoch", 0)
         if initial_epoch > epochs:
             raise ValueError(f"initial_epoch must be <= epochs (the index of the last epoch + 1), "
                              f"got initial_epoch={initial_epoch}, epochs={epochs}")
-        batch_size = _int(batch_size, "batch_size", 1)
-        if not isinstance(drop_last, (bool, np.bool_)):
-            raise TypeError(f"drop_last must be a bool, got {drop_last!r}")
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
+        batch_size = V.integer(batch_size, "batch_size", 1)
+        drop_last = V.boolean(drop_last, "drop_last")
+        shuffle = V.boolean(shuffle, "shuffle")
         if drop_last and batch_size > n:
             raise ValueError(f"batch_size must be <= the number of training items ({n}) when "
                              f"drop_last=True (only complete batches are used), got {batch_size}")
         if verbose not in (0, 1, 2) or isinstance(verbose, bool):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        if seed is not None:
-            _int(seed, "seed", 0)
+        seed = V.integer(seed, "seed", 0, optional=True)
         if augment is not None and not callable(augment):
             raise TypeError(f"augment must be callable (xb, rng) -> xb, got {type(augment).__name__}")
         callbacks = list(callbacks or ())

@@ -155,7 +155,7 @@ def test_validation_errors():
         A.get(3)
     with pytest.raises(ValueError, match=r"keys \['alpha'\] that ReLU does not take"):
         A.get({"name": "relu", "alpha": 0.1})
-    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\), got -0.1"):
+    with pytest.raises(ValueError, match=r"alpha must be a finite number in \[0.0, 1.0\), got -0.1"):
         A.LeakyReLU(-0.1)
     with pytest.raises(TypeError, match=r"z must have dtype float32 or float64, got int64"):
         A.ReLU().forward(np.arange(3))

@@ -275,7 +275,7 @@ X, W = (1, 2, 5, 5), (3, 2, 3, 3)
         (lambda: F.conv2d(_a(X), _a(W), stride=-1), ValueError, r"stride must be >= 1, got -1"),
         (lambda: F.conv2d(_a(X), _a(W), stride=(1, 0)), ValueError, r"stride must be >= 1, got \(1, 0\)"),
         (lambda: F.conv2d(_a(X), _a(W), stride=1.5), TypeError, r"stride must be an int.*1\.5"),
-        (lambda: F.conv2d(_a(X), _a(W), padding="full"), ValueError, r"padding must be 'valid', 'same'.*'full'"),
+        (lambda: F.conv2d(_a(X), _a(W), padding="full"), ValueError, r"padding must be one of \['valid', 'same'\].*'full'"),
         (lambda: F.conv2d(_a(X), _a(W), padding=-1), ValueError, r"padding must be >= 0, got -1"),
         (lambda: F.conv2d(_a(X), _a(W), padding=(1, -2)), ValueError, r"padding must be >= 0, got \(1, -2\)"),
         (lambda: F.conv2d(_a(X), _a(W), padding=(1, 1, 1)), ValueError, r"padding .*length 3"),

@@ -176,9 +176,9 @@ def test_one_hot():
         L.one_hot(np.array([0.0, 1.0]), 3)
     with pytest.raises(ValueError, match=r"y must be integer class ids of shape \(N,\), got shape \(2, 1\)"):
         L.one_hot(np.array([[0], [1]]), 3)
-    with pytest.raises(ValueError, match=r"num_classes must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"num_classes must be an int >= 1, got 0"):
         L.one_hot(np.array([0]), 0)
-    with pytest.raises(TypeError, match=r"num_classes must be an integer, got 2.0"):
+    with pytest.raises(TypeError, match=r"num_classes must be an int >= 1, got 2.0"):
         L.one_hot(np.array([0]), 2.0)
 
 
@@ -228,7 +228,7 @@ def test_get_and_config():
         L.get({"name": "mse", "eps": 0.1})
     with pytest.raises(TypeError, match=r"loss must be a name, a config dict or a Loss, got None"):
         L.get(None)
-    with pytest.raises(ValueError, match=r"eps must be in \(0, 0.5\), got 0.0"):
+    with pytest.raises(ValueError, match=r"eps must be a finite number in \(0.0, 0.5\), got 0.0"):
         L.CrossEntropy(eps=0.0)
 
 

@@ -287,7 +287,7 @@ def test_step_validation():
     (lambda: O.get("rmsprop"), ValueError, r"optimizer must be one of \['adam', 'sgd'\], got 'rmsprop'"),
     (lambda: O.get({"name": "sgd", "betas": 1}), ValueError, r"optimizer config .* does not fit SGD"),
     (lambda: O.get(0.1), TypeError, r"optimizer must be a name, a config dict or an Optimizer, got 0.1"),
-    (lambda: O.SGD().set_epoch(-1), ValueError, r"epoch must be an integer >= 0, got -1"),
+    (lambda: O.SGD().set_epoch(-1), ValueError, r"epoch must be an int >= 0, got -1"),
 ])
 def test_constructor_validation(call, exc, message):
     with pytest.raises(exc, match=message):
@@ -346,17 +346,17 @@ def test_schedule_get_and_validation():
         S.get({"name": "linear", "lr": 0.1})
     with pytest.raises(ValueError, match=r"does not fit StepLR"):
         S.get({"name": "step", "lr": 0.1})
-    with pytest.raises(ValueError, match=r"step_size must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"step_size must be an int >= 1, got 0"):
         S.StepLR(0.1, 0)
     with pytest.raises(ValueError, match=r"gamma must be a finite number in \(0.0, 1.0\], got 1.5"):
         S.ExponentialLR(0.1, 1.5)
     with pytest.raises(ValueError, match=r"min_lr must be a finite number in \[0.0, 0.1\], got 0.2"):
         S.CosineLR(0.1, 5, min_lr=0.2)
-    with pytest.raises(TypeError, match=r"total_epochs must be an integer, got 2.5"):
+    with pytest.raises(TypeError, match=r"total_epochs must be an int >= 1, got 2.5"):
         S.CosineLR(0.1, 2.5)
-    with pytest.raises(TypeError, match=r"epoch must be an integer, got 1.5"):
+    with pytest.raises(TypeError, match=r"epoch must be an int >= 0, got 1.5"):
         S.ConstantLR(0.1)(1.5)
-    with pytest.raises(ValueError, match=r"epoch must be an integer >= 0, got -2"):
+    with pytest.raises(ValueError, match=r"epoch must be an int >= 0, got -2"):
         S.StepLR(0.1, 2)(-2)
 
 
@@ -524,7 +524,7 @@ def test_functional_sgd_update_validation():
         F.adam_update(p, g, m.reshape(4, 3), v, step=1)
     with pytest.raises(TypeError, match="v has dtype float64"):
         F.adam_update(p, g, m, v.astype(np.float64), step=1)
-    with pytest.raises(ValueError, match="step must be >= 1"):
+    with pytest.raises(ValueError, match="step must be an int >= 1"):
         F.adam_update(p, g, m, v, step=0)
     with pytest.raises(TypeError):
         F.adam_update(p, g, m, v, step=1.5)
