@@ -135,23 +135,25 @@ def _parser():
     p.add_argument("--download", action="store_true",
                    help="download the full MNIST into --data-dir (or the default data folder) first")
     p.add_argument("--model", choices=list(MODELS),  # None: not given (see --resume)
-                   help="a network of the zoo (cnn.models): cnn (default) or seed-mlp (the seed "
+                   help="a network of the zoo (cnn.models): cnn (default), seed-mlp (the seed "
                         "project's Dense-512 network with its MSE loss and lr 0.03, which learns "
-                        "slowly on 5,000 images: try --lr 1.0), or lenet5 (LeNet-5, ReLU and "
+                        "slowly on 5,000 images: try --lr 1.0) or lenet5 (LeNet-5 with ReLU and "
                         "max-pooling)")
-    p.add_argument("--epochs", type=_non_negative_int, help="default: 12 (cnn), 10 (seed-mlp)")
+    p.add_argument("--epochs", type=_non_negative_int, help="default: 12 (cnn, lenet5), 10 (seed-mlp)")
     p.add_argument("--batch-size", type=_positive(int), help="default: 64")
-    p.add_argument("--lr", type=_positive(float), help="learning rate; default: 2e-3 (cnn), 0.03 (seed-mlp)")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), help="default: adam (cnn), sgd (seed-mlp)")
-    p.add_argument("--momentum", type=float, help="SGD momentum; default 0.9 (cnn), 0 (seed-mlp)")
+    p.add_argument("--lr", type=_positive(float),
+                   help="learning rate; default: 2e-3 (cnn, lenet5), 0.03 (seed-mlp)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), help="default: adam (cnn, lenet5), sgd (seed-mlp)")
+    p.add_argument("--momentum", type=float, help="SGD momentum; default 0.9 (cnn, lenet5), 0 (seed-mlp)")
     p.add_argument("--schedule", choices=("cosine", "constant"),
-                   help="learning-rate schedule; default cosine (cnn), constant (seed-mlp)")
+                   help="learning-rate schedule; default cosine (cnn, lenet5), constant (seed-mlp)")
     p.add_argument("--shift", type=_non_negative_float,
-                   help="augmentation: random shifts up to this many pixels; default 2 (cnn), 0 (seed-mlp)")
+                   help="augmentation: random shifts up to this many pixels; default 2 (cnn, lenet5), "
+                        "0 (seed-mlp)")
     p.add_argument("--rotate", type=_non_negative_float,
-                   help="augmentation: random rotations up to this many degrees; default 10 (cnn), 0")
+                   help="augmentation: random rotations up to this many degrees; default 10 (cnn, lenet5), 0")
     p.add_argument("--scale", type=_non_negative_float,
-                   help="augmentation: random zoom by up to this fraction; default 0.1 (cnn), 0")
+                   help="augmentation: random zoom by up to this fraction; default 0.1 (cnn, lenet5), 0")
     p.add_argument("--threads", type=_positive(int), help="threads for the kernels and BLAS")
     p.add_argument("--seed", type=_non_negative_int,  # None: not given (see --resume)
                    help="seed for weights, dropout, shuffling and the --limit pick (0)")

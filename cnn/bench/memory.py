@@ -28,7 +28,8 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(cnn.__file__)))
 def child_env():
     """The parent's environment, with the folder cnn was imported from first on the path."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([_ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    rest = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([_ROOT] + rest)
     return env
 
 
