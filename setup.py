@@ -9,6 +9,11 @@ Flags are portable by default (``-O3``; never ``-march=native`` nor
 ``-ffast-math``, which would set flush-to-zero for the whole process).
 ``CNN_NATIVE=1`` opts in to ``-march=native`` for a build that stays on this
 machine. ``CNN_DEBUG_CYTHON=1`` turns bounds checks back on in every module.
+
+Nothing is written into the source tree but what an in-place build asks for: Cython's C files
+go to the build's temporary folder, and ``_build_info.py`` (how the kernels were compiled, for
+``cnn.show_config()``) goes next to the compiled extensions, in ``build/lib*/cnn/_ext`` for a
+wheel and in ``cnn/_ext`` only with ``build_ext --inplace`` (or an editable install).
 """
 import glob
 import os
@@ -78,6 +83,12 @@ class BuildExtWithOpenMP(build_ext):
 
     def build_extensions(self):
         # self.compiler is already created and customised by build_ext.run()
+        # Cythonize here, not at import, so that the C files go to this build's temporary
+        # folder, never next to the .pyx sources.
+        # (cythonize returns plain distutils Extensions: keep setuptools' own, with new sources.)
+        generated = {e.name: e for e in _cythonize(self.extensions, os.path.join(self.build_temp, "cython"))}
+        for ext in self.extensions:
+            ext.sources, ext.depends = generated[ext.name].sources, generated[ext.name].depends
         compile_args, link_args, openmp = [], [], False
         if _env_flag("CNN_NO_OPENMP"):
             print("cnn: CNN_NO_OPENMP is set: building serial kernels", file=sys.stderr)
@@ -117,13 +128,22 @@ class BuildExtWithOpenMP(build_ext):
             f"LINK_ARGS = {link_args!r}\n"
             f"COMPILER = {self.compiler.compiler_type!r}\n"
         )
-        for root in {os.path.join(self.build_lib, "cnn", "_ext"), os.path.join("cnn", "_ext")}:
-            if os.path.isdir(root):
-                with open(os.path.join(root, "_build_info.py"), "w") as f:
-                    f.write(content)
+        # Beside the compiled extensions in build_lib (setuptools builds there even with
+        # --inplace, then copies: see copy_extensions_to_source).
+        root = os.path.join(self.build_lib, "cnn", "_ext")
+        os.makedirs(root, exist_ok=True)
+        with open(os.path.join(root, "_build_info.py"), "w") as f:
+            f.write(content)
+
+    def copy_extensions_to_source(self):
+        """--inplace (and editable installs): the build info goes with the extensions."""
+        super().copy_extensions_to_source()
+        package_dir = self.get_finalized_command("build_py").get_package_dir("cnn._ext")
+        self.copy_file(os.path.join(self.build_lib, "cnn", "_ext", "_build_info.py"),
+                       os.path.join(package_dir, "_build_info.py"), level=self.verbose)
 
 
-def _extensions():
+def _cythonize(extensions, build_dir):
     from Cython.Build import cythonize
 
     directives = {
@@ -135,13 +155,15 @@ def _extensions():
         "cdivision": True,
         "embedsignature": True,
     }
-    exts = [
-        Extension(f"cnn._ext.{name}", [os.path.join("cnn", "_ext", f"{name}.pyx")],
-                  depends=glob.glob(os.path.join("cnn", "_ext", "*.h")),
-                  define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")])
-        for name in EXTENSIONS
-    ]
-    return cythonize(exts, compiler_directives=directives, quiet=True)
+    return cythonize(extensions, compiler_directives=directives, build_dir=build_dir, quiet=True)
 
 
-setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExtWithOpenMP})
+EXT_MODULES = [
+    Extension(f"cnn._ext.{name}", [os.path.join("cnn", "_ext", f"{name}.pyx")],
+              depends=glob.glob(os.path.join("cnn", "_ext", "*.h")),
+              define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")])
+    for name in EXTENSIONS
+]
+
+
+setup(ext_modules=EXT_MODULES, cmdclass={"build_ext": BuildExtWithOpenMP})

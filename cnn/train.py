@@ -10,6 +10,7 @@ Examples::
     python -m cnn.train --epochs 5 --threads 2 --save mnist.npz --json run.json --plot run.png
     python -m cnn.train --resume mnist.npz --epochs 20      # continue the same run
     python -m cnn.train --model seed-mlp                    # the seed project's MLP
+    python -m cnn.train --model lenet5                      # any name of cnn.models.MODELS
     python -m cnn.train --data-dir ~/data/fashion-mnist     # any MNIST-layout IDX directory
 """
 
@@ -23,10 +24,13 @@ import time
 
 import numpy as np
 
-__all__ = ["main", "build_model", "random_shift", "random_affine", "affine_warp", "make_augment",
-           "DEFAULTS"]
+from .augment import make_augment
+from .models import MODELS
 
-# Per-model defaults; every one can be overridden on the command line.
+__all__ = ["main", "DEFAULTS"]
+
+# Per-model defaults, one entry per zoo model (cnn.models.MODELS; a test checks that); every
+# one can be overridden on the command line.
 DEFAULTS = {
     # Conv-pool-conv-pool-dense as in DESIGN.md, with dropout, trained with Adam on a cosine
     # schedule and random affine augmentation (+-2 px, +-10 degrees, +-10 % zoom). On the
@@ -41,122 +45,10 @@ DEFAULTS = {
     # epochs; --lr 1.0 about 90 %.
     "seed-mlp": {"epochs": 10, "batch_size": 64, "lr": 0.03, "optimizer": "sgd", "momentum": 0.0,
                  "schedule": "constant", "shift": 0, "rotate": 0, "scale": 0, "loss": "mse"},
+    # LeNet-5 (ReLU, max-pooling) with the recipe of the DESIGN CNN.
+    "lenet5": {"epochs": 12, "batch_size": 64, "lr": 2e-3, "optimizer": "adam", "momentum": 0.9,
+               "schedule": "cosine", "shift": 2, "rotate": 10, "scale": 0.1, "loss": "cross_entropy"},
 }
-
-
-def build_model(name, input_shape, classes, seed):
-    """The ``--model`` networks (uncompiled).
-
-    Parameters
-    ----------
-    name : {"cnn", "seed-mlp"}
-    input_shape : tuple of int
-        ``(C, H, W)`` of one image.
-    classes : int
-    seed : int
-    """
-    from . import layers
-    from .model import Sequential
-    if name == "cnn":
-        stack = [
-            layers.Conv2D(32, 3, padding="same", activation="relu"),
-            layers.MaxPool2D(2),
-            layers.Conv2D(64, 3, padding="same", activation="relu"),
-            layers.MaxPool2D(2),
-            layers.Flatten(),
-            layers.Dropout(0.25),
-            layers.Dense(128, activation="relu"),
-            layers.Dropout(0.25),
-            layers.Dense(classes, activation="softmax"),
-        ]
-    elif name == "seed-mlp":
-        stack = [
-            layers.Flatten(),
-            layers.Dense(512, activation="leaky_relu"),
-            layers.Dense(classes, activation="softmax"),
-        ]
-    else:
-        raise ValueError(f"model must be 'cnn' or 'seed-mlp', got {name!r}")
-    return Sequential(stack, input_shape=input_shape, seed=seed, name=name)
-
-
-def random_shift(x, rng, max_shift):
-    """Shift every image of ``x`` (N, C, H, W) by its own random whole-pixel offset in
-    ``[-max_shift, max_shift]`` along each axis, filling with zeros; vectorised."""
-    if max_shift == 0:
-        return x
-    n, c, h, w = x.shape
-    s = max_shift
-    padded = np.pad(x, ((0, 0), (0, 0), (s, s), (s, s)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(2, 3))
-    dy = rng.integers(0, 2 * s + 1, size=n)
-    dx = rng.integers(0, 2 * s + 1, size=n)
-    # windows: (N, C, 2s+1, 2s+1, H, W); the advanced indices pick one window per image.
-    return np.ascontiguousarray(windows[np.arange(n), :, dy, dx])
-
-
-def affine_warp(x, angle, scale, shift_y, shift_x):
-    """Rotate (radians, about the image centre), scale and shift each image of ``x``.
-
-    Output pixel ``(i, j)`` of image n samples the input at ``c + A_n^-1 ((i, j) - c) - t_n``
-    (``A_n`` rotation by ``angle[n]`` times ``scale[n]``, ``t_n`` the shift, ``c`` the centre)
-    by bilinear interpolation, with zeros outside the image (``scipy.ndimage.affine_transform``
-    with ``order=1, mode="grid-constant"``). Vectorised over the batch.
-
-    Parameters
-    ----------
-    x : ndarray of shape (N, C, H, W), float
-    angle, scale, shift_y, shift_x : ndarray of shape (N,)
-
-    Returns
-    -------
-    ndarray of the shape and dtype of ``x``
-    """
-    n, c, h, w = x.shape
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    ii, jj = np.meshgrid(np.arange(h) - cy, np.arange(w) - cx, indexing="ij")
-    cos = (np.cos(angle) / scale)[:, None, None]
-    sin = (np.sin(angle) / scale)[:, None, None]
-    # Source coordinates, clipped to [-1, H] x [-1, W]: with two rows/columns of zeros around
-    # the image, every clipped-away point then reads only zeros, as it should.
-    sy = np.clip(cos * ii - sin * jj + (cy - np.asarray(shift_y))[:, None, None], -1, h)
-    sx = np.clip(sin * ii + cos * jj + (cx - np.asarray(shift_x))[:, None, None], -1, w)
-    y0, x0 = np.floor(sy), np.floor(sx)
-    fy, fx = (sy - y0).astype(x.dtype), (sx - x0).astype(x.dtype)
-    pw = w + 4
-    index = ((y0.astype(np.intp) + 2) * pw + (x0.astype(np.intp) + 2)).reshape(n, 1, h * w)
-    padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2))).reshape(n, c, -1)
-
-    def at(offset):
-        return np.take_along_axis(padded, np.broadcast_to(index + offset, (n, c, h * w)), axis=2)
-
-    fy, fx = fy.reshape(n, 1, h * w), fx.reshape(n, 1, h * w)
-    top, bottom = at(0), at(pw)
-    top += fx * (at(1) - top)
-    bottom += fx * (at(pw + 1) - bottom)
-    top += fy * (bottom - top)
-    return top.reshape(x.shape)
-
-
-def random_affine(x, rng, max_shift=2.0, max_rotate=10.0, max_scale=0.1):
-    """:func:`affine_warp` with, per image, a shift uniform in ``[-max_shift, max_shift]`` px
-    on each axis, a rotation uniform in ``[-max_rotate, max_rotate]`` degrees and a scale
-    uniform in ``[1 - max_scale, 1 + max_scale]``."""
-    n = x.shape[0]
-    angle = np.deg2rad(rng.uniform(-max_rotate, max_rotate, n))
-    scale = 1.0 + rng.uniform(-max_scale, max_scale, n)
-    shift = rng.uniform(-max_shift, max_shift, (2, n))
-    return affine_warp(x, angle, scale, shift[0], shift[1])
-
-
-def make_augment(shift, rotate, scale):
-    """The ``augment(xb, rng)`` for ``fit``: None, whole-pixel shifts (when only a whole
-    ``shift`` is asked for), or :func:`random_affine`."""
-    if not 0 <= scale < 1:
-        raise ValueError(f"scale must be in [0, 1), got {scale}")
-    if rotate == 0 and scale == 0 and float(shift).is_integer():
-        return (lambda xb, rng: random_shift(xb, rng, int(shift))) if shift else None
-    return lambda xb, rng: random_affine(xb, rng, shift, rotate, scale)
 
 
 def _make_optimizer(kind, lr, momentum, schedule, epochs):
@@ -242,22 +134,26 @@ def _parser():
                         "default: the data shipped with cnn")
     p.add_argument("--download", action="store_true",
                    help="download the full MNIST into --data-dir (or the default data folder) first")
-    p.add_argument("--model", choices=sorted(DEFAULTS),  # None: not given (see --resume)
-                   help="cnn (default) or seed-mlp (the seed project's Dense-512 network with its "
-                        "MSE loss and lr 0.03, which learns slowly on 5,000 images: try --lr 1.0)")
-    p.add_argument("--epochs", type=_non_negative_int, help="default: 12 (cnn), 10 (seed-mlp)")
+    p.add_argument("--model", choices=list(MODELS),  # None: not given (see --resume)
+                   help="a network of the zoo (cnn.models): cnn (default), seed-mlp (the seed "
+                        "project's Dense-512 network with its MSE loss and lr 0.03, which learns "
+                        "slowly on 5,000 images: try --lr 1.0) or lenet5 (LeNet-5 with ReLU and "
+                        "max-pooling)")
+    p.add_argument("--epochs", type=_non_negative_int, help="default: 12 (cnn, lenet5), 10 (seed-mlp)")
     p.add_argument("--batch-size", type=_positive(int), help="default: 64")
-    p.add_argument("--lr", type=_positive(float), help="learning rate; default: 2e-3 (cnn), 0.03 (seed-mlp)")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), help="default: adam (cnn), sgd (seed-mlp)")
-    p.add_argument("--momentum", type=float, help="SGD momentum; default 0.9 (cnn), 0 (seed-mlp)")
+    p.add_argument("--lr", type=_positive(float),
+                   help="learning rate; default: 2e-3 (cnn, lenet5), 0.03 (seed-mlp)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), help="default: adam (cnn, lenet5), sgd (seed-mlp)")
+    p.add_argument("--momentum", type=float, help="SGD momentum; default 0.9 (cnn, lenet5), 0 (seed-mlp)")
     p.add_argument("--schedule", choices=("cosine", "constant"),
-                   help="learning-rate schedule; default cosine (cnn), constant (seed-mlp)")
+                   help="learning-rate schedule; default cosine (cnn, lenet5), constant (seed-mlp)")
     p.add_argument("--shift", type=_non_negative_float,
-                   help="augmentation: random shifts up to this many pixels; default 2 (cnn), 0 (seed-mlp)")
+                   help="augmentation: random shifts up to this many pixels; default 2 (cnn, lenet5), "
+                        "0 (seed-mlp)")
     p.add_argument("--rotate", type=_non_negative_float,
-                   help="augmentation: random rotations up to this many degrees; default 10 (cnn), 0")
+                   help="augmentation: random rotations up to this many degrees; default 10 (cnn, lenet5), 0")
     p.add_argument("--scale", type=_non_negative_float,
-                   help="augmentation: random zoom by up to this fraction; default 0.1 (cnn), 0")
+                   help="augmentation: random zoom by up to this fraction; default 0.1 (cnn, lenet5), 0")
     p.add_argument("--threads", type=_positive(int), help="threads for the kernels and BLAS")
     p.add_argument("--seed", type=_non_negative_int,  # None: not given (see --resume)
                    help="seed for weights, dropout, shuffling and the --limit pick (0)")
@@ -291,42 +187,6 @@ def _load_data(args, seed):
     return (x_train, y_train), (x_test, y_test)
 
 
-def _plot(path, history, cm):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    fig = Figure(figsize=(13, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    epochs = [e + 1 for e in history.epoch]
-    for i, metric in enumerate(("loss", "accuracy")):
-        ax = fig.add_subplot(1, 3, i + 1)
-        for key, label in ((metric, "train"), ("val_" + metric, "validation")):
-            if key in history.history:
-                ax.plot(epochs, history.history[key], marker="o", label=label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.grid(True, alpha=0.3)
-        if epochs:
-            ax.legend()
-    ax = fig.add_subplot(1, 3, 3)
-    ax.imshow(cm, cmap="Blues")
-    k = cm.shape[0]
-    ax.set_xticks(range(k))
-    ax.set_yticks(range(k))
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title("confusion matrix (test)")
-    if k <= 20:
-        top = cm.max() if cm.size else 0
-        for (i, j), v in np.ndenumerate(cm):
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
-                    color="white" if v > top / 2 else "black")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-
-
 def main(argv=None):
     """Run the command line; returns the exit status (0 on success)."""
     parser = _parser()
@@ -353,6 +213,8 @@ def _run(args):
     import cnn
     from . import metrics
     from .callbacks import ModelCheckpoint
+    from .models import build
+    from .plotting import plot_history
     from .serialization import load_model
 
     if args.threads is not None:
@@ -398,7 +260,7 @@ def _run(args):
             print(f"warning: the saved learning-rate schedule ends at epoch {total}; epochs after "
                   f"it train at its final rate", file=sys.stderr)
     else:
-        model = build_model(name, tuple(x_train.shape[1:]), classes, seed)
+        model = build(name, input_shape=tuple(x_train.shape[1:]), classes=classes, seed=seed)
         model.compile(loss=defaults["loss"],
                       optimizer=_make_optimizer(settings["optimizer"], settings["lr"],
                                                 settings["momentum"], settings["schedule"],
@@ -442,7 +304,7 @@ def _run(args):
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
     if args.plot:
-        _plot(args.plot, history, cm)
+        plot_history(args.plot, history, cm)
     if args.save and not history.epoch and not os.path.exists(args.save):
         model.save(args.save)
     if args.export_onnx:

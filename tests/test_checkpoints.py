@@ -22,7 +22,7 @@ import cnn
 from cnn import callbacks as cb
 from cnn import layers, optimizers, schedules, serialization
 from cnn.serialization import load_model
-from cnn.train import random_shift
+from cnn.augment import random_shift
 
 
 def model_with_state(seed=0, opt=None):

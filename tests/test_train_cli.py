@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import child_env
 
-from cnn import train
+from cnn import augment, models, train
 from cnn.serialization import load_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -107,14 +107,14 @@ def test_model_and_seed_options_default_to_not_given_and_help_says_what_resume_i
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "cnn (default) or seed-mlp" in text and "--limit pick (0)" in text
+    assert "cnn (default), seed-mlp" in text and "or lenet5" in text and "--limit pick (0)" in text
     resume = text[text.index("--resume PATH continue"):]
     assert ("--model, --optimizer, --lr, --momentum, --schedule and --seed are not applied, and a "
             "warning on stderr names any given with a value the checkpoint does not hold") in resume
 
 
 def test_seed_mlp_is_the_seed_network(tmp_path):
-    model = train.build_model("seed-mlp", (1, 28, 28), 10, seed=0)
+    model = models.build("seed-mlp", input_shape=(1, 28, 28), classes=10, seed=0)
     assert [type(layer).__name__ for layer in model.layers] == ["Flatten", "Dense", "Dense"]
     assert model.layers[1].units == 512 and model.layers[1].activation.name == "leaky_relu"
     assert model.layers[2].activation.name == "softmax"
@@ -125,13 +125,13 @@ def test_seed_mlp_is_the_seed_network(tmp_path):
 def test_random_shift(rng):
     x = np.zeros((50, 1, 7, 7), np.float32)
     x[:, 0, 3, 3] = 1.0
-    out = train.random_shift(x, rng, 2)
+    out = augment.random_shift(x, rng, 2)
     assert out.shape == x.shape and out.dtype == x.dtype and out.flags.c_contiguous
     rows, cols = np.nonzero(out[:, 0].sum(axis=2))[1], np.nonzero(out[:, 0].sum(axis=1))[1]
     assert set(rows) <= set(range(1, 6)) and set(cols) <= set(range(1, 6))
     assert len(set(zip(rows, cols))) > 10  # the offsets vary per image
     np.testing.assert_array_equal(out.sum(axis=(1, 2, 3)), 1.0)  # nothing lost within 2 px
-    assert train.random_shift(x, rng, 0) is x
+    assert augment.random_shift(x, rng, 0) is x
 
 
 def test_affine_warp_matches_scipy(rng):
@@ -139,7 +139,7 @@ def test_affine_warp_matches_scipy(rng):
     x = rng.random((3, 2, 9, 11))
     angle, scale = np.array([0.3, -1.0, 2.5]), np.array([1.1, 0.8, 1.0])
     ty, tx = np.array([1.5, -0.3, 30.0]), np.array([-2.2, 0.7, 0.0])
-    out = train.affine_warp(x, angle, scale, ty, tx)
+    out = augment.affine_warp(x, angle, scale, ty, tx)
     centre = np.array([4.0, 5.0])
     for n in range(3):
         c, s = np.cos(angle[n]), np.sin(angle[n])
@@ -153,15 +153,15 @@ def test_affine_warp_matches_scipy(rng):
 
 def test_random_affine_and_make_augment(rng):
     x = rng.random((8, 1, 28, 28)).astype(np.float32)
-    np.testing.assert_allclose(train.random_affine(x, rng, 0, 0, 0), x, atol=1e-6)
-    out = train.random_affine(x, rng, 2, 10, 0.1)
+    np.testing.assert_allclose(augment.random_affine(x, rng, 0, 0, 0), x, atol=1e-6)
+    out = augment.random_affine(x, rng, 2, 10, 0.1)
     assert out.shape == x.shape and out.dtype == np.float32
     assert out.min() >= 0 and out.max() <= 1 + 1e-6  # bilinear: convex combinations of pixels
-    assert train.make_augment(0, 0, 0) is None
-    whole = train.make_augment(2, 0, 0)(x, np.random.default_rng(1))
+    assert augment.make_augment(0, 0, 0) is None
+    whole = augment.make_augment(2, 0, 0)(x, np.random.default_rng(1))
     assert set(np.unique(whole)) <= set(np.unique(x)) | {0.0}  # whole-pixel shifts copy pixels
     with pytest.raises(ValueError, match="scale"):
-        train.make_augment(2, 10, 1.0)
+        augment.make_augment(2, 10, 1.0)
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "-1"], ["--batch-size", "0"], ["--lr", "nan"],

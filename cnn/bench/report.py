@@ -1,0 +1,151 @@
+"""The printed report: the table of cases, thread scaling, the per-layer breakdowns and the
+machine facts; and the JSON encoding of NumPy values."""
+
+import numpy as np
+
+__all__ = ["BACKENDS", "format_table", "format_scaling", "format_breakdown", "format_facts", "json_default"]
+
+BACKENDS = ("cnn", "torch", "reference")
+
+
+def _ms(s):
+    if s is None:
+        return "-"
+    ms = s * 1e3
+    if ms >= 100:
+        return f"{ms:.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    if ms >= 1:
+        return f"{ms:.2f}"
+    return f"{ms:.3f}"
+
+
+def _num(v, digits=1):
+    if v is None:
+        return "-"
+    if v >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def _ratio(v):
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def format_table(cases):
+    head = (f"{'case':<36} {'thr':>3} {'MFLOP':>8}  {'backend':<9} {'median ms':>9} "
+            f"{'min..max ms':>17} {'GFLOP/s':>8} {'img/s':>8} {'vs torch':>9} {'vs ref':>8}  check  others")
+    lines = [head, "-" * len(head)]
+    for case in cases:
+        first = True
+        for b in BACKENDS:
+            r = case["results"].get(b)
+            if r is None:
+                continue
+            lead = (f"{case['name']:<36} {case['threads']:>3} {case['flops'] / 1e6:>8.1f}  " if first
+                    else " " * 51)
+            if "skipped" in r:
+                lines.append(f"{lead}{b:<9} skipped: {r['skipped']}")
+            else:
+                spread = f"{_ms(r['min_s'])}..{_ms(r['max_s'])}"
+                extra = ""
+                if case["kind"] == "memory":
+                    extra = (f"  peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB "
+                             f"(after imports {r['import_rss_bytes'] / 2**20:.0f} MiB)")
+                ratios = case["ratios"] if b == "cnn" else {}
+                check = ""
+                if b == "cnn":
+                    check = "ok" if case["check"]["ok"] else "MISMATCH"
+                    if not case["check"]["compared"]:
+                        check = "-"
+                    busy = case.get("other_load")
+                    check = f"{check:<8} {'-' if busy is None else f'{busy:.2f}':>5}"
+                lines.append(f"{lead}{b:<9} {_ms(r['median_s']):>9} {spread:>17} "
+                             f"{_num(r['gflops']):>8} {_num(r['images_per_s'], 0):>8} "
+                             f"{_ratio(ratios.get('vs_torch')):>9} {_ratio(ratios.get('vs_reference')):>8}"
+                             f"  {check}{extra}")
+            first = False
+    return "\n".join(lines)
+
+
+def format_scaling(scaling):
+    if not scaling:
+        return ""
+    lines = ["Thread scaling (median time at 1 thread / at N threads):",
+             f"  {'case':<28} {'backend':<9} {'T1 ms':>9} {'TN ms':>9} {'N':>3} {'speed-up':>9}"]
+    for s in scaling:
+        lines.append(f"  {s['case']:<28} {s['backend']:<9} {_ms(s['t1_s']):>9} {_ms(s['tn_s']):>9} "
+                     f"{s['threads']:>3} {s['speedup']:>8.2f}x")
+    return "\n".join(lines)
+
+
+def format_breakdown(case):
+    bd = case.get("breakdown")
+    if not bd:
+        return ""
+    backends = [b for b in ("cnn", "torch") if b in bd]
+    lines = [f"Breakdown of {case['name']} (median ms; cnn: the step timed through layer hooks; torch: a manual per-layer pass):"]
+    head = f"  {'layer':<30}" + "".join(f" {b + ' fwd':>10} {b + ' bwd':>10}" for b in backends)
+    lines.append(head)
+    n = max(len(bd[b]) for b in backends)
+    sums = {b: 0.0 for b in backends}
+    for i in range(n):
+        label = bd["cnn"][i]["layer"] if "cnn" in bd and i < len(bd["cnn"]) else ""
+        row = f"  {label:<30}"
+        for b in backends:
+            e = bd[b][i] if i < len(bd[b]) else {}
+            f, k = e.get("forward_s"), e.get("backward_s")
+            sums[b] += (f or 0.0) + (k or 0.0)
+            row += f" {_ms(f):>10} {_ms(k):>10}"
+        lines.append(row)
+    lines.append(f"  {'sum':<30}" + "".join(f" {_ms(sums[b]):>21}" for b in backends))
+    meas = "".join(f" {_ms(case['results'][b].get('median_s')) if 'median_s' in case['results'].get(b, {}) else '-':>21}"
+                   for b in backends)
+    lines.append(f"  {'measured (whole call, median)':<30}{meas}")
+    return "\n".join(lines)
+
+
+def format_facts(m):
+    lines = ["Machine:",
+             f"  CPU: {m['cpu']} ({', '.join(m['simd']) or 'no SIMD flags read'}); "
+             f"{m['cores_available']} cores available of {m['cores_logical']}"
+             + (f", cgroup quota {m['cgroup_cpu_quota']} CPUs" if m["cgroup_cpu_quota"] else ""),
+             f"  threads: {m['threads']} (kernel cases and the MLP; model cases at 1 and {m['threads']})",
+             f"  load average at start {', '.join(f'{v:.2f}' for v in m['load_average_start'] or [])}; "
+             f"at end {', '.join(f'{v:.2f}' for v in m['load_average_end'] or [])}; other processes "
+             f"used {'?' if m['other_processes_cores'] is None else format(m['other_processes_cores'], '.2f')} "
+             f"cores on average while the kept cases ran",
+             f"  SGEMM (NumPy's BLAS, float32 {m.get('sgemm_size')}^3): "
+             + (", ".join(f"{v:.1f} GFLOP/s at {k} thread{'s' if k != '1' else ''}"
+                          for k, v in (m.get("sgemm_gflops") or {}).items()) or "not measured"),
+             f"  Python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}, threadpoolctl "
+             f"{m['threadpoolctl']}, torch {m['torch'] or 'absent (' + str(m['torch_absent_reason']) + ')'}",
+             f"  cnn {m['cnn']} from {m['cnn_path']}, commit {m['git_commit']}"
+             + (" (working tree modified)" if m["git_dirty"] else ""),
+             f"  cnn OpenMP: {m['openmp']}; compiler flags: {' '.join(m['compiler_flags'] or [])}; "
+             f"flush-to-zero: {m['flush_to_zero']}",
+             "  thread pools (threadpoolctl):"]
+    for p in m["threadpools"]:
+        lines.append(f"    {p['user_api']:<7} {p['internal_api']:<9} {str(p['version']):<14} "
+                     f"{p['num_threads']} threads  {p.get('threading_layer') or ''} "
+                     f"{p.get('architecture') or ''}  {p['filepath']}")
+    if m.get("torch_parallel"):
+        lines.append("  torch: " + "; ".join(m["torch_parallel"]))
+    env = ", ".join(f"{k}={v}" for k, v in m["env"].items() if v is not None) or "none set"
+    lines.append(f"  environment: {env}")
+    lines.append(f"  model data: {m['data']}")
+    return "\n".join(lines)
+
+
+def json_default(o):
+    """``json.dump``'s ``default``: NumPy scalars and tuples as JSON values."""
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON-able: {type(o).__name__}")
