@@ -66,7 +66,7 @@ import numpy as np
 
 from . import strategy as _strategy
 
-__all__ = ["init", "rank", "size", "local_rank", "local_size", "launched_by_mpi",
+__all__ = ["init", "abort", "rank", "size", "local_rank", "local_size", "launched_by_mpi",
            "broadcast_parameters", "broadcast_optimizer_state", "threads_per_rank",
            "DataParallel"]
 
@@ -198,6 +198,15 @@ def init(threads=None):
     if threads is not None:
         set_num_threads(int(threads))
     return comm
+
+
+def abort(code=1):
+    """End every rank of the job with ``code`` when :func:`init` started a run of several
+    ranks (for errors outside ``fit``, after which the other ranks would wait forever);
+    otherwise do nothing (MPI is not imported)."""
+    if _state["initialized"] and _world().Get_size() > 1:
+        sys.stderr.flush()
+        _world().Abort(code)
 
 
 # -- broadcasts -------------------------------------------------------------------------------
