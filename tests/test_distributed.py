@@ -256,3 +256,32 @@ def test_bad_arguments_name_what_they_got():
         distributed.DataParallel(algorithm="ring")
     with pytest.raises(ValueError, match="threads must be None or an int >= 1, got 0"):
         distributed.init(threads=0)
+
+
+# -- the bench --------------------------------------------------------------------------------
+
+
+def test_paper_model_by_hand():
+    from cnn._bench_distributed import paper_model
+    m = paper_model(params=995, ranks=4, bandwidth_gbit=10, seconds_per_image=1e-4, latency_s=0.0)
+    sent = 2 * 3 / 4 * 8 * 1000  # 2 (N-1)/N of a 1,000-number float64 buffer
+    assert m["bytes_per_step"] == pytest.approx(sent)
+    assert m["comm_seconds"] == pytest.approx(sent * 8 / 1e10)
+    # compute (B/4) 1e-4 s over compute + comm is 0.9 exactly at the reported batch
+    b = m["batch_for_efficiency"]
+    compute = b / 4 * 1e-4
+    assert compute / (compute + m["comm_seconds"]) == pytest.approx(0.9)
+    assert paper_model(995, 1, 10, 1e-4)["bytes_per_step"] == 0
+
+
+def test_bench_smoke(mpiexec, tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "cnn._bench_distributed", "--steps", "1", "--batch", "8",
+                           "--json", str(out)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=120, env=child_env(), cwd=str(tmp_path), check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "scaling efficiency, 2 ranks x 1 thread vs 1 rank x 1 thread" in proc.stdout
+    report = json.loads(out.read_text())
+    assert [(r["ranks"], r["threads"]) for r in report["rows"][:2]] == [(1, 1), (2, 1)]
+    assert [r["ranks"] for r in report["rows"]] == [1, 2, 4, 1]
+    assert all(r["params"] == 421_642 for r in report["rows"])
