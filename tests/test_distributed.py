@@ -111,6 +111,11 @@ def test_n_ranks_make_one_process_steps(mpiexec, tmp_path, n):
                 assert_rel(got[key + "-loss"], history.history["loss"], RTOL[dtype])
                 assert_rel(got[key + "-val_loss"], history.history["val_loss"], RTOL[dtype])
     check_shards(ranks, n)
+    # with dropout and augmentation: reproducible, and each rank drew its own numbers
+    assert np.array_equal(got["random-0"], got["random-1"])
+    assert np.array_equal(got["random-0-draws-local"], got["random-1-draws-local"])
+    firsts = {float(rk["random-0-draws-local"][0]) for rk in ranks}
+    assert len(firsts) == n
 
 
 def check_shards(ranks, n):

@@ -22,12 +22,15 @@ def data(n, dtype, seed=0):
     return x, y
 
 
-def model(dtype, seed=0):
-    """A compiled conv-pool-dense net; SGD with momentum for float64, Adam for float32 (both
-    optimizer states then take part in the steps)."""
-    net = Sequential([layers.Conv2D(3, 3, activation="relu"), layers.MaxPool2D(2), layers.Flatten(),
-                      layers.Dense(4, activation="softmax")], input_shape=(1, 6, 6), seed=seed,
-                     dtype=dtype)
+def model(dtype, seed=0, dropout=None):
+    """A compiled conv-pool-dense net (with a Dropout before the Dense layer when ``dropout``
+    is a rate); SGD with momentum for float64, Adam for float32 (both optimizer states then
+    take part in the steps)."""
+    stack = [layers.Conv2D(3, 3, activation="relu"), layers.MaxPool2D(2), layers.Flatten()]
+    if dropout:
+        stack.append(layers.Dropout(dropout))
+    stack.append(layers.Dense(4, activation="softmax"))
+    net = Sequential(stack, input_shape=(1, 6, 6), seed=seed, dtype=dtype)
     opt = optimizers.SGD(lr=0.2, momentum=0.9) if np.dtype(dtype) == np.float64 else optimizers.Adam(lr=0.01)
     net.compile(loss="cross_entropy", optimizer=opt)
     return net

@@ -58,6 +58,20 @@ def equivalence(out, rank):
                 result[key] = np.concatenate([p.ravel() for p in net.params])
                 result[key + "-loss"] = np.array(history.history["loss"])
                 result[key + "-val_loss"] = np.array(history.history["val_loss"])
+    # dropout and augmentation draw per rank: the weights must still agree on every rank,
+    # and a second run must repeat the first
+    for run in range(2):
+        draws = []
+
+        def augment(xb, rng, draws=draws):
+            noise = rng.normal(0.0, 0.01, xb.shape).astype(xb.dtype)
+            draws.append(float(noise.flat[0]) if noise.size else np.nan)
+            return xb + noise
+
+        net = cases.model("float64", seed=0, dropout=0.3)
+        cases.fit(net, 23, 6, False, strategy=strategy, augment=augment)
+        result[f"random-{run}"] = np.concatenate([p.ravel() for p in net.params])
+        result[f"random-{run}-draws-local"] = np.array(draws)
     result["threads"] = np.array(cnn.get_num_threads())
     result["world_size"] = np.array(strategy.world_size)
     np.savez(os.path.join(out, f"eq-{rank}.npz"), **result)
