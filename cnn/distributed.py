@@ -182,10 +182,13 @@ def init(threads=None):
     mpi4py.MPI.Intracomm
         ``COMM_WORLD``.
     """
-    from ._threads import set_num_threads
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, (int, np.integer))
-                                or threads < 1):
-        raise ValueError(f"threads must be None or an int >= 1, got {threads!r}")
+    import cnn
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
+            raise TypeError(f"threads must be None or an int >= 1, got {threads!r} of type "
+                            f"{type(threads).__name__}")
+        if threads < 1:
+            raise ValueError(f"threads must be None or an int >= 1, got {threads}")
     comm = _world()
     if not _state["initialized"]:
         _state["initialized"] = True
@@ -193,10 +196,10 @@ def init(threads=None):
             sys.excepthook = _abort_on_uncaught
         if threads is None:
             env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-            threads = None if env.isdigit() and int(env) > 0 else threads_per_rank()
-            set_num_threads(threads)  # None: OMP_NUM_THREADS
+            # None lets cnn read OMP_NUM_THREADS itself
+            cnn.set_num_threads(None if env.isdigit() and int(env) > 0 else threads_per_rank())
     if threads is not None:
-        set_num_threads(int(threads))
+        cnn.set_num_threads(int(threads))
     return comm
 
 

@@ -261,6 +261,8 @@ def test_bad_arguments_name_what_they_got():
         distributed.DataParallel(algorithm="ring")
     with pytest.raises(ValueError, match="threads must be None or an int >= 1, got 0"):
         distributed.init(threads=0)
+    with pytest.raises(TypeError, match="threads must be None or an int >= 1, got 2.0 of type float"):
+        distributed.init(threads=2.0)
 
 
 # -- the bench --------------------------------------------------------------------------------
