@@ -21,9 +21,14 @@ except ImportError as _exc:  # the source tree without its compiled kernels
         "`pip install -e .`, or run from another folder after `pip install .`."
     ) from None
 
+<<<<<<< HEAD
 from cnn import (activations, callbacks, datasets, functional, initializers, layers, losses,
                  metrics, optimizers, schedules, strategy)
 from cnn._register import register
+=======
+from cnn import (activations, callbacks, datasets, distributed, functional, initializers, layers,
+                 losses, metrics, optimizers, schedules)
+>>>>>>> mpi
 from cnn._config import show_config
 from cnn._threads import get_num_threads, set_num_threads
 from cnn.callbacks import Callback, EarlyStopping, History, ModelCheckpoint
@@ -34,6 +39,6 @@ from cnn.trainer import Trainer
 __all__ = [
     "Sequential", "Trainer", "load_model", "save_model", "register", "strategy",
     "Callback", "EarlyStopping", "History", "ModelCheckpoint", "layers", "activations", "losses", "optimizers", "schedules",
-    "initializers", "callbacks", "datasets", "metrics", "functional",
+    "initializers", "callbacks", "datasets", "metrics", "functional", "distributed",
     "set_num_threads", "get_num_threads", "show_config", "__version__",
 ]

@@ -219,6 +219,11 @@ class ModelCheckpoint(Callback):
     ----------
     last_saved : str or None
         The path of the newest checkpoint written.
+
+    Notes
+    -----
+    In a distributed run only rank 0 (``params["rank"]``) writes; the weights are the same on
+    every rank.
     """
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto"):
@@ -235,6 +240,8 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        if self.params.get("rank", 0) != 0:
+            return
         if self.save_best_only:
             value = self._monitor.value(logs, "ModelCheckpoint")
             if value is None or not self._monitor.improved(value):

@@ -154,7 +154,13 @@ def _parser():
                    help="augmentation: random rotations up to this many degrees; default 10 (cnn, lenet5), 0")
     p.add_argument("--scale", type=_non_negative_float,
                    help="augmentation: random zoom by up to this fraction; default 0.1 (cnn, lenet5), 0")
-    p.add_argument("--threads", type=_positive(int), help="threads for the kernels and BLAS")
+    p.add_argument("--threads", type=_positive(int),
+                   help="threads for the kernels and BLAS (per rank when distributed; default: "
+                        "OMP_NUM_THREADS, else the cores / the ranks on the node)")
+    p.add_argument("--distributed", action="store_true",
+                   help="train data-parallel over MPI (cnn.distributed; automatic when started by "
+                        "mpiexec, mpirun or srun). --batch-size is then the global batch; only "
+                        "rank 0 prints and writes files")
     p.add_argument("--seed", type=_non_negative_int,  # None: not given (see --resume)
                    help="seed for weights, dropout, shuffling and the --limit pick (0)")
     p.add_argument("--limit", type=_positive(int), metavar="N",
@@ -206,19 +212,28 @@ def main(argv=None):
         return _run(args)
     except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        from . import distributed
+        distributed.abort(1)  # under MPI: the other ranks must not wait for this one
         return 1
 
 
 def _run(args):
     import cnn
-    from . import metrics
+    # cnn.distributed imports no MPI until DataParallel() asks for it
+    from . import distributed, metrics
     from .callbacks import ModelCheckpoint
     from .models import build
     from .plotting import plot_history
     from .serialization import load_model
 
-    if args.threads is not None:
+    strategy = None
+    if args.distributed or distributed.launched_by_mpi():
+        strategy = distributed.DataParallel(threads=args.threads)
+        if not strategy.is_chief:  # only rank 0 prints; this process ends with the run
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (kept open until exit)
+    elif args.threads is not None:
         cnn.set_num_threads(args.threads)
+    world_size = strategy.world_size if strategy is not None else 1
     if args.resume:
         model = load_model(args.resume)
         if not model.compiled:
@@ -246,6 +261,9 @@ def _run(args):
     classes = int(max(y_train.max(), y_test.max())) + 1
     print(f"data: {len(x_train)} training and {len(x_test)} test images of shape "
           f"{tuple(x_train.shape[1:])}, {classes} classes", flush=True)
+    if strategy is not None:
+        print(f"distributed: world size {world_size} (MPI), {cnn.get_num_threads()} thread(s) "
+              f"per rank, global batch {settings['batch_size']}", flush=True)
 
     if args.resume:
         if model.input_shape != tuple(x_train.shape[1:]) or len(model.output_shape) != 1 \
@@ -271,14 +289,16 @@ def _run(args):
         print(f"optimizer: {model.optimizer!r}, loss: {model.loss!r}, batch size "
               f"{settings['batch_size']}, augmentation: shift {settings['shift']:g} px, rotate "
               f"{settings['rotate']:g} deg, scale {settings['scale']:g}; threads "
-              f"{cnn.get_num_threads()}", flush=True)
+              f"{cnn.get_num_threads()}, world size {world_size}", flush=True)
 
     callbacks = [ModelCheckpoint(args.save)] if args.save else []
     augment = make_augment(settings["shift"], settings["rotate"], settings["scale"])
     epochs = max(settings["epochs"], initial_epoch)
     history = model.fit(x_train, y_train, epochs=epochs, batch_size=settings["batch_size"],
                         verbose=args.verbose, callbacks=callbacks, initial_epoch=initial_epoch,
-                        augment=augment)
+                        augment=augment, strategy=strategy)
+    if strategy is not None and not strategy.is_chief:
+        return 0  # the weights are rank 0's: it tests, reports and saves
 
     start = time.perf_counter()
     probs = model.predict(x_test)
@@ -292,7 +312,7 @@ def _run(args):
     if args.json:
         report = {
             "model": model.name, "settings": settings, "seed": seed,
-            "threads": cnn.get_num_threads(), "train_images": int(len(x_train)),
+            "threads": cnn.get_num_threads(), "world_size": world_size, "train_images": int(len(x_train)),
             "test_images": int(len(x_test)), "epochs": history.epoch,
             "history": history.history, "interrupted": history.interrupted,
             "test_loss": test_loss, "test_accuracy": test_accuracy,

@@ -180,6 +180,9 @@ def parse_args(argv=None):
                    help="on a shared machine: before each case, wait up to SECONDS until other "
                         "processes use under 0.15 cores (default 0: do not wait)")
     p.add_argument("--list", action="store_true", help="list the case names and exit")
+    p.add_argument("--distributed", action="store_true",
+                   help="instead: DESIGN-CNN training throughput over MPI at 1, 2 and 4 ranks "
+                        "(see python -m cnn.bench --distributed --help)")
     args = p.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads must be >= 1, got {args.threads}")
@@ -187,6 +190,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--distributed" in argv:  # the MPI scaling run has options of its own
+        from .distributed import main as distributed_main
+        return distributed_main([a for a in argv if a != "--distributed"])
     args = parse_args(argv)
     load_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     cfg = dict(QUICK if args.quick else FULL)
