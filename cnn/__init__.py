@@ -21,14 +21,9 @@ except ImportError as _exc:  # the source tree without its compiled kernels
         "`pip install -e .`, or run from another folder after `pip install .`."
     ) from None
 
-<<<<<<< HEAD
-from cnn import (activations, callbacks, datasets, functional, initializers, layers, losses,
-                 metrics, optimizers, schedules, strategy)
-from cnn._register import register
-=======
 from cnn import (activations, callbacks, datasets, distributed, functional, initializers, layers,
-                 losses, metrics, optimizers, schedules)
->>>>>>> mpi
+                 losses, metrics, models, optimizers, schedules, strategy)
+from cnn._register import register
 from cnn._config import show_config
 from cnn._threads import get_num_threads, set_num_threads
 from cnn.callbacks import Callback, EarlyStopping, History, ModelCheckpoint
@@ -39,6 +34,6 @@ from cnn.trainer import Trainer
 __all__ = [
     "Sequential", "Trainer", "load_model", "save_model", "register", "strategy",
     "Callback", "EarlyStopping", "History", "ModelCheckpoint", "layers", "activations", "losses", "optimizers", "schedules",
-    "initializers", "callbacks", "datasets", "metrics", "functional", "distributed",
+    "initializers", "callbacks", "datasets", "metrics", "functional", "distributed", "models",
     "set_num_threads", "get_num_threads", "show_config", "__version__",
 ]
