@@ -64,6 +64,8 @@ import zlib
 
 import numpy as np
 
+from . import _threads
+from . import _validation as V
 from . import strategy as _strategy
 
 __all__ = ["init", "abort", "rank", "size", "local_rank", "local_size", "launched_by_mpi",
@@ -182,13 +184,7 @@ def init(threads=None):
     mpi4py.MPI.Intracomm
         ``COMM_WORLD``.
     """
-    import cnn
-    if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)):
-            raise TypeError(f"threads must be None or an int >= 1, got {threads!r} of type "
-                            f"{type(threads).__name__}")
-        if threads < 1:
-            raise ValueError(f"threads must be None or an int >= 1, got {threads}")
+    threads = V.integer(threads, "threads", 1, optional=True)
     comm = _world()
     if not _state["initialized"]:
         _state["initialized"] = True
@@ -197,9 +193,9 @@ def init(threads=None):
         if threads is None:
             env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
             # None lets cnn read OMP_NUM_THREADS itself
-            cnn.set_num_threads(None if env.isdigit() and int(env) > 0 else threads_per_rank())
+            _threads.set_num_threads(None if env.isdigit() and int(env) > 0 else threads_per_rank())
     if threads is not None:
-        cnn.set_num_threads(int(threads))
+        _threads.set_num_threads(int(threads))
     return comm
 
 

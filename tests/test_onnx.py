@@ -18,7 +18,7 @@ import pytest
 import cnn
 from cnn import functional as F
 from cnn import layers
-from cnn.train import build_model
+from cnn import models
 
 HAVE_ONNX = importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx and onnxruntime are not installed "
@@ -90,14 +90,14 @@ SMALL = {
 
 
 def _zoo(name):
-    if name in ("cnn", "seed-mlp"):
-        return build_model(name, (1, 28, 28), 10, 0)
-    if name == "lenet5":
+    if name in models.MODELS:
+        return models.build(name, (1, 28, 28), 10, 0)
+    if name == "lenet5-tanh":
         return lenet5()
     return cnn.Sequential(SMALL[name](), input_shape=(1, 28, 28), seed=3, name=name)
 
 
-ZOO = ["cnn", "seed-mlp", "lenet5", *SMALL]
+ZOO = [*models.MODELS, "lenet5-tanh", *SMALL]
 
 
 def _ort(path_or_model, x):
@@ -111,7 +111,7 @@ def exported(mnist, tmp_path_factory):
     out = {}
     for name in ZOO:
         model = _zoo(name)
-        if name in ("cnn", "seed-mlp", "lenet5"):
+        if name in models.MODELS or name == "lenet5-tanh":
             _trained(model, mnist)
         path = folder / f"{name}.onnx"
         cnn.onnx.export(model, path)
