@@ -27,12 +27,14 @@ from cnn._register import register
 from cnn._config import show_config
 from cnn._threads import get_num_threads, set_num_threads
 from cnn.callbacks import Callback, EarlyStopping, History, ModelCheckpoint
-from cnn.model import Sequential
+from cnn.graph import Input
+from cnn.model import Model
+from cnn.sequential import Sequential
 from cnn.serialization import load_model, save_model
 from cnn.trainer import Trainer
 
 __all__ = [
-    "Sequential", "Trainer", "load_model", "save_model", "register", "strategy",
+    "Sequential", "Model", "Input", "Trainer", "load_model", "save_model", "register", "strategy",
     "Callback", "EarlyStopping", "History", "ModelCheckpoint", "layers", "activations", "losses", "optimizers", "schedules",
     "initializers", "callbacks", "datasets", "metrics", "functional", "distributed", "models",
     "set_num_threads", "get_num_threads", "show_config", "__version__",

@@ -1,11 +1,28 @@
-"""``Sequential``: a stack of layers trained as one network.
+"""``Model``: a graph of layers trained as one network; :class:`cnn.Sequential` is its chain.
 
-The forward pass runs the layers in order; the backward pass runs them in reverse from the
-loss gradient ``dC/d output`` (the seed's back-propagation, one batch at a time). When the last
-layer ends in a softmax and the loss is cross-entropy, the model takes the fused shortcut
-``dC/dz = (softmax(z) - y) / N`` from the logits ``z`` (stable, and no Jacobian); every other
-pairing (e.g. the seed's softmax + MSE) goes through the activation's own backward, the
-Jacobian-vector product for softmax. Both give the same gradient.
+Build a graph model with Keras' functional API::
+
+    inputs = cnn.Input((3, 32, 32))
+    h = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    y = layers.Conv2D(16, 3, padding="same")(h)
+    h = layers.Activation("relu")(layers.Add()([h, y]))
+    outputs = layers.Dense(10, activation="softmax")(layers.Flatten()(h))
+    model = cnn.Model(inputs, outputs, seed=0)
+
+The model orders the calls once (:func:`cnn.graph.plan`). The forward pass runs them in that
+order; the backward pass runs them in reverse from the loss gradient ``dC/d output`` (the
+seed's back-propagation, one batch at a time), and a tensor read by several layers gets the sum
+of their gradients. A layer called more than once shares its weights, and its gradients are the
+sum over its calls. When the last layer ends in a softmax and the loss is cross-entropy, the
+model takes the logits path chosen at :meth:`Model.compile`: the last layer is asked for its
+pre-activation ``z`` and the gradient is ``dC/dz = (softmax(z) - y) / N`` (stable, and no
+Jacobian); every other pairing (e.g. the seed's softmax + MSE) goes through the activation's
+own backward, the Jacobian-vector product for softmax. Both give the same gradient.
+
+The model protocol (what :class:`cnn.Trainer`, :mod:`cnn.serialization`, the bench and the
+CLI use): ``validate_data``, ``forward_backward``, ``apply_gradients``, ``zero_grads``,
+``evaluation_sums``, ``params``/``grads``/``param_names``, ``named_params``/``named_buffers``,
+``state_dict``, ``get_config``/``from_config``/``state_shapes``, ``compile``, ``built``.
 """
 
 import json
@@ -15,13 +32,16 @@ import numpy as np
 
 from . import _registry
 from . import _validation as V
+from . import graph as _graph
 from . import layers as _layers
 from . import losses as _losses
 from . import optimizers as _optimizers
 from . import serialization as _serialization
+from ._model_weights import ModelWeights
 from .trainer import Trainer
 
-__all__ = ["Sequential", "HookHandle"]
+__all__ = ["Model", "HookHandle"]
+
 
 def _check_seed(seed):
     seed = V.integer(seed, "seed", 0, optional=True)
@@ -43,31 +63,50 @@ class HookHandle:
                 return
 
 
-class Sequential:
-    """A linear stack of layers.
+class _Step:
+    """One node of the execution plan, resolved for the loops."""
+
+    __slots__ = ("layer", "inputs", "output", "frees", "shared")
+
+    def __init__(self, layer, inputs, output, shared):
+        self.layer, self.inputs, self.output, self.shared = layer, inputs, output, shared
+        self.frees = ()
+
+
+class Model(ModelWeights):
+    """A network of layers from a symbolic input to a symbolic output (Keras' functional API).
 
     Parameters
     ----------
-    layers : iterable of cnn.layers.Layer, optional
-    input_shape : tuple of int, optional
-        Shape of one input item without the batch axis, e.g. ``(1, 28, 28)``. When given the
-        model is built at once (so :meth:`summary` works); otherwise on the first data.
+    inputs : cnn.graph.SymbolicTensor
+        From :func:`cnn.Input`: the one input of the model.
+    outputs : cnn.graph.SymbolicTensor
+        What the layers called on ``inputs`` (and on each other's outputs) return: the one output.
     seed : int >= 0, optional
         Seeds the model's generator, the one source of initial weights and dropout masks (and,
         through :meth:`fit`'s default, of the shuffling). None draws a seed from the OS and
         records it in ``model.seed``.
     dtype : {"float32", "float64"}, default "float32"
         Dtype of parameters and computations; inputs are cast to it.
-    name : str, default "sequential"
+    name : str, default "model"
 
     Attributes
     ----------
     layers : list of Layer
+        Each layer once, in the order of its first call in the plan; parameter keys
+        (``"3.weight"``) use these indices.
     rng : numpy.random.Generator
     loss, optimizer : set by :meth:`compile`
     history : cnn.callbacks.History of the last :meth:`fit`, or None
     stop_training : bool
         A callback sets it to end :meth:`fit` after the current epoch.
+
+    Raises
+    ------
+    ValueError
+        A graph that is disconnected (a path to the output that does not start at ``inputs``),
+        has a cycle, or joins tensors of shapes that do not fit (at the ``Add``/``Concatenate``
+        call already), or a layer called on two input shapes.
 
     Notes
     -----
@@ -79,7 +118,18 @@ class Sequential:
     after cnn's OpenMP kernels ran can hang the child (GNU libgomp).
     """
 
-    def __init__(self, layers=None, input_shape=None, seed=None, dtype="float32", name="sequential"):
+    def __init__(self, inputs=None, outputs=None, seed=None, dtype="float32", name="model"):
+        self._init_state(seed, dtype, name)
+        if type(self) is Model or inputs is not None or outputs is not None:
+            if not isinstance(inputs, _graph.SymbolicTensor) or not inputs.is_input:
+                raise TypeError(f"inputs must be one cnn.Input(...) tensor, got "
+                                f"{type(inputs).__name__}")
+            if not isinstance(outputs, _graph.SymbolicTensor):
+                raise TypeError(f"outputs must be the symbolic tensor a layer returned, got "
+                                f"{type(outputs).__name__}")
+            self._set_graph(inputs, outputs)
+
+    def _init_state(self, seed, dtype, name):
         self.seed = _check_seed(seed)
         self.dtype = V.float_dtype(dtype)
         if not isinstance(name, str):
@@ -88,6 +138,7 @@ class Sequential:
         self.rng = np.random.default_rng(self.seed)
         self.layers = []
         self.input_shape = None
+        self.output_shape = None
         self.built = False
         self.loss = None
         self.optimizer = None
@@ -101,56 +152,65 @@ class Sequential:
         self._fused = False
         self._gradient_hooks = []
         self._layer_hooks = []
-        if layers is not None:
-            if isinstance(layers, _layers.Layer) or isinstance(layers, (str, bytes)):
-                raise TypeError("layers must be an iterable of Layer objects, got a single "
-                                f"{type(layers).__name__}")
-            for layer in layers:
-                self.add(layer)
-        if input_shape is not None:
-            self.build(input_shape)
+        self._steps = []
+        self._chain = True
+        self._node_caches = {}
 
     # -- structure ------------------------------------------------------------------------
 
-    def add(self, layer):
-        """Append ``layer`` (built at once if the model already is)."""
-        if not isinstance(layer, _layers.Layer):
-            raise TypeError(f"layer must be a cnn.layers.Layer, got {layer!r} of type {type(layer).__name__}")
-        if any(layer is other for other in self.layers):
-            raise ValueError(f"layer {layer!r} is already in this model; create a new instance")
-        self.layers.append(layer)
-        if self.built:
+    def _set_graph(self, inputs, outputs, label=None):
+        """Plan the graph, build its layers (in plan order, from the model's generator) and
+        resolve the loops' steps. ``label(i, layer)`` names a layer in build errors."""
+        nodes = _graph.plan(inputs, outputs)
+        layers, uses = [], {}
+        for node in nodes:
+            if id(node.layer) not in uses:
+                layers.append(node.layer)
+                uses[id(node.layer)] = 0
+            uses[id(node.layer)] += 1
+        for node in nodes:
+            layer = node.layer
+            if layer.built:
+                if layer.dtype != self.dtype:
+                    raise TypeError(f"{type(layer).__name__} is built with dtype {layer.dtype}, "
+                                    f"the model's is {self.dtype}")
+                continue
             try:
-                layer.build(self.output_shape, rng=self.rng, dtype=self.dtype)
+                layer.build(node.input_shapes, rng=self.rng, dtype=self.dtype)
             except (TypeError, ValueError) as exc:
-                self.layers.pop()
-                raise type(exc)(f"layer {len(self.layers)} ({type(layer).__name__}): {exc}") from None
-            self._finish_build()
-        return self
-
-    def build(self, input_shape):
-        """Build every layer for items of shape ``input_shape`` (per item, no batch axis)."""
-        shape = V.item_shape(input_shape, "input_shape")
-        if not self.layers:
-            raise ValueError("cannot build a Sequential without layers; add some first")
-        self.input_shape = shape
-        for i, layer in enumerate(self.layers):
-            try:
-                shape = layer.build(shape, rng=self.rng, dtype=self.dtype)
-            except ValueError as exc:
-                raise ValueError(f"layer {i} ({type(layer).__name__}): {exc}") from None
-        self._finish_build()
-
-    def _finish_build(self):
-        seen_params = False
-        for layer in self.layers:
-            layer.need_input_grad = seen_params
-            seen_params = seen_params or bool(layer.params)
-        self.output_shape = self.layers[-1].output_shape
+                where = label(layers.index(layer), layer) if label else f"{type(layer).__name__}"
+                raise type(exc)(f"{where}: {exc}") from None
+        ids = {inputs.id: 0}
+        for k, node in enumerate(nodes):
+            ids[node.output.id] = k + 1
+        steps = [_Step(n.layer, [ids[t.id] for t in n.inputs], ids[n.output.id],
+                       uses[id(n.layer)] > 1) for n in nodes]
+        last_read = {}
+        for k, step in enumerate(steps):
+            for t in step.inputs:
+                last_read[t] = k
+        for k, step in enumerate(steps):
+            step.frees = tuple(t for t in set(step.inputs) if last_read[t] == k)
+        self._chain = all(len(s.inputs) == 1 and s.inputs[0] == k and not s.shared
+                          for k, s in enumerate(steps))
+        # a call needs its input gradient when some call before it (on a path) has parameters
+        upstream = {0: False}
+        for k, (node, step) in enumerate(zip(nodes, steps)):
+            upstream[step.output] = bool(node.layer.params) or any(upstream[t] for t in step.inputs)
+        for layer in layers:
+            layer.need_input_grad = False
+        for step in steps:
+            step.layer.need_input_grad |= any(upstream[t] for t in step.inputs)
+        self._inputs, self._outputs, self._nodes = inputs, outputs, nodes
+        self.layers = layers
+        self._steps = steps
+        self.input_shape = inputs.shape
+        self.output_shape = outputs.shape
         self.built = True
-        self._params = [p for layer in self.layers for p in layer.params]
-        self._grads = [g for layer in self.layers for g in layer.grads]
+        self._params = [p for layer in layers for p in layer.params]
+        self._grads = [g for layer in layers for g in layer.grads]
         self._checked = None
+        self._node_caches = {}
         self._update_fused()
 
     def _ensure_built(self, x):
@@ -159,12 +219,20 @@ class Sequential:
                 raise ValueError(f"x must be a batch (N, ...), got shape {x.shape}")
             self.build(x.shape[1:])
 
+    def build(self, input_shape):
+        """A graph model is built when it is made; this checks ``input_shape`` against it."""
+        if tuple(input_shape) != self.input_shape:
+            raise ValueError(f"this model takes items of shape {self.input_shape}, got "
+                             f"{tuple(input_shape)}")
+
+
     def _update_fused(self):
-        last = self.layers[-1] if self.layers else None
+        last = self._steps[-1].layer if self._steps else None
         act = getattr(last, "activation", None)
         self._fused = (self.loss is not None and getattr(self.loss, "has_logits_path", False)
                        and act is not None and act.name == "softmax"
-                       and callable(getattr(last, "forward_preactivation", None)))
+                       and callable(getattr(last, "forward_preactivation", None))
+                       and not self._steps[-1].shared)
 
     def compile(self, loss="cross_entropy", optimizer="sgd", *, check_output=True):
         """Choose the loss and the optimizer.
@@ -195,7 +263,7 @@ class Sequential:
             self._check_output_fits_loss("compile", loss)
         self.loss = loss
         self.optimizer = optimizer
-        if self.layers:
+        if self._steps:
             self._update_fused()
         return self
 
@@ -208,7 +276,7 @@ class Sequential:
         except ValueError as exc:
             hint = "; end the model with Flatten() and Dense(classes)" if len(self.output_shape) > 1 else ""
             raise ValueError(f"{what}: {exc} from this model's last layer, "
-                             f"{self.layers[-1]!r}{hint}") from None
+                             f"{self._steps[-1].layer!r}{hint}") from None
 
     @property
     def compiled(self):
@@ -217,7 +285,7 @@ class Sequential:
     @property
     def fused_softmax_cross_entropy(self):
         """True when training takes the fused ``(s - y) / N`` path."""
-        return bool(self.layers) and self._fused
+        return bool(self._steps) and self._fused
 
     # -- input checks ---------------------------------------------------------------------
 
@@ -321,7 +389,8 @@ class Sequential:
         """Call ``hook(event, index, layer)`` around every layer's forward and backward pass.
 
         ``event`` is ``"forward_begin"``, ``"forward_end"``, ``"backward_begin"`` or
-        ``"backward_end"``; ``index`` is the layer's position in ``model.layers``. Hooks run in
+        ``"backward_end"``; ``index`` is the call's position in the plan (for a
+        :class:`cnn.Sequential`, the layer's position in ``model.layers``). Hooks run in
         :meth:`forward_backward` (so in :meth:`train_step` and ``fit``), :meth:`predict` and
         :meth:`evaluate`, in registration order; the per-layer breakdown of ``python -m
         cnn.bench`` times layers this way. With no hooks the loops pay nothing for them.
@@ -341,64 +410,110 @@ class Sequential:
 
     # -- forward / backward ---------------------------------------------------------------
 
-    def _forward(self, x, training, layers=None):
-        layers = self.layers if layers is None else layers
-        if not self._layer_hooks:
-            for layer in layers:
-                x = layer.forward(x, training)
-            return x
-        for i, layer in enumerate(layers):
-            self._notify("forward_begin", i, layer)
-            x = layer.forward(x, training)
-            self._notify("forward_end", i, layer)
-        return x
+    def _call(self, k, step, inputs, training, logits=False):
+        """Run plan step ``k`` (hooks around it); ``inputs`` is its one array or its list."""
+        layer = step.layer
+        hooks = self._layer_hooks
+        if hooks:
+            self._notify("forward_begin", k, layer)
+        out = layer.forward_preactivation(inputs, training) if logits else layer.forward(inputs, training)
+        if step.shared and training:
+            self._node_caches[k] = layer._cache
+        if hooks:
+            self._notify("forward_end", k, layer)
+        return out
 
-    def _backward_layers(self, grad, stop):
-        """Backward through ``layers[stop-1], ..., layers[0]`` from ``grad``."""
-        hooks = bool(self._layer_hooks)
-        for i in range(stop - 1, -1, -1):
-            if grad is None:  # nothing before this point has parameters
-                break
-            layer = self.layers[i]
-            if hooks:
-                self._notify("backward_begin", i, layer)
-            grad = layer.backward(grad)
-            if hooks:
-                self._notify("backward_end", i, layer)
+    def _run_forward(self, x, training, logits=False):
+        """The output of the last step (its pre-activation ``z`` with ``logits``)."""
+        steps = self._steps
+        last = len(steps) - 1
+        if self._chain:
+            if not self._layer_hooks and not logits:
+                for step in steps:
+                    x = step.layer.forward(x, training)
+                return x
+            for k, step in enumerate(steps):
+                x = self._call(k, step, x, training, logits and k == last)
+            return x
+        values = {0: x}
+        for k, step in enumerate(steps):
+            args = [values[t] for t in step.inputs]
+            for t in step.frees:
+                del values[t]
+            values[step.output] = self._call(k, step, args if step.layer.takes_multiple_inputs
+                                             else args[0], training, logits and k == last)
+        return values[steps[-1].output]
+
+    def _forward(self, x, training):
+        return self._run_forward(x, training)
+
+    def _call_backward(self, k, step, grad, preactivation=False):
+        layer = step.layer
+        if step.shared:
+            layer._cache = self._node_caches[k]
+        if self._layer_hooks:
+            self._notify("backward_begin", k, layer)
+        grad = layer.backward_preactivation(grad) if preactivation else layer.backward(grad)
+        if self._layer_hooks:
+            self._notify("backward_end", k, layer)
+        return grad
+
+    def _run_backward(self, grad, preactivation=False):
+        """Backward through every step from the output's gradient (``dC/dz`` of the last
+        layer with ``preactivation``); fills every layer's grads."""
+        steps = self._steps
+        if self._chain:
+            for k in range(len(steps) - 1, -1, -1):
+                if grad is None:  # nothing before this point has parameters
+                    break
+                grad = self._call_backward(k, steps[k], grad, preactivation and k == len(steps) - 1)
+            return
+        grads = {steps[-1].output: grad}
+        sums = {}  # shared layers: their gradients summed over their calls
+        for k in range(len(steps) - 1, -1, -1):
+            step = steps[k]
+            g = grads.pop(step.output, None)
+            if g is None:
+                continue
+            result = self._call_backward(k, step, g, preactivation and k == len(steps) - 1)
+            if step.shared and step.layer.grads:
+                acc = sums.get(id(step.layer))
+                if acc is None:
+                    sums[id(step.layer)] = (step.layer, [a.copy() for a in step.layer.grads])
+                else:
+                    for a, b in zip(acc[1], step.layer.grads):
+                        a += b
+            if result is None:
+                continue
+            results = result if step.layer.takes_multiple_inputs else [result]
+            for t, gi in zip(step.inputs, results):
+                if gi is None or t == 0:
+                    continue
+                grads[t] = gi if t not in grads else np.add(grads[t], gi)
+        for layer, acc in sums.values():
+            for g, a in zip(layer.grads, acc):
+                np.copyto(g, a)
 
     def _outputs_and_loss(self, x, y, training):
         """Forward pass; returns ``(outputs, loss)``. On the logits path (chosen at
         :meth:`compile`) the last layer is asked for its pre-activation ``z`` and the loss is
-        taken from it; the outputs are still ``activation(z)``."""
+        taken from it; the outputs are still ``activation(z)``, and ``loss`` is ``(z, value)``."""
         if not self._fused:
-            out = self._forward(x, training)
+            out = self._run_forward(x, training)
             return out, self.loss.forward(out, y)
-        last = len(self.layers) - 1
-        h = self._forward(x, training, self.layers[:-1])
-        layer = self.layers[last]
-        if self._layer_hooks:
-            self._notify("forward_begin", last, layer)
-        z = layer.forward_preactivation(h, training)
-        out = layer.activation.forward(z)
-        if self._layer_hooks:
-            self._notify("forward_end", last, layer)
+        z = self._run_forward(x, training, logits=True)
+        out = self._steps[-1].layer.activation.forward(z)
         return out, (z, self.loss.forward_from_logits(z, y))
 
     def _forward_backward_checked(self, x, y):
         """Training forward + loss + backward on checked arrays: ``(loss, outputs)``."""
         out, loss = self._outputs_and_loss(x, y, True)
-        n = len(self.layers)
         if self._fused:
             z, loss = loss
-            last = self.layers[-1]
-            if self._layer_hooks:
-                self._notify("backward_begin", n - 1, last)
-            grad = last.backward_preactivation(self.loss.backward_from_logits(z, y))
-            if self._layer_hooks:
-                self._notify("backward_end", n - 1, last)
-            self._backward_layers(grad, n - 1)
+            self._run_backward(self.loss.backward_from_logits(z, y), preactivation=True)
         else:
-            self._backward_layers(self.loss.backward(out, y), n)
+            self._run_backward(self.loss.backward(out, y))
+        self._node_caches = {}
         return float(loss), out
 
     def forward_backward(self, x, y, return_outputs=False):
@@ -653,107 +768,25 @@ class Sequential:
                                  verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch,
                                  drop_last=drop_last, augment=augment)
 
-    # -- weights --------------------------------------------------------------------------
-
-    def _require_built(self, what):
-        if not self.built:
-            raise ValueError(f"{what} needs a built model: pass input_shape= to Sequential or "
-                             f"call model.build(input_shape)")
-
-    def named_params(self):
-        """``[(key, array), ...]`` of every trainable parameter, keys as in :meth:`state_dict`
-        (``"0.weight"``): the arrays themselves, not copies."""
-        self._require_built("named_params")
-        return self._named_params()
-
-    def named_buffers(self):
-        """``[(key, array), ...]`` of every buffer (non-trainable state such as running
-        statistics), keys as in :meth:`state_dict`: the arrays themselves."""
-        self._require_built("named_buffers")
-        return [(f"{i}.{name}", b) for i, layer in enumerate(self.layers)
-                for name, b in zip(layer.buffer_names, layer.buffers)]
-
-    def _named_params(self):
-        return [(f"{i}.{name}", p) for i, layer in enumerate(self.layers)
-                for name, p in zip(layer.param_names, layer.params)]
-
-    def _named_state(self):
-        """Parameters then buffers of each layer, in layer order (the weights' order)."""
-        return [(f"{i}.{name}", a) for i, layer in enumerate(self.layers)
-                for name, a in list(zip(layer.param_names, layer.params))
-                + list(zip(layer.buffer_names, layer.buffers))]
-
-    def get_weights(self):
-        """Copies of all parameters and buffers, layer by layer: each layer's parameters
-        (``weight`` before ``bias``), then its buffers (Keras' order: trainable, then
-        non-trainable weights)."""
-        self._require_built("get_weights")
-        return [a.copy() for _, a in self._named_state()]
-
-    def set_weights(self, weights):
-        """Copy ``weights`` (as from :meth:`get_weights`) into the parameters and buffers, in
-        place."""
-        self._require_built("set_weights")
-        named = self._named_state()
-        weights = list(weights)
-        if len(weights) != len(named):
-            raise ValueError(f"weights must hold {len(named)} arrays ({', '.join(k for k, _ in named)}), "
-                             f"got {len(weights)}")
-        arrays = []
-        for (key, p), w in zip(named, weights):
-            w = np.asarray(w)
-            if w.shape != p.shape:
-                raise ValueError(f"weights for {key} must have shape {p.shape}, got {w.shape}")
-            if w.dtype.kind not in "iuf":
-                raise TypeError(f"weights for {key} must be real numbers, got dtype {w.dtype}")
-            arrays.append(w)
-        for (_, p), w in zip(named, arrays):
-            np.copyto(p, w, casting="unsafe")
-
-    def state_dict(self):
-        """``{"0.weight": array, "0.bias": array, ..., "3.running_mean": ...}`` (copies), keyed
-        by layer index and parameter or buffer name (PyTorch's layout: parameters and buffers
-        in one dict)."""
-        self._require_built("state_dict")
-        return {key: p.copy() for key, p in self._named_state()}
-
-    def load_state_dict(self, state, strict=True):
-        """Copy a :meth:`state_dict` into the parameters and buffers.
-
-        Every missing and unexpected key is listed in one ValueError (with ``strict``; without
-        it the keys present are loaded and the rest kept). Shapes must match.
-
-        Returns
-        -------
-        (missing, unexpected) : tuple of lists of str
-        """
-        self._require_built("load_state_dict")
-        named = dict(self._named_state())
-        missing = [k for k in named if k not in state]
-        unexpected = [k for k in state if k not in named]
-        if strict and (missing or unexpected):
-            raise ValueError(f"state dict does not fit this model: missing keys {missing}, "
-                             f"unexpected keys {unexpected}")
-        for key, p in named.items():
-            if key in state:
-                w = np.asarray(state[key])
-                if w.shape != p.shape:
-                    raise ValueError(f"state[{key!r}] must have shape {p.shape}, got {w.shape}")
-                if w.dtype.kind not in "iuf":
-                    raise TypeError(f"state[{key!r}] must be real numbers, got dtype {w.dtype}")
-        for key, p in named.items():
-            if key in state:
-                np.copyto(p, np.asarray(state[key]), casting="unsafe")
-        return missing, unexpected
-
-    def count_params(self):
-        self._require_built("count_params")
-        return int(sum(p.size for p in self._params))
-
     # -- description ----------------------------------------------------------------------
 
+    def _summary_rows(self):
+        """``(header, rows)`` of :meth:`summary`'s table: one row per call of a layer."""
+        names = {0: "input"}
+        rows = []
+        for k, step in enumerate(self._steps):
+            layer = step.layer
+            index = self.layers.index(layer)
+            names[step.output] = f"#{k}"
+            shape = "(None, " + ", ".join(map(str, self._nodes[k].output.shape)) + ")"
+            params = f"{layer.count_params():,}" + (" (shared)" if step.shared else "")
+            rows.append((f"{k}", f"{layer!r} [layer {index}]", shape, params,
+                         ", ".join(names[t] for t in step.inputs)))
+        return ("#", "Layer", "Output shape", "Params", "Inputs"), rows
+
     def summary(self, print_fn=print):
-        """Print and return a table of layers, output shapes and parameter counts.
+        """Print and return a table of the layer calls: layer, output shape, parameter count
+        (and, for a graph model, which calls each one reads).
 
         Parameters
         ----------
@@ -765,17 +798,17 @@ class Sequential:
         str
         """
         self._require_built("summary")
-        rows = [("#", "Layer", "Output shape", "Params")]
-        for i, layer in enumerate(self.layers):
-            shape = "(None, " + ", ".join(map(str, layer.output_shape)) + ")"
-            rows.append((str(i), repr(layer), shape, f"{layer.count_params():,}"))
-        widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        header, rows = self._summary_rows()
+        rows = [header] + rows
+        cols = len(header)
+        widths = [max(len(r[c]) for r in rows) for c in range(cols)]
+        right = {0, 3}
 
         def line(r):
-            return (f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
-                    f"{r[3]:>{widths[3]}}").rstrip()
+            return "  ".join(f"{r[c]:>{widths[c]}}" if c in right else f"{r[c]:<{widths[c]}}"
+                             for c in range(cols)).rstrip()
 
-        rule = "=" * len(line(rows[0]).ljust(sum(widths) + 6))
+        rule = "=" * len(line(rows[0]).ljust(sum(widths) + 2 * (cols - 1)))
         text = "\n".join(
             [f'Model: "{self.name}"  input (None, {", ".join(map(str, self.input_shape))}), {self.dtype}',
              rule, line(rows[0]), rule]
@@ -786,39 +819,89 @@ class Sequential:
         return text
 
     def __repr__(self):
-        inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
-        shape = f", input_shape={self.input_shape}" if self.input_shape else ""
-        return f"Sequential([\n{inner}\n]{shape}, seed={self.seed})"
+        return (f"Model(name={self.name!r}, input_shape={self.input_shape}, "
+                f"{len(self._steps)} calls of {len(self.layers)} layers, seed={self.seed})")
 
     # -- config / persistence -------------------------------------------------------------
 
     def get_config(self):
-        """JSON-able architecture: layers, input shape, seed, dtype, name."""
-        return {"name": self.name, "input_shape": list(self.input_shape) if self.input_shape else None,
-                "seed": self.seed, "dtype": self.dtype.name,
-                "layers": [_layers.serialize(layer) for layer in self.layers]}
+        """JSON-able architecture: the layers, every call (``{"layer": index, "inputs":
+        [tensor, ...]}``, tensor 0 being the model input and ``k + 1`` the output of call
+        ``k``), input shape, seed, dtype, name."""
+        self._require_built("get_config")
+        return {"name": self.name, "input_shape": list(self.input_shape), "seed": self.seed,
+                "dtype": self.dtype.name,
+                "layers": [_layers.serialize(layer) for layer in self.layers],
+                "calls": [{"layer": self.layers.index(s.layer), "inputs": list(s.inputs)}
+                          for s in self._steps]}
+
+    @classmethod
+    def _graph_from_config(cls, config):
+        """``(inputs, outputs)`` symbolic tensors replayed from a config (no weights)."""
+        if not isinstance(config, dict):
+            raise ValueError(f"model config must be a dict, got {type(config).__name__}")
+        expected = {"name", "input_shape", "seed", "dtype", "layers", "calls"}
+        if set(config) != expected:
+            raise ValueError(f"model config: wanted a dict with keys {sorted(expected)}, got "
+                             f"{V.short_repr(sorted(config))}")
+        specs, calls = config["layers"], config["calls"]
+        if not isinstance(specs, list) or not isinstance(calls, list) or not calls:
+            raise ValueError("model config 'layers' and 'calls' must be lists, 'calls' not empty")
+        built = []
+        for i, spec in enumerate(specs):
+            try:
+                built.append(_layers.deserialize(spec))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"model config layer {i}: {exc}") from None
+        inputs = _graph.Input(config["input_shape"])
+        tensors = [inputs]
+        for k, call in enumerate(calls):
+            if not isinstance(call, dict) or set(call) != {"layer", "inputs"}:
+                raise ValueError(f"model config call {k} must be a dict with keys 'layer' and "
+                                 f"'inputs', got {V.short_repr(call)}")
+            li, refs = call["layer"], call["inputs"]
+            if not V.is_int(li) or not 0 <= li < len(built):
+                raise ValueError(f"model config call {k}: 'layer' must be an index into the "
+                                 f"{len(built)} layers, got {V.short_repr(li)}")
+            # a call reads earlier tensors only: no cycle can be written down
+            if not isinstance(refs, list) or not refs or not all(
+                    V.is_int(r) and 0 <= r <= k for r in refs):
+                raise ValueError(f"model config call {k}: 'inputs' must list earlier tensors "
+                                 f"(0 .. {k}), got {V.short_repr(refs)}")
+            layer = built[li]
+            args = [tensors[r] for r in refs]
+            try:
+                tensors.append(layer(args if layer.takes_multiple_inputs else args[0]))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"model config call {k}: {exc}") from None
+        return inputs, tensors[-1]
 
     @classmethod
     def from_config(cls, config):
-        """A new model (built if ``input_shape`` is given, not compiled) from :meth:`get_config`."""
-        if not isinstance(config, dict):
-            raise ValueError(f"model config must be a dict, got {type(config).__name__}")
-        expected = {"name", "input_shape", "seed", "dtype", "layers"}
-        if set(config) != expected:
-            raise ValueError(f"model config must have keys {sorted(expected)}, got {sorted(config)}")
-        if not isinstance(config["layers"], list):
-            raise ValueError(f"model config 'layers' must be a list, got {type(config['layers']).__name__}")
-        built_layers = []
-        for i, spec in enumerate(config["layers"]):
-            try:
-                built_layers.append(_layers.deserialize(spec))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"model config layer {i}: {exc}") from None
+        """A new, built model (not compiled) from :meth:`get_config` output."""
+        inputs, outputs = cls._graph_from_config(config)
         try:
-            return cls(built_layers, input_shape=config["input_shape"], seed=config["seed"],
-                       dtype=config["dtype"], name=config["name"])
+            return cls(inputs, outputs, seed=config["seed"], dtype=config["dtype"],
+                       name=config["name"])
         except (TypeError, ValueError) as exc:
             raise ValueError(f"model config does not describe a valid model: {exc}") from None
+
+    @classmethod
+    def state_shapes(cls, config):
+        """``[(key, shape), ...]`` of the parameters and buffers (layer by layer: parameters,
+        then buffers) a model of ``config`` holds, computed from shapes alone: a loader checks a
+        file against them before anything is allocated."""
+        inputs, outputs = cls._graph_from_config(config)
+        shapes, seen = [], set()
+        for node in _graph.plan(inputs, outputs):
+            layer = node.layer
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            i = len(seen) - 1
+            for name, shape in layer.param_shapes(node.input_shapes) + layer.buffer_shapes(node.input_shapes):
+                shapes.append((f"{i}.{name}", tuple(shape)))
+        return shapes
 
     def to_json(self):
         return json.dumps(self.get_config())
@@ -833,4 +916,4 @@ class Sequential:
         _serialization.save_model(self, path, include_optimizer=include_optimizer)
 
 
-_registry.MODELS.add(Sequential, "cnn.Sequential")
+_registry.MODELS.add(Model, "cnn.Model")

@@ -22,7 +22,7 @@ builder returns a built, uncompiled :class:`cnn.Sequential` named after its zoo 
 import numpy as np
 
 from . import layers
-from .model import Sequential
+from .sequential import Sequential
 
 __all__ = ["MODELS", "build", "design_cnn", "seed_mlp", "lenet5"]
 

@@ -172,7 +172,12 @@ def save_model(model, path, include_optimizer=True):
         raise ValueError("save needs a built model: pass input_shape= to Sequential or call "
                          "model.build(input_shape)")
     V.boolean(include_optimizer, "include_optimizer")
-    arrays = {"format": _json_array(FORMAT), "architecture": _json_array(model.get_config())}
+    kind = _registry.MODELS.key_of(type(model))
+    if kind is None:
+        raise ValueError(f"model class {type(model).__qualname__} is not a registered model "
+                         f"format; save a cnn.Model or cnn.Sequential")
+    arrays = {"format": _json_array({"format": kind, "version": FORMAT["version"]}),
+              "architecture": _json_array(model.get_config())}
     for key, a in model.named_params() + model.named_buffers():
         arrays[f"layers.{key}"] = a
     if include_optimizer and model.loss is not None and model.optimizer is not None:
@@ -319,13 +324,15 @@ def load_model(path, compile=True):
                 raise r.error(f"missing array {required!r}: not a cnn model file "
                               f"(arrays present: {sorted(keys)[:10]})")
         fmt = r.json("format")
-        if not isinstance(fmt, dict) or fmt.get("format") != FORMAT["format"]:
-            raise r.error(f"'format' must be {FORMAT}, got {fmt!r}")
+        if not isinstance(fmt, dict) or fmt.get("format") not in _registry.MODELS:
+            raise r.error(f"'format' must name a model kind ({_registry.MODELS.names()}) and "
+                          f"version {FORMAT['version']}, got {V.short_repr(fmt)}")
         if fmt.get("version") != FORMAT["version"]:
             raise r.error(f"file format version {fmt.get('version')!r} is not supported "
                           f"(this library reads version {FORMAT['version']})")
         architecture = r.json("architecture")
-        expected = _expected_params(r, architecture)
+        model_cls = _registry.MODELS.lookup(fmt["format"], "model format")
+        expected = _expected_params(r, model_cls, architecture)
         has_compile = "compile" in keys
         opt_keys = {k for k in keys if k.startswith("optimizer.")}
         known = set(_JSON_KEYS) | set(expected) | (opt_keys if has_compile else set())
@@ -344,7 +351,7 @@ def load_model(path, compile=True):
                 raise r.error(f"array {key!r} holds NaN/inf values")
             weights.append(a)
         try:
-            model = _registry.MODELS.lookup(fmt["format"], "model format").from_config(architecture)
+            model = model_cls.from_config(architecture)
         except ValueError as exc:
             raise r.error(f"bad 'architecture': {exc}") from None
         named = model.named_params()
@@ -372,32 +379,20 @@ def load_model(path, compile=True):
     return model
 
 
-def _expected_params(r, architecture):
+def _expected_params(r, model_cls, architecture):
     """``{"layers.<i>.<name>": shape}`` of the parameters and buffers the architecture needs,
     layer by layer (parameters, then buffers), computed from shapes alone."""
-    if not isinstance(architecture, dict) or set(architecture) != _ARCH_KEYS:
-        raise r.error(f"bad 'architecture': wanted a dict with keys {sorted(_ARCH_KEYS)}, got "
-                      f"{sorted(architecture) if isinstance(architecture, dict) else type(architecture).__name__}")
+    if not isinstance(architecture, dict):
+        raise r.error(f"bad 'architecture': wanted a dict, got {type(architecture).__name__}")
     try:
-        if np.dtype(architecture["dtype"]) not in (np.float32, np.float64):
+        if np.dtype(architecture.get("dtype")) not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {architecture['dtype']!r}")
-        if architecture["input_shape"] is None:
-            raise ValueError("it has no input_shape")
-        shape = V.item_shape(architecture["input_shape"])
-        if not isinstance(architecture["layers"], list) or not architecture["layers"]:
-            raise ValueError("'layers' must be a non-empty list")
-        expected = {}
-        for i, spec in enumerate(architecture["layers"]):
-            layer = layers.deserialize(spec)
-            for name, pshape in layer.param_shapes(shape) + layer.buffer_shapes(shape):
-                expected[f"layers.{i}.{name}"] = tuple(pshape)
-            shape = layer.compute_output_shape(shape)
-    except (TypeError, ValueError) as exc:
+        shapes = model_cls.state_shapes(architecture)
+    except (TypeError, ValueError, KeyError) as exc:
         raise r.error(f"bad 'architecture': {exc}") from None
-    return expected
+    return {f"layers.{key}": shape for key, shape in shapes}
 
 
-_ARCH_KEYS = {"name", "input_shape", "seed", "dtype", "layers"}
 _BUFFER_KEY = re.compile(r"^([A-Za-z_]\w*)\.(\d+)$")
 
 

@@ -6,7 +6,7 @@ import pytest
 from conftest import numerical_grad
 
 from cnn import layers
-from cnn.model import Sequential
+from cnn.sequential import Sequential
 
 
 def loss_of(model, x, y, reset=None):

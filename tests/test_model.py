@@ -12,7 +12,7 @@ import pytest
 from scipy.special import softmax as scipy_softmax
 
 from cnn import layers, optimizers
-from cnn.model import Sequential
+from cnn.sequential import Sequential
 from cnn.serialization import load_model
 
 

@@ -10,7 +10,7 @@ from conftest import child_env
 
 from cnn import callbacks as cb
 from cnn import layers, optimizers, schedules
-from cnn.model import Sequential
+from cnn.sequential import Sequential
 from cnn.progress import EpochProgress
 from cnn.serialization import load_model
 

@@ -16,7 +16,7 @@ import pytest
 import cnn
 from cnn import callbacks, datasets, layers, train
 from cnn import functional as F
-from cnn.model import Sequential
+from cnn.sequential import Sequential
 
 f32 = np.float32
 

@@ -148,7 +148,7 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
     """The ONNX ``ModelProto`` of a built :class:`cnn.Sequential`, checked by
     ``onnx.checker.check_model(full_check=True)``; see :func:`cnn.onnx.export`."""
     onnx = require("onnx")
-    from ..model import Sequential
+    from ..sequential import Sequential
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a cnn.Sequential, got {type(model).__name__}")
     model._require_built("ONNX export")

@@ -396,7 +396,7 @@ def _constant_value(chain, node, a, where):
 def load(path, max_bytes=_checks.MAX_FILE_BYTES):
     """See :func:`cnn.onnx.load`."""
     onnx = require("onnx")
-    from ..model import Sequential
+    from ..sequential import Sequential
     from ..serialization import _fspath
     path = _fspath(path)
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):

@@ -4,7 +4,7 @@
 import numpy as np
 
 from cnn import layers, optimizers
-from cnn.model import Sequential
+from cnn.sequential import Sequential
 
 # (name, rows, global batch, drop_last): an uneven last batch (23 = 3 x 6 + 5), and a global
 # batch smaller than the ranks (3 rows over 4 ranks; the last batch of 10 = 3 x 3 + 1 leaves
