@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from . import _atomic
+
 __all__ = ["main", "build_model", "random_shift", "random_affine", "affine_warp", "make_augment",
            "DEFAULTS"]
 
@@ -263,6 +265,9 @@ def _parser():
                    help="seed for weights, dropout, shuffling and the --limit pick (0)")
     p.add_argument("--limit", type=_positive(int), metavar="N",
                    help="use a random N training images and the first N test images (quick runs)")
+    p.add_argument("--max-classes", type=_positive(int), default=1000, metavar="N",
+                   help="refuse labels files with a class id >= N (the last layer is sized from "
+                        "the labels); default 1000")
     p.add_argument("--save", metavar="PATH", help="save the model (and everything to resume) after every epoch")
     p.add_argument("--resume", metavar="PATH",
                    help="continue a run saved with --save, up to --epochs in total. The model, "
@@ -281,7 +286,8 @@ def _parser():
 
 def _load_data(args, seed):
     from .datasets import load_mnist
-    (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, download=args.download)
+    (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, download=args.download,
+                                                      max_classes=args.max_classes)
     if args.limit is not None:
         pick = np.random.default_rng(seed).permutation(len(x_train))[:args.limit]
         x_train, y_train = x_train[np.sort(pick)], y_train[np.sort(pick)]
@@ -322,7 +328,7 @@ def _plot(path, history, cm):
             ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
                     color="white" if v > top / 2 else "black")
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    _atomic.atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
 
 def main(argv=None):
@@ -337,6 +343,11 @@ def main(argv=None):
         if path and (os.path.isdir(path) or not os.path.isdir(folder)):
             parser.error(f"--{option} {path}: " + ("is a directory; wanted a file path" if os.path.isdir(path)
                                                    else f"the folder {folder} does not exist"))
+        if path:
+            try:  # a FIFO, a device, a socket: refused now, not after the first epoch
+                _atomic.resolve_target(path)
+            except (ValueError, OSError) as exc:
+                parser.error(f"--{option} {path}: {exc}")
     try:
         return _run(args)
     except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError) as exc:
@@ -434,8 +445,8 @@ def _run(args):
             "predict_images_per_second": len(x_test) / predict_seconds if predict_seconds > 0 else None,
             "confusion_matrix": cm.tolist(),
         }
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
+        text = json.dumps(report, indent=2).encode("utf-8")
+        _atomic.atomic_write(args.json, lambda f: f.write(text))
     if args.plot:
         _plot(args.plot, history, cm)
     if args.save and not history.epoch and not os.path.exists(args.save):
