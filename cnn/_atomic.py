@@ -55,7 +55,7 @@ def _umask():
     return mask
 
 
-def resolve_target(path):
+def resolve_target(path, verb="write"):
     """``(target, mode)``: the regular file that a write to ``path`` replaces (symlinks
     followed) and the permission bits the new file gets. Raises before anything is written
     when the target is not a regular file or its folder does not exist."""
@@ -65,17 +65,17 @@ def resolve_target(path):
     except FileNotFoundError:
         st = None
     except OSError as exc:  # e.g. a symlink loop (ELOOP), a path through a file (ENOTDIR)
-        raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}", path) from None
+        raise type(exc)(exc.errno, f"cannot {verb} {path}: {exc.strerror}", path) from None
     shown = path if target == os.path.abspath(path) else f"{path} (-> {target})"
     if st is not None and stat.S_ISDIR(st.st_mode):
-        raise IsADirectoryError(f"cannot write {shown}: it is a directory; wanted a file path")
+        raise IsADirectoryError(f"cannot {verb} {shown}: it is a directory; wanted a file path")
     if st is not None and not stat.S_ISREG(st.st_mode):
         kind = next((what for test, what in _KINDS if test(st.st_mode)), "not a regular file")
-        raise ValueError(f"cannot write {shown}: it is {kind}, not a regular file; cnn only "
+        raise ValueError(f"cannot {verb} {shown}: it is {kind}, not a regular file; cnn only "
                          f"replaces regular files (atomically), so give a file path")
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot write {shown}: the folder {folder} does not exist")
+        raise FileNotFoundError(f"cannot {verb} {shown}: the folder {folder} does not exist")
     mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
     return target, mode
 
@@ -114,7 +114,7 @@ def remove_stale_temp_files(folder, name):
             pass  # already removed by another process, or not ours to remove
 
 
-def atomic_write(path, write_fn):
+def atomic_write(path, write_fn, verb="write"):
     """Write a file at ``path`` atomically (see the module docstring for the semantics).
 
     Parameters
@@ -124,6 +124,8 @@ def atomic_write(path, write_fn):
     write_fn : callable
         ``write_fn(f)`` writes the whole content to ``f``, a binary file open for writing
         (it need not flush or close it).
+    verb : str, default "write"
+        How error messages name the operation ("cannot save ...").
 
     Returns
     -------
@@ -140,7 +142,7 @@ def atomic_write(path, write_fn):
         The OS refused the write (disk full, permissions, ...); the old file is untouched.
     """
     path = fspath(path)
-    target, mode = resolve_target(path)
+    target, mode = resolve_target(path, verb)
     folder, name = os.path.split(target)
     remove_stale_temp_files(folder, name)
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)

@@ -143,7 +143,7 @@ class EarlyStopping(Callback):
         "auto": max for accuracy-like names, min otherwise.
     restore_best_weights : bool, default False
         When training ends (for whatever reason: this callback, the last epoch, Ctrl-C), put
-        back the weights of the best epoch.
+        back the weights of the best epoch whose weights were all finite (never NaN/inf ones).
 
     Attributes
     ----------
@@ -196,7 +196,13 @@ class EarlyStopping(Callback):
             self.best_epoch = epoch
             self.wait = 0
             if self.restore_best_weights:
-                self.best_weights = self.model.get_weights()
+                weights = self.model.get_weights()
+                if all(np.isfinite(w).all() for w in weights):
+                    self.best_weights = weights
+                else:  # a finite metric from non-finite weights is no weights to go back to
+                    warnings.warn(f"EarlyStopping: epoch {epoch + 1} has the best {self.monitor} "
+                                  f"but non-finite weights; they will not be restored",
+                                  RuntimeWarning, stacklevel=2)
             return
         self.wait += 1
         if self.wait >= max(self.patience, 1):
@@ -205,7 +211,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
+            self.model.set_weights(self.best_weights)  # finite: only such are kept
 
 
 class ModelCheckpoint(Callback):
@@ -225,16 +231,15 @@ class ModelCheckpoint(Callback):
     Attributes
     ----------
     last_saved : str or None
-        The path of the newest checkpoint written.
+        The path of the newest checkpoint written. Only loadable checkpoints are written: an
+        epoch whose parameters or optimizer state hold NaN/inf is not saved (a RuntimeWarning
+        says so), so ``last_saved`` is always the last good checkpoint.
     """
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto"):
         super().__init__()
-        import os
-        try:
-            self.path = os.fspath(path)
-        except TypeError:
-            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}") from None
+        from ._atomic import fspath
+        self.path = fspath(path)
         monitor = _check_monitor(monitor)
         if not isinstance(save_best_only, bool):
             raise TypeError(f"save_best_only must be a bool, got {save_best_only!r}")
@@ -258,5 +263,11 @@ class ModelCheckpoint(Callback):
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(f"ModelCheckpoint path {self.path!r} cannot be formatted with epoch "
                              f"and {sorted(logs)}: {exc}") from None
-        self.model.save(path)
+        from .serialization import UnsavableModelError
+        try:
+            self.model.save(path)
+        except UnsavableModelError as exc:  # NaN/inf weights: never a "good" checkpoint
+            warnings.warn(f"ModelCheckpoint: epoch {epoch + 1} not saved ({exc}); the last good "
+                          f"checkpoint is {self.last_saved}", RuntimeWarning, stacklevel=2)
+            return
         self.last_saved = path

@@ -36,7 +36,7 @@ import numpy as np
 
 from . import _atomic
 
-__all__ = ["save_model", "load_model", "atomic_savez"]
+__all__ = ["save_model", "load_model", "atomic_savez", "UnsavableModelError"]
 
 FORMAT = {"format": "cnn.Sequential", "version": 1}
 _MAX_JSON_BYTES = 16 << 20  # a compressed entry could otherwise inflate to gigabytes
@@ -66,7 +66,7 @@ def atomic_savez(path, arrays):
     live processes (which may be saving right now) are never touched. Pids are checked on this
     machine only, so do not save to one target from several machines sharing a folder.
     """
-    _atomic.atomic_write(path, lambda f: np.savez(f, **arrays))
+    _atomic.atomic_write(path, lambda f: np.savez(f, **arrays), verb="save")
 
 
 def save_model(model, path, include_optimizer=True):
@@ -82,6 +82,12 @@ def save_model(model, path, include_optimizer=True):
     include_optimizer : bool, default True
         Also store the loss, the optimizer and its state (needed to resume training).
 
+    Raises
+    ------
+    UnsavableModelError
+        (a ValueError) A parameter or the optimizer state is not finite (see
+        :func:`unsavable_reason`): nothing is written, the file at ``path`` stays as it was.
+
     Notes
     -----
     The write is atomic (:func:`atomic_savez`): a temporary ``.<name>.<pid>.<random>.tmp``
@@ -95,6 +101,11 @@ def save_model(model, path, include_optimizer=True):
     model._require_built("save")
     if not isinstance(include_optimizer, (bool, np.bool_)):
         raise TypeError(f"include_optimizer must be a bool, got {include_optimizer!r}")
+    problem = unsavable_reason(model, include_optimizer)
+    if problem:
+        shown = _fspath(path)
+        raise UnsavableModelError(f"cannot save {shown}: {problem}; cnn never writes a file that "
+                                  f"load_model would refuse (the file at {shown}, if any, is unchanged)")
     arrays = {"format": _json_array(FORMAT), "architecture": _json_array(model.get_config())}
     for key, p in model._named_params():
         arrays[f"layers.{key}"] = p
@@ -106,6 +117,25 @@ def save_model(model, path, include_optimizer=True):
     arrays["training"] = _json_array({"model_rng": model.rng.bit_generator.state,
                                       "fit": model.train_state})
     atomic_savez(path, arrays)
+
+
+class UnsavableModelError(ValueError):
+    """:func:`save_model` refused a model that :func:`load_model` could not read back
+    (non-finite parameters or optimizer state); nothing was written."""
+
+
+def unsavable_reason(model, include_optimizer=True):
+    """Why :func:`save_model` would refuse ``model`` (a message naming what), or None.
+
+    The rule is :func:`load_model`'s: parameters must be finite, and so must the optimizer
+    state (Adam's ``v`` also non-negative, counters within int64), so every file written loads.
+    """
+    for key, p in model._named_params():
+        if not np.isfinite(p).all():
+            return f"parameter {key} holds {int(np.count_nonzero(~np.isfinite(p)))} NaN/inf value(s)"
+    if include_optimizer and model.loss is not None and model.optimizer is not None:
+        return model.optimizer.state_problem()
+    return None
 
 
 # ----------------------------------------------------------------------------- reading

@@ -418,7 +418,7 @@ def test_fit_with_zero_epochs_trains_nothing_and_returns_an_empty_history():
 
 
 def test_callback_arguments():
-    check(lambda: callbacks.ModelCheckpoint(None), TypeError, r"path must be a str or os.PathLike, got NoneType")
+    check(lambda: callbacks.ModelCheckpoint(None), TypeError, r"path must be a str, bytes or os.PathLike, got NoneType")
     check(lambda: callbacks.ModelCheckpoint("m.npz", save_best_only="yes"), TypeError, r"save_best_only must be a bool")
     check(lambda: callbacks.EarlyStopping(patience=1.5), TypeError, r"patience must be an int >= 0, got 1.5")
     check(lambda: callbacks.EarlyStopping(monitor=""), TypeError, r"monitor must be a metric name")
