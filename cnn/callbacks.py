@@ -60,6 +60,10 @@ class History(Callback):
         The epoch index of each entry (from ``initial_epoch`` on).
     interrupted : bool
         True when training was cut short by Ctrl-C (KeyboardInterrupt).
+    last_step : (int, int) or None
+        ``(epoch, step)`` of the last parameter update the model holds (None before the first):
+        after Ctrl-C, where the in-memory model stands. An epoch is in :attr:`epoch` only
+        once its epoch-end callbacks (checkpoints included) have all finished.
     """
 
     def __init__(self):
@@ -67,14 +71,24 @@ class History(Callback):
         self.history = {}
         self.epoch = []
         self.interrupted = False
+        self.last_step = None
 
     def on_train_begin(self, logs=None):
         self.history = {}
         self.epoch = []
         self.interrupted = False
+        self.last_step = None
+
+    def _uncount(self, epoch):
+        """Forget the entry of ``epoch`` if it is the last one (its epoch end was cut short)."""
+        if self.epoch and self.epoch[-1] == epoch:
+            self.epoch.pop()
+            for key in self._last_keys:
+                self.history[key].pop()
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(int(epoch))
+        self._last_keys = list(logs or {})
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
 

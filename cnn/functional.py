@@ -22,10 +22,13 @@ Conventions
   for the forward pass of 3x3 stride-1 convolutions of one input channel (a first layer on
   grey images); im2col + GEMM otherwise. ``"im2col"``, ``"winograd"`` or ``"direct"`` force
   one (``"direct"`` computes the backward by im2col). They round differently: Winograd's
-  float32 error is a few ulps above the direct sum's, and since its transforms add and
-  subtract neighbouring inputs, a NaN or inf input spreads NaN to the whole 2x2 output tiles
-  around it (an inf may come out as NaN) where the direct sum would give inf or NaN at fewer
-  positions. Finite inputs are unaffected; training stops on a non-finite loss either way.
+  float32 error is a few ulps above the direct sum's. Its transforms add up to four inputs,
+  so near the float32 limit (inputs above ~8.5e37) they would overflow where the direct sum
+  does not: Winograd (chosen or forced) is therefore used only when no intermediate can
+  overflow (``4 max|x|``, ``4 max|w|`` and ``81 * C * max|x| * max|w|`` below the dtype's
+  largest value; for the backward the same with ``dy``), and im2col is used otherwise, also
+  for NaN/inf operands. Finite inputs thus give finite-exact results either way; the check
+  costs two read-only passes over each operand.
 - Max-pool padding: ``"tile"`` (the seed's minimal padding so that windows tile the
   input, split like ``"same"``), ``"valid"``, or the explicit forms above. Padded cells
   never win; ties go to the first cell in row-major order; NaN propagates.
@@ -373,6 +376,33 @@ def _conv_algorithm(algorithm, w_shape, stride_pair, pads, out_hw, backward):
     return algorithm
 
 
+def _max_abs(a):
+    """``max|a|`` as a Python float in two read-only passes (no temporary array); NaN if ``a``
+    holds a NaN."""
+    if a.size == 0:
+        return 0.0
+    return max(float(a.max()), -float(a.min()))
+
+
+def _winograd_cannot_overflow(a, b, reduction):
+    """Whether Winograd F(2x2, 3x3) on operands ``a`` and ``b`` (input/weight, or the two
+    factors of a backward product) has no intermediate value that can overflow.
+
+    Its transforms add up to 4 entries of ``a`` and 2.25 times the largest entry of ``b``, and
+    each output adds ``reduction`` (channels, or batch x plane) products of transformed tiles
+    through a 9-term output transform, so every intermediate is bounded by ``4 max|a|``,
+    ``4 max|b|`` and ``81 * reduction * max|a| * max|b|``. When these stay below the dtype's
+    largest value, Winograd is as finite as the direct sum; otherwise (or with a NaN/inf
+    operand) the caller falls back to im2col. The cost is two read-only passes over each
+    operand, small next to the convolution (about 9 multiply-adds per input element and
+    output channel).
+    """
+    big = float(np.finfo(a.dtype).max)
+    ma, mb = _max_abs(a), _max_abs(b)
+    # written so that NaN fails every test, and products that overflow to inf fail too
+    return 4.0 * ma <= big and 4.0 * mb <= big and 81.0 * reduction * ma * mb <= big
+
+
 def _conv_geometry(x_shape, w_shape, stride, padding):
     N, C, H, W = x_shape
     K, Cw, kh, kw = w_shape
@@ -426,6 +456,8 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="
     y = np.empty((x.shape[0], w.shape[0], OH, OW), dtype=x.dtype)
     threads = _threads_for(y.size * w[0].size)
     method = _conv_algorithm(algorithm, w.shape, (sh, sw), (pt, pl), (OH, OW), backward=False)
+    if method == "winograd" and not _winograd_cannot_overflow(x, w, w.shape[1]):
+        method = "im2col"
     if method == "winograd":
         _conv.conv2d_forward_winograd(x, w, b, y, pt, pl, relu, threads)
     elif method == "direct":
@@ -481,6 +513,8 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
     # One choice for the three products, so dx, dw and db come from one algorithm.
     winograd = _conv_algorithm(algorithm, w.shape, (sh, sw), (pt, pl),
                                (min(H, OH), min(W, OW)), backward=True) == "winograd"
+    winograd = winograd and _winograd_cannot_overflow(dy, x, N * H * W) \
+        and (not need_dx or _winograd_cannot_overflow(dy, w, w.shape[0]))
     dx = np.empty_like(x) if need_dx else None
     dw = np.empty_like(w)
     db = np.empty(w.shape[0], dtype=x.dtype)

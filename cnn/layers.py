@@ -21,6 +21,7 @@ its last layer for ``z`` this way, for the fused gradient ``(s - y) / N``. No la
 """
 
 import inspect
+import math
 import numbers
 
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = ["Layer", "Dense", "Conv2D", "MaxPool2D", "MaxPooling2D", "Flatten", "
            "Dropout", "get", "serialize", "deserialize"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_MAX_FEATURES = 2 ** 31 - 1  # GEMM sizes are C ints
 
 
 # ----------------------------------------------------------------------------- validation
@@ -584,7 +586,12 @@ class Flatten(Layer):
         self._cache = None
 
     def compute_output_shape(self, input_shape):
-        return (int(np.prod(_shape(input_shape))),)
+        shape = _shape(input_shape)
+        features = math.prod(shape)  # Python ints: np.prod would wrap around int64 silently
+        if features > _MAX_FEATURES:
+            raise ValueError(f"Flatten of items of shape {shape} gives {features} features, more "
+                             f"than {_MAX_FEATURES} (2**31 - 1, the largest size BLAS takes)")
+        return (features,)
 
     def forward(self, x, training=False):
         self._check_input(x)
