@@ -8,6 +8,7 @@ under two minutes.
 """
 
 import errno
+import inspect
 import os
 import subprocess
 import sys
@@ -27,22 +28,19 @@ def temp_files(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
 
 
-# A child builds the same models from the same seeds, so weights identify the version.
-MODEL_CODE = textwrap.dedent("""
-    import cnn
-    from cnn import layers
+def make(seed, units):
+    return cnn.Sequential([layers.Flatten(), layers.Dense(units)], input_shape=(1, 32, 32), seed=seed)
 
-    def make(seed, units):
-        return cnn.Sequential([layers.Flatten(), layers.Dense(units)], input_shape=(1, 32, 32), seed=seed)
-""")
-exec(MODEL_CODE)  # defines make() here too
+
+# Children build the same models from the same seeds, so the weights identify the version.
+MODEL_CODE = "import cnn\nfrom cnn import layers\n" + inspect.getsource(make)
 
 
 def version_of(path, units):
     """Which seed (1 or 2) the model at ``path`` was built from; fails if it is neither."""
     got = load_model(path).get_weights()
     for seed in (1, 2):
-        if all(np.array_equal(a, b) for a, b in zip(got, make(seed, units).get_weights())):  # noqa: F821
+        if all(np.array_equal(a, b) for a, b in zip(got, make(seed, units).get_weights())):
             return seed
     raise AssertionError(f"{path} holds weights of neither version")
 
@@ -58,7 +56,7 @@ def small_disk(tmp_path):
     mnt = tmp_path / "disk"
     mnt.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
     try:
@@ -84,12 +82,12 @@ def fill(folder):
 
 
 def test_a_full_disk_leaves_every_old_file_byte_identical(small_disk):
-    small = make(1, 8)  # noqa: F821
+    small = make(1, 8)
     small.save(small_disk / "m.npz")
     datasets.write_idx(small_disk / "d.idx", np.arange(100, dtype=np.uint8))
     old = {name: (small_disk / name).read_bytes() for name in ("m.npz", "d.idx")}
     fill(small_disk)
-    big = make(2, 64)  # noqa: F821  (256 KB of weights: cannot fit)
+    big = make(2, 64)  # 256 KB of weights: cannot fit
     with pytest.raises(OSError) as info:
         big.save(small_disk / "m.npz")
     assert info.value.errno == errno.ENOSPC
@@ -145,7 +143,7 @@ def test_sigkill_at_random_moments_mid_save_never_breaks_the_file(tmp_path):
         mid_save += bool(leftovers)
     assert seen <= {1, 2}
     assert mid_save >= 1, "no kill landed inside a save: the test tested nothing"
-    make(1, units).save(target)  # noqa: F821
+    make(1, units).save(target)
     assert temp_files(tmp_path) == []
     assert version_of(target, units) == 1
 
@@ -164,7 +162,7 @@ RACE_CHILD = MODEL_CODE + textwrap.dedent("""
 
 def test_two_racing_writers_and_a_reader_always_see_a_whole_file(tmp_path):
     target = tmp_path / "m.npz"
-    make(1, 64).save(target)  # noqa: F821
+    make(1, 64).save(target)
     writers = [subprocess.Popen([sys.executable, "-c", RACE_CHILD, str(target), str(seed), "25"],
                                 stderr=subprocess.PIPE, env=child_env(), cwd=tmp_path)
                for seed in (1, 2)]
