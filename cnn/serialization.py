@@ -16,13 +16,15 @@ key                         content
                             ``fit`` stopped: epoch, seed and the shuffling generator's state
 ==========================  ===============================================================
 
-JSON documents are stored as 1-D ``uint8`` arrays of UTF-8 bytes. Files are read with
-``allow_pickle=False``; anything that does not match the architecture (missing or unexpected
-arrays, wrong shapes or dtypes, object arrays, bad JSON, non-finite weights) is a ValueError
-that names the file and the problem. Writes go to a temporary file in the target folder, are
-flushed and fsync'ed, then renamed over the target: a crash mid-save leaves the old file whole.
-The temporary file is ``.<name>.<pid>.<random>.tmp``; one left behind by a killed process is
-removed by the next save to the same target (see :func:`atomic_savez`).
+JSON documents are stored as 1-D ``uint8`` arrays of UTF-8 bytes; every entry is stored
+uncompressed. Files are read with ``allow_pickle=False``; anything that does not match the
+architecture (compressed or oversized entries, missing or unexpected arrays, wrong shapes or
+dtypes, object arrays, bad JSON, non-finite weights) is a ValueError that names the file and
+the problem, found before the data of any array is read. Writes go through
+:func:`cnn._atomic.atomic_write` (a temporary file in the target's folder, fsync'ed, renamed
+over the target; symlinks followed, FIFOs and devices refused): a crash mid-save leaves the old
+file whole. Nothing that :func:`load_model` would refuse is ever written
+(:class:`UnsavableModelError`).
 """
 
 import json
@@ -315,11 +317,14 @@ def load_model(path, compile=True):
 
     Raises
     ------
-    FileNotFoundError
-        No such file.
+    OSError
+        The OS's own refusals: no such file (FileNotFoundError), permissions, a directory.
     ValueError
-        Not an npz, truncated or tampered file, missing or unexpected arrays (all listed),
-        shapes or dtypes that do not match the architecture, object arrays, bad JSON.
+        Naming the file (the message capped at about 2,000 characters): not a regular file,
+        not an npz, compressed entries (cnn never writes them), truncated or tampered file,
+        missing or unexpected arrays (all listed), shapes or dtypes that do not match the
+        architecture (checked before any array is read), object arrays, bad or too deeply
+        nested JSON, non-finite weights, tampered optimizer or RNG state.
     """
     from . import losses, optimizers
     from .model import Sequential
