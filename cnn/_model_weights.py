@@ -6,7 +6,22 @@ A mixin of :class:`cnn.Model`. Keys are ``"<layer index>.<name>"`` (``"0.weight"
 
 import numpy as np
 
+from . import _validation as V
+
 __all__ = ["ModelWeights"]
+
+
+def _check_finite_as(w, dtype, what, hint=""):
+    """ValueError unless every value of ``w`` is finite once cast to ``dtype`` (1e39 is finite
+    in float64 but inf in float32)."""
+    if w.dtype.kind != "f" or not w.size:
+        return  # integers are finite in float32 and float64
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = w if w.dtype == dtype else w.astype(dtype)
+        bad = int(np.count_nonzero(~np.isfinite(cast)))
+    if bad:
+        raise ValueError(f"{what} must be finite in {np.dtype(dtype)}, got {bad} value(s) that are "
+                         f"NaN or inf{' there' if w.dtype != dtype else ''}{hint}")
 
 
 class ModelWeights:
@@ -48,15 +63,28 @@ class ModelWeights:
         self._require_built("get_weights")
         return [a.copy() for _, a in self._named_state()]
 
-    def set_weights(self, weights):
+    def set_weights(self, weights, allow_nonfinite=False):
         """Copy ``weights`` (as from :meth:`get_weights`) into the parameters and buffers, in
-        place."""
+        place.
+
+        Parameters
+        ----------
+        weights : list of array_like
+            One per parameter and buffer, of its shape; real numbers, cast to the model dtype.
+        allow_nonfinite : bool, default False
+            Accept NaN/inf, and values that become inf in the model dtype (1e39 in float32).
+            By default they are a ValueError naming the array: a model holds finite
+            parameters only, so that it can always be saved and loaded back.
+
+        All arrays are checked before any parameter changes.
+        """
         self._require_built("set_weights")
         named = self._named_state()
         weights = list(weights)
         if len(weights) != len(named):
             raise ValueError(f"weights must hold {len(named)} arrays ({', '.join(k for k, _ in named)}), "
                              f"got {len(weights)}")
+        allow_nonfinite = V.boolean(allow_nonfinite, "allow_nonfinite")
         arrays = []
         for (key, p), w in zip(named, weights):
             w = np.asarray(w)
@@ -64,6 +92,9 @@ class ModelWeights:
                 raise ValueError(f"weights for {key} must have shape {p.shape}, got {w.shape}")
             if w.dtype.kind not in "iuf":
                 raise TypeError(f"weights for {key} must be real numbers, got dtype {w.dtype}")
+            if not allow_nonfinite:
+                _check_finite_as(w, p.dtype, f"weights for {key}",
+                                 " (allow_nonfinite=True accepts them)")
             arrays.append(w)
         for (_, p), w in zip(named, arrays):
             np.copyto(p, w, casting="unsafe")
@@ -79,7 +110,8 @@ class ModelWeights:
         """Copy a :meth:`state_dict` into the parameters and buffers.
 
         Every missing and unexpected key is listed in one ValueError (with ``strict``; without
-        it the keys present are loaded and the rest kept). Shapes must match.
+        it the keys present are loaded and the rest kept). Shapes must match, and values must
+        be finite in the model dtype (as for :meth:`set_weights`).
 
         Returns
         -------
@@ -99,6 +131,7 @@ class ModelWeights:
                     raise ValueError(f"state[{key!r}] must have shape {p.shape}, got {w.shape}")
                 if w.dtype.kind not in "iuf":
                     raise TypeError(f"state[{key!r}] must be real numbers, got dtype {w.dtype}")
+                _check_finite_as(w, p.dtype, f"state[{key!r}]")
         for key, p in named.items():
             if key in state:
                 np.copyto(p, np.asarray(state[key]), casting="unsafe")

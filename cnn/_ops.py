@@ -83,6 +83,33 @@ def conv_algorithm(algorithm, w_shape, stride, pads, out_hw, backward):
     return algorithm
 
 
+def _max_abs(a):
+    """``max|a|`` as a Python float in two read-only passes (no temporary array); NaN if ``a``
+    holds a NaN."""
+    if a.size == 0:
+        return 0.0
+    return max(float(a.max()), -float(a.min()))
+
+
+def winograd_cannot_overflow(a, b, reduction):
+    """Whether Winograd F(2x2, 3x3) on operands ``a`` and ``b`` (input/weight, or the two
+    factors of a backward product) has no intermediate value that can overflow.
+
+    Its transforms add up to 4 entries of ``a`` and 2.25 times the largest entry of ``b``, and
+    each output adds ``reduction`` (channels, or batch x plane) products of transformed tiles
+    through a 9-term output transform, so every intermediate is bounded by ``4 max|a|``,
+    ``4 max|b|`` and ``81 * reduction * max|a| * max|b|``. When these stay below the dtype's
+    largest value, Winograd is as finite as the direct sum; otherwise (or with a NaN/inf
+    operand) :func:`conv2d` and :func:`conv2d_backward` fall back to im2col. The cost is two
+    read-only passes over each operand, small next to the convolution (about 9 multiply-adds
+    per input element and output channel).
+    """
+    big = float(np.finfo(a.dtype).max)
+    ma, mb = _max_abs(a), _max_abs(b)
+    # written so that NaN fails every test, and products that overflow to inf fail too
+    return 4.0 * ma <= big and 4.0 * mb <= big and 81.0 * reduction * ma * mb <= big
+
+
 # ----------------------------------------------------------------------------- dense
 
 
@@ -116,6 +143,8 @@ def conv2d(x, w, b, stride, pads, out_hw, relu, algorithm="auto"):
     y = np.empty((x.shape[0], w.shape[0]) + tuple(out_hw), dtype=x.dtype)
     threads = threads_for(y.size * w[0].size)
     method = conv_algorithm(algorithm, w.shape, stride, (pt, pl), out_hw, backward=False)
+    if method == "winograd" and not winograd_cannot_overflow(x, w, w.shape[1]):
+        method = "im2col"
     if method == "winograd":
         _conv.conv2d_forward_winograd(x, w, b, y, pt, pl, relu, threads)
     elif method == "direct":
@@ -134,6 +163,9 @@ def conv2d_backward(dy, x, w, stride, pads, need_dx, relu_out, algorithm="auto")
     OH, OW = dy.shape[2:]
     winograd = conv_algorithm(algorithm, w.shape, stride, (pt, pl), (min(H, OH), min(W, OW)),
                               backward=True) == "winograd"
+    # one choice for the three products, so dx, dw and db come from one algorithm
+    winograd = winograd and winograd_cannot_overflow(dy, x, x.shape[0] * H * W) \
+        and (not need_dx or winograd_cannot_overflow(dy, w, w.shape[0]))
     dx = np.empty_like(x) if need_dx else None
     dw = np.empty_like(w)
     db = np.empty(w.shape[0], dtype=x.dtype)

@@ -197,4 +197,4 @@ def path(value, name="path"):
     try:
         return os.fsdecode(os.fspath(value))
     except TypeError:
-        raise TypeError(f"{name} must be a str or os.PathLike, got {_type_name(value)}") from None
+        raise TypeError(f"{name} must be a str, bytes or os.PathLike, got {_type_name(value)}") from None

@@ -62,6 +62,10 @@ class History(Callback):
         The epoch index of each entry (from ``initial_epoch`` on).
     interrupted : bool
         True when training was cut short by Ctrl-C (KeyboardInterrupt).
+    last_step : (int, int) or None
+        ``(epoch, step)`` of the last parameter update the model holds (None before the first):
+        after Ctrl-C, where the in-memory model stands. An epoch is in :attr:`epoch` only
+        once its epoch-end callbacks (checkpoints included) have all finished.
     """
 
     def __init__(self):
@@ -69,14 +73,24 @@ class History(Callback):
         self.history = {}
         self.epoch = []
         self.interrupted = False
+        self.last_step = None
 
     def on_train_begin(self, logs=None):
         self.history = {}
         self.epoch = []
         self.interrupted = False
+        self.last_step = None
+
+    def _uncount(self, epoch):
+        """Forget the entry of ``epoch`` if it is the last one (its epoch end was cut short)."""
+        if self.epoch and self.epoch[-1] == epoch:
+            self.epoch.pop()
+            for key in self._last_keys:
+                self.history[key].pop()
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(int(epoch))
+        self._last_keys = list(logs or {})
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
 
@@ -145,7 +159,7 @@ class EarlyStopping(Callback):
         "auto": max for accuracy-like names, min otherwise.
     restore_best_weights : bool, default False
         When training ends (for whatever reason: this callback, the last epoch, Ctrl-C), put
-        back the weights of the best epoch.
+        back the weights of the best epoch whose weights were all finite (never NaN/inf ones).
 
     Attributes
     ----------
@@ -189,7 +203,13 @@ class EarlyStopping(Callback):
             self.best_epoch = epoch
             self.wait = 0
             if self.restore_best_weights:
-                self.best_weights = self.model.get_weights()
+                weights = self.model.get_weights()
+                if all(np.isfinite(w).all() for w in weights):
+                    self.best_weights = weights
+                else:  # a finite metric from non-finite weights is no weights to go back to
+                    warnings.warn(f"EarlyStopping: epoch {epoch + 1} has the best {self.monitor} "
+                                  f"but non-finite weights; they will not be restored",
+                                  RuntimeWarning, stacklevel=2)
             return
         self.wait += 1
         if self.wait >= max(self.patience, 1):
@@ -198,7 +218,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
+            self.model.set_weights(self.best_weights)  # finite: only such are kept
 
 
 class ModelCheckpoint(Callback):
@@ -218,7 +238,9 @@ class ModelCheckpoint(Callback):
     Attributes
     ----------
     last_saved : str or None
-        The path of the newest checkpoint written.
+        The path of the newest checkpoint written. Only loadable checkpoints are written: an
+        epoch whose parameters or optimizer state hold NaN/inf is not saved (a RuntimeWarning
+        says so), so ``last_saved`` is always the last good checkpoint.
 
     Notes
     -----
@@ -252,5 +274,11 @@ class ModelCheckpoint(Callback):
         except (KeyError, IndexError, ValueError) as exc:
             raise ValueError(f"ModelCheckpoint path {self.path!r} cannot be formatted with epoch "
                              f"and {sorted(logs)}: {exc}") from None
-        self.model.save(path)
+        from .serialization import UnsavableModelError
+        try:
+            self.model.save(path)
+        except UnsavableModelError as exc:  # NaN/inf weights: never a "good" checkpoint
+            warnings.warn(f"ModelCheckpoint: epoch {epoch + 1} not saved ({exc}); the last good "
+                          f"checkpoint is {self.last_saved}", RuntimeWarning, stacklevel=2)
+            return
         self.last_saved = path

@@ -32,6 +32,8 @@ import http.client
 import importlib.resources
 import os
 import pathlib
+import shutil
+import stat
 import struct
 import sys
 import tempfile
@@ -43,6 +45,8 @@ import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+
+from . import _atomic
 
 __all__ = [
     "read_idx",
@@ -78,6 +82,7 @@ _IDX_TYPE_NAMES = {0x08: "ubyte", 0x09: "byte", 0x0B: "short", 0x0C: "int", 0x0D
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 22          # 4 MiB per read: memory use follows the data actually present
 _MAX_DIM = (1 << 32) - 1  # dimensions are unsigned 32-bit
+_MAX_NDIM = 64            # NumPy's limit (IDX's own is 255)
 
 
 def _as_path(path, name: str = "path") -> pathlib.Path:
@@ -114,8 +119,9 @@ def _read_idx_stream(f, path: pathlib.Path) -> np.ndarray:
         raise ValueError(
             f"{path}: unknown IDX element type code 0x{code:02X} in magic number "
             f"{magic.hex()}; wanted one of {known}")
-    if ndim == 0:
-        raise ValueError(f"{path}: IDX header declares 0 dimensions; wanted ndim >= 1")
+    if ndim == 0 or ndim > _MAX_NDIM:
+        raise ValueError(f"{path}: IDX header declares {ndim} dimensions; wanted 1 to {_MAX_NDIM} "
+                         f"(NumPy's limit)")
     shape = struct.unpack(f">{ndim}I", _read_exact(f, 4 * ndim, path, "dimensions"))
     dtype = _IDX_CODE_TO_DTYPE[code]
     # Python ints: no overflow, and nothing is allocated from the header's promise.
@@ -172,6 +178,11 @@ def read_idx(path) -> np.ndarray:
         against the data actually present before anything of that size is allocated.
     """
     path = _as_path(path)
+    mode = os.stat(path).st_mode  # FileNotFoundError / PermissionError: the OS's refusals
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path}: is a directory, not an IDX file")
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path}: not a regular file (a FIFO, device or socket); wanted an IDX file")
     try:
         if _is_gzip(path):
             with gzip.open(path, "rb") as f:
@@ -188,9 +199,11 @@ def write_idx(path, array, compress: bool | None = None) -> pathlib.Path:
     Parameters
     ----------
     path : str or os.PathLike
-        Destination. The file is written to a temporary name beside it, then renamed.
+        Destination, written atomically by :func:`cnn._atomic.atomic_write` (a temporary file
+        beside it, fsync'ed, then renamed over it; a symlink is followed to its target; a
+        directory, FIFO, device or socket is refused).
     array : array_like
-        Any shape with ``1 <= ndim <= 255`` and every dimension ``< 2**32``; dtype uint8, int8,
+        Any shape with ``ndim >= 1`` and every dimension ``< 2**32``; dtype uint8, int8,
         int16, int32, float32 or float64 (the IDX types). Other dtypes are refused rather than
         silently converted.
     compress : bool, optional
@@ -206,8 +219,6 @@ def write_idx(path, array, compress: bool | None = None) -> pathlib.Path:
     if arr.ndim == 0:
         raise ValueError(f"array must have at least 1 dimension for IDX file {path}, got a 0-d "
                          f"array")
-    if arr.ndim > 255:
-        raise ValueError(f"array has {arr.ndim} dimensions; IDX file {path} can hold at most 255")
     key = arr.dtype.newbyteorder("=")
     if key not in _DTYPE_TO_IDX_CODE:
         raise TypeError(
@@ -222,21 +233,16 @@ def write_idx(path, array, compress: bool | None = None) -> pathlib.Path:
     header = bytes([0, 0, code, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
     data = np.ascontiguousarray(arr, dtype=_IDX_CODE_TO_DTYPE[code]).reshape(-1).view(np.uint8)
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            if compress:
-                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
-                    f.write(header)
-                    f.write(data)
-            else:
-                raw.write(header)
-                raw.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a data file is for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    def write(raw):
+        if compress:
+            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as f:
+                f.write(header)
+                f.write(data)
+        else:
+            raw.write(header)
+            raw.write(data)
+
+    _atomic.atomic_write(path, write)
     return path
 
 
@@ -309,7 +315,7 @@ def _images_to_float(images: np.ndarray, path: pathlib.Path) -> np.ndarray:
     return x.reshape(images.shape[0], 1, images.shape[1], images.shape[2])
 
 
-def _labels_to_int(labels: np.ndarray, path: pathlib.Path) -> np.ndarray:
+def _labels_to_int(labels: np.ndarray, path: pathlib.Path, max_classes: int | None = None) -> np.ndarray:
     if labels.ndim != 1:
         raise ValueError(f"{path}: labels must be 1-D (N,), got shape {labels.shape}")
     if labels.dtype.kind not in "iu":
@@ -317,21 +323,36 @@ def _labels_to_int(labels: np.ndarray, path: pathlib.Path) -> np.ndarray:
     y = labels.astype(np.int64)
     if y.size and y.min() < 0:
         raise ValueError(f"{path}: labels must be non-negative class ids, found {y.min()}")
+    if max_classes is not None and y.size and y.max() >= max_classes:
+        i = int(np.argmax(y >= max_classes))
+        raise ValueError(f"{path}: label {int(y[i])} (item {i}) asks for {int(y.max()) + 1} classes, "
+                         f"more than max_classes={max_classes}; raise max_classes (the CLI's "
+                         f"--max-classes) if the data really has that many")
     return y
 
 
-def _load_pair(images_path: pathlib.Path, labels_path: pathlib.Path):
+def _load_pair(images_path: pathlib.Path, labels_path: pathlib.Path, max_classes=None):
+    y = _labels_to_int(read_idx(labels_path), labels_path, max_classes)  # small: checked first
     images = read_idx(images_path)
     x = _images_to_float(images, images_path)
     del images
-    y = _labels_to_int(read_idx(labels_path), labels_path)
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"{images_path} holds {x.shape[0]} images but {labels_path} holds "
                          f"{y.shape[0]} labels; wanted equal counts")
     return x, y
 
 
-def load_idx_dir(path, prefix: str = ""):
+def _check_max_classes(max_classes):
+    if max_classes is None:
+        return None
+    if isinstance(max_classes, bool) or not isinstance(max_classes, (int, np.integer)):
+        raise TypeError(f"max_classes must be None or an int >= 1, got {max_classes!r}")
+    if max_classes < 1:
+        raise ValueError(f"max_classes must be None or an int >= 1, got {max_classes}")
+    return int(max_classes)
+
+
+def load_idx_dir(path, prefix: str = "", max_classes: int | None = None):
     """Load an MNIST-layout directory of IDX files.
 
     The directory must hold, raw or gzipped (``.gz``), ``train-images-idx3-ubyte``,
@@ -347,6 +368,9 @@ def load_idx_dir(path, prefix: str = ""):
         The directory.
     prefix : str, optional
         Put in front of every file name looked for.
+    max_classes : int >= 1, optional
+        Refuse a labels file with a class id ``>= max_classes`` (a model sized from the labels
+        would otherwise be as large as one hostile label asks). Default: no bound.
 
     Returns
     -------
@@ -361,17 +385,18 @@ def load_idx_dir(path, prefix: str = ""):
         message names the names looked for.
     ValueError
         Naming the file, if it is not valid IDX, images are not 3-D, labels are not 1-D
-        integers, or images and labels differ in count.
+        integers (or reach ``max_classes``), or images and labels differ in count.
     """
     directory = _as_path(path)
     if not isinstance(prefix, str):
         raise TypeError(f"prefix must be a str, got {type(prefix).__name__}")
+    max_classes = _check_max_classes(max_classes)
     if not directory.is_dir():
         what = "is not a directory" if directory.exists() else "does not exist"
         raise DataNotFoundError(f"data directory {directory} {what}")
     train = _locate_split(directory, "train", prefix)
     test = _locate_split(directory, "t10k", prefix)
-    return _load_pair(*train), _load_pair(*test)
+    return _load_pair(*train, max_classes), _load_pair(*test, max_classes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -517,9 +542,10 @@ def _download_one(name: str, md5: str, dest: pathlib.Path, mirrors: list[str], t
                 except ValueError as exc:
                     failures.append(f"{url}: MD5 matches but not a valid IDX file ({exc})")
                     break
-                os.chmod(tmp, 0o644)  # mkstemp creates 0600
-                os.replace(tmp, dest / name)
-                tmp = None
+                # the verified download becomes the file by the one atomic writer (symlinks
+                # followed, FIFOs and devices refused, fsync'ed)
+                with open(tmp, "rb") as src:
+                    _atomic.atomic_write(dest / name, lambda f: shutil.copyfileobj(src, f, 1 << 20))
                 return
             finally:
                 if tmp is not None:
@@ -606,18 +632,18 @@ _BUNDLED = {
 }
 
 
-def _load_bundled():
+def _load_bundled(max_classes=None):
     root = importlib.resources.files("cnn.data")
     out = []
     for split in ("train", "test"):
         img_name, lab_name = _BUNDLED[split]
         with importlib.resources.as_file(root / img_name) as img, \
                 importlib.resources.as_file(root / lab_name) as lab:
-            out.append(_load_pair(pathlib.Path(img), pathlib.Path(lab)))
+            out.append(_load_pair(pathlib.Path(img), pathlib.Path(lab), max_classes))
     return tuple(out)
 
 
-def load_mnist(data_dir=None, download: bool = False):
+def load_mnist(data_dir=None, download: bool = False, max_classes: int | None = None):
     """Load MNIST: the bundled subset, or a directory, optionally downloading full MNIST.
 
     Parameters
@@ -632,6 +658,8 @@ def load_mnist(data_dir=None, download: bool = False):
         :func:`download_mnist`; ``data_dir=None`` means :func:`default_data_dir`). Files present
         with the right MD5 are not fetched again. With False, a missing file is an error that
         names the files and where to download them.
+    max_classes : int >= 1, optional
+        As in :func:`load_idx_dir`: refuse class ids ``>= max_classes``.
 
     Returns
     -------
@@ -641,17 +669,18 @@ def load_mnist(data_dir=None, download: bool = False):
     """
     if not isinstance(download, bool):
         raise TypeError(f"download must be a bool, got {type(download).__name__}")
+    max_classes = _check_max_classes(max_classes)
     if data_dir is None and not download:
-        return _load_bundled()
+        return _load_bundled(max_classes)
     directory = default_data_dir() if data_dir is None else _as_path(data_dir, "data_dir")
     if download:
         try:
-            return load_idx_dir(directory)  # complete already (raw or gzipped): no network
+            return load_idx_dir(directory, max_classes=max_classes)  # complete already: no network
         except ValueError:  # missing or damaged (DataNotFoundError is a ValueError too)
             download_mnist(directory, verbose=True)  # replaces files with a wrong MD5
-        return load_idx_dir(directory)
+        return load_idx_dir(directory, max_classes=max_classes)
     try:
-        return load_idx_dir(directory)
+        return load_idx_dir(directory, max_classes=max_classes)
     except DataNotFoundError as exc:
         raise DataNotFoundError(
             f"{exc}\n{_missing_message(directory, list(MNIST_MD5), MNIST_MIRRORS)}\n"

@@ -22,10 +22,13 @@ Conventions
   for the forward pass of 3x3 stride-1 convolutions of one input channel (a first layer on
   grey images); im2col + GEMM otherwise. ``"im2col"``, ``"winograd"`` or ``"direct"`` force
   one (``"direct"`` computes the backward by im2col). They round differently: Winograd's
-  float32 error is a few ulps above the direct sum's, and since its transforms add and
-  subtract neighbouring inputs, a NaN or inf input spreads NaN to the whole 2x2 output tiles
-  around it (an inf may come out as NaN) where the direct sum would give inf or NaN at fewer
-  positions. Finite inputs are unaffected; training stops on a non-finite loss either way.
+  float32 error is a few ulps above the direct sum's. Its transforms add up to four inputs,
+  so near the float32 limit (inputs above ~8.5e37) they would overflow where the direct sum
+  does not: Winograd (chosen or forced) is therefore used only when no intermediate can
+  overflow (``4 max|x|``, ``4 max|w|`` and ``81 * C * max|x| * max|w|`` below the dtype's
+  largest value; for the backward the same with ``dy``), and im2col is used otherwise, also
+  for NaN/inf operands. Finite inputs thus give finite-exact results either way; the check
+  costs two read-only passes over each operand.
 - Max-pool padding: ``"tile"`` (the seed's minimal padding so that windows tile the
   input, split like ``"same"``), ``"valid"``, or the explicit forms above. Padded cells
   never win; ties go to the first cell in row-major order; NaN propagates.

@@ -20,6 +20,7 @@ its last layer for ``z`` this way, for the fused gradient ``(s - y) / N``. No la
 ``z`` after an inference pass.
 """
 
+import math
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from .merging import Add, Concatenate
 __all__ = ["Layer", "Add", "Concatenate", "Dense", "Conv2D", "MaxPool2D", "MaxPooling2D", "Flatten", "Activation",
            "Dropout", "get", "serialize", "deserialize"]
 
+_MAX_FEATURES = 2 ** 31 - 1  # GEMM sizes are C ints
 
 
 # ----------------------------------------------------------------------------- validation
@@ -383,7 +385,12 @@ class Flatten(Layer):
         self._cache = None
 
     def compute_output_shape(self, input_shape):
-        return (int(np.prod(V.item_shape(input_shape))),)
+        shape = V.item_shape(input_shape)
+        features = math.prod(shape)  # Python ints: np.prod would wrap around int64 silently
+        if features > _MAX_FEATURES:
+            raise ValueError(f"Flatten of items of shape {shape} gives {features} features, more "
+                             f"than {_MAX_FEATURES} (2**31 - 1, the largest size BLAS takes)")
+        return (features,)
 
     def forward(self, x, training=False):
         self._check_input(x)

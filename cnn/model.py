@@ -33,6 +33,7 @@ import numpy as np
 from . import _registry
 from . import _validation as V
 from . import graph as _graph
+from . import _interrupt
 from . import layers as _layers
 from . import losses as _losses
 from . import optimizers as _optimizers
@@ -545,7 +546,10 @@ class Model(ModelWeights):
 
     def apply_gradients(self):
         """The gradient hooks (see :meth:`register_gradient_hook`), then the optimizer's update
-        of every parameter from ``model.grads``: the last part of :meth:`train_step`."""
+        of every parameter from ``model.grads``: the last part of :meth:`train_step`.
+
+        The update is atomic with respect to Ctrl-C: a KeyboardInterrupt arriving during it is
+        raised once every parameter (and the optimizer state) is updated, never in between."""
         self._require_compiled("apply_gradients")
         with self._lock:
             self._apply_gradients_locked()
@@ -553,7 +557,8 @@ class Model(ModelWeights):
     def _apply_gradients_locked(self):
         for hook in tuple(self._gradient_hooks):
             hook(list(self._grads))
-        self.optimizer.step(self._params, self._grads)
+        with _interrupt.deferred():  # Ctrl-C: every parameter updated, or none
+            self.optimizer.step(self._params, self._grads)
 
     def zero_grads(self):
         """Set every gradient to 0 (a process that trains on no row of a batch contributes

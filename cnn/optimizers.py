@@ -27,6 +27,9 @@ from . import schedules
 
 __all__ = ["Optimizer", "SGD", "Adam", "get"]
 
+# Step and epoch counters: far beyond any run, far within the int64 they are saved as.
+MAX_COUNTER = 2 ** 62
+
 
 class Optimizer:
     """Base class. Subclasses set ``name`` and ``_buffers`` (the state names, e.g. ``("m", "v")``)
@@ -192,8 +195,9 @@ class Optimizer:
         counters = {}
         for key in ("iterations", "epoch"):
             v = np.asarray(state[key])
-            if v.shape != () or v.dtype.kind not in "iu" or int(v) < 0:
-                raise ValueError(f"state['{key}'] must be a non-negative integer scalar, got {v!r}")
+            if v.shape != () or v.dtype.kind not in "iu" or not 0 <= int(v) <= MAX_COUNTER:
+                raise ValueError(f"state['{key}'] must be a non-negative integer scalar (at most 2**62), got "
+                                 f"{v!r:.100}")
             counters[key] = int(v)
         new_state = None
         if n:
@@ -208,6 +212,9 @@ class Optimizer:
                     v = np.asarray(state[f"{b}.{i}"])
                     if v.dtype not in (np.float32, np.float64):
                         raise ValueError(f"state['{b}.{i}'] must be float32 or float64, got {v.dtype}")
+                    problem = self._buffer_problem(b, v)
+                    if problem:
+                        raise ValueError(f"state['{b}.{i}'] {problem}")
                     if old is not None and (old[b][i].shape, old[b][i].dtype) != (v.shape, v.dtype):
                         raise ValueError(f"state['{b}.{i}'] has shape {v.shape} and dtype {v.dtype}; "
                                          f"this optimizer's state has shape {old[b][i].shape} and "
@@ -217,6 +224,26 @@ class Optimizer:
         self._stepped = None
         self.iterations = counters["iterations"]
         self.set_epoch(counters["epoch"])
+
+    def _buffer_problem(self, name, buf):
+        """Why ``buf`` cannot be the state buffer ``name`` (a phrase), or None."""
+        if not np.isfinite(buf).all():
+            return "holds NaN/inf values"
+        return None
+
+    def state_problem(self):
+        """Why this optimizer's state could not be saved and loaded back (a message naming the
+        key), or None: the same rule :meth:`load_state_dict` applies, so nothing is written
+        that cannot be read."""
+        for key in ("iterations", "epoch"):
+            if not 0 <= getattr(self, key) <= MAX_COUNTER:
+                return f"optimizer {key} = {getattr(self, key)} is outside [0, 2**62]"
+        for b, bufs in (self._state or {}).items():
+            for i, buf in enumerate(bufs):
+                problem = self._buffer_problem(b, buf)
+                if problem:
+                    return f"optimizer state '{b}.{i}' {problem}"
+        return None
 
     # -- config ---------------------------------------------------------------------------
 
@@ -316,6 +343,12 @@ class Adam(Optimizer):
     def _hyper(self):
         return {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
                 "weight_decay": self.weight_decay}
+
+    def _buffer_problem(self, name, buf):
+        problem = super()._buffer_problem(name, buf)
+        if problem is None and name == "v" and (buf < 0).any():
+            problem = "holds negative values (the second moments are averages of squares)"
+        return problem
 
     def _update(self, i, p, g, lr):
         _ops.adam_update(p, g, self._state["m"][i], self._state["v"][i], self.iterations, lr,

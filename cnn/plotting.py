@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from . import _atomic
+
 __all__ = ["plot_history"]
 
 
@@ -53,4 +55,4 @@ def plot_history(path, history, cm):
             ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
                     color="white" if v > top / 2 else "black")
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    _atomic.atomic_write(path, lambda f: fig.savefig(f, format="png"))

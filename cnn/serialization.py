@@ -16,27 +16,30 @@ key                         content
                             ``fit`` stopped: epoch, seed and the shuffling generator's state
 ==========================  ===============================================================
 
-JSON documents are stored as 1-D ``uint8`` arrays of UTF-8 bytes. Files are read with
-``allow_pickle=False``; anything that does not match the architecture (missing or unexpected
-arrays, wrong shapes or dtypes, object arrays, bad JSON, non-finite weights) is a ValueError
-that names the file and the problem. Writes go to a temporary file in the target folder, are
-flushed and fsync'ed, then renamed over the target: a crash mid-save leaves the old file whole.
-The temporary file is ``.<name>.<pid>.<random>.tmp``; one left behind by a killed process is
-removed by the next save to the same target (see :func:`atomic_savez`).
+JSON documents are stored as 1-D ``uint8`` arrays of UTF-8 bytes; every entry is stored
+uncompressed. Files are read with ``allow_pickle=False``; anything that does not match the
+architecture (compressed or oversized entries, missing or unexpected arrays, wrong shapes or
+dtypes, object arrays, bad JSON, non-finite weights) is a ValueError that names the file and
+the problem, found before the data of any array is read. Writes go through
+:func:`cnn._atomic.atomic_write` (a temporary file in the target's folder, fsync'ed, renamed
+over the target; symlinks followed, FIFOs and devices refused): a crash mid-save leaves the old
+file whole. Nothing that :func:`load_model` would refuse is ever written
+(:class:`UnsavableModelError`).
 """
 
 import json
 import os
 import re
-import tempfile
+import reprlib
+import stat
 import zipfile
 
 import numpy as np
 
-from . import _registry, layers, losses, optimizers
+from . import _atomic, _registry, layers, losses, optimizers
 from . import _validation as V
 
-__all__ = ["save_model", "load_model", "atomic_savez"]
+__all__ = ["save_model", "load_model", "atomic_savez", "UnsavableModelError"]
 
 FORMAT = {"format": "cnn.Sequential", "version": 1}
 _MAX_JSON_BYTES = 16 << 20  # a compressed entry could otherwise inflate to gigabytes
@@ -50,100 +53,23 @@ def _json_array(obj):
     return np.frombuffer(json.dumps(obj, allow_nan=False).encode("utf-8"), dtype=np.uint8).copy()
 
 
-def _file_mode(path):
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
 def _fspath(path, name="path"):
-    try:
-        return os.fspath(path)
-    except TypeError:
-        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}") from None
-
-
-def _pid_alive(pid):
-    """Whether process ``pid`` exists on this machine. Anything uncertain counts as alive
-    (so its file is kept): no way to probe (not POSIX), or a process of another user."""
-    if os.name != "posix" or pid <= 0:
-        return True  # on Windows os.kill(pid, 0) would terminate the process
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OverflowError, OSError):  # e.g. PermissionError: another user's process
-        return True
-    return True
-
-
-def _remove_stale_temp_files(folder, name):
-    """Delete ``.<name>.<pid>.<random>.tmp`` files in ``folder`` whose writer ``pid`` no longer
-    exists (saves to ``name`` killed midway). Files of live processes, which may be mid-save,
-    and anything else are left alone; failures are ignored (cleaning never fails a save)."""
-    pattern = re.compile(r"\." + re.escape(name) + r"\.(\d{1,10})\.[^.]+\.tmp")
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return
-    for entry in entries:
-        m = pattern.fullmatch(entry.name)
-        if m is None or _pid_alive(int(m.group(1))):
-            continue
-        try:
-            if entry.is_file(follow_symlinks=False):
-                os.unlink(entry.path)
-        except OSError:
-            pass  # already removed by another process, or not ours to remove
+    return _atomic.fspath(path, name)
 
 
 def atomic_savez(path, arrays):
-    """``np.savez`` into ``path`` atomically (temp file in the same folder, fsync, rename).
+    """``np.savez`` (uncompressed) into ``path`` atomically, by :func:`cnn._atomic.atomic_write`.
 
-    The file is written exactly at ``path`` (no ``.npz`` is appended). The temporary file is
-    ``.<name>.<pid>.<random>.tmp`` beside ``path``, ``pid`` being this process's id. A failed
+    The file is written exactly at ``path`` (no ``.npz`` is appended); a symlink is followed to
+    its target, which is replaced atomically in its own folder; a directory, FIFO, device or
+    socket at ``path`` is refused before anything is written. The temporary file is
+    ``.<name>.<pid>.<random>.tmp`` beside the target, ``pid`` being this process's id. A failed
     save removes its own temporary file; a process killed mid-save cannot, so each save first
-    removes the temporary files of ``path`` whose writer process no longer exists. Those of live
-    processes (which may be saving to ``path`` right now) are never touched; a stale file whose
-    pid a new process has taken stays until that process ends. Pids are checked on this machine
-    only, so do not save to one target from several machines sharing a folder.
+    removes the temporary files of the target whose writer process no longer exists. Those of
+    live processes (which may be saving right now) are never touched. Pids are checked on this
+    machine only, so do not save to one target from several machines sharing a folder.
     """
-    path = _fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot save {path}: the folder {folder} does not exist")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"cannot save {path}: it is a directory")
-    mode = _file_mode(path)
-    name = os.path.basename(path)
-    _remove_stale_temp_files(folder, name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable (POSIX; not possible on Windows)
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    _atomic.atomic_write(path, lambda f: np.savez(f, **arrays), verb="save")
 
 
 def save_model(model, path, include_optimizer=True):
@@ -159,6 +85,12 @@ def save_model(model, path, include_optimizer=True):
     include_optimizer : bool, default True
         Also store the loss, the optimizer and its state (needed to resume training).
 
+    Raises
+    ------
+    UnsavableModelError
+        (a ValueError) A parameter or the optimizer state is not finite (see
+        :func:`unsavable_reason`): nothing is written, the file at ``path`` stays as it was.
+
     Notes
     -----
     The write is atomic (:func:`atomic_savez`): a temporary ``.<name>.<pid>.<random>.tmp``
@@ -172,6 +104,11 @@ def save_model(model, path, include_optimizer=True):
         raise ValueError("save needs a built model: pass input_shape= to Sequential or call "
                          "model.build(input_shape)")
     V.boolean(include_optimizer, "include_optimizer")
+    problem = unsavable_reason(model, include_optimizer)
+    if problem:
+        shown = _fspath(path)
+        raise UnsavableModelError(f"cannot save {shown}: {problem}; cnn never writes a file that "
+                                  f"load_model would refuse (the file at {shown}, if any, is unchanged)")
     kind = _registry.MODELS.key_of(type(model))
     if kind is None:
         raise ValueError(f"model class {type(model).__qualname__} is not a registered model "
@@ -190,7 +127,49 @@ def save_model(model, path, include_optimizer=True):
     atomic_savez(path, arrays)
 
 
+class UnsavableModelError(ValueError):
+    """:func:`save_model` refused a model that :func:`load_model` could not read back
+    (non-finite parameters or optimizer state); nothing was written."""
+
+
+def unsavable_reason(model, include_optimizer=True):
+    """Why :func:`save_model` would refuse ``model`` (a message naming what), or None.
+
+    The rule is :func:`load_model`'s: parameters must be finite, and so must the optimizer
+    state (Adam's ``v`` also non-negative, counters within int64), so every file written loads.
+    """
+    for key, p in model.named_params() + model.named_buffers():
+        if not np.isfinite(p).all():
+            return f"parameter {key} holds {int(np.count_nonzero(~np.isfinite(p)))} NaN/inf value(s)"
+    if include_optimizer and model.loss is not None and model.optimizer is not None:
+        return model.optimizer.state_problem()
+    return None
+
+
 # ----------------------------------------------------------------------------- reading
+
+
+_MAX_MESSAGE = 2000      # characters of a load error; what is quoted is cut shorter still
+_MAX_JSON_DEPTH = 32     # cnn's own documents nest 5 deep
+_MAX_COUNTER = 2 ** 62   # epochs, steps and seeds in a file: far beyond any run, far within int64
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 80
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist = 3, 8, 8
+
+
+def short(obj):
+    """``repr(obj)``, cut to about 100 characters (values quoted in error messages)."""
+    try:
+        return _SHORT.repr(obj)
+    except (ValueError, RecursionError):  # e.g. an int too long for str()
+        return f"<{type(obj).__name__}>"
+
+
+def cap(message, limit=_MAX_MESSAGE):
+    """``message`` cut to ``limit`` characters, saying how much was cut."""
+    if len(message) <= limit:
+        return message
+    return message[:limit] + f"... [{len(message) - limit} more characters]"
 
 
 class _Reader:
@@ -200,7 +179,21 @@ class _Reader:
         self.npz, self.path = npz, path
 
     def error(self, message):
-        return ValueError(f"{self.path}: {message}")
+        return ValueError(cap(f"{self.path}: {message}"))
+
+    def check_entries(self, file_size):
+        """Every archive entry is stored (never compressed: cnn never writes that), declares
+        the same size stored and inflated, and lies within the file: so no entry can make a
+        read allocate more than the file holds. Checked before any entry is read."""
+        for info in self.npz.zip.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise self.error(f"archive entry {short(info.filename)} is compressed (method "
+                                 f"{info.compress_type}); cnn model files hold only uncompressed "
+                                 f"entries, so this file was not written by cnn")
+            if info.compress_size != info.file_size or info.header_offset + info.compress_size > file_size:
+                raise self.error(f"archive entry {short(info.filename)} declares {info.file_size} "
+                                 f"bytes ({info.compress_size} stored at offset {info.header_offset}) "
+                                 f"in a file of {file_size} bytes (truncated or tampered)")
 
     def header(self, key):
         """``(shape, dtype)`` from the ``.npy`` header of ``key``, read without its data.
@@ -222,7 +215,7 @@ class _Reader:
                     raise ValueError(f".npy format version {version} is not supported")
                 offset = f.tell()
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError,
-                TypeError, SyntaxError) as exc:
+                TypeError, SyntaxError, MemoryError, RecursionError) as exc:
             raise self.error(f"cannot read array {key!r}: {exc}") from None
         if dtype.hasobject:
             raise self.error(f"array {key!r} has dtype object; refusing it")
@@ -258,16 +251,31 @@ class _Reader:
             raise self.error(f"{key!r} is a JSON document of {int(np.prod(shape, dtype=object)) * dtype.itemsize} "
                              f"bytes, more than the {_MAX_JSON_BYTES} a cnn model file ever needs")
         a = self.array(key)
+        if not (a.dtype == np.uint8 and a.ndim == 1) and not (a.dtype.kind == "U" and a.ndim in (0, 1)
+                                                              and a.size == 1):
+            raise self.error(f"{key!r} must be JSON as a 1-D uint8 array, got dtype {a.dtype}, shape {a.shape}")
         try:
-            if a.dtype == np.uint8 and a.ndim == 1:
-                text = a.tobytes().decode("utf-8")
-            elif a.dtype.kind == "U" and a.ndim in (0, 1) and a.size == 1:
-                text = str(a.reshape(()))
-            else:
-                raise self.error(f"{key!r} must be JSON as a 1-D uint8 array, got dtype {a.dtype}, shape {a.shape}")
-            return json.loads(text, parse_constant=_reject_constant)
-        except (UnicodeDecodeError, json.JSONDecodeError, _BadConstant) as exc:
-            raise self.error(f"{key!r} does not hold valid JSON: {exc}") from None
+            text = a.tobytes().decode("utf-8") if a.dtype == np.uint8 else str(a.reshape(()))
+            doc = json.loads(text, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, a NaN, a 5,000-digit int
+            raise self.error(f"{key!r} does not hold valid JSON: {type(exc).__name__}: {exc}") from None
+        if _json_depth(doc) > _MAX_JSON_DEPTH:
+            raise self.error(f"{key!r} nests more than {_MAX_JSON_DEPTH} levels deep; a cnn model "
+                             f"file never does")
+        return doc
+
+
+def _json_depth(doc):
+    """The nesting depth of a parsed JSON document (without recursion)."""
+    depth, stack = 0, [(doc, 1)]
+    while stack:
+        obj, d = stack.pop()
+        if isinstance(obj, (dict, list)):
+            depth = max(depth, d)
+            if depth > _MAX_JSON_DEPTH:
+                return depth
+            stack.extend((v, d + 1) for v in (obj.values() if isinstance(obj, dict) else obj))
+    return depth
 
 
 class _BadConstant(ValueError):
@@ -279,15 +287,22 @@ def _reject_constant(name):
 
 
 def _open(path):
+    """``(npz, file size)``; only regular files are opened (a FIFO would block the load)."""
+    st = os.stat(path)  # the OS's own refusals (no such file, permissions) stay OSErrors
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(f"{path}: is a directory, not a cnn model file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path}: not a regular file (a FIFO, device or socket); cnn model "
+                         f"files are regular .npz files")
     try:
         npz = np.load(path, allow_pickle=False)
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a readable cnn model file (.npz): {exc}") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError, MemoryError) as exc:
+        raise ValueError(cap(f"{path}: not a readable cnn model file (.npz): {exc}")) from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise ValueError(f"{path}: not a cnn model file: it holds a single array, wanted an .npz archive")
-    return npz
+    return npz, st.st_size
 
 
 def load_model(path, compile=True):
@@ -308,16 +323,21 @@ def load_model(path, compile=True):
 
     Raises
     ------
-    FileNotFoundError
-        No such file.
+    OSError
+        The OS's own refusals: no such file (FileNotFoundError), permissions, a directory.
     ValueError
-        Not an npz, truncated or tampered file, missing or unexpected arrays (all listed),
-        shapes or dtypes that do not match the architecture, object arrays, bad JSON.
+        Naming the file (the message capped at about 2,000 characters): not a regular file,
+        not an npz, compressed entries (cnn never writes them), truncated or tampered file,
+        missing or unexpected arrays (all listed), shapes or dtypes that do not match the
+        architecture (checked before any array is read), object arrays, bad or too deeply
+        nested JSON, non-finite weights, tampered optimizer or RNG state.
     """
     path = _fspath(path)
     V.boolean(compile, "compile")
-    with _open(path) as npz:
+    npz, size = _open(path)
+    with npz:
         r = _Reader(npz, path)
+        r.check_entries(size)
         keys = set(npz.files)
         for required in ("format", "architecture"):
             if required not in keys:
@@ -325,10 +345,10 @@ def load_model(path, compile=True):
                               f"(arrays present: {sorted(keys)[:10]})")
         fmt = r.json("format")
         if not isinstance(fmt, dict) or fmt.get("format") not in _registry.MODELS:
-            raise r.error(f"'format' must name a model kind ({_registry.MODELS.names()}) and "
+            raise r.error(f"'format' must be a model kind ({_registry.MODELS.names()}) and "
                           f"version {FORMAT['version']}, got {V.short_repr(fmt)}")
         if fmt.get("version") != FORMAT["version"]:
-            raise r.error(f"file format version {fmt.get('version')!r} is not supported "
+            raise r.error(f"file format version {short(fmt.get('version'))} is not supported "
                           f"(this library reads version {FORMAT['version']})")
         architecture = r.json("architecture")
         model_cls = _registry.MODELS.lookup(fmt["format"], "model format")
@@ -352,7 +372,7 @@ def load_model(path, compile=True):
             weights.append(a)
         try:
             model = model_cls.from_config(architecture)
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             raise r.error(f"bad 'architecture': {exc}") from None
         named = model.named_params()
         model.set_weights(weights)
@@ -360,12 +380,22 @@ def load_model(path, compile=True):
         if has_compile and compile:
             config = r.json("compile")
             if not isinstance(config, dict) or set(config) != {"loss", "optimizer"}:
-                raise r.error(f"'compile' must be a dict with keys 'loss' and 'optimizer', got {config!r}")
+                raise r.error(f"'compile' must be a dict with keys 'loss' and 'optimizer', got {short(config)}")
             try:  # as saved, even when the output cannot feed the loss (train_step says so)
                 model.compile(losses.get(config["loss"]), optimizers.get(config["optimizer"]),
                               check_output=False)
             except (TypeError, ValueError) as exc:
                 raise r.error(f"bad 'compile': {exc}") from None
+            allowed = {f"optimizer.{b}.{i}" for b in model.optimizer._buffers for i in range(len(named))}
+            allowed |= {"optimizer.iterations", "optimizer.epoch"}
+            for key in sorted(opt_keys - allowed):  # refused from the names alone, before any is read
+                m = _BUFFER_KEY.match(key[len("optimizer."):])
+                if m and m.group(1) in model.optimizer._buffers:
+                    raise r.error(f"optimizer state {short(key)} refers to parameter {m.group(2)}, "
+                                  f"the model has {len(named)}")
+            if opt_keys - allowed:
+                raise r.error(f"unexpected optimizer state for {type(model.optimizer).__name__}: "
+                              f"{short(sorted(opt_keys - allowed))}")
             state = {k[len("optimizer."):]: r.array(k, *_optimizer_entry(r, k, named))
                      for k in sorted(opt_keys)}
             _check_optimizer_state(r, state, [p for _, p in named])
@@ -429,26 +459,28 @@ def _check_optimizer_state(r, state, params):
 
 def _set_rng_state(r, rng, state, what):
     if not isinstance(state, dict) or state.get("bit_generator") != type(rng.bit_generator).__name__:
-        raise r.error(f"bad 'training': {what} must be a {type(rng.bit_generator).__name__} state, got {state!r}")
+        raise r.error(f"bad 'training': {what} must be a {type(rng.bit_generator).__name__} state, "
+                      f"got {short(state)}")
     try:
         rng.bit_generator.state = state
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError) as exc:
         raise r.error(f"bad 'training': {what}: {exc}") from None
 
 
 def _restore_training(r, model, training):
     if not isinstance(training, dict) or set(training) != {"model_rng", "fit"}:
-        raise r.error(f"'training' must be a dict with keys 'model_rng' and 'fit', got {training!r}")
+        raise r.error(f"'training' must be a dict with keys 'model_rng' and 'fit', got {short(training)}")
     _set_rng_state(r, model.rng, training["model_rng"], "model_rng")
     fit = training["fit"]
     if fit is None:
         return
     if not isinstance(fit, dict) or set(fit) != {"epoch", "seed", "shuffle_rng"}:
-        raise r.error(f"bad 'training': 'fit' must have keys epoch, seed, shuffle_rng, got {fit!r}")
+        raise r.error(f"bad 'training': 'fit' must have keys epoch, seed, shuffle_rng, got {short(fit)}")
     epoch, seed = fit["epoch"], fit["seed"]
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise r.error(f"bad 'training': epoch must be an int >= 0, got {epoch!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise r.error(f"bad 'training': seed must be null or an int >= 0, got {seed!r}")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= _MAX_COUNTER:
+        raise r.error(f"bad 'training': epoch must be an int in [0, 2**62], got {short(epoch)}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                             or not 0 <= seed <= _MAX_COUNTER):
+        raise r.error(f"bad 'training': seed must be null or an int in [0, 2**62], got {short(seed)}")
     _set_rng_state(r, np.random.default_rng(), fit["shuffle_rng"], "shuffle_rng")
     model.train_state = {"epoch": epoch, "seed": seed, "shuffle_rng": fit["shuffle_rng"]}

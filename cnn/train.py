@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from . import _atomic
 from .augment import make_augment
 from .models import MODELS
 
@@ -165,6 +166,9 @@ def _parser():
                    help="seed for weights, dropout, shuffling and the --limit pick (0)")
     p.add_argument("--limit", type=_positive(int), metavar="N",
                    help="use a random N training images and the first N test images (quick runs)")
+    p.add_argument("--max-classes", type=_positive(int), default=1000, metavar="N",
+                   help="refuse labels files with a class id >= N (the last layer is sized from "
+                        "the labels); default 1000")
     p.add_argument("--save", metavar="PATH", help="save the model (and everything to resume) after every epoch")
     p.add_argument("--resume", metavar="PATH",
                    help="continue a run saved with --save, up to --epochs in total. The model, "
@@ -185,7 +189,8 @@ def _parser():
 
 def _load_data(args, seed):
     from .datasets import load_mnist
-    (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, download=args.download)
+    (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, download=args.download,
+                                                      max_classes=args.max_classes)
     if args.limit is not None:
         pick = np.random.default_rng(seed).permutation(len(x_train))[:args.limit]
         x_train, y_train = x_train[np.sort(pick)], y_train[np.sort(pick)]
@@ -208,6 +213,11 @@ def main(argv=None):
             flag = "--" + option.replace("_", "-")
             parser.error(f"{flag} {path}: " + ("is a directory; wanted a file path" if os.path.isdir(path)
                                                else f"the folder {folder} does not exist"))
+        if path:
+            try:  # a FIFO, a device, a socket: refused now, not after the first epoch
+                _atomic.resolve_target(path)
+            except (ValueError, OSError) as exc:
+                parser.error(f"--{option.replace('_', '-')} {path}: {exc}")
     try:
         return _run(args)
     except (ValueError, TypeError, OSError, FloatingPointError, RuntimeError) as exc:
@@ -321,8 +331,8 @@ def _run(args):
             "predict_images_per_second": len(x_test) / predict_seconds if predict_seconds > 0 else None,
             "confusion_matrix": cm.tolist(),
         }
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
+        text = json.dumps(report, indent=2).encode("utf-8")
+        _atomic.atomic_write(args.json, lambda f: f.write(text))
     if args.plot:
         plot_history(args.plot, history, cm)
     if args.save and not history.epoch and not os.path.exists(args.save):

@@ -21,6 +21,7 @@ import warnings
 import numpy as np
 
 from . import _validation as V
+from . import _interrupt
 from . import strategy as _strategy
 from .callbacks import Callback, History, ModelCheckpoint
 from .progress import EpochProgress
@@ -112,7 +113,12 @@ class Trainer:
         Returns
         -------
         cnn.callbacks.History
-            Also ``model.history``. On Ctrl-C the History so far, with ``interrupted = True``.
+            Also ``model.history``. On Ctrl-C the History so far, with ``interrupted = True``:
+            ``history.epoch`` lists the epochs whose steps and epoch-end callbacks (checkpoint
+            writes included) all finished; the model holds the parameters and optimizer state
+            of the last complete step, ``history.last_step`` (a Ctrl-C during an update is
+            raised once every parameter is updated, never between two); ``model.train_state``
+            ends at the last epoch whose steps all ran.
 
         Raises
         ------
@@ -229,7 +235,12 @@ class Trainer:
                         batch_correct = int(step_sums[1])
                     if not math.isfinite(loss):
                         raise FloatingPointError(self._nan_message(loss, epoch, epochs, step, steps, callbacks))
-                    model.apply_gradients()
+                    with _interrupt.deferred():  # the update and its record, whole or not at all
+                        model.apply_gradients()
+                        history.last_step = (epoch, step)
+                        if step == steps - 1:
+                            model.train_state = {"epoch": epoch + 1, "seed": seed,
+                                                 "shuffle_rng": rng.bit_generator.state}
                     seen += b
                     loss_sum += float(step_sums[0])
                     correct += batch_correct
@@ -249,12 +260,19 @@ class Trainer:
                 logs["lr"] = float(model.optimizer.lr)
                 logs["seconds"] = seconds
                 logs["images_per_second"] = seen / seconds if seconds > 0 else float("nan")
-                model.train_state = {"epoch": epoch + 1, "seed": seed,
-                                     "shuffle_rng": rng.bit_generator.state}
+                if steps == 0:
+                    model.train_state = {"epoch": epoch + 1, "seed": seed,
+                                         "shuffle_rng": rng.bit_generator.state}
                 progress.close(logs, seconds)
                 progress = None
-                for cb in callbacks:
-                    cb.on_epoch_end(epoch, dict(logs))
+                try:
+                    for cb in callbacks:
+                        cb.on_epoch_end(epoch, dict(logs))
+                except KeyboardInterrupt:
+                    # Ctrl-C inside an epoch-end callback (a checkpoint write, say): the epoch
+                    # is not counted, since what should follow it (its checkpoint) never did
+                    history._uncount(epoch)
+                    raise
                 if model.stop_training:
                     break
         except KeyboardInterrupt:

@@ -427,9 +427,12 @@ def _with_input_shape(arch, shape):
         {"name": "x", "input_shape": [1, 8, 8], "seed": 0, "dtype": "float32",
          "layers": [{"class_name": "Evil", "config": {}}]}).encode(), np.uint8)}), "Evil"),
     (lambda a: a.pop("architecture"), "missing array 'architecture'"),
-    # a huge input makes the Dense weight (10, 3.6e9): refused before anything is allocated
+    # a huge input makes 3.6e9 features for the Dense: refused before anything is allocated
     (lambda a: a.update({"architecture": _with_input_shape(a["architecture"], [1, 60000, 60000])}),
-     r"'layers.4.weight' has shape \(10, 64\), the architecture wants \(10, 3600000000\)"),
+     r"bad 'architecture': Flatten of items of shape \(4, 30000, 30000\) gives 3600000000 features"),
+    # a large one that BLAS can take: the weight in the file must have the architecture's shape
+    (lambda a: a.update({"architecture": _with_input_shape(a["architecture"], [1, 2000, 2000])}),
+     r"'layers.4.weight' has shape \(10, 64\), the architecture wants \(10, 4000000\)"),
     (lambda a: a.update({"architecture": np.frombuffer(json.dumps(
         {"name": "x", "input_shape": [1, 8, 8], "seed": 0, "dtype": "int8", "layers": []}).encode(),
         np.uint8)}), "dtype"),

@@ -418,7 +418,7 @@ def test_fit_with_zero_epochs_trains_nothing_and_returns_an_empty_history():
 
 
 def test_callback_arguments():
-    check(lambda: callbacks.ModelCheckpoint(None), TypeError, r"path must be a str or os.PathLike, got NoneType")
+    check(lambda: callbacks.ModelCheckpoint(None), TypeError, r"path must be a str, bytes or os.PathLike, got NoneType")
     check(lambda: callbacks.ModelCheckpoint("m.npz", save_best_only="yes"), TypeError, r"save_best_only must be a bool")
     check(lambda: callbacks.EarlyStopping(patience=1.5), TypeError, r"patience must be an int >= 0, got 1.5")
     check(lambda: callbacks.EarlyStopping(monitor=""), TypeError, r"monitor must be a metric name")
@@ -442,9 +442,9 @@ def test_dataset_arguments(tmp_path):
 
 def test_load_model_and_save_arguments(tmp_path):
     model = net()
-    check(lambda: cnn.load_model(123), TypeError, r"path must be a str or os.PathLike, got int")
+    check(lambda: cnn.load_model(123), TypeError, r"path must be a str, bytes or os.PathLike, got int")
     check(lambda: cnn.load_model(tmp_path / "m.npz", compile="yes"), TypeError, r"compile must be a bool, got 'yes'")
-    check(lambda: model.save(None), TypeError, r"path must be a str or os.PathLike, got NoneType")
+    check(lambda: model.save(None), TypeError, r"path must be a str, bytes or os.PathLike, got NoneType")
     check(lambda: model.save(tmp_path / "m.npz", include_optimizer=1), TypeError, r"include_optimizer must be a bool, got 1")
     check(lambda: model.save(tmp_path / "no" / "m.npz"), FileNotFoundError,
           r"cannot save .*m.npz: the folder .*no does not exist")

@@ -160,7 +160,7 @@ def inference_session(path_or_model, threads=1):
     if isinstance(path_or_model, Sequential):
         source = to_model_proto(path_or_model).SerializeToString()
     else:
-        from ..serialization import _fspath
+        from .._validation import path as _fspath
         source = _fspath(path_or_model, "path_or_model")
     return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 

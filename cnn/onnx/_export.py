@@ -5,14 +5,12 @@ to add nodes and initializers to, and returns the name of its output tensor. A n
 plugs in with one entry in :data:`EXPORTERS`.
 """
 
-import os
-import tempfile
 
 import numpy as np
 
 from .. import functional as F
 from .. import layers as _layers
-from ..serialization import _file_mode, _fspath, _remove_stale_temp_files
+from .. import _atomic
 from ._common import (
     ACTIVATION_OPS,
     DEFAULT_OPSET,
@@ -151,7 +149,9 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
     from ..sequential import Sequential
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a cnn.Sequential, got {type(model).__name__}")
-    model._require_built("ONNX export")
+    if not model.built:
+        raise ValueError("ONNX export needs a built model: pass input_shape= to Sequential or "
+                         "call model.build(input_shape)")
     opset = _check_opset(opset)
     unsupported = [f"layer {i} ({type(layer).__name__})" for i, layer in enumerate(model.layers)
                    if type(layer) not in EXPORTERS]
@@ -175,7 +175,7 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
         [onnx.helper.make_tensor_value_info(OUTPUT_NAME, elem, [BATCH_AXIS, *model.output_shape])],
         initializer=graph.initializers)
     opsets = [onnx.helper.make_opsetid("", opset)]
-    from .. import __version__
+    from .._version import __version__
     proto = onnx.helper.make_model(
         g, opset_imports=opsets, producer_name="cnn", producer_version=__version__,
         doc_string=f"exported by cnn {__version__} from a {model.dtype} model",
@@ -188,39 +188,7 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
 
 
 def write_atomic(path, data):
-    """Write ``data`` (bytes) to ``path`` atomically: a temporary ``.<name>.<pid>.<random>.tmp``
-    in the same folder, fsync'ed, then ``os.replace``'d over ``path`` (as
-    :func:`cnn.serialization.atomic_savez`, whose stale-temp-file clean-up it shares)."""
-    path = _fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot write {path}: the folder {folder} does not exist")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"cannot write {path}: it is a directory")
-    mode = _file_mode(path)
-    name = os.path.basename(path)
-    _remove_stale_temp_files(folder, name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename durable (POSIX only)
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    """Write ``data`` (bytes) to ``path`` atomically, by the rules of every cnn writer
+    (:func:`cnn._atomic.atomic_write`: a temporary file in the target's folder, fsync'ed, then
+    renamed over it; a symlink is followed; FIFOs, devices and directories are refused)."""
+    _atomic.atomic_write(path, lambda f: f.write(data))

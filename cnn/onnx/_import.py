@@ -397,7 +397,7 @@ def load(path, max_bytes=_checks.MAX_FILE_BYTES):
     """See :func:`cnn.onnx.load`."""
     onnx = require("onnx")
     from ..sequential import Sequential
-    from ..serialization import _fspath
+    from .._validation import path as _fspath
     path = _fspath(path)
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
         raise TypeError(f"max_bytes must be an int, got {max_bytes!r} of type {type(max_bytes).__name__}")
