@@ -33,7 +33,6 @@ Conventions
   input, split like ``"same"``), ``"valid"``, or the explicit forms above. Padded cells
   never win; ties go to the first cell in row-major order; NaN propagates.
 """
-import math
 import operator
 
 import numpy as np

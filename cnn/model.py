@@ -30,14 +30,14 @@ import threading
 
 import numpy as np
 
-from . import _registry
+from . import _interrupt, _registry
 from . import _validation as V
 from . import graph as _graph
-from . import _interrupt
-from . import layers as _layers
 from . import losses as _losses
 from . import optimizers as _optimizers
 from . import serialization as _serialization
+from ._model_checks import ModelChecks
+from ._model_config import GraphConfig
 from ._model_weights import ModelWeights
 from .trainer import Trainer
 
@@ -74,7 +74,7 @@ class _Step:
         self.frees = ()
 
 
-class Model(ModelWeights):
+class Model(ModelChecks, GraphConfig, ModelWeights):
     """A network of layers from a symbolic input to a symbolic output (Keras' functional API).
 
     Parameters
@@ -268,17 +268,6 @@ class Model(ModelWeights):
             self._update_fused()
         return self
 
-    def _check_output_fits_loss(self, what, loss=None):
-        """ValueError naming ``what``, the output shape and the last layer when the built
-        model's outputs ``(N, *output_shape)`` cannot feed ``loss`` (default: ``self.loss``)."""
-        loss = self.loss if loss is None else loss
-        try:
-            loss.check_output_shape(self.output_shape)
-        except ValueError as exc:
-            hint = "; end the model with Flatten() and Dense(classes)" if len(self.output_shape) > 1 else ""
-            raise ValueError(f"{what}: {exc} from this model's last layer, "
-                             f"{self._steps[-1].layer!r}{hint}") from None
-
     @property
     def compiled(self):
         return self.loss is not None and self.optimizer is not None
@@ -287,83 +276,6 @@ class Model(ModelWeights):
     def fused_softmax_cross_entropy(self):
         """True when training takes the fused ``(s - y) / N`` path."""
         return bool(self._steps) and self._fused
-
-    # -- input checks ---------------------------------------------------------------------
-
-    def _check_x(self, x, name="x"):
-        """``x`` as a C-contiguous array of the model dtype, shape (N, *input_shape), finite."""
-        if not isinstance(x, np.ndarray):
-            x = np.asarray(x)
-        if x.dtype.kind not in "iuf":
-            raise TypeError(f"{name} must be a real numeric array, got dtype {x.dtype}")
-        self._ensure_built(x)
-        want = len(self.input_shape) + 1
-        if x.ndim != want or x.shape[1:] != self.input_shape:
-            raise ValueError(f"{name} must have shape (N, {', '.join(map(str, self.input_shape))}) "
-                             f"for this model, got {x.shape}")
-        x = np.ascontiguousarray(x, dtype=self.dtype)
-        if not np.isfinite(x).all():
-            bad = int(np.count_nonzero(~np.isfinite(x)))
-            raise ValueError(f"{name} must be finite, got {bad} NaN/inf value(s)")
-        return x
-
-    def _check_y(self, y, n, name="y"):
-        """Class ids (N,) in range, or targets of shape (N, *output_shape), finite."""
-        if not isinstance(y, np.ndarray):
-            y = np.asarray(y)
-        out = self.output_shape
-        if y.ndim == 1 and len(out) == 1:
-            if y.dtype.kind not in "iu":
-                raise TypeError(f"{name} of shape {y.shape} must hold integer class ids, got dtype {y.dtype}")
-            if y.shape[0] != n:
-                raise ValueError(f"{name} has {y.shape[0]} labels but x has {n} items")
-            if n and (y.min() < 0 or y.max() >= out[0]):
-                raise ValueError(f"{name} must hold class ids in [0, {out[0]}), got values in "
-                                 f"[{y.min()}, {y.max()}]")
-            return y
-        if y.shape[1:] != out or y.ndim != len(out) + 1:
-            raise ValueError(f"{name} must be class ids of shape (N,) or targets of shape "
-                             f"(N, {', '.join(map(str, out))}), got {y.shape}")
-        if y.shape[0] != n:
-            raise ValueError(f"{name} has {y.shape[0]} rows but x has {n} items")
-        if y.dtype.kind not in "biuf":
-            raise TypeError(f"{name} targets must be numeric, got dtype {y.dtype}")
-        y = np.ascontiguousarray(y, dtype=self.dtype)
-        if not np.isfinite(y).all():
-            raise ValueError(f"{name} must be finite, got NaN/inf values")
-        return y
-
-    def validate_data(self, x, y, what="fit", name_x="x", name_y="y"):
-        """``(x, y)`` checked once for training or evaluation (what ``fit`` does with its data).
-
-        Parameters
-        ----------
-        x : array_like of shape (N, *input_shape), N >= 1, finite
-        y : class ids (N,) in range, or targets (N, *output_shape), finite
-        what : str
-            Named in the error when the model's output cannot feed the loss.
-        name_x, name_y : str
-            The names the errors use for ``x`` and ``y``.
-
-        Returns
-        -------
-        x : C-contiguous ndarray of the model dtype (the input itself when it already is)
-        y : ndarray (int class ids as given, or targets cast to the model dtype)
-        """
-        x = self._check_x(x, name_x)
-        if x.shape[0] == 0:
-            raise ValueError(f"{name_x} must hold at least one item, got shape {x.shape}")
-        if self.loss is not None:
-            self._check_output_fits_loss(what)
-        return x, self._check_y(y, x.shape[0], name_y)
-
-    def _check_batch_size(self, batch_size):
-        return V.integer(batch_size, "batch_size", 1)
-
-    def _require_compiled(self, what):
-        if not self.compiled:
-            raise RuntimeError(f"{what} needs a loss and an optimizer: call "
-                               f"model.compile(loss=..., optimizer=...) first")
 
     # -- hooks ----------------------------------------------------------------------------
 
@@ -618,31 +530,6 @@ class Model(ModelWeights):
                      for name, g in zip(layer.param_names, layer.grads)}
         return float(loss), grads
 
-    def _check_batch(self, xb, yb, name_x, name_y):
-        """``(x, y)`` of one batch, validated; a batch of the shapes and dtypes last seen only
-        has its values checked."""
-        key = (type(xb), getattr(xb, "shape", None), getattr(xb, "dtype", None),
-               type(yb), getattr(yb, "shape", None), getattr(yb, "dtype", None))
-        if key == self._checked and xb.flags.c_contiguous:
-            # Shapes and dtypes already validated: only the values are checked.
-            if not np.isfinite(xb).all():
-                raise ValueError(f"{name_x} must be finite, got NaN/inf values")
-            if yb.ndim == 1:
-                if yb.min() < 0 or yb.max() >= self.output_shape[0]:
-                    raise ValueError(f"{name_y} must hold class ids in [0, {self.output_shape[0]}), "
-                                     f"got values in [{yb.min()}, {yb.max()}]")
-            elif not np.isfinite(yb).all():
-                raise ValueError(f"{name_y} must be finite, got NaN/inf values")
-            return xb, yb
-        x = self._check_x(xb, name_x)
-        if x.shape[0] == 0:
-            raise ValueError(f"{name_x} must hold at least one item, got an empty batch")
-        self._check_output_fits_loss("train_step")
-        y = self._check_y(yb, x.shape[0], name_y)
-        if x is xb and y is yb:
-            self._checked = key
-        return x, y
-
     def train_step(self, xb, yb):
         """One mini-batch step: :meth:`forward_backward`, the gradient hooks, then
         :meth:`apply_gradients`.
@@ -773,140 +660,7 @@ class Model(ModelWeights):
                                  verbose=verbose, callbacks=callbacks, initial_epoch=initial_epoch,
                                  drop_last=drop_last, augment=augment)
 
-    # -- description ----------------------------------------------------------------------
-
-    def _summary_rows(self):
-        """``(header, rows)`` of :meth:`summary`'s table: one row per call of a layer."""
-        names = {0: "input"}
-        rows = []
-        for k, step in enumerate(self._steps):
-            layer = step.layer
-            index = self.layers.index(layer)
-            names[step.output] = f"#{k}"
-            shape = "(None, " + ", ".join(map(str, self._nodes[k].output.shape)) + ")"
-            params = f"{layer.count_params():,}" + (" (shared)" if step.shared else "")
-            rows.append((f"{k}", f"{layer!r} [layer {index}]", shape, params,
-                         ", ".join(names[t] for t in step.inputs)))
-        return ("#", "Layer", "Output shape", "Params", "Inputs"), rows
-
-    def summary(self, print_fn=print):
-        """Print and return a table of the layer calls: layer, output shape, parameter count
-        (and, for a graph model, which calls each one reads).
-
-        Parameters
-        ----------
-        print_fn : callable or None
-            Called with the table; None prints nothing.
-
-        Returns
-        -------
-        str
-        """
-        self._require_built("summary")
-        header, rows = self._summary_rows()
-        rows = [header] + rows
-        cols = len(header)
-        widths = [max(len(r[c]) for r in rows) for c in range(cols)]
-        right = {0, 3}
-
-        def line(r):
-            return "  ".join(f"{r[c]:>{widths[c]}}" if c in right else f"{r[c]:<{widths[c]}}"
-                             for c in range(cols)).rstrip()
-
-        rule = "=" * len(line(rows[0]).ljust(sum(widths) + 2 * (cols - 1)))
-        text = "\n".join(
-            [f'Model: "{self.name}"  input (None, {", ".join(map(str, self.input_shape))}), {self.dtype}',
-             rule, line(rows[0]), rule]
-            + [line(r) for r in rows[1:]]
-            + [rule, f"Total params: {self.count_params():,}"])
-        if print_fn is not None:
-            print_fn(text)
-        return text
-
-    def __repr__(self):
-        return (f"Model(name={self.name!r}, input_shape={self.input_shape}, "
-                f"{len(self._steps)} calls of {len(self.layers)} layers, seed={self.seed})")
-
-    # -- config / persistence -------------------------------------------------------------
-
-    def get_config(self):
-        """JSON-able architecture: the layers, every call (``{"layer": index, "inputs":
-        [tensor, ...]}``, tensor 0 being the model input and ``k + 1`` the output of call
-        ``k``), input shape, seed, dtype, name."""
-        self._require_built("get_config")
-        return {"name": self.name, "input_shape": list(self.input_shape), "seed": self.seed,
-                "dtype": self.dtype.name,
-                "layers": [_layers.serialize(layer) for layer in self.layers],
-                "calls": [{"layer": self.layers.index(s.layer), "inputs": list(s.inputs)}
-                          for s in self._steps]}
-
-    @classmethod
-    def _graph_from_config(cls, config):
-        """``(inputs, outputs)`` symbolic tensors replayed from a config (no weights)."""
-        if not isinstance(config, dict):
-            raise ValueError(f"model config must be a dict, got {type(config).__name__}")
-        expected = {"name", "input_shape", "seed", "dtype", "layers", "calls"}
-        if set(config) != expected:
-            raise ValueError(f"model config: wanted a dict with keys {sorted(expected)}, got "
-                             f"{V.short_repr(sorted(config))}")
-        specs, calls = config["layers"], config["calls"]
-        if not isinstance(specs, list) or not isinstance(calls, list) or not calls:
-            raise ValueError("model config 'layers' and 'calls' must be lists, 'calls' not empty")
-        built = []
-        for i, spec in enumerate(specs):
-            try:
-                built.append(_layers.deserialize(spec))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"model config layer {i}: {exc}") from None
-        inputs = _graph.Input(config["input_shape"])
-        tensors = [inputs]
-        for k, call in enumerate(calls):
-            if not isinstance(call, dict) or set(call) != {"layer", "inputs"}:
-                raise ValueError(f"model config call {k} must be a dict with keys 'layer' and "
-                                 f"'inputs', got {V.short_repr(call)}")
-            li, refs = call["layer"], call["inputs"]
-            if not V.is_int(li) or not 0 <= li < len(built):
-                raise ValueError(f"model config call {k}: 'layer' must be an index into the "
-                                 f"{len(built)} layers, got {V.short_repr(li)}")
-            # a call reads earlier tensors only: no cycle can be written down
-            if not isinstance(refs, list) or not refs or not all(
-                    V.is_int(r) and 0 <= r <= k for r in refs):
-                raise ValueError(f"model config call {k}: 'inputs' must list earlier tensors "
-                                 f"(0 .. {k}), got {V.short_repr(refs)}")
-            layer = built[li]
-            args = [tensors[r] for r in refs]
-            try:
-                tensors.append(layer(args if layer.takes_multiple_inputs else args[0]))
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"model config call {k}: {exc}") from None
-        return inputs, tensors[-1]
-
-    @classmethod
-    def from_config(cls, config):
-        """A new, built model (not compiled) from :meth:`get_config` output."""
-        inputs, outputs = cls._graph_from_config(config)
-        try:
-            return cls(inputs, outputs, seed=config["seed"], dtype=config["dtype"],
-                       name=config["name"])
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"model config does not describe a valid model: {exc}") from None
-
-    @classmethod
-    def state_shapes(cls, config):
-        """``[(key, shape), ...]`` of the parameters and buffers (layer by layer: parameters,
-        then buffers) a model of ``config`` holds, computed from shapes alone: a loader checks a
-        file against them before anything is allocated."""
-        inputs, outputs = cls._graph_from_config(config)
-        shapes, seen = [], set()
-        for node in _graph.plan(inputs, outputs):
-            layer = node.layer
-            if id(layer) in seen:
-                continue
-            seen.add(id(layer))
-            i = len(seen) - 1
-            for name, shape in layer.param_shapes(node.input_shapes) + layer.buffer_shapes(node.input_shapes):
-                shapes.append((f"{i}.{name}", tuple(shape)))
-        return shapes
+    # -- persistence ---------------------------------------------------------------------
 
     def to_json(self):
         return json.dumps(self.get_config())

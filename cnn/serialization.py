@@ -36,7 +36,7 @@ import zipfile
 
 import numpy as np
 
-from . import _atomic, _registry, layers, losses, optimizers
+from . import _atomic, _registry, losses, optimizers
 from . import _validation as V
 
 __all__ = ["save_model", "load_model", "atomic_savez", "UnsavableModelError"]

@@ -2,7 +2,6 @@
 augmentation helper, and argument errors."""
 
 import json
-import pathlib
 import re
 import subprocess
 import sys
