@@ -81,8 +81,10 @@ class History(Callback):
         self.interrupted = False
         self.last_step = None
 
-    def _uncount(self, epoch):
-        """Forget the entry of ``epoch`` if it is the last one (its epoch end was cut short)."""
+    def discard_epoch(self, epoch):
+        """Forget the entry of ``epoch`` if it is the last one: the trainer calls it when the
+        epoch end was cut short (a Ctrl-C inside a checkpoint write), so History never counts
+        an epoch whose checkpoint was not written."""
         if self.epoch and self.epoch[-1] == epoch:
             self.epoch.pop()
             for key in self._last_keys:

@@ -70,7 +70,7 @@ from . import strategy as _strategy
 
 __all__ = ["init", "abort", "rank", "size", "local_rank", "local_size", "launched_by_mpi",
            "broadcast_parameters", "broadcast_optimizer_state", "threads_per_rank",
-           "DataParallel"]
+           "DataParallel", "mpi_module"]
 
 # Environment variables that MPI launchers set in the processes they start (MPICH/Hydra and
 # Intel MPI: PMI_*; Open MPI: OMPI_*; PMIx launchers (Open MPI 5, Slurm): PMIX_RANK; MVAPICH).
@@ -84,8 +84,9 @@ _ALGORITHMS = ("reduce_scatter", "allreduce")
 _state = {"initialized": False, "local": None}
 
 
-def _mpi():
-    """``mpi4py.MPI``, imported on first use, with an error that says what to install."""
+def mpi_module():
+    """``mpi4py.MPI``, imported on first use, with an error that says what to install (the
+    single-process path never calls it)."""
     try:
         from mpi4py import MPI
     except ImportError as exc:
@@ -97,14 +98,14 @@ def _mpi():
     return MPI
 
 
-def launched_by_mpi():
+def launched_bympi_module():
     """True when an MPI launcher (``mpiexec``, ``mpirun``, ``srun``) started this process,
     judged from its environment variables; does not import MPI."""
     return any(os.environ.get(name) for name in _LAUNCH_VARS)
 
 
 def _world():
-    return _mpi().COMM_WORLD
+    return mpi_module().COMM_WORLD
 
 
 def rank():
@@ -119,7 +120,7 @@ def size():
 
 def _local_comm():
     if _state["local"] is None:
-        MPI = _mpi()
+        MPI = mpi_module()
         _state["local"] = MPI.COMM_WORLD.Split_type(MPI.COMM_TYPE_SHARED, key=MPI.COMM_WORLD.Get_rank())
     return _state["local"]
 
@@ -160,7 +161,7 @@ def _abort_on_uncaught(exc_type, exc, tb):
 
 
 def _report(exc_type, exc, tb):
-    MPI = _mpi()
+    MPI = mpi_module()
     comm = MPI.COMM_WORLD
     text = "".join(traceback.format_exception(exc_type, exc, tb))
     sys.stderr.write(f"cnn.distributed: rank {comm.Get_rank()} of {comm.Get_size()} failed, "
@@ -353,7 +354,7 @@ class DataParallel(_strategy.Strategy):
             comm = init(threads)
         elif threads is not None:
             init(threads)
-        MPI = _mpi()
+        MPI = mpi_module()
         if not isinstance(comm, MPI.Intracomm):
             raise TypeError(f"comm must be an mpi4py.MPI.Intracomm, got {type(comm).__name__}")
         self.comm = comm.Dup()

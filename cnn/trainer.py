@@ -271,7 +271,7 @@ class Trainer:
                 except KeyboardInterrupt:
                     # Ctrl-C inside an epoch-end callback (a checkpoint write, say): the epoch
                     # is not counted, since what should follow it (its checkpoint) never did
-                    history._uncount(epoch)
+                    history.discard_epoch(epoch)
                     raise
                 if model.stop_training:
                     break

@@ -92,7 +92,7 @@ def _worker(args):
         step(i)
     times[0] = time.perf_counter() - start
     slowest = np.empty(2)
-    strategy.comm.Allreduce(times, slowest, op=distributed._mpi().MAX)
+    strategy.comm.Allreduce(times, slowest, op=distributed.mpi_module().MAX)
     if strategy.rank == 0:
         print(json.dumps({"ranks": strategy.world_size, "threads": cnn.get_num_threads(),
                           "batch": args.batch, "steps": args.steps,
@@ -100,7 +100,7 @@ def _worker(args):
                           "step_ms": 1e3 * slowest[0] / args.steps,
                           "reduce_ms": 1e3 * slowest[1] / args.steps,
                           "params": int(sum(p.size for p in model.params)),
-                          "mpi": distributed._mpi().Get_library_version().splitlines()[0].strip()}),
+                          "mpi": distributed.mpi_module().Get_library_version().splitlines()[0].strip()}),
               flush=True)
 
 
