@@ -98,7 +98,7 @@ def mpi_module():
     return MPI
 
 
-def launched_bympi_module():
+def launched_by_mpi():
     """True when an MPI launcher (``mpiexec``, ``mpirun``, ``srun``) started this process,
     judged from its environment variables; does not import MPI."""
     return any(os.environ.get(name) for name in _LAUNCH_VARS)
