@@ -188,8 +188,11 @@ def _layer_spec(model):
         if act not in (None, "identity", "linear", "relu", "leaky_relu", "softmax"):
             raise Skip(f"activation {act!r} not supported by the bench's other backends")
         if name == "Conv2D":
+            if tuple(getattr(layer, "dilation", (1, 1))) != (1, 1) or getattr(layer, "groups", 1) != 1:
+                raise Skip("dilated or grouped Conv2D not supported by the bench's other backends")
             entry.update(stride=tuple(layer.stride), padding=layer.padding,
-                         pads=F.conv2d_padding(layer.padding, layer.kernel_size),
+                         pads=F.conv2d_padding(layer.padding, layer.kernel_size, layer.stride,
+                                               layer.input_shape[1:]),
                          params=[p.copy() for p in layer.params])
         elif name == "Dense":
             entry["params"] = [p.copy() for p in layer.params]

@@ -12,10 +12,12 @@ Conventions
   being cast silently. Non-contiguous inputs are copied to C order first.
 - Convolution is cross-correlation (no kernel flip), as ``scipy.signal.correlate2d``
   and ``torch.nn.functional.conv2d``. Weights are ``(K, C, kh, kw)``, bias ``(K,)``.
-- ``padding``: ``"valid"`` (none), ``"same"`` (total ``k - 1`` per axis, ``floor`` half on
-  top/left and the rest on bottom/right: the seed's rule, PyTorch's and Keras'; with a
-  stride > 1 the same total is used, so the output is ``ceil``-like, not ``H / stride``),
-  an int ``p`` (``p`` on every side), ``(ph, pw)``, or ``(top, bottom, left, right)``.
+- ``padding``: ``"valid"`` (none), ``"same"`` (TensorFlow/Keras' rule for every stride:
+  ``ceil(H / s)`` outputs, total padding ``max((ceil(H / s) - 1) * s + k - H, 0)`` per axis,
+  the smaller half on top/left and the rest on bottom/right, as ONNX ``SAME_UPPER``; for
+  stride 1 that is ``k - 1``, the seed's rule; a dilated kernel counts as ``(k - 1) * d + 1``;
+  see :func:`same_padding`), an int ``p`` (``p`` on every side), ``(ph, pw)``, or
+  ``(top, bottom, left, right)``.
 - ``algorithm`` (conv only): ``"auto"`` picks per call from the shapes alone (never from the
   thread count, so results stay bit-identical across thread counts): Winograd F(2x2, 3x3)
   for 3x3 stride-1 convolutions with at least 16 input and output channels; a direct kernel
@@ -27,7 +29,8 @@ Conventions
   around it (an inf may come out as NaN) where the direct sum would give inf or NaN at fewer
   positions. Finite inputs are unaffected; training stops on a non-finite loss either way.
 - Max-pool padding: ``"tile"`` (the seed's minimal padding so that windows tile the
-  input, split like ``"same"``), ``"valid"``, or the explicit forms above. Padded cells
+  input, split floor half first), ``"same"`` (TF/Keras', as for conv), ``"valid"``, or the
+  explicit forms above. Padded cells
   never win; ties go to the first cell in row-major order; NaN propagates.
 """
 import math
@@ -40,8 +43,10 @@ from cnn import _ops
 
 __all__ = [
     "linear", "linear_backward", "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward",
-    "conv2d_output_shape", "maxpool2d_output_shape", "conv2d_padding", "maxpool2d_padding",
-    "sgd_update", "adam_update",
+    "avgpool2d", "avgpool2d_backward", "global_avgpool2d", "global_avgpool2d_backward",
+    "batch_norm", "batch_norm_backward",
+    "conv2d_output_shape", "maxpool2d_output_shape", "avgpool2d_output_shape",
+    "conv2d_padding", "maxpool2d_padding", "same_padding", "sgd_update", "adam_update",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -108,21 +113,48 @@ def _same_split(total):
     return total // 2, total - total // 2
 
 
-def conv2d_padding(padding, kernel_size):
+def same_padding(n, k, s=1):
+    """TensorFlow/Keras "same" padding of one axis: ``(before, after)``.
+
+    The output has ``ceil(n / s)`` positions; the total padding is the least that lets the
+    last window fit, ``max((ceil(n / s) - 1) * s + k - n, 0)``, split with the smaller half
+    before (top/left), as TF, Keras and ONNX ``SAME_UPPER``. For ``s = 1`` that is ``k - 1``
+    whatever ``n`` (the seed's rule). ``k`` is the effective kernel extent (a dilated kernel
+    spans ``(k - 1) * d + 1`` cells). Example: ``n = 4, k = 3, s = 2`` pads ``(0, 1)``.
+    """
+    total = max((-(-n // s) - 1) * s + k - n, 0)
+    return _same_split(total)
+
+
+def conv2d_padding(padding, kernel_size, stride=1, input_hw=None, dilation=1):
     """Normalise a conv ``padding`` argument to ``(top, bottom, left, right)``.
 
     Parameters
     ----------
     padding : {"valid", "same"} or int or (ph, pw) or (top, bottom, left, right)
+        ``"same"`` follows TensorFlow/Keras for every stride (see :func:`same_padding`).
     kernel_size : int or (kh, kw)
+    stride : int or (sh, sw), default 1
+    input_hw : (H, W), optional
+        Needed only for ``"same"`` with a stride > 1 (the padding then depends on the size).
+    dilation : int or (dh, dw), default 1
     """
     kh, kw = _as_pair(kernel_size, "kernel_size", 1)
+    sh, sw = _as_pair(stride, "stride", 1)
+    dh, dw = _as_pair(dilation, "dilation", 1)
+    eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
     if isinstance(padding, str):
         mode = padding.lower()
         if mode == "valid":
             return (0, 0, 0, 0)
         if mode == "same":
-            return _same_split(kh - 1) + _same_split(kw - 1)
+            if input_hw is None:
+                if sh > 1 or sw > 1:
+                    raise ValueError("padding='same' with a stride > 1 depends on the input size: "
+                                     "pass input_hw=(H, W)")
+                input_hw = (1, 1)
+            H, W = input_hw
+            return same_padding(H, eh, sh) + same_padding(W, ew, sw)
         raise ValueError(f"padding must be 'valid', 'same', an int or a tuple, got {padding!r}")
     return _explicit_padding(padding, "padding")
 
@@ -132,8 +164,9 @@ def maxpool2d_padding(padding, size, stride, input_hw):
 
     ``"tile"`` is the smallest padding that makes the windows cover the input exactly
     (the seed's ``(k - H mod k) mod k`` when the stride equals the window), split like
-    conv ``"same"``. Every pad must be smaller than the window along its axis, so that
-    each window holds at least one real cell.
+    conv ``"same"``; ``"same"`` is TensorFlow/Keras' (:func:`same_padding`: ``ceil(H / s)``
+    outputs, the smaller half of the padding on top/left). Every pad must be smaller than
+    the window along its axis, so that each window holds at least one real cell.
     """
     kh, kw = _as_pair(size, "size", 1)
     sh, sw = (kh, kw) if stride is None else _as_pair(stride, "stride", 1)
@@ -148,8 +181,11 @@ def maxpool2d_padding(padding, size, stride, input_hw):
                     f"padding='tile' needs stride <= size (windows that skip cells cannot tile the "
                     f"input), got size={(kh, kw)}, stride={(sh, sw)}; use 'valid' or explicit padding")
             pads = _same_split(_tile_total(H, kh, sh)) + _same_split(_tile_total(W, kw, sw))
+        elif mode == "same":
+            pads = same_padding(H, kh, sh) + same_padding(W, kw, sw)
         else:
-            raise ValueError(f"padding must be 'tile', 'valid', an int or a tuple, got {padding!r}")
+            raise ValueError(f"padding must be 'tile', 'valid', 'same', an int or a tuple, "
+                             f"got {padding!r}")
     else:
         pads = _explicit_padding(padding, "padding")
     t, b, l, r = pads
@@ -174,14 +210,17 @@ def _out_size(n, k, s, before, after, what):
     return (padded - k) // s + 1
 
 
-def conv2d_output_shape(input_shape, filters, kernel_size, stride=1, padding="valid"):
+def conv2d_output_shape(input_shape, filters, kernel_size, stride=1, padding="valid",
+                        dilation=1):
     """``(K, OH, OW)`` of a conv on ``input_shape = (C, H, W)``."""
     _, H, W = _shape3(input_shape, "input_shape")
     kh, kw = _as_pair(kernel_size, "kernel_size", 1)
     sh, sw = _as_pair(stride, "stride", 1)
-    t, b, l, r = conv2d_padding(padding, (kh, kw))
-    return (int(filters), _out_size(H, kh, sh, t, b, "conv2d: the kernel height (w.shape[2])"),
-            _out_size(W, kw, sw, l, r, "conv2d: the kernel width (w.shape[3])"))
+    dh, dw = _as_pair(dilation, "dilation", 1)
+    t, b, l, r = conv2d_padding(padding, (kh, kw), (sh, sw), (H, W), (dh, dw))
+    return (int(filters),
+            _out_size(H, (kh - 1) * dh + 1, sh, t, b, "conv2d: the (dilated) kernel height"),
+            _out_size(W, (kw - 1) * dw + 1, sw, l, r, "conv2d: the (dilated) kernel width"))
 
 
 def maxpool2d_output_shape(input_shape, size=2, stride=None, padding="tile"):
@@ -313,32 +352,43 @@ def linear_backward(dy, x, w, need_dx=True, activation=None, y=None):
 
 # ------------------------------------------------------------------------------ conv2d
 
-def _conv_geometry(x_shape, w_shape, stride, padding):
+def _conv_geometry(x_shape, w_shape, stride, padding, dilation=1, groups=1):
     N, C, H, W = x_shape
     K, Cw, kh, kw = w_shape
-    if Cw != C:
-        raise ValueError(f"w has {Cw} input channels (w.shape={w_shape}) but x has {C} "
-                         f"(x.shape={x_shape})")
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    groups = int(groups)
+    if C % groups or K % groups:
+        raise ValueError(f"groups={groups} must divide both the input channels (x.shape[1]={C}) "
+                         f"and the filters (w.shape[0]={K})")
+    if Cw * groups != C:
+        raise ValueError(f"w has {Cw} input channels per group (w.shape={w_shape}) but x has "
+                         f"{C} channels in {groups} group(s), {C // groups} each "
+                         f"(x.shape={x_shape}); w must be (K, C/groups, kh, kw)")
     if K < 1 or C < 1 or kh < 1 or kw < 1:
         raise ValueError(f"w must have at least one filter, one channel and a 1x1 kernel, "
                          f"got w.shape={w_shape}")
     sh, sw = _as_pair(stride, "stride", 1)
-    pads = conv2d_padding(padding, (kh, kw))
+    dh, dw = _as_pair(dilation, "dilation", 1)
+    pads = conv2d_padding(padding, (kh, kw), (sh, sw), (H, W), (dh, dw))
     t, b, l, r = pads
-    OH = _out_size(H, kh, sh, t, b, "conv2d: the kernel height (w.shape[2])")
-    OW = _out_size(W, kw, sw, l, r, "conv2d: the kernel width (w.shape[3])")
-    return (sh, sw), pads, (OH, OW)
+    OH = _out_size(H, (kh - 1) * dh + 1, sh, t, b, "conv2d: the (dilated) kernel height")
+    OW = _out_size(W, (kw - 1) * dw + 1, sw, l, r, "conv2d: the (dilated) kernel width")
+    return (sh, sw), pads, (OH, OW), (dh, dw), groups
 
 
-def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="auto"):
+def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="auto",
+           dilation=1, groups=1):
     """2-D cross-correlation of a batch, with optional bias and fused ReLU.
 
-    ``y[n, k, i, j] = act(b[k] + sum_{c, u, v} xpad[n, c, i*sh + u, j*sw + v] * w[k, c, u, v])``
+    ``y[n, k, i, j] = act(b[k] + sum_{c, u, v} xpad[n, g*Cg + c, i*sh + u*dh, j*sw + v*dw]
+    * w[k, c, u, v])`` with ``Cg = C / groups`` and ``g = k // (K / groups)`` the group of
+    filter k (PyTorch's grouped convolution; ``groups = C`` is depthwise).
 
     Parameters
     ----------
     x : ndarray of shape (N, C, H, W), dtype float32 or float64
-    w : ndarray of shape (K, C, kh, kw), same dtype
+    w : ndarray of shape (K, C / groups, kh, kw), same dtype
     b : ndarray of shape (K,), same dtype, or None
     stride : int or (sh, sw), >= 1
     padding : {"valid", "same"} or int or (ph, pw) or (top, bottom, left, right)
@@ -346,12 +396,16 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="
         ``"relu"`` is applied in the kernel's output pass (``max(z, 0)``).
     algorithm : {"auto", "im2col", "winograd", "direct"}
         How the sum is computed (see the module docstring); the result is the same
-        convolution up to float rounding.
+        convolution up to float rounding. Winograd and direct need dilation 1, groups 1.
+    dilation : int or (dh, dw), >= 1
+        Spacing of the kernel taps (a 3x3 kernel with dilation 2 spans 5x5 cells).
+    groups : int >= 1 dividing C and K
+        Channels and filters split into ``groups`` independent convolutions.
 
     Returns
     -------
     y : ndarray of shape (N, K, OH, OW), dtype of x
-        ``OH = (H + top + bottom - kh) // sh + 1``, likewise ``OW``.
+        ``OH = (H + top + bottom - ((kh - 1) * dh + 1)) // sh + 1``, likewise ``OW``.
     """
     x = _array(x, "x", 4, "(N, C, H, W)")
     w = _array(w, "w", 4, "(K, C, kh, kw)")
@@ -363,12 +417,13 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="
             raise ValueError(f"b must have shape ({w.shape[0]},) to match w.shape={w.shape}, "
                              f"got {b.shape}")
     relu = _fused_relu(activation)
-    stride, pads, out_hw = _conv_geometry(x.shape, w.shape, stride, padding)
-    return _ops.conv2d(x, w, b, stride, pads, out_hw, relu, algorithm)
+    stride, pads, out_hw, dilation, groups = _conv_geometry(x.shape, w.shape, stride, padding,
+                                                            dilation, groups)
+    return _ops.conv2d(x, w, b, stride, pads, out_hw, relu, algorithm, dilation, groups)
 
 
 def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activation=None, y=None,
-                    algorithm="auto"):
+                    algorithm="auto", dilation=1, groups=1):
     """Gradients of :func:`conv2d` w.r.t. input, weight and bias.
 
     Parameters
@@ -378,8 +433,8 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
         ``activation`` is None, else w.r.t. the output of the fused activation.
     x : ndarray of shape (N, C, H, W)
         The forward input.
-    w : ndarray of shape (K, C, kh, kw)
-    stride, padding : as in :func:`conv2d`
+    w : ndarray of shape (K, C / groups, kh, kw)
+    stride, padding, dilation, groups : as in :func:`conv2d`
     need_dx : bool
         False skips the input gradient (a first layer has no use for it).
     activation : None or "relu"
@@ -394,7 +449,7 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
     Returns
     -------
     dx : ndarray of shape (N, C, H, W), or None when ``need_dx`` is False
-    dw : ndarray of shape (K, C, kh, kw)
+    dw : ndarray of shape (K, C / groups, kh, kw)
         Summed over the batch (fold a 1/N into ``dy`` for the mean), reduced in a
         fixed order: bit-identical for any thread count.
     db : ndarray of shape (K,)
@@ -403,13 +458,15 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
     w = _array(w, "w", 4, "(K, C, kh, kw)")
     dy = _array(dy, "dy", 4, "(N, K, OH, OW)")
     _same_dtype(x.dtype, w=w, dy=dy)
-    stride, pads, out_hw = _conv_geometry(x.shape, w.shape, stride, padding)
+    stride, pads, out_hw, dilation, groups = _conv_geometry(x.shape, w.shape, stride, padding,
+                                                            dilation, groups)
     expected = (x.shape[0], w.shape[0]) + out_hw
     if dy.shape != expected:
         raise ValueError(f"dy must have the conv output's shape {expected}, got {dy.shape}")
     relu_out = _relu_output(activation, y, expected, x.dtype, "(N, K, OH, OW)",
                             what="the conv output's")
-    return _ops.conv2d_backward(dy, x, w, stride, pads, bool(need_dx), relu_out, algorithm)
+    return _ops.conv2d_backward(dy, x, w, stride, pads, bool(need_dx), relu_out, algorithm,
+                                dilation, groups)
 
 
 # --------------------------------------------------------------------------- maxpool2d
