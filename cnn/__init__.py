@@ -22,7 +22,7 @@ except ImportError as _exc:  # the source tree without its compiled kernels
     ) from None
 
 from cnn import (activations, callbacks, datasets, functional, initializers, layers, losses,
-                 metrics, optimizers, schedules, strategy)
+                 metrics, normalization, optimizers, pooling, schedules, strategy)
 from cnn._register import register
 from cnn._config import show_config
 from cnn._threads import get_num_threads, set_num_threads
@@ -30,6 +30,14 @@ from cnn.callbacks import Callback, EarlyStopping, History, ModelCheckpoint
 from cnn.model import Sequential
 from cnn.serialization import load_model, save_model
 from cnn.trainer import Trainer
+
+# BatchNormalization and the average pools live in their own modules, which build on
+# cnn.layers (so cnn.layers cannot import them back); they join its namespace here.
+for _module in (normalization, pooling):
+    for _name in _module.__all__:
+        setattr(layers, _name, getattr(_module, _name))
+    layers.__all__ = layers.__all__ + [n for n in _module.__all__ if n not in layers.__all__]
+del _module, _name
 
 __all__ = [
     "Sequential", "Trainer", "load_model", "save_model", "register", "strategy",

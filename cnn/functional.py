@@ -549,6 +549,172 @@ def _bad_argmax(argmax, plane, x_shape):
                      f"{x_shape}, got values in [{int(argmax.min())}, {int(argmax.max())}]")
 
 
+# --------------------------------------------------------------------------- average pools
+
+def avgpool2d_output_shape(input_shape, size=2, stride=None, padding="valid"):
+    """``(C, OH, OW)`` of an average pool on ``input_shape = (C, H, W)``."""
+    return maxpool2d_output_shape(input_shape, size, stride, padding)
+
+
+def _avgpool_geometry(x, size, stride, padding):
+    kh, kw = _as_pair(size, "size", 1)
+    sh, sw = (kh, kw) if stride is None else _as_pair(stride, "stride", 1)
+    H, W = x.shape[2:]
+    if H == 0 or W == 0:
+        raise ValueError(f"x must have non-empty (H, W) planes to pool, got x.shape={x.shape}")
+    pads = maxpool2d_padding(padding, (kh, kw), (sh, sw), (H, W))
+    out = (_out_size(H, kh, sh, pads[0], pads[1], "avgpool2d: the window height (size)"),
+           _out_size(W, kw, sw, pads[2], pads[3], "avgpool2d: the window width (size)"))
+    return (kh, kw), (sh, sw), pads, out
+
+
+def avgpool2d(x, size=2, stride=None, padding="valid"):
+    """Average pooling: the mean of each window's *real* cells (padded cells are not counted,
+    as Keras/TF "same", ONNX ``count_include_pad=0``, torch ``count_include_pad=False``).
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), dtype float32 or float64
+    size : int or (kh, kw); stride : int or (sh, sw), or None for ``size``
+    padding : {"valid", "same", "tile"} or int or (ph, pw) or (top, bottom, left, right)
+        As for :func:`maxpool2d`; every pad must be smaller than the window.
+
+    Returns
+    -------
+    y : ndarray of shape (N, C, OH, OW), dtype of x (summed in float64)
+    """
+    x = _array(x, "x", 4, "(N, C, H, W)")
+    return _ops.avgpool2d(x, *_avgpool_geometry(x, size, stride, padding))
+
+
+def avgpool2d_backward(dy, x_shape, size=2, stride=None, padding="valid"):
+    """``dx`` of :func:`avgpool2d`: each window's real cells receive ``dy / (their count)``.
+
+    dy : ndarray of shape (N, C, OH, OW); x_shape : (N, C, H, W), the forward input's shape.
+    Returns dx : ndarray of shape x_shape, dtype of dy.
+    """
+    dy = _array(dy, "dy", 4, "(N, C, OH, OW)")
+    x_shape = _shape4(x_shape)
+    size, stride, pads, out = _avgpool_geometry(np.empty(x_shape, dtype=np.uint8), size, stride,
+                                                padding)
+    if dy.shape != x_shape[:2] + out:
+        raise ValueError(f"dy must have the pool output's shape {x_shape[:2] + out}, got {dy.shape}")
+    return _ops.avgpool2d_backward(dy, x_shape, size, stride, pads)
+
+
+def global_avgpool2d(x):
+    """The mean of every (H, W) plane: x (N, C, H, W) -> y (N, C), summed in float64."""
+    x = _array(x, "x", 4, "(N, C, H, W)")
+    if x.shape[2] * x.shape[3] == 0:
+        raise ValueError(f"x must have non-empty (H, W) planes to pool, got x.shape={x.shape}")
+    return _ops.global_avgpool2d(x)
+
+
+def global_avgpool2d_backward(dy, x_shape):
+    """``dx[n, c, i, j] = dy[n, c] / (H * W)``: dy (N, C) -> dx of shape x_shape (N, C, H, W)."""
+    dy = _array(dy, "dy", 2, "(N, C)")
+    x_shape = _shape4(x_shape)
+    if dy.shape != x_shape[:2] or x_shape[2] * x_shape[3] == 0:
+        raise ValueError(f"dy must have shape (N, C) = {x_shape[:2]} and x_shape non-empty "
+                         f"planes, got dy.shape={dy.shape}, x_shape={x_shape}")
+    return _ops.global_avgpool2d_backward(dy, x_shape)
+
+
+def _shape4(x_shape):
+    try:
+        x_shape = tuple(operator.index(d) for d in x_shape)
+    except TypeError:
+        raise TypeError(f"x_shape must be a tuple of 4 ints (N, C, H, W), got {x_shape!r}") from None
+    if len(x_shape) != 4 or min(x_shape) < 0:
+        raise ValueError(f"x_shape must be 4 non-negative ints (N, C, H, W), got {x_shape!r}")
+    return x_shape
+
+
+# --------------------------------------------------------------------------- batch norm
+
+def _bn_args(x, gamma, beta, eps):
+    x = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    if x.ndim not in (2, 4):
+        raise ValueError(f"x must be 2-D (N, F) or 4-D (N, C, H, W), got shape {x.shape}")
+    x = _array(x, "x", x.ndim, "(N, C, ...)")
+    C = x.shape[1]
+    out = []
+    for name, a in (("gamma", gamma), ("beta", beta)):
+        if a is not None:
+            a = _array(a, name, 1, f"({C},)")
+            _same_dtype(x.dtype, **{name: a})
+            if a.shape != (C,):
+                raise ValueError(f"{name} must have shape ({C},) (one per channel), got {a.shape}")
+        out.append(a)
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps > 0:
+        raise ValueError(f"eps must be a positive float, got {eps!r}")
+    return x, out[0], out[1]
+
+
+def batch_norm(x, gamma=None, beta=None, eps=1e-5, running_mean=None, running_var=None):
+    """Batch normalisation per channel (axis 1 of (N, C, H, W), or per feature of (N, F)).
+
+    Without running statistics (training): ``mean`` and the *biased* variance
+    ``var = mean((x - mean)^2)`` over the N*H*W values of each channel (two-pass, float64),
+    ``y = gamma * (x - mean) / sqrt(var + eps) + beta``; it needs more than one value per
+    channel (PyTorch's rule: one value gives var = 0, y = beta, and no gradient). With
+    ``running_mean`` and ``running_var`` (evaluation), those replace the batch statistics.
+    gamma = None means 1, beta = None means 0.
+
+    Returns
+    -------
+    y : ndarray of x's shape and dtype
+    mean, var : float64 ndarrays of shape (C,): the batch statistics (training) or None
+    """
+    x, gamma, beta = _bn_args(x, gamma, beta, eps)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var go together (both or neither)")
+    if running_mean is None:
+        if x.shape[0] * (x[0, 0].size if x.ndim == 4 else 1) < 2:
+            raise ValueError(f"batch_norm in training needs more than 1 value per channel, got "
+                             f"x.shape={x.shape}")
+        return _ops.batch_norm_train(x, gamma, beta, eps)
+    stats = []
+    for name, a in (("running_mean", running_mean), ("running_var", running_var)):
+        a = np.asarray(a, dtype=np.float64)
+        if a.shape != (x.shape[1],):
+            raise ValueError(f"{name} must have shape ({x.shape[1]},), got {a.shape}")
+        stats.append(a)
+    scale = (1.0 if gamma is None else gamma.astype(np.float64)) / np.sqrt(stats[1] + eps)
+    shift = (0.0 if beta is None else beta.astype(np.float64)) - stats[0] * scale
+    scale = np.ascontiguousarray(np.broadcast_to(scale, (x.shape[1],)), dtype=np.float64)
+    return _ops.batch_norm_eval(x, scale, np.ascontiguousarray(shift, dtype=np.float64)), None, None
+
+
+def batch_norm_backward(dy, x, mean, var, gamma=None, eps=1e-5, need_dx=True):
+    """Gradients of training-mode :func:`batch_norm` (through the batch statistics).
+
+    With ``xhat = (x - mean) / sqrt(var + eps)``: ``dbeta = sum(dy)``, ``dgamma =
+    sum(dy * xhat)`` (sums over N*H*W, float64, fixed order), and ``dx = gamma / sqrt(var +
+    eps) * (dy - dbeta / M - xhat * dgamma / M)`` with M = N*H*W.
+
+    Parameters
+    ----------
+    dy, x : ndarrays of one shape, (N, F) or (N, C, H, W)
+    mean, var : (C,) float64, as returned by :func:`batch_norm`
+    gamma : (C,) or None; eps : as in the forward
+
+    Returns
+    -------
+    dx (x's shape, or None), dgamma (C,), dbeta (C,): dtype of x
+    """
+    x, gamma, _ = _bn_args(x, gamma, None, eps)
+    dy = _array(dy, "dy", x.ndim, "like x")
+    _same_dtype(x.dtype, dy=dy)
+    if dy.shape != x.shape:
+        raise ValueError(f"dy must have x's shape {x.shape}, got {dy.shape}")
+    stats = [np.ascontiguousarray(a, dtype=np.float64) for a in (mean, var)]
+    if any(a.shape != (x.shape[1],) for a in stats):
+        raise ValueError(f"mean and var must have shape ({x.shape[1]},)")
+    return _ops.batch_norm_train_backward(dy, x, gamma, stats[0], stats[1], eps, bool(need_dx),
+                                          True, True)
+
+
 # --------------------------------------------------------------------------- optimizers
 
 def _update_args(p, g, **buffers):
