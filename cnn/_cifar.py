@@ -10,7 +10,7 @@ import pathlib
 
 import numpy as np
 
-__all__ = ["read_cifar10_dir", "write_cifar10_file", "RECORD_BYTES", "TRAIN_FILES", "TEST_FILE"]
+__all__ = ["RECORD_BYTES", "TEST_FILE", "TRAIN_FILES", "read_cifar10_dir", "write_cifar10_file"]
 
 RECORD_BYTES = 1 + 3 * 32 * 32
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))

@@ -12,7 +12,7 @@ from cnn import _ops, _registry
 from cnn import functional as F
 from cnn.layers import Layer, _compact, _int_pair, _padding, _shape
 
-__all__ = ["AvgPool2D", "AveragePooling2D", "GlobalAvgPool2D", "GlobalAveragePooling2D"]
+__all__ = ["AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D", "GlobalAvgPool2D"]
 
 
 class AvgPool2D(Layer):

@@ -2,11 +2,11 @@
 (count_include_pad=False), float64 finite differences, threads, layers and errors."""
 import numpy as np
 import pytest
+from conftest import DTYPES, assert_close, numerical_grad_of
 
 import cnn
 from cnn import functional as F
 from cnn import layers
-from conftest import DTYPES, assert_close, numerical_grad_of
 
 
 def _loop_avgpool(x, k, s, pads):

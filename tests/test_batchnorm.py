@@ -4,11 +4,11 @@ statistics), evaluation mode, the one-value-per-channel rule, thread-count invar
 config, save/load and errors."""
 import numpy as np
 import pytest
+from conftest import DTYPES, assert_close, numerical_grad_of
 
 import cnn
 from cnn import functional as F
 from cnn import layers, optimizers
-from conftest import DTYPES, assert_close, numerical_grad_of
 
 
 def _numpy_bn(x, gamma, beta, eps):
@@ -47,7 +47,7 @@ def test_backward_matches_finite_differences(rng, shape, affine):
     gamma = rng.standard_normal(shape[1]) if affine else None
     beta = rng.standard_normal(shape[1]) if affine else None
     r = rng.standard_normal(shape)
-    y, mean, var = F.batch_norm(x, gamma, beta, eps=1e-2)
+    _, mean, var = F.batch_norm(x, gamma, beta, eps=1e-2)
     dx, dgamma, dbeta = F.batch_norm_backward(r, x, mean, var, gamma, eps=1e-2)
 
     def loss(x_, g_, b_):
@@ -152,7 +152,7 @@ def _trajectory(torch, conv, dtype, steps=6):
 def test_training_trajectory_matches_torch(conv, dtype):
     torch = pytest.importorskip("torch")
     model, net, x, bn, pairs = _trajectory(torch, conv, dtype)
-    tol = dict(rtol=1e-9, atol=1e-10) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-5)
+    tol = {"rtol": 1e-9, "atol": 1e-10} if dtype == np.float64 else {"rtol": 2e-4, "atol": 2e-5}
     tbn = net[1]
     lbn = model.layers[bn]
     np.testing.assert_allclose(lbn.buffers[0], tbn.running_mean.detach().numpy(), **tol)

@@ -96,5 +96,5 @@ def test_train_cli_data_dir_accepts_cifar(tmp_path, rng):
     _write_set(sub, rng, n=3)
     assert train._is_cifar10_dir(tmp_path) and train._is_cifar10_dir(sub)
     args = train._parser().parse_args(["--data-dir", str(tmp_path)])
-    (x, y), (xt, yt) = train._load_data(args, 0)
+    (x, _), (xt, _) = train._load_data(args, 0)
     assert x.shape == (15, 3, 32, 32) and xt.shape == (3, 3, 32, 32)

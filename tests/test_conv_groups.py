@@ -3,11 +3,11 @@ stride (conv and max-pool): against PyTorch with explicit pads, hand-computed va
 float64 finite differences and thread-count invariance."""
 import numpy as np
 import pytest
+from conftest import DTYPES, assert_close, numerical_grad_of
 
 import cnn
 from cnn import functional as F
 from cnn import layers
-from conftest import DTYPES, assert_close, numerical_grad_of
 
 torch = pytest.importorskip("torch")
 
@@ -63,7 +63,7 @@ def test_grouped_dilated_conv_finite_differences(rng):
     x = rng.standard_normal((2, 4, 7, 6))
     w = rng.standard_normal((6, 2, 3, 2))
     b = rng.standard_normal(6)
-    kw = dict(stride=(1, 2), padding=(1, 2, 0, 1), dilation=(2, 1), groups=2)
+    kw = {"stride": (1, 2), "padding": (1, 2, 0, 1), "dilation": (2, 1), "groups": 2}
     r = rng.standard_normal(F.conv2d(x, w, b, **kw).shape)
     dx, dw, db = F.conv2d_backward(r, x, w, **kw)
 
@@ -78,7 +78,7 @@ def test_grouped_dilated_conv_finite_differences(rng):
 def test_grouped_conv_bit_identical_for_1_2_3_threads(rng):
     x = rng.standard_normal((37, 8, 12, 12)).astype(np.float32)
     w = rng.standard_normal((8, 2, 3, 3)).astype(np.float32)
-    kw = dict(padding="same", dilation=2, groups=4)
+    kw = {"padding": "same", "dilation": 2, "groups": 4}
     dy = rng.standard_normal((37, 8, 12, 12)).astype(np.float32)
     old = cnn.get_num_threads()
     results = []
