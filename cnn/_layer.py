@@ -13,7 +13,12 @@ from . import _registry
 from . import _validation as V
 from . import graph as _graph
 
-__all__ = ["Layer"]
+__all__ = ["Layer", "compact_pair"]
+
+
+def compact_pair(pair):
+    """``(a, a)`` -> ``a`` for configs and reprs; other pairs -> list (JSON has no tuples)."""
+    return pair[0] if pair[0] == pair[1] else list(pair)
 
 
 class Layer:

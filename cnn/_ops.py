@@ -13,10 +13,12 @@ import math
 import numpy as np
 
 from cnn import _threads
-from cnn._ext import _conv, _dense, _optim, _pool
+from cnn._ext import _conv, _dense, _norm, _optim, _pool
 
 __all__ = ["threads_for", "update_threads", "conv_algorithm", "linear", "linear_backward",
-           "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward", "sgd_update",
+           "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward", "avgpool2d",
+           "avgpool2d_backward", "global_avgpool2d", "global_avgpool2d_backward",
+           "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "sgd_update",
            "adam_update"]
 
 # ----------------------------------------------------------------------------- thread policy
@@ -47,30 +49,34 @@ _WINOGRAD_MIN_PLANE = 6
 ALGORITHMS = ("auto", "im2col", "winograd", "direct")
 
 
-def conv_algorithm(algorithm, w_shape, stride, pads, out_hw, backward):
+def conv_algorithm(algorithm, w_shape, stride, pads, out_hw, backward, dilation=(1, 1),
+                   groups=1):
     """``algorithm`` resolved for these shapes: "im2col", "winograd" or "direct".
 
     "auto" decides from the shapes alone (never from the thread count, so results stay
     bit-identical across thread counts). ``w_shape`` is (K, C, kh, kw); ``pads`` is (top,
     left); ``out_hw`` the smallest plane the products work on. "direct" (one input channel,
-    forward only) runs the backward by im2col. A forced algorithm the shapes do not allow is a
+    forward only) runs the backward by im2col. Winograd and direct serve dilation 1 and groups
+    1 only; im2col is the general path. A forced algorithm the shapes do not allow is a
     ValueError.
     """
     if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     K, C, kh, kw = w_shape
-    three_by_three = (kh, kw) == (3, 3) and tuple(stride) == (1, 1)
+    three_by_three = ((kh, kw) == (3, 3) and tuple(stride) == (1, 1)
+                      and tuple(dilation) == (1, 1) and groups == 1)
     winograd_ok = three_by_three and all(0 <= p <= 2 for p in pads)
     direct_ok = three_by_three and C == 1
     if algorithm == "winograd" and not winograd_ok:
         raise ValueError(
-            f"algorithm='winograd' needs a 3x3 kernel, stride 1 and top/left padding of "
-            f"at most 2; got kernel {(kh, kw)}, stride {tuple(stride)}, "
-            f"top/left padding {tuple(pads)}")
+            f"algorithm='winograd' needs a 3x3 kernel, stride 1, dilation 1, groups 1 and "
+            f"top/left padding of at most 2; got kernel {(kh, kw)}, stride {tuple(stride)}, "
+            f"dilation {tuple(dilation)}, groups {groups}, top/left padding {tuple(pads)}")
     if algorithm == "direct" and not direct_ok:
         raise ValueError(
-            f"algorithm='direct' needs one input channel, a 3x3 kernel and stride 1; got "
-            f"{C} channels, kernel {(kh, kw)}, stride {tuple(stride)}")
+            f"algorithm='direct' needs one input channel, a 3x3 kernel, stride 1, dilation 1 "
+            f"and groups 1; got {C} channels, kernel {(kh, kw)}, stride {tuple(stride)}, "
+            f"dilation {tuple(dilation)}, groups {groups}")
     if algorithm == "auto":
         if winograd_ok and min(C, K) >= _WINOGRAD_MIN_CHANNELS and min(out_hw) >= _WINOGRAD_MIN_PLANE:
             algorithm = "winograd"
@@ -135,14 +141,14 @@ def linear_backward(dy, x, w, need_dx, relu_out):
 # ----------------------------------------------------------------------------- conv2d
 
 
-def conv2d(x, w, b, stride, pads, out_hw, relu, algorithm="auto"):
-    """Cross-correlation of x (N, C, H, W) with w (K, C, kh, kw) (+ b, fused ReLU) ->
+def conv2d(x, w, b, stride, pads, out_hw, relu, algorithm="auto", dilation=(1, 1), groups=1):
+    """Cross-correlation of x (N, C, H, W) with w (K, C/groups, kh, kw) (+ b, fused ReLU) ->
     (N, K, OH, OW); ``pads`` = (top, bottom, left, right), ``out_hw`` = (OH, OW)."""
     sh, sw = stride
     pt, pl = pads[0], pads[2]
     y = np.empty((x.shape[0], w.shape[0]) + tuple(out_hw), dtype=x.dtype)
     threads = threads_for(y.size * w[0].size)
-    method = conv_algorithm(algorithm, w.shape, stride, (pt, pl), out_hw, backward=False)
+    method = conv_algorithm(algorithm, w.shape, stride, (pt, pl), out_hw, False, dilation, groups)
     if method == "winograd" and not winograd_cannot_overflow(x, w, w.shape[1]):
         method = "im2col"
     if method == "winograd":
@@ -150,11 +156,13 @@ def conv2d(x, w, b, stride, pads, out_hw, relu, algorithm="auto"):
     elif method == "direct":
         _conv.conv2d_forward_direct_c1(x, w, b, y, pt, pl, relu, threads)
     else:
-        _conv.conv2d_forward(x, w, b, y, sh, sw, pt, pl, relu, threads)
+        _conv.conv2d_forward(x, w, b, y, sh, sw, pt, pl, relu, threads, dilation[0], dilation[1],
+                             groups)
     return y
 
 
-def conv2d_backward(dy, x, w, stride, pads, need_dx, relu_out, algorithm="auto"):
+def conv2d_backward(dy, x, w, stride, pads, need_dx, relu_out, algorithm="auto", dilation=(1, 1),
+                    groups=1):
     """``(dx | None, dw, db)`` of :func:`conv2d`, dw/db summed over the batch in a fixed
     order; one algorithm choice for the three products."""
     sh, sw = stride
@@ -162,7 +170,7 @@ def conv2d_backward(dy, x, w, stride, pads, need_dx, relu_out, algorithm="auto")
     H, W = x.shape[2:]
     OH, OW = dy.shape[2:]
     winograd = conv_algorithm(algorithm, w.shape, stride, (pt, pl), (min(H, OH), min(W, OW)),
-                              backward=True) == "winograd"
+                              True, dilation, groups) == "winograd"
     # one choice for the three products, so dx, dw and db come from one algorithm
     winograd = winograd and winograd_cannot_overflow(dy, x, x.shape[0] * H * W) \
         and (not need_dx or winograd_cannot_overflow(dy, w, w.shape[0]))
@@ -176,7 +184,8 @@ def conv2d_backward(dy, x, w, stride, pads, need_dx, relu_out, algorithm="auto")
             _conv.conv2d_input_grad_winograd(dy, w, relu_out, dx, pt, pl, threads)
     else:
         _conv.conv2d_backward(dy, x, w, dx, dw, db, relu_out, sh, sw, pt, pl,
-                              threads_for(2 * dy.size * w[0].size))
+                              threads_for(2 * dy.size * w[0].size), dilation[0], dilation[1],
+                              groups)
     return dx, dw, db
 
 
@@ -202,6 +211,80 @@ def maxpool2d_backward(dy, argmax, x_shape):
     dx = np.empty(x_shape, dtype=dy.dtype)
     bad = _pool.maxpool2d_backward(dy, argmax, dx, threads_for(dx.size))
     return dx, bad
+
+
+def avgpool2d(x, size, stride, pads, out_hw):
+    """Average of each window's real cells (padded cells not counted) -> (N, C, OH, OW)."""
+    kh, kw = size
+    y = np.empty(x.shape[:2] + tuple(out_hw), dtype=x.dtype)
+    _pool.avgpool2d_forward(x, y, kh, kw, stride[0], stride[1], pads[0], pads[2],
+                            threads_for(y.size * kh * kw))
+    return y
+
+
+def avgpool2d_backward(dy, x_shape, size, stride, pads):
+    """dx of :func:`avgpool2d`: each window's real cells get dy / (their count)."""
+    kh, kw = size
+    dx = np.empty(x_shape, dtype=dy.dtype)
+    _pool.avgpool2d_backward(dy, dx, kh, kw, stride[0], stride[1], pads[0], pads[2],
+                             threads_for(dy.size * kh * kw))
+    return dx
+
+
+def global_avgpool2d(x):
+    """(N, C, H, W) -> (N, C): the mean of each plane."""
+    N, C = x.shape[:2]
+    y = np.empty((N, C), dtype=x.dtype)
+    _pool.global_avgpool2d_forward(x.reshape(N, C, -1), y, threads_for(x.size))
+    return y
+
+
+def global_avgpool2d_backward(dy, x_shape):
+    """dx (x_shape) of :func:`global_avgpool2d`: dy[n, c] / (H*W) on every cell."""
+    dx = np.empty(x_shape, dtype=dy.dtype)
+    _pool.global_avgpool2d_backward(dy, dx.reshape(x_shape[0], x_shape[1], -1),
+                                    threads_for(dx.size))
+    return dx
+
+
+# ----------------------------------------------------------------------------- batch norm
+# x is (N, C) or (N, C, H, W); the kernels see it as (N, C, S).
+
+
+def _ncs(a):
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def batch_norm_train(x, gamma, beta, eps):
+    """``(y, mean, var)``: x normalised by its batch statistics per channel; mean and the
+    biased variance (float64, (C,)) are what the backward needs."""
+    C = x.shape[1]
+    y = np.empty_like(x)
+    mean = np.empty(C, dtype=np.float64)
+    var = np.empty(C, dtype=np.float64)
+    _norm.batchnorm_forward_train(_ncs(x), gamma, beta, _ncs(y), mean, var, float(eps),
+                                  threads_for(3 * x.size))
+    return y, mean, var
+
+
+def batch_norm_train_backward(dy, x, gamma, mean, var, eps, need_dx, need_dgamma, need_dbeta):
+    """``(dx | None, dgamma | None, dbeta | None)`` of :func:`batch_norm_train` (dgamma and
+    dbeta summed over the batch, dx through the batch statistics too)."""
+    C = x.shape[1]
+    dx = np.empty_like(x) if need_dx else None
+    dgamma = np.empty(C, dtype=x.dtype) if need_dgamma else None
+    dbeta = np.empty(C, dtype=x.dtype) if need_dbeta else None
+    _norm.batchnorm_backward_train(_ncs(dy), _ncs(x), gamma, mean, var,
+                                   None if dx is None else _ncs(dx), dgamma, dbeta, float(eps),
+                                   threads_for(4 * x.size))
+    return dx, dgamma, dbeta
+
+
+def batch_norm_eval(x, scale, shift):
+    """``x * scale[c] + shift[c]`` per channel (scale, shift float64 (C,))."""
+    y = np.empty_like(x)
+    _norm.channel_affine(_ncs(x), scale, shift, _ncs(y), threads_for(x.size))
+    return y
 
 
 # ----------------------------------------------------------------------------- optimizers

@@ -22,6 +22,8 @@ load_idx_dir
     Any directory laid out like MNIST (MNIST, Fashion-MNIST, EMNIST, ...).
 download_mnist
     Fetch the four official MNIST files from a list of mirrors, verifying MD5 and content.
+load_cifar10
+    The CIFAR-10 binary version (``data_batch_1.bin`` ... ``test_batch.bin``); never a pickle.
 """
 
 from __future__ import annotations
@@ -47,12 +49,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from . import _atomic
+from cnn import _cifar
 
 __all__ = [
     "read_idx",
     "write_idx",
     "load_mnist",
     "load_idx_dir",
+    "load_cifar10",
     "download_mnist",
     "default_data_dir",
     "DataNotFoundError",
@@ -397,6 +401,37 @@ def load_idx_dir(path, prefix: str = "", max_classes: int | None = None):
     train = _locate_split(directory, "train", prefix)
     test = _locate_split(directory, "t10k", prefix)
     return _load_pair(*train, max_classes), _load_pair(*test, max_classes)
+
+
+def load_cifar10(path):
+    """Load the CIFAR-10 binary version from a directory.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A directory holding ``data_batch_1.bin`` ... ``data_batch_5.bin`` and
+        ``test_batch.bin`` (the archive's ``cifar-10-batches-bin``, or its parent). Each file
+        is checked by size before it is read: whole records of 1 label byte + 3,072 pixel
+        bytes (CHW order), at most 10,000 of them.
+
+    Returns
+    -------
+    (x_train, y_train), (x_test, y_test)
+        ``x``: float32 of shape (N, 3, 32, 32) in [0, 1]; ``y``: int64 of shape (N,), 0-9.
+
+    Raises
+    ------
+    DataNotFoundError
+        If the directory or a file is missing.
+    ValueError
+        For the Python version of CIFAR-10 (``data_batch_1`` without ``.bin``): it is a
+        pickle, and loading a pickle can run arbitrary code, so cnn refuses it. Also for a
+        file whose size or labels are not CIFAR-10's.
+    """
+    try:
+        return _cifar.read_cifar10_dir(_as_path(path))
+    except FileNotFoundError as exc:
+        raise DataNotFoundError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------------------------

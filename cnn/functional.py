@@ -12,10 +12,12 @@ Conventions
   being cast silently. Non-contiguous inputs are copied to C order first.
 - Convolution is cross-correlation (no kernel flip), as ``scipy.signal.correlate2d``
   and ``torch.nn.functional.conv2d``. Weights are ``(K, C, kh, kw)``, bias ``(K,)``.
-- ``padding``: ``"valid"`` (none), ``"same"`` (total ``k - 1`` per axis, ``floor`` half on
-  top/left and the rest on bottom/right: the seed's rule, PyTorch's and Keras'; with a
-  stride > 1 the same total is used, so the output is ``ceil``-like, not ``H / stride``),
-  an int ``p`` (``p`` on every side), ``(ph, pw)``, or ``(top, bottom, left, right)``.
+- ``padding``: ``"valid"`` (none), ``"same"`` (TensorFlow/Keras' rule for every stride:
+  ``ceil(H / s)`` outputs, total padding ``max((ceil(H / s) - 1) * s + k - H, 0)`` per axis,
+  the smaller half on top/left and the rest on bottom/right, as ONNX ``SAME_UPPER``; for
+  stride 1 that is ``k - 1``, the seed's rule; a dilated kernel counts as ``(k - 1) * d + 1``;
+  see :func:`same_padding`), an int ``p`` (``p`` on every side), ``(ph, pw)``, or
+  ``(top, bottom, left, right)``.
 - ``algorithm`` (conv only): ``"auto"`` picks per call from the shapes alone (never from the
   thread count, so results stay bit-identical across thread counts): Winograd F(2x2, 3x3)
   for 3x3 stride-1 convolutions with at least 16 input and output channels; a direct kernel
@@ -30,7 +32,8 @@ Conventions
   for NaN/inf operands. Finite inputs thus give finite-exact results either way; the check
   costs two read-only passes over each operand.
 - Max-pool padding: ``"tile"`` (the seed's minimal padding so that windows tile the
-  input, split like ``"same"``), ``"valid"``, or the explicit forms above. Padded cells
+  input, split floor half first), ``"same"`` (TF/Keras', as for conv), ``"valid"``, or the
+  explicit forms above. Padded cells
   never win; ties go to the first cell in row-major order; NaN propagates.
 """
 import operator
@@ -42,8 +45,10 @@ from cnn import _validation as V
 
 __all__ = [
     "linear", "linear_backward", "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward",
-    "conv2d_output_shape", "maxpool2d_output_shape", "conv2d_padding", "maxpool2d_padding",
-    "sgd_update", "adam_update",
+    "avgpool2d", "avgpool2d_backward", "global_avgpool2d", "global_avgpool2d_backward",
+    "batch_norm", "batch_norm_backward",
+    "conv2d_output_shape", "maxpool2d_output_shape", "avgpool2d_output_shape",
+    "conv2d_padding", "maxpool2d_padding", "same_padding", "sgd_update", "adam_update",
 ]
 
 _ACTIVATIONS = {None: False, "linear": False, "identity": False, "relu": True}
@@ -66,21 +71,48 @@ def _same_split(total):
     return total // 2, total - total // 2
 
 
-def conv2d_padding(padding, kernel_size):
+def same_padding(n, k, s=1):
+    """TensorFlow/Keras "same" padding of one axis: ``(before, after)``.
+
+    The output has ``ceil(n / s)`` positions; the total padding is the least that lets the
+    last window fit, ``max((ceil(n / s) - 1) * s + k - n, 0)``, split with the smaller half
+    before (top/left), as TF, Keras and ONNX ``SAME_UPPER``. For ``s = 1`` that is ``k - 1``
+    whatever ``n`` (the seed's rule). ``k`` is the effective kernel extent (a dilated kernel
+    spans ``(k - 1) * d + 1`` cells). Example: ``n = 4, k = 3, s = 2`` pads ``(0, 1)``.
+    """
+    total = max((-(-n // s) - 1) * s + k - n, 0)
+    return _same_split(total)
+
+
+def conv2d_padding(padding, kernel_size, stride=1, input_hw=None, dilation=1):
     """Normalise a conv ``padding`` argument to ``(top, bottom, left, right)``.
 
     Parameters
     ----------
     padding : {"valid", "same"} or int or (ph, pw) or (top, bottom, left, right)
+        ``"same"`` follows TensorFlow/Keras for every stride (see :func:`same_padding`).
     kernel_size : int or (kh, kw)
+    stride : int or (sh, sw), default 1
+    input_hw : (H, W), optional
+        Needed only for ``"same"`` with a stride > 1 (the padding then depends on the size).
+    dilation : int or (dh, dw), default 1
     """
     kh, kw = V.int_pair(kernel_size, "kernel_size", 1)
+    sh, sw = V.int_pair(stride, "stride", 1)
+    dh, dw = V.int_pair(dilation, "dilation", 1)
+    eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
     if isinstance(padding, str):
         mode = V.padding(padding, "padding", ("valid", "same"))
         if mode == "valid":
             return (0, 0, 0, 0)
         if mode == "same":
-            return _same_split(kh - 1) + _same_split(kw - 1)
+            if input_hw is None:
+                if sh > 1 or sw > 1:
+                    raise ValueError("padding='same' with a stride > 1 depends on the input size: "
+                                     "pass input_hw=(H, W)")
+                input_hw = (1, 1)
+            H, W = input_hw
+            return same_padding(H, eh, sh) + same_padding(W, ew, sw)
     return V.explicit_padding(V.padding(padding, "padding", ("valid", "same")))
 
 
@@ -89,14 +121,15 @@ def maxpool2d_padding(padding, size, stride, input_hw):
 
     ``"tile"`` is the smallest padding that makes the windows cover the input exactly
     (the seed's ``(k - H mod k) mod k`` when the stride equals the window), split like
-    conv ``"same"``. Every pad must be smaller than the window along its axis, so that
-    each window holds at least one real cell.
+    conv ``"same"``; ``"same"`` is TensorFlow/Keras' (:func:`same_padding`: ``ceil(H / s)``
+    outputs, the smaller half of the padding on top/left). Every pad must be smaller than
+    the window along its axis, so that each window holds at least one real cell.
     """
     kh, kw = V.int_pair(size, "size", 1)
     sh, sw = (kh, kw) if stride is None else V.int_pair(stride, "stride", 1)
     H, W = input_hw
     if isinstance(padding, str):
-        mode = V.padding(padding, "padding", ("tile", "valid"))
+        mode = V.padding(padding, "padding", ("tile", "valid", "same"))
         if mode == "valid":
             pads = (0, 0, 0, 0)
         elif mode == "tile":
@@ -105,8 +138,10 @@ def maxpool2d_padding(padding, size, stride, input_hw):
                     f"padding='tile' needs stride <= size (windows that skip cells cannot tile the "
                     f"input), got size={(kh, kw)}, stride={(sh, sw)}; use 'valid' or explicit padding")
             pads = _same_split(_tile_total(H, kh, sh)) + _same_split(_tile_total(W, kw, sw))
+        elif mode == "same":
+            pads = same_padding(H, kh, sh) + same_padding(W, kw, sw)
     else:
-        pads = V.explicit_padding(V.padding(padding, "padding", ("tile", "valid")))
+        pads = V.explicit_padding(V.padding(padding, "padding", ("tile", "valid", "same")))
     t, b, l, r = pads
     if max(t, b) >= kh or max(l, r) >= kw:
         raise ValueError(f"max-pool padding must be smaller than the window on each side, got "
@@ -129,14 +164,17 @@ def _out_size(n, k, s, before, after, what):
     return (padded - k) // s + 1
 
 
-def conv2d_output_shape(input_shape, filters, kernel_size, stride=1, padding="valid"):
+def conv2d_output_shape(input_shape, filters, kernel_size, stride=1, padding="valid",
+                        dilation=1):
     """``(K, OH, OW)`` of a conv on ``input_shape = (C, H, W)``."""
     _, H, W = V.image_shape(input_shape, "input_shape")
     kh, kw = V.int_pair(kernel_size, "kernel_size", 1)
     sh, sw = V.int_pair(stride, "stride", 1)
-    t, b, l, r = conv2d_padding(padding, (kh, kw))
-    return (int(filters), _out_size(H, kh, sh, t, b, "conv2d: the kernel height (w.shape[2])"),
-            _out_size(W, kw, sw, l, r, "conv2d: the kernel width (w.shape[3])"))
+    dh, dw = V.int_pair(dilation, "dilation", 1)
+    t, b, l, r = conv2d_padding(padding, (kh, kw), (sh, sw), (H, W), (dh, dw))
+    return (int(filters),
+            _out_size(H, (kh - 1) * dh + 1, sh, t, b, "conv2d: the (dilated) kernel height"),
+            _out_size(W, (kw - 1) * dw + 1, sw, l, r, "conv2d: the (dilated) kernel width"))
 
 
 def maxpool2d_output_shape(input_shape, size=2, stride=None, padding="tile"):
@@ -236,32 +274,41 @@ def linear_backward(dy, x, w, need_dx=True, activation=None, y=None):
 
 # ------------------------------------------------------------------------------ conv2d
 
-def _conv_geometry(x_shape, w_shape, stride, padding):
+def _conv_geometry(x_shape, w_shape, stride, padding, dilation=1, groups=1):
     N, C, H, W = x_shape
     K, Cw, kh, kw = w_shape
-    if Cw != C:
-        raise ValueError(f"w has {Cw} input channels (w.shape={w_shape}) but x has {C} "
-                         f"(x.shape={x_shape})")
+    groups = V.integer(groups, "groups", 1)
+    if C % groups or K % groups:
+        raise ValueError(f"groups={groups} must divide both the input channels (x.shape[1]={C}) "
+                         f"and the filters (w.shape[0]={K})")
+    if Cw * groups != C:
+        raise ValueError(f"w has {Cw} input channels per group (w.shape={w_shape}) but x has "
+                         f"{C} channels in {groups} group(s), {C // groups} each "
+                         f"(x.shape={x_shape}); w must be (K, C/groups, kh, kw)")
     if K < 1 or C < 1 or kh < 1 or kw < 1:
         raise ValueError(f"w must have at least one filter, one channel and a 1x1 kernel, "
                          f"got w.shape={w_shape}")
     sh, sw = V.int_pair(stride, "stride", 1)
-    pads = conv2d_padding(padding, (kh, kw))
+    dh, dw = V.int_pair(dilation, "dilation", 1)
+    pads = conv2d_padding(padding, (kh, kw), (sh, sw), (H, W), (dh, dw))
     t, b, l, r = pads
-    OH = _out_size(H, kh, sh, t, b, "conv2d: the kernel height (w.shape[2])")
-    OW = _out_size(W, kw, sw, l, r, "conv2d: the kernel width (w.shape[3])")
-    return (sh, sw), pads, (OH, OW)
+    OH = _out_size(H, (kh - 1) * dh + 1, sh, t, b, "conv2d: the (dilated) kernel height")
+    OW = _out_size(W, (kw - 1) * dw + 1, sw, l, r, "conv2d: the (dilated) kernel width")
+    return (sh, sw), pads, (OH, OW), (dh, dw), groups
 
 
-def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="auto"):
+def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="auto",
+           dilation=1, groups=1):
     """2-D cross-correlation of a batch, with optional bias and fused ReLU.
 
-    ``y[n, k, i, j] = act(b[k] + sum_{c, u, v} xpad[n, c, i*sh + u, j*sw + v] * w[k, c, u, v])``
+    ``y[n, k, i, j] = act(b[k] + sum_{c, u, v} xpad[n, g*Cg + c, i*sh + u*dh, j*sw + v*dw]
+    * w[k, c, u, v])`` with ``Cg = C / groups`` and ``g = k // (K / groups)`` the group of
+    filter k (PyTorch's grouped convolution; ``groups = C`` is depthwise).
 
     Parameters
     ----------
     x : ndarray of shape (N, C, H, W), dtype float32 or float64
-    w : ndarray of shape (K, C, kh, kw), same dtype
+    w : ndarray of shape (K, C / groups, kh, kw), same dtype
     b : ndarray of shape (K,), same dtype, or None
     stride : int or (sh, sw), >= 1
     padding : {"valid", "same"} or int or (ph, pw) or (top, bottom, left, right)
@@ -269,12 +316,16 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="
         ``"relu"`` is applied in the kernel's output pass (``max(z, 0)``).
     algorithm : {"auto", "im2col", "winograd", "direct"}
         How the sum is computed (see the module docstring); the result is the same
-        convolution up to float rounding.
+        convolution up to float rounding. Winograd and direct need dilation 1, groups 1.
+    dilation : int or (dh, dw), >= 1
+        Spacing of the kernel taps (a 3x3 kernel with dilation 2 spans 5x5 cells).
+    groups : int >= 1 dividing C and K
+        Channels and filters split into ``groups`` independent convolutions.
 
     Returns
     -------
     y : ndarray of shape (N, K, OH, OW), dtype of x
-        ``OH = (H + top + bottom - kh) // sh + 1``, likewise ``OW``.
+        ``OH = (H + top + bottom - ((kh - 1) * dh + 1)) // sh + 1``, likewise ``OW``.
     """
     x = V.float_array(x, "x", 4, "(N, C, H, W)")
     w = V.float_array(w, "w", 4, "(K, C, kh, kw)")
@@ -286,12 +337,13 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="
             raise ValueError(f"b must have shape ({w.shape[0]},) to match w.shape={w.shape}, "
                              f"got {b.shape}")
     relu = _fused_relu(activation)
-    stride, pads, out_hw = _conv_geometry(x.shape, w.shape, stride, padding)
-    return _ops.conv2d(x, w, b, stride, pads, out_hw, relu, algorithm)
+    stride, pads, out_hw, dilation, groups = _conv_geometry(x.shape, w.shape, stride, padding,
+                                                            dilation, groups)
+    return _ops.conv2d(x, w, b, stride, pads, out_hw, relu, algorithm, dilation, groups)
 
 
 def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activation=None, y=None,
-                    algorithm="auto"):
+                    algorithm="auto", dilation=1, groups=1):
     """Gradients of :func:`conv2d` w.r.t. input, weight and bias.
 
     Parameters
@@ -301,8 +353,8 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
         ``activation`` is None, else w.r.t. the output of the fused activation.
     x : ndarray of shape (N, C, H, W)
         The forward input.
-    w : ndarray of shape (K, C, kh, kw)
-    stride, padding : as in :func:`conv2d`
+    w : ndarray of shape (K, C / groups, kh, kw)
+    stride, padding, dilation, groups : as in :func:`conv2d`
     need_dx : bool
         False skips the input gradient (a first layer has no use for it).
     activation : None or "relu"
@@ -317,7 +369,7 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
     Returns
     -------
     dx : ndarray of shape (N, C, H, W), or None when ``need_dx`` is False
-    dw : ndarray of shape (K, C, kh, kw)
+    dw : ndarray of shape (K, C / groups, kh, kw)
         Summed over the batch (fold a 1/N into ``dy`` for the mean), reduced in a
         fixed order: bit-identical for any thread count.
     db : ndarray of shape (K,)
@@ -326,13 +378,15 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
     w = V.float_array(w, "w", 4, "(K, C, kh, kw)")
     dy = V.float_array(dy, "dy", 4, "(N, K, OH, OW)")
     V.same_dtype(x.dtype, w=w, dy=dy)
-    stride, pads, out_hw = _conv_geometry(x.shape, w.shape, stride, padding)
+    stride, pads, out_hw, dilation, groups = _conv_geometry(x.shape, w.shape, stride, padding,
+                                                            dilation, groups)
     expected = (x.shape[0], w.shape[0]) + out_hw
     if dy.shape != expected:
         raise ValueError(f"dy must have the conv output's shape {expected}, got {dy.shape}")
     relu_out = _relu_output(activation, y, expected, x.dtype, "(N, K, OH, OW)",
                             what="the conv output's")
-    return _ops.conv2d_backward(dy, x, w, stride, pads, bool(need_dx), relu_out, algorithm)
+    return _ops.conv2d_backward(dy, x, w, stride, pads, bool(need_dx), relu_out, algorithm,
+                                dilation, groups)
 
 
 # --------------------------------------------------------------------------- maxpool2d
@@ -413,6 +467,171 @@ def maxpool2d_backward(dy, argmax, x_shape):
 def _bad_argmax(argmax, plane, x_shape):
     raise ValueError(f"argmax values must lie in [0, H*W) = [0, {plane}) for x_shape "
                      f"{x_shape}, got values in [{int(argmax.min())}, {int(argmax.max())}]")
+
+
+# --------------------------------------------------------------------------- average pools
+
+def avgpool2d_output_shape(input_shape, size=2, stride=None, padding="valid"):
+    """``(C, OH, OW)`` of an average pool on ``input_shape = (C, H, W)``."""
+    return maxpool2d_output_shape(input_shape, size, stride, padding)
+
+
+def _avgpool_geometry(x, size, stride, padding):
+    kh, kw = V.int_pair(size, "size", 1)
+    sh, sw = (kh, kw) if stride is None else V.int_pair(stride, "stride", 1)
+    H, W = x.shape[2:]
+    if H == 0 or W == 0:
+        raise ValueError(f"x must have non-empty (H, W) planes to pool, got x.shape={x.shape}")
+    pads = maxpool2d_padding(padding, (kh, kw), (sh, sw), (H, W))
+    out = (_out_size(H, kh, sh, pads[0], pads[1], "avgpool2d: the window height (size)"),
+           _out_size(W, kw, sw, pads[2], pads[3], "avgpool2d: the window width (size)"))
+    return (kh, kw), (sh, sw), pads, out
+
+
+def avgpool2d(x, size=2, stride=None, padding="valid"):
+    """Average pooling: the mean of each window's *real* cells (padded cells are not counted,
+    as Keras/TF "same", ONNX ``count_include_pad=0``, torch ``count_include_pad=False``).
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, C, H, W), dtype float32 or float64
+    size : int or (kh, kw); stride : int or (sh, sw), or None for ``size``
+    padding : {"valid", "same", "tile"} or int or (ph, pw) or (top, bottom, left, right)
+        As for :func:`maxpool2d`; every pad must be smaller than the window.
+
+    Returns
+    -------
+    y : ndarray of shape (N, C, OH, OW), dtype of x (summed in float64)
+    """
+    x = V.float_array(x, "x", 4, "(N, C, H, W)")
+    return _ops.avgpool2d(x, *_avgpool_geometry(x, size, stride, padding))
+
+
+def avgpool2d_backward(dy, x_shape, size=2, stride=None, padding="valid"):
+    """``dx`` of :func:`avgpool2d`: each window's real cells receive ``dy / (their count)``.
+
+    dy : ndarray of shape (N, C, OH, OW); x_shape : (N, C, H, W), the forward input's shape.
+    Returns dx : ndarray of shape x_shape, dtype of dy.
+    """
+    dy = V.float_array(dy, "dy", 4, "(N, C, OH, OW)")
+    x_shape = _shape4(x_shape)
+    size, stride, pads, out = _avgpool_geometry(np.empty(x_shape, dtype=np.uint8), size, stride,
+                                                padding)
+    if dy.shape != x_shape[:2] + out:
+        raise ValueError(f"dy must have the pool output's shape {x_shape[:2] + out}, got {dy.shape}")
+    return _ops.avgpool2d_backward(dy, x_shape, size, stride, pads)
+
+
+def global_avgpool2d(x):
+    """The mean of every (H, W) plane: x (N, C, H, W) -> y (N, C), summed in float64."""
+    x = V.float_array(x, "x", 4, "(N, C, H, W)")
+    if x.shape[2] * x.shape[3] == 0:
+        raise ValueError(f"x must have non-empty (H, W) planes to pool, got x.shape={x.shape}")
+    return _ops.global_avgpool2d(x)
+
+
+def global_avgpool2d_backward(dy, x_shape):
+    """``dx[n, c, i, j] = dy[n, c] / (H * W)``: dy (N, C) -> dx of shape x_shape (N, C, H, W)."""
+    dy = V.float_array(dy, "dy", 2, "(N, C)")
+    x_shape = _shape4(x_shape)
+    if dy.shape != x_shape[:2] or x_shape[2] * x_shape[3] == 0:
+        raise ValueError(f"dy must have shape (N, C) = {x_shape[:2]} and x_shape non-empty "
+                         f"planes, got dy.shape={dy.shape}, x_shape={x_shape}")
+    return _ops.global_avgpool2d_backward(dy, x_shape)
+
+
+def _shape4(x_shape):
+    try:
+        x_shape = tuple(operator.index(d) for d in x_shape)
+    except TypeError:
+        raise TypeError(f"x_shape must be a tuple of 4 ints (N, C, H, W), got {x_shape!r}") from None
+    if len(x_shape) != 4 or min(x_shape) < 0:
+        raise ValueError(f"x_shape must be 4 non-negative ints (N, C, H, W), got {x_shape!r}")
+    return x_shape
+
+
+# --------------------------------------------------------------------------- batch norm
+
+def _bn_args(x, gamma, beta, eps):
+    x = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    if x.ndim not in (2, 4):
+        raise ValueError(f"x must be 2-D (N, F) or 4-D (N, C, H, W), got shape {x.shape}")
+    x = V.float_array(x, "x", x.ndim, "(N, C, ...)")
+    C = x.shape[1]
+    out = []
+    for name, a in (("gamma", gamma), ("beta", beta)):
+        if a is not None:
+            a = V.float_array(a, name, 1, f"({C},)")
+            V.same_dtype(x.dtype, **{name: a})
+            if a.shape != (C,):
+                raise ValueError(f"{name} must have shape ({C},) (one per channel), got {a.shape}")
+        out.append(a)
+    V.real(eps, "eps", low=0.0, low_open=True)
+    return x, out[0], out[1]
+
+
+def batch_norm(x, gamma=None, beta=None, eps=1e-5, running_mean=None, running_var=None):
+    """Batch normalisation per channel (axis 1 of (N, C, H, W), or per feature of (N, F)).
+
+    Without running statistics (training): ``mean`` and the *biased* variance
+    ``var = mean((x - mean)^2)`` over the N*H*W values of each channel (two-pass, float64),
+    ``y = gamma * (x - mean) / sqrt(var + eps) + beta``; it needs more than one value per
+    channel (PyTorch's rule: one value gives var = 0, y = beta, and no gradient). With
+    ``running_mean`` and ``running_var`` (evaluation), those replace the batch statistics.
+    gamma = None means 1, beta = None means 0.
+
+    Returns
+    -------
+    y : ndarray of x's shape and dtype
+    mean, var : float64 ndarrays of shape (C,): the batch statistics (training) or None
+    """
+    x, gamma, beta = _bn_args(x, gamma, beta, eps)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var go together (both or neither)")
+    if running_mean is None:
+        if x.shape[0] * (x[0, 0].size if x.ndim == 4 else 1) < 2:
+            raise ValueError(f"batch_norm in training needs more than 1 value per channel, got "
+                             f"x.shape={x.shape}")
+        return _ops.batch_norm_train(x, gamma, beta, eps)
+    stats = []
+    for name, a in (("running_mean", running_mean), ("running_var", running_var)):
+        a = np.asarray(a, dtype=np.float64)
+        if a.shape != (x.shape[1],):
+            raise ValueError(f"{name} must have shape ({x.shape[1]},), got {a.shape}")
+        stats.append(a)
+    scale = (1.0 if gamma is None else gamma.astype(np.float64)) / np.sqrt(stats[1] + eps)
+    shift = (0.0 if beta is None else beta.astype(np.float64)) - stats[0] * scale
+    scale = np.ascontiguousarray(np.broadcast_to(scale, (x.shape[1],)), dtype=np.float64)
+    return _ops.batch_norm_eval(x, scale, np.ascontiguousarray(shift, dtype=np.float64)), None, None
+
+
+def batch_norm_backward(dy, x, mean, var, gamma=None, eps=1e-5, need_dx=True):
+    """Gradients of training-mode :func:`batch_norm` (through the batch statistics).
+
+    With ``xhat = (x - mean) / sqrt(var + eps)``: ``dbeta = sum(dy)``, ``dgamma =
+    sum(dy * xhat)`` (sums over N*H*W, float64, fixed order), and ``dx = gamma / sqrt(var +
+    eps) * (dy - dbeta / M - xhat * dgamma / M)`` with M = N*H*W.
+
+    Parameters
+    ----------
+    dy, x : ndarrays of one shape, (N, F) or (N, C, H, W)
+    mean, var : (C,) float64, as returned by :func:`batch_norm`
+    gamma : (C,) or None; eps : as in the forward
+
+    Returns
+    -------
+    dx (x's shape, or None), dgamma (C,), dbeta (C,): dtype of x
+    """
+    x, gamma, _ = _bn_args(x, gamma, None, eps)
+    dy = V.float_array(dy, "dy", x.ndim, "like x")
+    V.same_dtype(x.dtype, dy=dy)
+    if dy.shape != x.shape:
+        raise ValueError(f"dy must have x's shape {x.shape}, got {dy.shape}")
+    stats = [np.ascontiguousarray(a, dtype=np.float64) for a in (mean, var)]
+    if any(a.shape != (x.shape[1],) for a in stats):
+        raise ValueError(f"mean and var must have shape ({x.shape[1]},)")
+    return _ops.batch_norm_train_backward(dy, x, gamma, stats[0], stats[1], eps, bool(need_dx),
+                                          True, True)
 
 
 # --------------------------------------------------------------------------- optimizers

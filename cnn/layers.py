@@ -29,10 +29,13 @@ from . import _validation as V
 from . import activations as _activations
 from . import functional as F
 from . import initializers as _initializers
-from ._layer import Layer
+from ._layer import Layer, compact_pair
 from .merging import Add, Concatenate
+from .normalization import BatchNormalization
+from .pooling import AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, GlobalAvgPool2D
 
-__all__ = ["Layer", "Add", "Concatenate", "Dense", "Conv2D", "MaxPool2D", "MaxPooling2D", "Flatten", "Activation",
+__all__ = ["Layer", "Add", "Concatenate", "BatchNormalization", "AvgPool2D", "AveragePooling2D",
+           "GlobalAvgPool2D", "GlobalAveragePooling2D", "Dense", "Conv2D", "MaxPool2D", "MaxPooling2D", "Flatten", "Activation",
            "Dropout", "get", "serialize", "deserialize"]
 
 _MAX_FEATURES = 2 ** 31 - 1  # GEMM sizes are C ints
@@ -48,11 +51,6 @@ def _initializer(value, name):
         _initializers.get(value)  # raises on an unknown name
         return value
     raise TypeError(f"{name} must be None or an initializer name, got {value!r}")
-
-
-def _compact(pair):
-    """``(a, a)`` -> ``a`` for configs and reprs; other pairs -> list (JSON has no tuples)."""
-    return pair[0] if pair[0] == pair[1] else list(pair)
 
 
 def _activation_config(act):
@@ -248,24 +246,36 @@ class Conv2D(_WeightedLayer):
     kernel_size : int or (int, int)
     stride : int or (int, int), default 1
     padding : "valid", "same", int, (ph, pw) or (top, bottom, left, right), default "valid"
-        ``"same"`` pads ``k - 1`` in total, the floor half on the top/left (the seed's rule).
+        ``"same"`` is TensorFlow/Keras' rule for every stride: ``ceil(H / s)`` outputs, total
+        padding ``max((ceil(H / s) - 1) * s + k' - H, 0)`` with ``k' = (k - 1) * d + 1``, the
+        smaller half on the top/left (for stride 1: ``k' - 1``, the seed's rule); see
+        :func:`cnn.functional.same_padding`.
     activation : None, str, dict or cnn.activations.Activation
     use_bias : bool, default True
     kernel_initializer : str, optional
-        As for :class:`Dense`; fan_in = C*kh*kw, fan_out = K*kh*kw.
+        As for :class:`Dense`; fan_in = C/groups*kh*kw, fan_out = K*kh*kw (PyTorch's fans).
+    dilation : int or (int, int), default 1
+        Spacing of the kernel taps (PyTorch's ``dilation``, Keras' ``dilation_rate``).
+    groups : int, default 1
+        Split the C input channels and the K filters into ``groups`` independent
+        convolutions (both divisible by it); ``groups == C`` is a depthwise convolution.
 
     Shapes
     ------
-    input ``(N, C, H, W)``, output ``(N, K, OH, OW)``; ``weight`` ``(K, C, kh, kw)``,
-    ``bias`` ``(K,)``.
+    input ``(N, C, H, W)``, output ``(N, K, OH, OW)``; ``weight`` ``(K, C/groups, kh, kw)``
+    (PyTorch's layout), ``bias`` ``(K,)``.
     """
 
     def __init__(self, filters, kernel_size, stride=1, padding="valid", activation=None,
-                 use_bias=True, kernel_initializer=None):
+                 use_bias=True, kernel_initializer=None, dilation=1, groups=1):
         super().__init__()
         self.filters = V.integer(filters, "filters", 1)
         self.kernel_size = V.int_pair(kernel_size, "kernel_size", 1)
         self.stride = V.int_pair(stride, "stride", 1)
+        self.dilation = V.int_pair(dilation, "dilation", 1)
+        self.groups = V.integer(groups, "groups", 1)
+        if self.filters % self.groups:
+            raise ValueError(f"groups={self.groups} must divide filters={self.filters}")
         self.padding = V.padding(padding, "padding", ("valid", "same"))
         self._set_activation(activation)
         if self.activation.name == "softmax":
@@ -278,40 +288,47 @@ class Conv2D(_WeightedLayer):
         input_shape = V.item_shape(input_shape)
         if len(input_shape) != 3:
             raise ValueError(f"Conv2D expects image items of shape (C, H, W), got item shape {input_shape}")
+        if input_shape[0] % self.groups:
+            raise ValueError(f"Conv2D groups={self.groups} must divide the input channels, got "
+                             f"item shape {input_shape} ({input_shape[0]} channels)")
         return tuple(int(v) for v in F.conv2d_output_shape(
-            input_shape, self.filters, self.kernel_size, self.stride, self.padding))
+            input_shape, self.filters, self.kernel_size, self.stride, self.padding,
+            self.dilation))
 
     def param_shapes(self, input_shape):
         self.compute_output_shape(input_shape)
-        shape = (self.filters, V.item_shape(input_shape)[0]) + self.kernel_size
+        shape = (self.filters, V.item_shape(input_shape)[0] // self.groups) + self.kernel_size
         return [("weight", shape)] + ([("bias", (self.filters,))] if self.use_bias else [])
 
     def _weight_shape_and_fans(self):
-        c = self.input_shape[0]
+        cg = self.input_shape[0] // self.groups
         kh, kw = self.kernel_size
-        return (self.filters, c, kh, kw), c * kh * kw, self.filters * kh * kw
+        return (self.filters, cg, kh, kw), cg * kh * kw, self.filters * kh * kw
 
     def _create_params(self, rng):
         super()._create_params(rng)
         # geometry resolved once: the kernels get ints
-        self._pads = F.conv2d_padding(self.padding, self.kernel_size)
+        self.pads = F.conv2d_padding(self.padding, self.kernel_size, self.stride,
+                                     self.input_shape[1:], self.dilation)
         self._out_hw = tuple(self.output_shape[1:])
 
     def _kernel(self, x, b, activation):
-        return _ops.conv2d(x, self.params[0], b, self.stride, self._pads, self._out_hw,
-                           activation == "relu")
+        return _ops.conv2d(x, self.params[0], b, self.stride, self.pads, self._out_hw,
+                           activation == "relu", "auto", self.dilation, self.groups)
 
     def _kernel_backward(self, grad, x, activation, y):
         return _ops.conv2d_backward(np.ascontiguousarray(grad), x, self.params[0], self.stride,
-                                    self._pads, self.need_input_grad,
-                                    y if activation == "relu" else None)
+                                    self.pads, self.need_input_grad,
+                                    y if activation == "relu" else None, "auto", self.dilation,
+                                    self.groups)
 
     def get_config(self):
         padding = list(self.padding) if isinstance(self.padding, tuple) else self.padding
-        return {"filters": self.filters, "kernel_size": _compact(self.kernel_size),
-                "stride": _compact(self.stride), "padding": padding,
+        return {"filters": self.filters, "kernel_size": compact_pair(self.kernel_size),
+                "stride": compact_pair(self.stride), "padding": padding,
                 "activation": _activation_config(self.activation), "use_bias": self.use_bias,
-                "kernel_initializer": self.kernel_initializer}
+                "kernel_initializer": self.kernel_initializer,
+                "dilation": compact_pair(self.dilation), "groups": self.groups}
 
 
 class MaxPool2D(Layer):
@@ -323,10 +340,11 @@ class MaxPool2D(Layer):
         Window.
     stride : int or (int, int), optional
         Defaults to ``size`` (the seed's ``s = w_F``).
-    padding : "tile", "valid", int, (ph, pw) or (top, bottom, left, right), default "tile"
+    padding : "tile", "valid", "same", int, (ph, pw) or (top, bottom, left, right), default "tile"
         ``"tile"``: the least padding that makes the windows tile the input (the seed's),
-        split like conv "same". Padded cells never win; ties go to the first cell in row-major
-        order, which alone receives the gradient.
+        split floor half first; ``"same"``: TensorFlow/Keras' (``ceil(H / s)`` outputs, the
+        smaller half of the padding on top/left, as conv "same"). Padded cells never win;
+        ties go to the first cell in row-major order, which alone receives the gradient.
 
     Shapes
     ------
@@ -337,7 +355,7 @@ class MaxPool2D(Layer):
         super().__init__()
         self.size = V.int_pair(size, "size", 1)
         self.stride = None if stride is None else V.int_pair(stride, "stride", 1)
-        self.padding = V.padding(padding, "padding", ("tile", "valid"))
+        self.padding = V.padding(padding, "padding", ("tile", "valid", "same"))
         self._cache = None
 
     def compute_output_shape(self, input_shape):
@@ -352,6 +370,11 @@ class MaxPool2D(Layer):
         self._geometry = (self.size, stride,
                           F.maxpool2d_padding(self.padding, self.size, stride, self.input_shape[1:]),
                           tuple(self.output_shape[1:]))
+
+    @property
+    def pads(self):
+        """The resolved padding ``(top, bottom, left, right)`` (after :meth:`build`)."""
+        return self._geometry[2]
 
     def forward(self, x, training=False):
         self._check_input(x)
@@ -368,8 +391,8 @@ class MaxPool2D(Layer):
 
     def get_config(self):
         padding = list(self.padding) if isinstance(self.padding, tuple) else self.padding
-        return {"size": _compact(self.size),
-                "stride": None if self.stride is None else _compact(self.stride),
+        return {"size": compact_pair(self.size),
+                "stride": None if self.stride is None else compact_pair(self.stride),
                 "padding": padding}
 
 

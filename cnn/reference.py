@@ -102,21 +102,24 @@ def _split(total):
     return first, total - first
 
 
-def pad_amounts(padding, kernel_size):
+def pad_amounts(padding, kernel_size, stride=1, input_hw=(1, 1)):
     """Normalise a convolution padding to ``(top, bottom, left, right)``.
 
     Parameters
     ----------
     padding : {"valid", "same"} or int or tuple of 2 or 4 ints
-        Strings are case-insensitive. ``"valid"``: none. ``"same"``: a total of ``k - 1`` rows (columns) per axis, of which
-        ``floor((k - 1) / 2)`` go on the top (left) and the rest on the bottom (right), as in
-        the seed's eq. 7 and in PyTorch and Keras. This rule holds *regardless of the stride*:
-        with stride ``s > 1`` the output is then ``floor((H - 1) / s) + 1`` rows, i.e.
-        ``ceil(H / s)``, not ``H``. An int ``p`` pads ``p`` on every side, ``(ph, pw)`` pads
-        ``ph`` on top and bottom and ``pw`` left and right, and ``(top, bottom, left, right)``
-        is taken as it is. All amounts must be ``>= 0``.
+        Strings are case-insensitive. ``"valid"``: none. ``"same"``: TensorFlow/Keras' rule:
+        the output has ``ceil(H / s)`` rows, and the total padding is the least that lets
+        the last window fit, ``max((ceil(H / s) - 1) * s + kh - H, 0)``, of which the
+        smaller half goes on the top and the rest on the bottom (likewise the columns). For
+        stride 1 that is ``k - 1`` whatever ``H``, the seed's eq. 7. An int ``p`` pads ``p``
+        on every side, ``(ph, pw)`` pads ``ph`` on top and bottom and ``pw`` left and right,
+        and ``(top, bottom, left, right)`` is taken as it is. All amounts must be ``>= 0``.
     kernel_size : int or tuple of 2 ints
         ``(kh, kw)``, each ``>= 1``.
+    stride : int or tuple of 2 ints, default 1
+    input_hw : tuple of 2 ints
+        ``(H, W)``: only "same" with a stride > 1 depends on it.
 
     Returns
     -------
@@ -129,7 +132,10 @@ def pad_amounts(padding, kernel_size):
         if mode == "valid":
             return (0, 0, 0, 0)
         if mode == "same":
-            return _split(kh - 1) + _split(kw - 1)
+            sh, sw = _pair(stride, "stride", 1)
+            totals = [max((-(-n // s) - 1) * s + k - n, 0)
+                      for n, k, s in zip(input_hw, (kh, kw), (sh, sw))]
+            return _split(totals[0]) + _split(totals[1])
         raise ValueError(
             f"padding must be 'valid', 'same', an int, (ph, pw) or (top, bottom, left, right); "
             f"got the string {padding!r}"
@@ -224,7 +230,7 @@ def _conv_geometry(x_shape, w_shape, stride, padding):
     if kh < 1 or kw < 1 or k < 1:
         raise ValueError(f"w must have K, kh, kw >= 1; got shape {w_shape}")
     sh, sw = _pair(stride, "stride", 1)
-    top, bottom, left, right = pad_amounts(padding, (kh, kw))
+    top, bottom, left, right = pad_amounts(padding, (kh, kw), (sh, sw), (h, wd))
     hp, wp = h + top + bottom, wd + left + right
     if kh > hp or kw > wp:
         raise ValueError(
@@ -256,7 +262,7 @@ def conv2d(x, w, b=None, stride=1, padding="valid"):
     stride : int or tuple of 2 ints, default 1
         Step between two reads of the filter, ``>= 1``.
     padding : {"valid", "same"} or int or tuple, default "valid"
-        See :func:`pad_amounts` (``"same"`` pads ``k - 1`` in total whatever the stride).
+        See :func:`pad_amounts` (``"same"`` is TensorFlow/Keras' rule for every stride).
 
     Returns
     -------

@@ -12,6 +12,7 @@ Examples::
     python -m cnn.train --model seed-mlp                    # the seed project's MLP
     python -m cnn.train --model lenet5                      # any name of cnn.models.MODELS
     python -m cnn.train --data-dir ~/data/fashion-mnist     # any MNIST-layout IDX directory
+    python -m cnn.train --data-dir ~/data/cifar-10-batches-bin   # or the CIFAR-10 binary files
 """
 
 import argparse
@@ -131,7 +132,8 @@ def _parser():
         description="Train a CNN on MNIST (the bundled 5,000-image subset by default) and report "
                     "its accuracy on the 10,000-image test set.")
     p.add_argument("--data-dir", metavar="DIR",
-                   help="an MNIST-layout IDX directory (train-images-idx3-ubyte[.gz], ...); "
+                   help="an MNIST-layout IDX directory (train-images-idx3-ubyte[.gz], ...) or "
+                        "the CIFAR-10 binary files (data_batch_1.bin ... test_batch.bin); "
                         "default: the data shipped with cnn")
     p.add_argument("--download", action="store_true",
                    help="download the full MNIST into --data-dir (or the default data folder) first")
@@ -187,10 +189,20 @@ def _parser():
     return p
 
 
+def _is_cifar10_dir(path):
+    import pathlib
+    p = pathlib.Path(path)
+    return any((d / name).exists() for d in (p, p / "cifar-10-batches-bin")
+               for name in ("data_batch_1.bin", "data_batch_1"))
+
+
 def _load_data(args, seed):
-    from .datasets import load_mnist
-    (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, download=args.download,
-                                                      max_classes=args.max_classes)
+    from .datasets import load_cifar10, load_mnist
+    if args.data_dir is not None and not args.download and _is_cifar10_dir(args.data_dir):
+        (x_train, y_train), (x_test, y_test) = load_cifar10(args.data_dir)
+    else:
+        (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, download=args.download,
+                                                          max_classes=args.max_classes)
     if args.limit is not None:
         pick = np.random.default_rng(seed).permutation(len(x_train))[:args.limit]
         x_train, y_train = x_train[np.sort(pick)], y_train[np.sort(pick)]

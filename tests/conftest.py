@@ -57,12 +57,25 @@ def assert_close(actual, expected, dtype, scale=None):
 # ----------------------------------------------------------------------------- padding rules
 
 
-def pads_conv(padding, kh, kw):
-    """(top, bottom, left, right) for a conv padding, from the rules in DESIGN.md / NOTES 6."""
+def _tf_same(n, k, s):
+    """TF/Keras "same" on one axis, found by search: the least total padding after which the
+    output has ceil(n / s) positions; the smaller half first."""
+    want = -(-n // s)
+    p = next(p for p in range(10**6) if n + p >= k and (n + p - k) // s + 1 == want)
+    return p // 2, p - p // 2
+
+
+def pads_conv(padding, kh, kw, hw=None, stride=1):
+    """(top, bottom, left, right) for a conv padding: "same" is TensorFlow/Keras' rule for
+    the input size ``hw`` and ``stride`` (for stride 1: total k - 1, the seed's)."""
     if padding == "valid":
         return (0, 0, 0, 0)
     if padding == "same":
-        return ((kh - 1) // 2, kh - 1 - (kh - 1) // 2, (kw - 1) // 2, kw - 1 - (kw - 1) // 2)
+        sh, sw = (stride, stride) if np.isscalar(stride) else stride
+        h, w = hw if hw is not None else (1, 1)
+        if hw is None:
+            assert (sh, sw) == (1, 1), "'same' with a stride > 1 needs the input size"
+        return _tf_same(h, kh, sh) + _tf_same(w, kw, sw)
     return _explicit(padding)
 
 

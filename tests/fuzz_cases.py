@@ -71,14 +71,21 @@ def explicit_pads(p, maximum=MAX_INT):
     return None
 
 
-def conv_pads(padding, kh, kw):
+def tf_same(n, k, s):
+    """TensorFlow/Keras "same" on one axis: total max((ceil(n/s) - 1)*s + k - n, 0), the
+    smaller half first (for s = 1: k - 1, floor half first)."""
+    total = max((-(-n // s) - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
+
+
+def conv_pads(padding, kh, kw, hw=(1, 1), s=(1, 1)):
     """(top, bottom, left, right) from DESIGN.md's rules, or None when invalid."""
     if isinstance(padding, str):
         mode = padding.lower()
         if mode == "valid":
             return (0, 0, 0, 0)
         if mode == "same":
-            return ((kh - 1) // 2, kh - 1 - (kh - 1) // 2, (kw - 1) // 2, kw - 1 - (kw - 1) // 2)
+            return tf_same(hw[0], kh, s[0]) + tf_same(hw[1], kw, s[1])
         return None
     return explicit_pads(padding)
 
@@ -96,6 +103,8 @@ def pool_pads(padding, k, s, hw):
             ph = next(p for p in range(kh + sh + 1) if h + p >= kh and (h + p - kh) % sh == 0)
             pw = next(p for p in range(kw + sw + 1) if w + p >= kw and (w + p - kw) % sw == 0)
             pads = (ph // 2, ph - ph // 2, pw // 2, pw - pw // 2)
+        elif mode == "same":
+            pads = tf_same(h, kh, sh) + tf_same(w, kw, sw)
         else:
             return None
     else:
@@ -274,7 +283,7 @@ def conv_problem(x, w, b, stride, padding):
     s = pair(stride, 1)
     if s is None:
         return f"stride {stride!r}", None
-    pads = conv_pads(padding, kh, kw)
+    pads = conv_pads(padding, kh, kw, (h, wd), s)
     if pads is None:
         return f"padding {padding!r}", None
     oh = out_size(h, kh, s[0], pads[0], pads[1])
@@ -599,7 +608,7 @@ def layer_args_problem(kind, args):
             return "stride"
         p = args["padding"]
         if isinstance(p, str):
-            if p not in ("tile", "valid"):
+            if p not in ("tile", "valid", "same"):
                 return "padding"
         elif not (is_int(p) or isinstance(p, (tuple, list)) and len(p) in (2, 4)) or \
                 explicit_pads(p, None) is None:
@@ -634,7 +643,7 @@ def expected_output_shape(layer, kind, shape):
         return None
     if kind == "Conv2D":
         (kh, kw), (sh, sw) = layer.kernel_size, layer.stride
-        pads = conv_pads(layer.padding, kh, kw)
+        pads = conv_pads(layer.padding, kh, kw, (h, w), (sh, sw))
         oh, ow = out_size(h, kh, sh, *pads[:2]), out_size(w, kw, sw, *pads[2:])
         return None if oh is None or ow is None else (layer.filters, oh, ow)
     k = layer.size

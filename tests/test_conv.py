@@ -19,7 +19,7 @@ CASES = [
     ((3, 1, 9, 9), (5, 1, 5, 5), 1, "same"),          # C = 1 (a first layer)
     ((2, 4, 5, 5), (3, 4, 1, 1), 1, "valid"),         # 1x1
     ((2, 3, 9, 8), (2, 3, 3, 3), 2, "valid"),
-    ((2, 3, 9, 8), (2, 3, 3, 3), 2, "same"),          # total k - 1 whatever the stride
+    ((2, 3, 9, 8), (2, 3, 3, 3), 2, "same"),          # TF rule: (1, 1, 0, 1) here
     ((1, 2, 10, 9), (2, 2, 3, 2), 3, 1),
     ((1, 2, 7, 7), (2, 2, 3, 3), (2, 1), (1, 2)),
     ((2, 2, 5, 6), (3, 2, 2, 3), (1, 3), (0, 2, 1, 0)),
@@ -39,7 +39,7 @@ def test_forward_matches_correlate2d(rng, dtype, xs, ws, stride, padding):
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
     b = rng.standard_normal(ws[0]).astype(dtype)
-    pads = pads_conv(padding, ws[2], ws[3])
+    pads = pads_conv(padding, ws[2], ws[3], xs[2:], stride)
     expected = scipy_conv2d(x, w, b, pads, _s(stride))
     assert_close(F.conv2d(x, w, b, stride=stride, padding=padding), expected, dtype)
     assert_close(F.conv2d(x, w, stride=stride, padding=padding),
@@ -56,7 +56,8 @@ def test_backward_matches_scipy(rng, dtype, xs, ws, stride, padding):
     w = rng.standard_normal(ws).astype(dtype)
     y = F.conv2d(x, w, stride=stride, padding=padding)
     dy = rng.standard_normal(y.shape).astype(dtype)
-    edx, edw, edb = scipy_conv2d_backward(dy, x, w, pads_conv(padding, ws[2], ws[3]), _s(stride))
+    edx, edw, edb = scipy_conv2d_backward(dy, x, w, pads_conv(padding, ws[2], ws[3], xs[2:], stride),
+                                          _s(stride))
     dx, dw, db = F.conv2d_backward(dy, x, w, stride=stride, padding=padding)
     assert_close(dx, edx, dtype)
     assert_close(dw, edw, dtype)
@@ -165,7 +166,7 @@ def test_property_forward_backward_vs_scipy_and_reference(problem):
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
     b = rng.standard_normal(ws[0]).astype(dtype)
-    pads = pads_conv(padding, ws[2], ws[3])
+    pads = pads_conv(padding, ws[2], ws[3], xs[2:], stride)
     # Every product is a sum whose float rounding scales with the sum of |terms|, not with
     # |result| (cancellation can make that tiny): the same oracle on |x|, |w|, |dy| gives it.
     ax, aw, ab = np.abs(x), np.abs(w), np.abs(b)

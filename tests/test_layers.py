@@ -286,7 +286,7 @@ def test_conv_initialiser_fans():
     (lambda: layers.Conv2D(4, 3, padding="full"), ValueError, "padding"),
     (lambda: layers.Conv2D(4, 3, padding=-1), ValueError, "padding"),
     (lambda: layers.MaxPool2D(0), ValueError, "size"),
-    (lambda: layers.MaxPool2D(2, padding="same"), ValueError, "padding"),
+    (lambda: layers.MaxPool2D(2, padding="full"), ValueError, "padding"),
     (lambda: layers.Dropout(1.0), ValueError, "rate"),
     (lambda: layers.Dropout("0.5"), TypeError, "rate"),
 ])

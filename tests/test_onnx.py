@@ -161,7 +161,8 @@ def test_graph_uses_cnn_padding_rules_and_state_dict_names(name, exported):
         attrs = {a.name: helper.get_attribute_value(a) for n in nodes[:1] for a in n.attribute}
         assert "auto_pad" not in attrs
         if isinstance(layer, layers.Conv2D):
-            t, b, l, r = F.conv2d_padding(layer.padding, layer.kernel_size)
+            t, b, l, r = F.conv2d_padding(layer.padding, layer.kernel_size, layer.stride,
+                                          layer.input_shape[1:], layer.dilation)
             assert nodes[0].op_type == "Conv" and attrs["pads"] == [t, l, b, r]
             assert attrs["strides"] == list(layer.stride)
         elif isinstance(layer, layers.MaxPool2D):

@@ -316,7 +316,7 @@ DY, IDX, XS = _a((1, 2, 2, 2)), np.zeros((1, 2, 2, 2), np.intp), (1, 2, 4, 4)
         (lambda: F.maxpool2d(_a((1, 1, 4, 4)), 2, stride=0), ValueError, r"stride must be >= 1, got 0"),
         (lambda: F.maxpool2d(_a((1, 1, 4, 4)), 2, stride=-1), ValueError, r"stride must be >= 1, got -1"),
         (lambda: F.maxpool2d(_a((1, 1, 4, 4)), 2, stride="2"), TypeError, r"stride must be an int"),
-        (lambda: F.maxpool2d(_a((1, 1, 4, 4)), 2, padding="same"), ValueError, r"padding must be one of \['tile', 'valid'\].*'same'"),
+        (lambda: F.maxpool2d(_a((1, 1, 4, 4)), 2, padding="full"), ValueError, r"padding must be one of \['tile', 'valid', 'same'\].*'full'"),
         (lambda: F.maxpool2d(_a((1, 1, 4, 4)), 2, padding=-1), ValueError, r"padding must be >= 0, got -1"),
         (lambda: F.maxpool2d(_a((1, 1, 4, 4)), 2, padding=2), ValueError, r"smaller than the window.*\(2, 2, 2, 2\)"),
         (lambda: F.maxpool2d(_a((1, 1, 4, 4)), 2, stride=3), ValueError, r"padding='tile' needs stride <= size"),

@@ -41,7 +41,7 @@ def test_conv2d_matches_correlate2d(rng, dtype, xs, ws, stride, padding):
     w = rng.standard_normal(ws).astype(dtype)
     b = rng.standard_normal(ws[0]).astype(dtype)
     s = (stride, stride) if isinstance(stride, int) else stride
-    expected = scipy_conv2d(x, w, b, pads_conv(padding, ws[2], ws[3]), s)
+    expected = scipy_conv2d(x, w, b, pads_conv(padding, ws[2], ws[3], xs[2:], s), s)
     assert_close(R.conv2d(x, w, b, stride=stride, padding=padding), expected, dtype)
     assert_close(R.conv2d(x, w, None, stride=stride, padding=padding),
                  expected - b.astype(np.float64)[None, :, None, None], dtype)
@@ -55,7 +55,7 @@ def test_conv2d_backward_matches_scipy(rng, dtype, xs, ws, stride, padding):
     y = R.conv2d(x, w, stride=stride, padding=padding)
     dy = rng.standard_normal(y.shape).astype(dtype)
     s = (stride, stride) if isinstance(stride, int) else stride
-    edx, edw, edb = scipy_conv2d_backward(dy, x, w, pads_conv(padding, ws[2], ws[3]), s)
+    edx, edw, edb = scipy_conv2d_backward(dy, x, w, pads_conv(padding, ws[2], ws[3], xs[2:], s), s)
     dx, dw, db = R.conv2d_backward(dy, x, w, stride=stride, padding=padding)
     assert_close(dx, edx, dtype)
     assert_close(dw, edw, dtype)
@@ -68,7 +68,8 @@ def test_strided_conv_is_subsampled_stride1(rng, stride, padding):
     x = rng.standard_normal((2, 2, 11, 10))
     w = rng.standard_normal((3, 2, 3, 4))
     s = (stride, stride) if isinstance(stride, int) else stride
-    y1 = R.conv2d(x, w, padding=padding)
+    # "same" pads by the stride (TF rule): compare with stride 1 on those explicit pads
+    y1 = R.conv2d(x, w, padding=R.pad_amounts(padding, (3, 4), s, (11, 10)))
     ys = R.conv2d(x, w, stride=stride, padding=padding)
     np.testing.assert_allclose(ys, y1[:, :, :: s[0], :: s[1]], rtol=1e-12, atol=1e-12)
 
@@ -77,7 +78,7 @@ def test_same_padding_keeps_size_at_stride1_and_gives_ceil_at_stride_s(rng):
     x = rng.standard_normal((1, 1, 9, 10))
     for k in (1, 2, 3, 4, 5):
         assert R.conv2d(x, np.ones((1, 1, k, k)), padding="same").shape == (1, 1, 9, 10)
-        # total k - 1 whatever the stride: ceil(H / s) outputs
+        # ceil(H / s) outputs (TF rule)
         assert R.conv2d(x, np.ones((1, 1, k, k)), stride=2, padding="same").shape == (1, 1, 5, 5)
         assert R.conv2d(x, np.ones((1, 1, k, k)), stride=3, padding="same").shape == (1, 1, 3, 4)
 

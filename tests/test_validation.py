@@ -91,7 +91,7 @@ FUNCTIONAL = {
     "pool stride -2": (lambda: F.maxpool2d(X, 2, -2), ValueError, r"stride must be >= 1, got -2"),
     "pool tile with big stride": (lambda: F.maxpool2d(X, 2, 3), ValueError, r"padding='tile' needs stride <= size"),
     "pool pad >= window": (lambda: F.maxpool2d(X, 2, padding=2), ValueError, r"smaller than the window.*\(2, 2, 2, 2\)"),
-    "pool padding name": (lambda: F.maxpool2d(X, 2, padding="same"), ValueError, r"padding must be one of \['tile', 'valid'\].*'same'"),
+    "pool padding name": (lambda: F.maxpool2d(X, 2, padding="full"), ValueError, r"padding must be one of \['tile', 'valid', 'same'\].*'full'"),
     # dtypes
     "conv int x": (lambda: F.conv2d(X.astype(int), W), TypeError, r"x must have dtype float32 or float64, got int64"),
     "conv float16 w": (lambda: F.conv2d(X, W.astype(np.float16)), TypeError, r"w must have dtype .*got float16"),
@@ -152,7 +152,7 @@ CONSTRUCT = {
     "Conv softmax": (lambda: layers.Conv2D(2, 3, activation="softmax"), ValueError, r"Conv2D activation must not be 'softmax'"),
     "Pool size 0": (lambda: layers.MaxPool2D(0), ValueError, r"size must be >= 1, got 0"),
     "Pool stride -1": (lambda: layers.MaxPool2D(2, -1), ValueError, r"stride must be >= 1, got -1"),
-    "Pool padding": (lambda: layers.MaxPool2D(2, padding="same"), ValueError, r"padding must be one of \['tile', 'valid'\]"),
+    "Pool padding": (lambda: layers.MaxPool2D(2, padding="full"), ValueError, r"padding must be one of \['tile', 'valid', 'same'\]"),
     "Dropout rate 1": (lambda: layers.Dropout(1.0), ValueError, r"rate must be a finite number in \[0.0, 1.0\), got 1.0"),
     "Dropout rate nan": (lambda: layers.Dropout(float("nan")), ValueError, r"rate must be a finite number in \[0.0, 1.0\), got nan"),
     "Dropout rate str": (lambda: layers.Dropout("0.5"), TypeError, r"rate must be a real number, got '0.5' of type str"),

@@ -66,33 +66,38 @@ cdef object _dtype(const floating[:, :, :, ::1] like):
 
 cdef extern from "_im2col.h":
     void cnn_im2col_f(const float *x, float *cols, int C, int H, int W, int kh, int kw,
-                      int sh, int sw, int pt, int pl, int OH, int OW) noexcept nogil
+                      int sh, int sw, int pt, int pl, int OH, int OW, int dh,
+                      int dw) noexcept nogil
     void cnn_im2col_d(const double *x, double *cols, int C, int H, int W, int kh, int kw,
-                      int sh, int sw, int pt, int pl, int OH, int OW) noexcept nogil
+                      int sh, int sw, int pt, int pl, int OH, int OW, int dh,
+                      int dw) noexcept nogil
     void cnn_col2im_f(const float *cols, float *dx, int C, int H, int W, int kh, int kw,
-                      int sh, int sw, int pt, int pl, int OH, int OW) noexcept nogil
+                      int sh, int sw, int pt, int pl, int OH, int OW, int dh,
+                      int dw) noexcept nogil
     void cnn_col2im_d(const double *cols, double *dx, int C, int H, int W, int kh, int kw,
-                      int sh, int sw, int pt, int pl, int OH, int OW) noexcept nogil
+                      int sh, int sw, int pt, int pl, int OH, int OW, int dh,
+                      int dw) noexcept nogil
 
 
 cdef inline void _im2col(const floating *x, floating *cols,
                          int C, int H, int W, int kh, int kw, int sh, int sw,
-                         int pt, int pl, int OH, int OW) noexcept nogil:
-    """cols[(c*kh + i)*kw + j, oh*OW + ow] = xpad[c, oh*sh + i, ow*sw + j] (see _im2col.h)."""
+                         int pt, int pl, int OH, int OW, int dil_h, int dil_w) noexcept nogil:
+    """cols[(c*kh + i)*kw + j, oh*OW + ow] = xpad[c, oh*sh + i*dil_h, ow*sw + j*dil_w]
+    (see _im2col.h)."""
     if floating is float:
-        cnn_im2col_f(x, cols, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW)
+        cnn_im2col_f(x, cols, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
     else:
-        cnn_im2col_d(x, cols, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW)
+        cnn_im2col_d(x, cols, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
 
 
 cdef inline void _col2im(const floating *cols, floating *dx,
                          int C, int H, int W, int kh, int kw, int sh, int sw,
-                         int pt, int pl, int OH, int OW) noexcept nogil:
+                         int pt, int pl, int OH, int OW, int dil_h, int dil_w) noexcept nogil:
     """dx = 0, then dx[c, ih, iw] += cols[row, p] over every (row, p) im2col read (c, ih, iw) from."""
     if floating is float:
-        cnn_col2im_f(cols, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW)
+        cnn_col2im_f(cols, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
     else:
-        cnn_col2im_d(cols, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW)
+        cnn_col2im_d(cols, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
 
 
 cdef void _bias_act(floating *y, const floating *b, bint has_bias, bint relu,
@@ -114,27 +119,32 @@ cdef void _bias_act(floating *y, const floating *b, bint has_bias, bint relu,
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
-                   const floating[:, :, :, ::1] w,   # IN  (K, C, kh, kw)
+                   const floating[:, :, :, ::1] w,   # IN  (K, C/groups, kh, kw)
                    const floating[::1] b,            # IN  (K,) or None
                    floating[:, :, :, ::1] y,         # OUT (N, K, OH, OW)
                    int sh, int sw, int pt, int pl,
-                   bint relu, int num_threads):
-    """y = act(conv(x, w) + b), cross-correlation with stride (sh, sw) and top/left padding (pt, pl).
+                   bint relu, int num_threads, int dil_h=1, int dil_w=1, int groups=1):
+    """y = act(conv(x, w) + b), cross-correlation with stride (sh, sw), top/left padding
+    (pt, pl), dilation (dil_h, dil_w) and ``groups`` channel groups.
 
-    The bottom/right padding is implied by y's shape. ``b`` may be None.
+    The bottom/right padding is implied by y's shape. ``b`` may be None. With groups, the
+    im2col rows of group g (its C/groups channels) are one contiguous block, so group g is
+    one GEMM ``y[n, g*Kg:(g+1)*Kg] = w[g*Kg:(g+1)*Kg] @ cols[g block]``.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef int OH = y.shape[2], OW = y.shape[3]
-    cdef int P = OH * OW, CKK = C * kh * kw
+    cdef int G = groups, Kg = K // groups
+    cdef int P = OH * OW, CKK = C * kh * kw, CgKK = (C // groups) * kh * kw
     cdef bint has_bias = b is not None
     cdef const floating *bptr = &b[0] if has_bias else NULL
     cdef const floating *xptr
     cdef const floating *wptr
+    cdef const floating *src
     cdef floating *yptr
     cdef floating *cols
     cdef floating[:, ::1] scratch
-    cdef int n
+    cdef int n, g
     cdef bint direct = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
         and OH == H and OW == W
     if N == 0 or K == 0 or P == 0:
@@ -151,25 +161,27 @@ def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
         for n in prange(N, schedule='dynamic'):
             if direct:
                 # 1x1, stride 1, no padding: the input plane already is the column matrix.
-                _gemm(False, False, K, P, CKK, 1, wptr, CKK,
-                      xptr + <Py_ssize_t> n * C * H * W, P,
-                      0, yptr + <Py_ssize_t> n * K * P, P)
+                src = xptr + <Py_ssize_t> n * C * H * W
             else:
                 _im2col(xptr + <Py_ssize_t> n * C * H * W, cols, C, H, W, kh, kw, sh, sw,
-                        pt, pl, OH, OW)
-                _gemm(False, False, K, P, CKK, 1, wptr, CKK, cols, P,
-                      0, yptr + <Py_ssize_t> n * K * P, P)
+                        pt, pl, OH, OW, dil_h, dil_w)
+                src = cols
+            for g in range(G):
+                _gemm(False, False, Kg, P, CgKK, 1, wptr + <Py_ssize_t> g * Kg * CgKK, CgKK,
+                      src + <Py_ssize_t> g * CgKK * P, P,
+                      0, yptr + (<Py_ssize_t> n * K + g * Kg) * P, P)
             _bias_act(yptr + <Py_ssize_t> n * K * P, bptr, has_bias, relu, K, P)
 
 
 def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
                     const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
-                    const floating[:, :, :, ::1] w,   # IN  (K, C, kh, kw)
+                    const floating[:, :, :, ::1] w,   # IN  (K, C/groups, kh, kw)
                     floating[:, :, :, ::1] dx,        # OUT (N, C, H, W) or None
-                    floating[:, :, :, ::1] dw,        # OUT (K, C, kh, kw)
+                    floating[:, :, :, ::1] dw,        # OUT (K, C/groups, kh, kw)
                     floating[::1] db,                 # OUT (K,) or None
                     const floating[:, :, :, ::1] relu_out,  # IN (N, K, OH, OW) or None
-                    int sh, int sw, int pt, int pl, int num_threads):
+                    int sh, int sw, int pt, int pl, int num_threads,
+                    int dil_h=1, int dil_w=1, int groups=1):
     """Gradients of conv2d w.r.t. its input (skipped when dx is None), weight and bias.
 
     Without ``relu_out``, ``dy`` is the gradient w.r.t. the pre-activation output. With it
@@ -177,27 +189,30 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
     ``relu_out > 0`` per image in a private buffer (ReLU'(0) = 0). dw and db are sums
     over the batch (callers wanting the batch mean fold 1/N into dy).
 
-    The column buffer carries one extra row of ones, so one GEMM per image,
-    ``[dW | db] (K, CKK + 1) += dY_n (K, P) @ [cols; 1]^T``, yields the bias gradient
-    along with the weight gradient.
+    Each group's column block carries one extra row of ones, so one GEMM per image and
+    group, ``[dW_g | db_g] (Kg, CgKK + 1) += dY_ng (Kg, P) @ [cols_g; 1]^T``, yields the bias
+    gradient along with the weight gradient (Kg = K/groups, CgKK = C/groups*kh*kw).
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
     cdef int OH = dy.shape[2], OW = dy.shape[3]
-    cdef int P = OH * OW, CKK = C * kh * kw, CKK1 = CKK + 1
-    cdef Py_ssize_t WSZ = <Py_ssize_t> K * CKK, PSZ = <Py_ssize_t> K * CKK1
+    cdef int G = groups, Kg = K // groups, Cg = C // groups
+    cdef int P = OH * OW, CKK = C * kh * kw, CgKK = Cg * kh * kw, CgKK1 = CgKK + 1
+    cdef Py_ssize_t WSZ = <Py_ssize_t> K * CgKK, PSZ = <Py_ssize_t> K * CgKK1
+    cdef Py_ssize_t BLK = <Py_ssize_t> CgKK1 * P
     cdef bint need_dx = dx is not None
     cdef bint need_db = db is not None
     cdef bint masked = relu_out is not None
     cdef bint direct = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
         and OH == H and OW == W
-    cdef int n_chunks, chunk, n, n0, n1, k, p, j
+    cdef int n_chunks, chunk, n, n0, n1, k, p, j, g
     cdef Py_ssize_t e
     cdef floating acc
     cdef floating *cols
     cdef floating *dcols
     cdef floating *gmask
     cdef const floating *dyn
+    cdef const floating *wptr = &w[0, 0, 0, 0]
     cdef floating *part
     cdef floating[:, ::1] partials, scratch
     cdef floating *dxn
@@ -214,16 +229,17 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
     partials = np.empty((n_chunks, PSZ), dtype=_dtype(x))
     part = &partials[0, 0]
     num_threads = max(1, min(num_threads, n_chunks))
-    # Per-thread scratch: [cols; 1] (CKK + 1, P), dcols (CKK, P), masked dy (K, P).
-    scratch = np.empty((num_threads, <Py_ssize_t> CKK1 * P + (CKK * P if need_dx and not direct else 0)
+    # Per-thread scratch: G blocks [cols_g; 1] (CgKK + 1, P), dcols (CKK, P), masked dy (K, P).
+    scratch = np.empty((num_threads, G * BLK + (CKK * P if need_dx and not direct else 0)
                         + (K * P if masked else 0)), dtype=_dtype(x))
     for e in range(num_threads):
-        for p in range(P):
-            scratch[e, <Py_ssize_t> CKK * P + p] = 1
+        for g in range(G):
+            for p in range(P):
+                scratch[e, g * BLK + <Py_ssize_t> CgKK * P + p] = 1
     cols = dcols = gmask = NULL
     with nogil, parallel(num_threads=num_threads):
         cols = &scratch[omp_get_thread_num(), 0]
-        dcols = cols + <Py_ssize_t> CKK1 * P
+        dcols = cols + G * BLK
         gmask = dcols + (CKK * P if need_dx and not direct else 0)
         for chunk in prange(n_chunks, schedule='dynamic'):
             n0 = <int> ((<long long> N * chunk) // n_chunks)
@@ -233,21 +249,28 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
                 if masked:
                     _relu_mask(dyn, &relu_out[n, 0, 0, 0], gmask, <Py_ssize_t> K * P)
                     dyn = gmask
-                if direct:
-                    memcpy(cols, &x[n, 0, 0, 0], <size_t> CKK * P * sizeof(floating))
-                else:
-                    _im2col(&x[n, 0, 0, 0], cols, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW)
-                # partial [dW | db] (K, CKK + 1) (+)= dY_n (K, P) @ [cols; 1]^T (P, CKK + 1)
-                _gemm(False, True, K, CKK1, P, 1, dyn, P, cols, P,
-                      0 if n == n0 else 1, part + chunk * PSZ, CKK1)
+                for g in range(G):
+                    if direct:
+                        memcpy(cols + g * BLK, &x[n, g * Cg, 0, 0],
+                               <size_t> CgKK * P * sizeof(floating))
+                    else:
+                        _im2col(&x[n, g * Cg, 0, 0], cols + g * BLK, Cg, H, W, kh, kw, sh, sw,
+                                pt, pl, OH, OW, dil_h, dil_w)
+                    # partial [dW_g | db_g] (Kg, CgKK + 1) (+)= dY_ng (Kg, P) @ [cols_g; 1]^T
+                    _gemm(False, True, Kg, CgKK1, P, 1, dyn + <Py_ssize_t> g * Kg * P, P,
+                          cols + g * BLK, P, 0 if n == n0 else 1,
+                          part + chunk * PSZ + <Py_ssize_t> g * Kg * CgKK1, CgKK1)
                 if need_dx:
                     dxn = &dx[n, 0, 0, 0]
-                    if direct:
-                        # dx_n (C, P) = W^T (C, K) @ dY_n (K, P)
-                        _gemm(True, False, CKK, P, K, 1, &w[0, 0, 0, 0], CKK, dyn, P, 0, dxn, P)
-                    else:
-                        _gemm(True, False, CKK, P, K, 1, &w[0, 0, 0, 0], CKK, dyn, P, 0, dcols, P)
-                        _col2im(dcols, dxn, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW)
+                    for g in range(G):
+                        # dcols_g (CgKK, P) = W_g^T (CgKK, Kg) @ dY_ng (Kg, P)
+                        _gemm(True, False, CgKK, P, Kg, 1, wptr + <Py_ssize_t> g * Kg * CgKK,
+                              CgKK, dyn + <Py_ssize_t> g * Kg * P, P, 0,
+                              (dxn if direct else dcols) + <Py_ssize_t> g * CgKK * P, P)
+                    if not direct:
+                        # the groups' blocks lie in channel order: one col2im for all of them
+                        _col2im(dcols, dxn, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW,
+                                dil_h, dil_w)
 
     # Fixed-order reduction of the chunk partials: element-parallel, each element summed
     # over chunks 0, 1, 2, ... so the result never depends on the schedule.
@@ -255,10 +278,10 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
         acc = part[e]
         for chunk in range(1, n_chunks):
             acc = acc + part[chunk * PSZ + e]
-        k = <int> (e // CKK1)
-        j = <int> (e % CKK1)
-        if j < CKK:
-            dwptr[<Py_ssize_t> k * CKK + j] = acc
+        k = <int> (e // CgKK1)
+        j = <int> (e % CgKK1)
+        if j < CgKK:
+            dwptr[<Py_ssize_t> k * CgKK + j] = acc
         elif need_db:
             db[k] = acc
 

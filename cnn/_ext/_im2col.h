@@ -1,7 +1,8 @@
 /* im2col / col2im for one image, NCHW, C-contiguous; one definition per float type.
  *
- * cols[(c*kh + i)*kw + j, oh*OW + ow] = xpad[c, oh*sh + i, ow*sw + j], where xpad is x with
- * pt rows on top and pl columns on the left (the bottom/right padding is implied by OH, OW).
+ * cols[(c*kh + i)*kw + j, oh*OW + ow] = xpad[c, oh*sh + i*dh, ow*sw + j*dw], where xpad is x
+ * with pt rows on top and pl columns on the left (the bottom/right padding is implied by OH,
+ * OW) and (dh, dw) the dilation (1 for a plain kernel).
  * Written in plain C loops with `restrict` rather than memcpy/memset calls: the rows are
  * short (an output row, e.g. 14 or 28 values), so library calls per row cost more than the
  * copy, and these loops vectorise.
@@ -17,7 +18,8 @@ static inline ptrdiff_t cnn_ceil_div(ptrdiff_t a, ptrdiff_t b) {
     return a <= 0 ? -((-a) / b) : (a + b - 1) / b;
 }
 
-/* Output columns [lo, hi) of kernel column j read real input columns; the rest is padding. */
+/* Output columns [lo, hi) of the kernel column at offset j (= column index * dilation) read
+   real input columns; the rest is padding. */
 static inline void cnn_valid_cols(int W, int OW, int sw, int pl, int j,
                                   ptrdiff_t *lo, ptrdiff_t *hi) {
     ptrdiff_t l = cnn_ceil_div(pl - j, sw), h = cnn_ceil_div((ptrdiff_t)W + pl - j, sw);
@@ -31,11 +33,11 @@ static inline void cnn_valid_cols(int W, int OW, int sw, int pl, int j,
 #define CNN_DEFINE_IM2COL(SUFFIX, T)                                                       \
 static void cnn_im2col_##SUFFIX(const T *restrict x, T *restrict cols, int C, int H, int W, \
                                 int kh, int kw, int sh, int sw, int pt, int pl,            \
-                                int OH, int OW) {                                          \
+                                int OH, int OW, int dh, int dw) {                          \
     T *restrict dst = cols;                                                                \
     for (int c = 0; c < C; c++)                                                            \
-    for (int i = 0; i < kh; i++)                                                           \
-    for (int j = 0; j < kw; j++) {                                                         \
+    for (int i = 0; i < kh * dh; i += dh)                                                  \
+    for (int j = 0; j < kw * dw; j += dw) {                                                \
         ptrdiff_t lo, hi, off = (ptrdiff_t)j - pl;                                         \
         cnn_valid_cols(W, OW, sw, pl, j, &lo, &hi);                                        \
         if (sh == 1 && sw == 1 && OW == W) {                                               \
@@ -79,15 +81,16 @@ static void cnn_im2col_##SUFFIX(const T *restrict x, T *restrict cols, int C, in
     }                                                                                      \
 }                                                                                          \
                                                                                            \
-/* dx = 0, then dx[c, ih, iw] += cols[row, p] for every cell im2col read (c, ih, iw) from. */ \
+/* dx = 0, then dx[c, ih, iw] += cols[row, p] for every cell im2col read (c, ih, iw) from.
+   Here and above, i and j are the tap offsets (row/column index times the dilation). */ \
 static void cnn_col2im_##SUFFIX(const T *restrict cols, T *restrict dx, int C, int H, int W, \
                                 int kh, int kw, int sh, int sw, int pt, int pl,            \
-                                int OH, int OW) {                                          \
+                                int OH, int OW, int dh, int dw) {                          \
     const T *restrict src = cols;                                                          \
     memset(dx, 0, (size_t)C * H * W * sizeof(T));                                          \
     for (int c = 0; c < C; c++)                                                            \
-    for (int i = 0; i < kh; i++)                                                           \
-    for (int j = 0; j < kw; j++) {                                                         \
+    for (int i = 0; i < kh * dh; i += dh)                                                  \
+    for (int j = 0; j < kw * dw; j += dw) {                                                \
         ptrdiff_t lo, hi, off = (ptrdiff_t)j - pl;                                         \
         cnn_valid_cols(W, OW, sw, pl, j, &lo, &hi);                                        \
         for (int oh = 0; oh < OH; oh++, src += OW) {                                       \

@@ -16,7 +16,6 @@ A leaky ReLU adds ``alpha``. Without weights the spec is JSON-able (the torch me
 it on its command line).
 """
 
-from cnn import functional as F
 from cnn import models, optimizers
 
 from .common import Skip
@@ -60,10 +59,12 @@ def layer_spec(model, weights=True):
         if act not in _ACTIVATIONS:
             raise Skip(f"activation {act!r} not supported by the bench's other backends")
         if name == "Conv2D":
+            if tuple(layer.dilation) != (1, 1) or layer.groups != 1:
+                raise Skip("dilated or grouped Conv2D not supported by the bench's other backends")
             entry.update(in_channels=int(layer.input_shape[0]), filters=int(layer.filters),
                          kernel=tuple(layer.kernel_size), stride=tuple(layer.stride),
                          padding=layer.padding, bias=bool(layer.use_bias),
-                         pads=tuple(F.conv2d_padding(layer.padding, layer.kernel_size)))
+                         pads=tuple(layer.pads))
         elif name == "Dense":
             entry.update(in_features=int(layer.input_shape[0]), units=int(layer.units),
                          bias=bool(layer.use_bias))
@@ -71,8 +72,7 @@ def layer_spec(model, weights=True):
             entry.update(size=tuple(layer.size),
                          stride=tuple(layer.stride) if layer.stride is not None else None,
                          padding=layer.padding,
-                         pads=tuple(F.maxpool2d_padding(layer.padding, layer.size, layer.stride,
-                                                        layer.input_shape[1:])))
+                         pads=tuple(layer.pads))
         elif name != "Flatten":
             raise Skip(f"layer {name} not supported by the bench's other backends")
         if weights and layer.params:

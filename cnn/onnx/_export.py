@@ -8,7 +8,6 @@ plugs in with one entry in :data:`EXPORTERS`.
 
 import numpy as np
 
-from .. import functional as F
 from .. import layers as _layers
 from .. import _atomic
 from ._common import (
@@ -88,18 +87,18 @@ def _export_conv(graph, layer, index, x):
     inputs = [x, graph.initializer(*p["weight"])]
     if layer.use_bias:
         inputs.append(graph.initializer(*p["bias"]))
-    # Pads come from cnn's own rule, always explicit (never auto_pad): whatever
-    # F.conv2d_padding says "same" means is what the graph does.
-    pads = F.conv2d_padding(layer.padding, layer.kernel_size)
+    # Pads come from cnn's own rule, always explicit (never auto_pad): the layer's resolved
+    # pads (F.conv2d_padding of its padding, stride and input size) are what the graph does.
     z = graph.node("Conv", inputs, graph.tensor_name(index, "z"), f"{index}.Conv",
                    kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-                   pads=_onnx_pads(pads), dilations=[1, 1], group=1)
+                   pads=_onnx_pads(layer.pads), dilations=list(layer.dilation),
+                   group=int(layer.groups))
     return _activation(graph, layer, index, z)
 
 
 def _export_maxpool(graph, layer, index, x):
     stride = layer.size if layer.stride is None else layer.stride
-    pads = F.maxpool2d_padding(layer.padding, layer.size, stride, layer.input_shape[1:])
+    pads = layer.pads
     # ONNX MaxPool never lets a padded cell win either, as cnn's padding rule requires
     return graph.node("MaxPool", [x], graph.tensor_name(index, "y"), f"{index}.MaxPool",
                       kernel_shape=list(layer.size), strides=list(stride), pads=_onnx_pads(pads))
