@@ -156,8 +156,8 @@ def inference_session(path_or_model, threads=1):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    from ..sequential import Sequential
-    if isinstance(path_or_model, Sequential):
+    from ..model import Model
+    if isinstance(path_or_model, Model):
         source = to_model_proto(path_or_model).SerializeToString()
     else:
         from .._validation import path as _fspath
