@@ -11,9 +11,9 @@ returns the name of its output tensor. A new layer plugs in with one entry in
 
 import numpy as np
 
+from .. import _atomic
 from .. import functional as F
 from .. import layers as _layers
-from .. import _atomic
 from ._common import (
     ACTIVATION_OPS,
     DEFAULT_OPSET,
