@@ -25,6 +25,7 @@ def _importable(name):
 
 
 HAVE_TORCH = _importable("torch")
+HAVE_ORT = _importable("onnx") and _importable("onnxruntime")
 HAVE_MODEL = _importable("cnn.model")
 
 
@@ -105,7 +106,9 @@ def test_results_consistent(quick):
         assert isinstance(case["flops"], int) and case["flops"] > 0, case["name"]
         assert case["threads"] >= 1
         assert case["other_load"] is None or case["other_load"] >= 0
-        assert set(case["results"]) == set(BACKENDS), case["name"]
+        # ONNX Runtime runs the predict cases only
+        expected = set(BACKENDS) | ({"onnxruntime"} if case["kind"] == "predict" else set())
+        assert set(case["results"]) == expected, case["name"]
         assert case["check"]["ok"], case["check"]
         for backend, result in case["results"].items():
             if "skipped" in result:
@@ -123,13 +126,34 @@ def test_results_consistent(quick):
 
         basis = case["ratios"]["basis"]
         assert basis == ("peak_rss_bytes" if case["kind"] == "memory" else "median_s")
-        for backend, key in (("torch", "vs_torch"), ("reference", "vs_reference")):
+        assert ("vs_onnxruntime" in case["ratios"]) == (case["kind"] == "predict"), case["name"]
+        for backend, key in (("torch", "vs_torch"), ("reference", "vs_reference"),
+                             ("onnxruntime", "vs_onnxruntime")):
+            if backend not in case["results"]:
+                continue
             other = case["results"][backend]
             ratio = case["ratios"][key]
             if basis in other and basis in cnn_result:
                 assert _close(ratio, other[basis] / cnn_result[basis]), (case["name"], key)
             else:
                 assert ratio is None, (case["name"], key)
+
+
+def test_onnxruntime_beside_cnn_in_predict(quick):
+    doc, stdout = quick
+    predict = [c for c in doc["cases"] if c["kind"] == "predict"]
+    assert predict
+    assert doc["machine"]["onnxruntime"] is None or HAVE_ORT
+    for case in predict:
+        ort = case["results"]["onnxruntime"]
+        assert ("skipped" not in ort) == HAVE_ORT, (case["name"], ort)
+        if HAVE_ORT:
+            # the same weights: ONNX Runtime's probabilities were checked against cnn's
+            assert "cnn-onnxruntime" in case["check"]["compared"], case["name"]
+            assert case["ratios"]["vs_onnxruntime"] is not None
+    assert "vs ORT" in stdout
+    if HAVE_ORT:
+        assert "ORT" in stdout.split("Thread scaling")[0]
 
 
 def test_memory_case(quick):
@@ -161,3 +185,14 @@ def test_without_torch(tmp_path):
         assert "median_s" in case["results"]["cnn"] and "median_s" in case["results"]["reference"]
         assert case["check"]["compared"] == ["cnn-reference"]
     assert "skipped" in stdout
+
+
+def test_without_onnxruntime(tmp_path):
+    doc, _ = _run_bench(tmp_path, "--no-onnxruntime", "--cases", r"predict B16 T1$")
+    assert [c["kind"] for c in doc["cases"]] == ["predict"]
+    assert doc["machine"]["onnxruntime"] is None
+    case = doc["cases"][0]
+    assert case["results"]["onnxruntime"] == {"skipped": "onnxruntime disabled with --no-onnxruntime"}
+    assert case["ratios"]["vs_onnxruntime"] is None
+    assert "cnn-onnxruntime" not in case["check"]["compared"]
+    assert "median_s" in case["results"]["cnn"]

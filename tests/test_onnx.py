@@ -540,12 +540,15 @@ def test_dilated_conv_and_custom_domain_are_unsupported(tmp_path, rng):
 
 
 @needs_onnx
-def test_branches_are_refused(tmp_path, rng):
+def test_branches_load_as_a_graph_model(tmp_path, rng):
+    # graph models: tests/test_onnx_graph.py; here only that a branch is no longer refused
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["x", "r"], ["a"], name="residual"),
              helper.make_node("Flatten", ["a"], ["y"])]
     path = _save(_chain_graph(nodes, [], out_shape=("N", 64)), tmp_path / "res.onnx")
-    with pytest.raises(ValueError, match="residual.*linear chain"):
-        cnn.onnx.load(path)
+    model = cnn.onnx.load(path)
+    assert type(model) is cnn.Model
+    x = _f32(rng, 3, 1, 8, 8)
+    np.testing.assert_allclose(model.predict(x), (x + np.maximum(x, 0)).reshape(3, -1), rtol=0, atol=1e-6)
 
 
 def _raw_tensor(name, dims, raw):

@@ -8,7 +8,11 @@ One process runs every case for three backends:
   network built on it with the same weights; skipped where one repetition would take longer
   than ``--reference-limit`` seconds (2 s; 0.3 s with ``--quick``);
 * ``torch``: PyTorch on the CPU, when importable, with the same thread count, shapes, float32
-  data and weights (copied from the cnn model).
+  data and weights (copied from the cnn model);
+* ``onnxruntime`` (``ORT`` in the table), for the ``predict`` cases only, when ``onnx`` and
+  ``onnxruntime`` are importable (``--no-onnxruntime`` turns it off): the cnn model exported
+  by :func:`cnn.onnx.inference_session` (the same weights), ``intra_op_num_threads`` = the
+  case's threads, idle spinning off so its workers leave the cores to the next backend.
 
 Before anything is timed, the outputs of the three are compared (forward values, every
 gradient, the model losses of two identical steps and the weights after them, predicted
@@ -29,7 +33,8 @@ FLOP counts (stated, not measured; bias, activations and the optimizer update ar
 * a model: the sum over its layers; a training step adds each layer's backward, where the first
   layer with weights computes no ``dx`` (nothing before it needs it).
 
-Ratios are ``other backend's median / cnn's median``: above 1 cnn is faster. For the memory
+Ratios are ``other backend's median / cnn's median`` (``vs torch``, ``vs ref``, ``vs ORT``):
+above 1 cnn is faster. For the memory
 case they are ``other's peak RSS / cnn's peak RSS``: above 1 cnn uses less.
 
 Run ``python -m cnn.bench --help`` for the options; see ``bench/README.md``.
@@ -39,7 +44,7 @@ The modules: :mod:`~cnn.bench.cli` (the command line and the run of a case),
 agreement check and its tolerances), :mod:`~cnn.bench.timing`, :mod:`~cnn.bench.machine`
 (machine facts and load), :mod:`~cnn.bench.report` (the printed tables),
 :mod:`~cnn.bench.nets` (the bench's networks and their backend-neutral layer spec),
-:mod:`~cnn.bench.torch_backend`, :mod:`~cnn.bench.reference_backend`, :mod:`~cnn.bench.data`,
+:mod:`~cnn.bench.torch_backend`, :mod:`~cnn.bench.ort_backend`, :mod:`~cnn.bench.reference_backend`, :mod:`~cnn.bench.data`,
 :mod:`~cnn.bench.breakdown` (``--breakdown``, through the model's layer hooks),
 :mod:`~cnn.bench.memory` and the memory probes :mod:`~cnn.bench.memory_cnn` and
 :mod:`~cnn.bench.memory_torch` (scripts run in a fresh interpreter).

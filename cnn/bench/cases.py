@@ -1,5 +1,6 @@
 """The cases, in run order: conv and pool kernels through :mod:`cnn.functional`, whole models
-through :class:`cnn.Sequential`, and the memory case; each knows how every backend runs it."""
+through :class:`cnn.Sequential`, and the memory case; each knows how every backend runs it
+(``onnxruntime``: the ``predict`` cases only)."""
 
 import math
 
@@ -8,7 +9,7 @@ import numpy as np
 from cnn import functional as F
 from cnn import reference as R
 
-from . import nets, torch_backend
+from . import nets, ort_backend, torch_backend
 from .common import Skip
 from .data import cycle, mnist_batches
 from .flops import conv_flops, model_flops, pool_backward_flops, pool_forward_flops
@@ -150,6 +151,11 @@ def _model_case(model_key, batch, threads, training, base_batch=None):
 
     def setup(backend, ctx):
         model = nets.build(model_key, 0)
+        if backend == "onnxruntime":
+            if training:
+                raise Skip("ONNX Runtime runs the predict cases only")
+            x0 = mnist_batches(batch, limit=1)[0][0]
+            return ort_backend.predict_setup(model, threads, x0)
         if backend != "cnn":
             spec, opt = nets.layer_spec(model), nets.optimizer_spec(model)
         if training:

@@ -16,7 +16,8 @@ from .check import TOLERANCES, compare
 from .common import Skip
 from .machine import cpu_snapshot, git_commit, machine_facts, other_load, sgemm_rate, wait_for_idle
 from .memory import run_memory_child
-from .report import (BACKENDS, format_breakdown, format_facts, format_scaling, format_table,
+from .ort_backend import import_onnxruntime
+from .report import (BACKENDS, ONLY_FOR, format_breakdown, format_facts, format_scaling, format_table,
                      json_default)
 from .timing import FULL, QUICK, stats, time_backends
 from .torch_backend import import_torch
@@ -49,8 +50,13 @@ def run_case(case, ctx, cfg, args, known):
 
     runs, estimates, outputs = {}, {}, {}
     for b in BACKENDS:
+        if b in ONLY_FOR and case.kind not in ONLY_FOR[b]:
+            continue
         if b == "torch" and torch is None:
             record["results"][b] = {"skipped": f"torch {ctx['torch_reason']}"}
+            continue
+        if b == "onnxruntime" and ctx.get("onnxruntime") is None:
+            record["results"][b] = {"skipped": f"onnxruntime {ctx.get('onnxruntime_reason')}"}
             continue
         if b == "reference" and case.reference_hint and case.reference_hint[0] in known:
             predicted = known[case.reference_hint[0]] * case.reference_hint[1]
@@ -77,7 +83,7 @@ def run_case(case, ctx, cfg, args, known):
                                                    f"(> {cfg['reference_limit']} s)"}
                 del runs[b]
 
-    pairs = [("cnn", "torch"), ("cnn", "reference")]
+    pairs = [("cnn", "torch"), ("cnn", "reference"), ("cnn", "onnxruntime")]
     if "cnn" not in outputs:
         pairs.append(("torch", "reference"))
     details = compare(outputs, pairs, case.rules)
@@ -107,8 +113,11 @@ def run_case(case, ctx, cfg, args, known):
 def _ratios(record, key):
     res = record["results"]
     base = res.get("cnn", {}).get(key)
-    for b, name in (("torch", "vs_torch"), ("reference", "vs_reference")):
-        other = res.get(b, {}).get(key)
+    for b, name in (("torch", "vs_torch"), ("reference", "vs_reference"),
+                    ("onnxruntime", "vs_onnxruntime")):
+        if b not in res:
+            continue  # a backend that does not run this kind of case
+        other = res[b].get(key)
         record["ratios"][name] = other / base if base and other else None
     record["ratios"]["basis"] = key
 
@@ -116,6 +125,8 @@ def _ratios(record, key):
 def _run_memory_case(case, record, ctx):
     steps, batch = case.shape["steps"], case.shape["batch"]
     for b in BACKENDS:
+        if b in ONLY_FOR and case.kind not in ONLY_FOR[b]:
+            continue
         if b == "reference":
             record["results"][b] = {"skipped": "not measured (the memory case compares cnn and torch)"}
             continue
@@ -148,7 +159,7 @@ def _scaling(records, threads):
         other = by_name.get(r["name"][: -len("T1")] + f"T{threads}")
         if other is None:
             continue
-        for b in ("cnn", "torch", "reference"):
+        for b in BACKENDS:
             t1 = r["results"].get(b, {}).get("median_s")
             tn = other["results"].get(b, {}).get("median_s")
             if t1 and tn:
@@ -159,7 +170,7 @@ def _scaling(records, threads):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m cnn.bench",
-                                description="Time cnn against the NumPy reference and PyTorch.")
+                                description="Time cnn against the NumPy reference, PyTorch and (predict) ONNX Runtime.")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for every backend (default: cnn.get_num_threads()); the model cases "
                         "run at 1 and at this count")
@@ -172,6 +183,9 @@ def parse_args(argv=None):
     p.add_argument("--cases", metavar="REGEX",
                    help="only the cases whose name matches this regular expression (case-insensitive)")
     p.add_argument("--no-torch", action="store_true", help="do not import PyTorch")
+    p.add_argument("--no-onnxruntime", action="store_true",
+                   help="do not run ONNX Runtime (by default it runs the predict cases when onnx and "
+                        "onnxruntime are importable)")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timed repetitions per backend and case (default 1.2; 0.06 with --quick)")
     p.add_argument("--reference-limit", type=float, default=None,
@@ -210,7 +224,9 @@ def main(argv=None):
         print("\n".join(c.name for c in cases))
         return 0
     torch, torch_reason = import_torch(args.no_torch)
-    ctx = {"torch": torch, "torch_reason": torch_reason}
+    ort, ort_reason = import_onnxruntime(args.no_onnxruntime)
+    ctx = {"torch": torch, "torch_reason": torch_reason, "onnxruntime": ort,
+           "onnxruntime_reason": ort_reason}
     known = {}
     records = []
     t_start = time.perf_counter()
@@ -250,6 +266,8 @@ def main(argv=None):
     loads = [(r["other_load"], r["bench_seconds"]) for r in records if r["other_load"] is not None]
     others = sum(l * t for l, t in loads) / timed if loads and timed > 0 else None
     facts = machine_facts(threads, torch, torch_reason, load_start, others, sgemm, commit)
+    facts["onnxruntime"] = ort.__version__ if ort is not None else None
+    facts["onnxruntime_absent_reason"] = ort_reason
     scaling = _scaling(records, threads)
     mismatches = [r["name"] for r in records if not r["check"]["ok"]]
 

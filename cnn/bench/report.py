@@ -5,7 +5,9 @@ import numpy as np
 
 __all__ = ["BACKENDS", "format_table", "format_scaling", "format_breakdown", "format_facts", "json_default"]
 
-BACKENDS = ("cnn", "torch", "reference")
+BACKENDS = ("cnn", "torch", "reference", "onnxruntime")
+#: The backend that runs only some kinds of case (it has no entry in the others).
+ONLY_FOR = {"onnxruntime": ("predict",)}
 
 
 def _ms(s):
@@ -35,7 +37,8 @@ def _ratio(v):
 
 def format_table(cases):
     head = (f"{'case':<36} {'thr':>3} {'MFLOP':>8}  {'backend':<9} {'median ms':>9} "
-            f"{'min..max ms':>17} {'GFLOP/s':>8} {'img/s':>8} {'vs torch':>9} {'vs ref':>8}  check  others")
+            f"{'min..max ms':>17} {'GFLOP/s':>8} {'img/s':>8} {'vs torch':>9} {'vs ref':>8} "
+            f"{'vs ORT':>8}  check  others")
     lines = [head, "-" * len(head)]
     for case in cases:
         first = True
@@ -45,8 +48,9 @@ def format_table(cases):
                 continue
             lead = (f"{case['name']:<36} {case['threads']:>3} {case['flops'] / 1e6:>8.1f}  " if first
                     else " " * 51)
+            label = "ORT" if b == "onnxruntime" else b
             if "skipped" in r:
-                lines.append(f"{lead}{b:<9} skipped: {r['skipped']}")
+                lines.append(f"{lead}{label:<9} skipped: {r['skipped']}")
             else:
                 spread = f"{_ms(r['min_s'])}..{_ms(r['max_s'])}"
                 extra = ""
@@ -61,10 +65,10 @@ def format_table(cases):
                         check = "-"
                     busy = case.get("other_load")
                     check = f"{check:<8} {'-' if busy is None else f'{busy:.2f}':>5}"
-                lines.append(f"{lead}{b:<9} {_ms(r['median_s']):>9} {spread:>17} "
+                lines.append(f"{lead}{label:<9} {_ms(r['median_s']):>9} {spread:>17} "
                              f"{_num(r['gflops']):>8} {_num(r['images_per_s'], 0):>8} "
-                             f"{_ratio(ratios.get('vs_torch')):>9} {_ratio(ratios.get('vs_reference')):>8}"
-                             f"  {check}{extra}")
+                             f"{_ratio(ratios.get('vs_torch')):>9} {_ratio(ratios.get('vs_reference')):>8} "
+                             f"{_ratio(ratios.get('vs_onnxruntime')):>8}  {check}{extra}")
             first = False
     return "\n".join(lines)
 
@@ -120,7 +124,9 @@ def format_facts(m):
              + (", ".join(f"{v:.1f} GFLOP/s at {k} thread{'s' if k != '1' else ''}"
                           for k, v in (m.get("sgemm_gflops") or {}).items()) or "not measured"),
              f"  Python {m['python']}, numpy {m['numpy']}, scipy {m['scipy']}, threadpoolctl "
-             f"{m['threadpoolctl']}, torch {m['torch'] or 'absent (' + str(m['torch_absent_reason']) + ')'}",
+             f"{m['threadpoolctl']}, torch {m['torch'] or 'absent (' + str(m['torch_absent_reason']) + ')'}"
+             + (f", onnxruntime {m['onnxruntime'] or 'absent (' + str(m.get('onnxruntime_absent_reason')) + ')'}"
+                if "onnxruntime" in m else ""),
              f"  cnn {m['cnn']} from {m['cnn_path']}, commit {m['git_commit']}"
              + (" (working tree modified)" if m["git_dirty"] else ""),
              f"  cnn OpenMP: {m['openmp']}; compiler flags: {' '.join(m['compiler_flags'] or [])}; "

@@ -21,16 +21,24 @@ cnn layer                   ONNX nodes (export)
 ``Activation``              ``Relu``, ``Sigmoid``, ``Tanh``, ``LeakyRelu(alpha)``,
                             ``Softmax(axis=-1)``, ``Identity``
 ``Dropout``                 nothing (the identity at inference)
+``Add`` (graph models)      ``Add`` of two tensors, ``Sum`` of more
+``Concatenate(axis)``       ``Concat(axis=axis + 1)`` (ONNX counts the batch axis)
 ==========================  ===================================================================
+
+Graph models (:class:`cnn.Model`) are written call by call, in the order of
+``model.get_config()["calls"]``; the calls of a shared layer read one set of initializers.
 
 Import reads the reverse, plus ``MatMul`` (+ a bias ``Add``), ``Gemm`` with any
 ``transB``/``alpha``/``beta``, ``Reshape`` to ``(N, -1)``, ``Identity`` and ``Dropout``
 (both left out), ``Constant`` and ``auto_pad`` (``SAME_UPPER``, ``SAME_LOWER``, ``VALID``,
-resolved to explicit pads from the input's static shape). An activation right after a
-``Conv``/``Gemm``/``MatMul`` is folded into that layer. Operators cnn has no layer for yet
-(``BatchNormalization``, ``AveragePool``, ``GlobalAveragePool``, ``Concat``, an ``Add`` of two
-tensors, ``Conv`` with ``group > 1`` or dilation) raise one ValueError listing every such
-operator and its nodes.
+resolved to explicit pads from the input's static shape). The graph may be any DAG of these
+from one input to one output: a chain gives a :class:`cnn.Sequential`, branches (``Add``/``Sum``
+of tensors of one shape, ``Concat`` on a non-batch axis, residual shortcuts) a
+:class:`cnn.Model`. An activation right after a ``Conv``/``Gemm``/``MatMul`` is folded into
+that layer, and a bias ``Add`` into the ``MatMul``/``Conv`` before it, when nothing else reads
+that layer's output. Operators cnn has no layer for yet (``BatchNormalization``,
+``AveragePool``, ``GlobalAveragePool``, ``Conv`` with ``group > 1`` or dilation) raise one
+ValueError listing every such operator and its nodes.
 """
 
 import numpy as np
@@ -50,11 +58,12 @@ __all__ = [
 
 
 def export(model, path, opset=DEFAULT_OPSET):
-    """Write a built :class:`cnn.Sequential` to ``path`` as an ONNX model.
+    """Write a built :class:`cnn.Model` (or :class:`cnn.Sequential`) to ``path`` as an ONNX
+    model.
 
     Parameters
     ----------
-    model : cnn.Sequential
+    model : cnn.Model or cnn.Sequential
         Built (it has an input shape). Every layer must have an entry in :data:`EXPORTERS`;
         otherwise a ValueError names each layer that has none.
     path : str or os.PathLike
@@ -73,7 +82,9 @@ def export(model, path, opset=DEFAULT_OPSET):
     - Pads are always explicit, computed by :func:`cnn.functional.conv2d_padding` and
       :func:`cnn.functional.maxpool2d_padding` (never ``auto_pad``), so the graph computes
       exactly what the cnn layer does.
-    - Initializers are named by :meth:`cnn.Sequential.state_dict` keys (``"0.weight"``).
+    - Initializers are named by :meth:`cnn.Model.state_dict` keys (``"0.weight"``); the calls
+      of a shared layer read the same initializers. Nodes and other tensors are named by the
+      call: ``"3.Conv"``, ``"3.z"``, and ``"3@1.Conv"`` for the second call of layer 3.
     - The output activation (softmax, sigmoid) stays in the graph, so ONNX Runtime's outputs
       compare one to one with ``model.predict``.
     - The graph is checked with ``onnx.checker.check_model(full_check=True)`` before the write.
@@ -91,8 +102,7 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
 
 
 def load(path, max_bytes=None):
-    """Read an ONNX model made of operators cnn has into a built, uncompiled
-    :class:`cnn.Sequential`.
+    """Read an ONNX model made of operators cnn has into a built, uncompiled cnn model.
 
     Parameters
     ----------
@@ -102,10 +112,13 @@ def load(path, max_bytes=None):
 
     Returns
     -------
-    cnn.Sequential
-        Built for the graph input's item shape (its batch axis may be symbolic or fixed; the
-        other axes must be fixed), float32 (float64 for a double graph), ``seed=0``, not
-        compiled. Weights are copies of the file's initializers.
+    cnn.Sequential or cnn.Model
+        A :class:`cnn.Sequential` when the layers form a chain, else a :class:`cnn.Model`
+        (built with :func:`cnn.Input` and layer calls), each ONNX node its own layer. Built for
+        the graph input's item shape (its batch axis may be symbolic or fixed; the other axes
+        must be fixed), float32 (float64 for a double graph), ``seed=0``, not compiled. Weights
+        are copies of the file's initializers (two nodes reading one initializer give two
+        layers with a copy each).
 
     Raises
     ------
@@ -113,7 +126,8 @@ def load(path, max_bytes=None):
         No such file.
     ValueError
         Naming the file: not ONNX, truncated, too large, unsupported operators (all listed,
-        with their nodes), not a linear chain, absurd dims or attributes, tensors whose dims
+        with their nodes), a cycle, a node reading a tensor that is not the model's input, a
+        constant or a node's output, several inputs or outputs, absurd dims or attributes, tensors whose dims
         do not match their data, external data outside the file's folder, non-finite weights.
 
     Notes
@@ -122,7 +136,8 @@ def load(path, max_bytes=None):
     checked against the bytes it holds before an array is made, attribute lists and values
     are bounded, and every layer's output item is bounded, so memory stays within a small
     multiple of the file's size. External data is read only from files inside the model's
-    folder (after resolving symlinks). Nothing in the file is executed.
+    folder (after resolving symlinks). At most 10,000 nodes of at most 1,024 inputs each are
+    read. Nothing in the file is executed.
     """
     from . import _checks, _import
     return _import.load(path, _checks.MAX_FILE_BYTES if max_bytes is None else max_bytes)
@@ -133,11 +148,11 @@ def inference_session(path_or_model, threads=1):
 
     Parameters
     ----------
-    path_or_model : str, os.PathLike or cnn.Sequential
+    path_or_model : str, os.PathLike, cnn.Model or cnn.Sequential
         A model is exported in memory first (as :func:`export` would write it).
     threads : int >= 1, default 1
-        ONNX Runtime's ``intra_op_num_threads``; ``inter_op_num_threads`` is 1 (a chain has no
-        parallel branches).
+        ONNX Runtime's ``intra_op_num_threads``; ``inter_op_num_threads`` is 1 and the
+        execution sequential (branches run one after the other, each on ``threads``).
 
     Notes
     -----
@@ -156,8 +171,8 @@ def inference_session(path_or_model, threads=1):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    from ..sequential import Sequential
-    if isinstance(path_or_model, Sequential):
+    from ..model import Model
+    if isinstance(path_or_model, Model):
         source = to_model_proto(path_or_model).SerializeToString()
     else:
         from .._validation import path as _fspath

@@ -22,6 +22,8 @@ from ._common import MIN_OPSET, max_opset, require
 #: Default limit on the file size, checked before parsing.
 MAX_FILE_BYTES = 1 << 30
 MAX_NODES = 10_000
+#: Most inputs one node may list (an Add/Sum/Concat joining many tensors).
+MAX_NODE_INPUTS = 1024
 #: Largest per-item tensor (elements, without the batch axis) of the input or any layer output.
 MAX_ITEM_ELEMENTS = 1 << 26
 MAX_DIM = 1 << 20

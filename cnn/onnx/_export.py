@@ -1,15 +1,18 @@
 """cnn model -> ONNX graph, one exporter function per layer class (:data:`EXPORTERS`).
 
-An exporter gets the layer, its index, the name of its input tensor and a :class:`_Graph`
-to add nodes and initializers to, and returns the name of its output tensor. A new layer
-plugs in with one entry in :data:`EXPORTERS`.
+The model's calls (:meth:`cnn.Model.get_config` ``"calls"``; a :class:`cnn.Sequential` is the
+chain ``0 -> 1 -> ...``) are written in order, one node group per call. An exporter gets the
+:class:`_Graph` to add nodes and initializers to, the layer, its index in ``model.layers`` and
+the name of its input tensor (a list of names for a layer that joins several tensors), and
+returns the name of its output tensor. A new layer plugs in with one entry in
+:data:`EXPORTERS`.
 """
 
 
 import numpy as np
 
-from .. import layers as _layers
 from .. import _atomic
+from .. import layers as _layers
 from ._common import (
     ACTIVATION_OPS,
     DEFAULT_OPSET,
@@ -26,20 +29,32 @@ _MAX_PROTO_BYTES = 2 ** 31 - 1  # protobuf cannot serialise more in one message
 
 
 class _Graph:
-    """Nodes and initializers being collected for one model."""
+    """Nodes and initializers being collected for one model.
+
+    ``label`` names the call being written: the layer's index (``"3"``) when the layer is
+    called once, ``"3@1"`` for the second call of a shared layer. Node and tensor names start
+    with it, so every call's names are unique; initializers are named by the state-dict keys
+    (``"3.weight"``) and written once, so the calls of a shared layer read the same ones.
+    """
 
     def __init__(self, helper, numpy_helper):
         self.helper, self.numpy_helper = helper, numpy_helper
         self.nodes, self.initializers = [], []
+        self.label = ""
+        self._initialized = set()
 
-    @staticmethod
-    def tensor_name(index, what):
-        return f"{index}.{what}"
+    def tensor_name(self, index, what):
+        """The name of the current call's tensor ``what`` (``index`` is the layer's, which
+        the label already holds)."""
+        return f"{self.label}.{what}"
 
     def initializer(self, name, array):
-        """Add ``array`` (cast to float32) as initializer ``name``; returns ``name``."""
-        self.initializers.append(self.numpy_helper.from_array(
-            np.ascontiguousarray(array, dtype=np.float32), name=name))
+        """Add ``array`` (cast to float32) as initializer ``name`` unless already added (a
+        shared layer's later calls); returns ``name``."""
+        if name not in self._initialized:
+            self._initialized.add(name)
+            self.initializers.append(self.numpy_helper.from_array(
+                np.ascontiguousarray(array, dtype=np.float32), name=name))
         return name
 
     def node(self, op_type, inputs, output, name, **attrs):
@@ -62,7 +77,7 @@ def _activation(graph, layer, index, x):
         raise ValueError(f"layer {index} ({type(layer).__name__}): activation {act.name!r} has no "
                          f"ONNX operator here (supported: {sorted(ACTIVATION_OPS)})")
     op_type, attrs = ACTIVATION_OPS[act.name]
-    return graph.node(op_type, [x], graph.tensor_name(index, act.name), f"{index}.{op_type}",
+    return graph.node(op_type, [x], graph.tensor_name(index, act.name), f"{graph.label}.{op_type}",
                       **attrs(act))
 
 
@@ -78,7 +93,7 @@ def _export_dense(graph, layer, index, x):
     if layer.use_bias:
         inputs.append(graph.initializer(*p["bias"]))
     # weight is (out, in): Gemm computes x @ B.T with transB=1, no copy of the weight
-    z = graph.node("Gemm", inputs, graph.tensor_name(index, "z"), f"{index}.Gemm", transB=1)
+    z = graph.node("Gemm", inputs, graph.tensor_name(index, "z"), f"{graph.label}.Gemm", transB=1)
     return _activation(graph, layer, index, z)
 
 
@@ -89,7 +104,7 @@ def _export_conv(graph, layer, index, x):
         inputs.append(graph.initializer(*p["bias"]))
     # Pads come from cnn's own rule, always explicit (never auto_pad): the layer's resolved
     # pads (F.conv2d_padding of its padding, stride and input size) are what the graph does.
-    z = graph.node("Conv", inputs, graph.tensor_name(index, "z"), f"{index}.Conv",
+    z = graph.node("Conv", inputs, graph.tensor_name(index, "z"), f"{graph.label}.Conv",
                    kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
                    pads=_onnx_pads(layer.pads), dilations=list(layer.dilation),
                    group=int(layer.groups))
@@ -100,23 +115,37 @@ def _export_maxpool(graph, layer, index, x):
     stride = layer.size if layer.stride is None else layer.stride
     pads = layer.pads
     # ONNX MaxPool never lets a padded cell win either, as cnn's padding rule requires
-    return graph.node("MaxPool", [x], graph.tensor_name(index, "y"), f"{index}.MaxPool",
+    return graph.node("MaxPool", [x], graph.tensor_name(index, "y"), f"{graph.label}.MaxPool",
                       kernel_shape=list(layer.size), strides=list(stride), pads=_onnx_pads(pads))
 
 
 def _export_flatten(graph, layer, index, x):
     # ONNX Flatten(axis=1) is (N, prod(rest)) in C order, cnn's Flatten exactly
-    return graph.node("Flatten", [x], graph.tensor_name(index, "y"), f"{index}.Flatten", axis=1)
+    return graph.node("Flatten", [x], graph.tensor_name(index, "y"), f"{graph.label}.Flatten", axis=1)
 
 
 def _export_activation(graph, layer, index, x):
     if layer.activation.name in IDENTITY_ACTIVATIONS:
-        return graph.node("Identity", [x], graph.tensor_name(index, "y"), f"{index}.Identity")
+        return graph.node("Identity", [x], graph.tensor_name(index, "y"), f"{graph.label}.Identity")
     return _activation(graph, layer, index, x)
 
 
 def _export_dropout(graph, layer, index, x):
     return x  # the identity at inference: left out of the graph
+
+
+def _export_add(graph, layer, index, xs):
+    # ONNX Add is binary (with broadcasting, which cnn's equal shapes never need); Sum takes
+    # any number of inputs, in the order cnn adds them
+    op_type = "Add" if len(xs) == 2 else "Sum"
+    return graph.node(op_type, list(xs), graph.tensor_name(index, "y"), f"{graph.label}.{op_type}")
+
+
+def _export_concatenate(graph, layer, index, xs):
+    # cnn's axis counts item axes; ONNX's counts the batch axis too
+    axis = layer._item_axis(len(layer.input_shapes[0])) + 1
+    return graph.node("Concat", list(xs), graph.tensor_name(index, "y"), f"{graph.label}.Concat",
+                      axis=axis)
 
 
 #: layer class -> exporter(graph, layer, index, input name) -> output name. Exact classes only:
@@ -128,6 +157,8 @@ EXPORTERS = {
     _layers.Flatten: _export_flatten,
     _layers.Activation: _export_activation,
     _layers.Dropout: _export_dropout,
+    _layers.Add: _export_add,
+    _layers.Concatenate: _export_concatenate,
 }
 
 
@@ -141,13 +172,33 @@ def _check_opset(opset):
     return int(opset)
 
 
-def to_model_proto(model, opset=DEFAULT_OPSET):
-    """The ONNX ``ModelProto`` of a built :class:`cnn.Sequential`, checked by
-    ``onnx.checker.check_model(full_check=True)``; see :func:`cnn.onnx.export`."""
-    onnx = require("onnx")
+def _calls(model):
+    """``[(layer index, [input tensor ids])]`` in execution order: tensor 0 is the model
+    input, ``k + 1`` the output of call ``k`` (as in :meth:`cnn.Model.get_config`)."""
     from ..sequential import Sequential
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be a cnn.Sequential, got {type(model).__name__}")
+    if isinstance(model, Sequential):
+        return [(i, [i]) for i in range(len(model.layers))]
+    return [(c["layer"], list(c["inputs"])) for c in model.get_config()["calls"]]
+
+
+def _call_labels(calls):
+    """The label of each call: the layer index, plus ``@n`` for the n-th (n >= 1) call of a
+    shared layer."""
+    seen, labels = {}, []
+    for index, _ in calls:
+        n = seen.get(index, 0)
+        seen[index] = n + 1
+        labels.append(str(index) if n == 0 else f"{index}@{n}")
+    return labels
+
+
+def to_model_proto(model, opset=DEFAULT_OPSET):
+    """The ONNX ``ModelProto`` of a built :class:`cnn.Model` (or :class:`cnn.Sequential`),
+    checked by ``onnx.checker.check_model(full_check=True)``; see :func:`cnn.onnx.export`."""
+    onnx = require("onnx")
+    from ..model import Model
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a cnn.Model or cnn.Sequential, got {type(model).__name__}")
     if not model.built:
         raise ValueError("ONNX export needs a built model: pass input_shape= to Sequential or "
                          "call model.build(input_shape)")
@@ -158,15 +209,22 @@ def to_model_proto(model, opset=DEFAULT_OPSET):
         raise ValueError(f"cannot export to ONNX: no exporter for {', '.join(unsupported)}; "
                          f"exportable layers: {sorted(c.__name__ for c in EXPORTERS)}")
     graph = _Graph(onnx.helper, onnx.numpy_helper)
-    x = INPUT_NAME
-    for i, layer in enumerate(model.layers):
-        x = EXPORTERS[type(layer)](graph, layer, i, x)
-    if x == INPUT_NAME:  # nothing but Dropout: the graph still needs an output tensor
-        x = graph.node("Identity", [x], OUTPUT_NAME, "output.Identity")
-    else:
-        last = graph.nodes[-1]
-        assert last.output[0] == x
+    calls = _calls(model)
+    tensors = [INPUT_NAME]  # tensor id -> ONNX name
+    for (index, inputs), label in zip(calls, _call_labels(calls)):
+        layer = model.layers[index]
+        graph.label = label
+        names = [tensors[t] for t in inputs]
+        tensors.append(EXPORTERS[type(layer)](
+            graph, layer, index, names if layer.takes_multiple_inputs else names[0]))
+    x = tensors[-1]
+    last = graph.nodes[-1] if graph.nodes else None
+    read = {name for n in graph.nodes for name in n.input}
+    if last is not None and last.output[0] == x and x not in read:
         last.output[0] = OUTPUT_NAME
+    else:  # the input itself, or a tensor other nodes read too (a Dropout at the end)
+        graph.label = "output"
+        graph.node("Identity", [x], OUTPUT_NAME, "output.Identity")
     elem = onnx.TensorProto.FLOAT
     g = onnx.helper.make_graph(
         graph.nodes, model.name,

@@ -1,12 +1,15 @@
-"""ONNX graph -> cnn.Sequential, one importer function per operator (:data:`IMPORTERS`).
+"""ONNX graph -> cnn model, one importer function per operator (:data:`IMPORTERS`).
 
-The graph must be a linear chain: one data input, each node reading the previous node's
-output (plus constants: initializers or ``Constant`` nodes), one output. An importer gets the
-:class:`_Chain` (which holds the per-item shape so far and the layers made), the node, its
-checked attributes and a ``where`` string for messages; it appends a layer, changes the last
-one (a bias ``Add`` after ``MatMul``) or adds nothing (``Identity``, ``Dropout``). A new
-operator plugs in with one entry in :data:`IMPORTERS` (and, for attribute values cnn cannot
-run yet, one in :data:`UNSUPPORTED_FORMS`).
+The graph must be a DAG with one data input and one output; nodes read tensors of the graph
+plus constants (initializers or ``Constant`` nodes). A chain becomes a :class:`cnn.Sequential`,
+a graph with branches (``Add`` of two tensors, ``Concat``, residual shortcuts) a
+:class:`cnn.Model`. An importer gets the :class:`~cnn.onnx._builder.Builder` (``chain`` in the
+signatures: the node's data inputs, the first one's per-item shape, the calls so far), the
+node, its checked attributes and a ``where`` string for messages; it records a call, changes
+the call it reads (a bias ``Add`` after ``MatMul``) or records nothing (``Identity``,
+``Dropout``: the output is the input). A new operator plugs in with one entry in
+:data:`IMPORTERS` (and, for attribute values cnn cannot run yet, one in
+:data:`UNSUPPORTED_FORMS`).
 """
 
 import math
@@ -15,89 +18,15 @@ import os
 import numpy as np
 
 from .. import layers as _layers
-from . import _checks
+from . import _builder, _checks
 from ._checks import bounded_ints, error
 from ._common import ACTIVATION_OPS, require
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-class _Chain:
-    """The state of one import: constants, the current per-item shape, the layers so far."""
-
-    def __init__(self, path, folder, proto, dtype, input_shape):
-        self.path, self.folder = path, folder
-        self.opset = _checks.default_opset(proto)
-        self.dtype = dtype
-        self.shape = input_shape
-        self.layers, self.weights = [], []  # weights[i]: {param name: array} of layers[i]
-        self._shapes_in = []  # the item shape each layer reads
-        self.last_op = None  # op_type of the node that made layers[-1]
-        self._tensors = {t.name: t for t in proto.graph.initializer}
-        self._arrays = {}
-
-    # -- constants ------------------------------------------------------------------------
-
-    def add_constant(self, name, tensor_or_array):
-        self._tensors[name] = tensor_or_array
-
-    def is_const(self, name):
-        return name in self._tensors
-
-    def const(self, name, where, what):
-        """The checked array of constant ``name`` (an initializer or a Constant's output)."""
-        if name not in self._tensors:
-            raise error(self.path, f"{where}: its {what} {name!r} must be a constant (an initializer "
-                                   f"or a Constant node); cnn reads weights and shapes only from "
-                                   f"constants")
-        if name not in self._arrays:
-            t = self._tensors[name]
-            self._arrays[name] = t if isinstance(t, np.ndarray) else _checks.tensor_array(
-                self.path, t, self.folder, where)
-        return self._arrays[name]
-
-    def weight(self, name, where, what, shape):
-        """A float constant of exactly ``shape``."""
-        a = self.const(name, where, what)
-        if a.dtype.kind != "f":
-            raise error(self.path, f"{where}: {what} {name!r} must be float, got {a.dtype}")
-        if a.shape != tuple(shape):
-            raise error(self.path, f"{where}: {what} {name!r} has shape {a.shape}, wanted {tuple(shape)}")
-        return a
-
-    # -- layers ---------------------------------------------------------------------------
-
-    def add(self, layer_factory, weights, where, op_type):
-        """Append the layer ``layer_factory()`` (its errors become ValueErrors naming the node)
-        and move the shape on."""
-        try:
-            layer = layer_factory()
-            shape = layer.compute_output_shape(self.shape)
-        except (TypeError, ValueError) as exc:
-            raise error(self.path, f"{where}: cnn cannot run it on items of shape {self.shape}: "
-                                   f"{exc}") from None
-        _checks.check_item(self.path, shape, f"{where}: its output")
-        self.layers.append(layer)
-        self.weights.append(weights)
-        self._shapes_in.append(self.shape)
-        self.shape = shape
-        self.last_op = op_type
-
-    def pop(self):
-        """Take the last layer back (to replace it); returns the op_type that made it."""
-        self.layers.pop()
-        self.weights.pop()
-        self.shape = self._shapes_in.pop()
-        return self.last_op
-
-    def need_rank(self, rank, where, what):
-        if len(self.shape) != rank:
-            raise error(self.path, f"{where}: {what} needs items of rank {rank}, got item shape "
-                                   f"{self.shape}")
-
-
 def _unsupported(chain_or_path, where, message):
-    path = chain_or_path.path if isinstance(chain_or_path, _Chain) else chain_or_path
+    path = chain_or_path.path if isinstance(chain_or_path, _builder.Builder) else chain_or_path
     return error(path, f"unsupported ONNX graph: {where}: {message}")
 
 
@@ -236,26 +165,65 @@ def _matmul(chain, node, a, where):
 
 
 def _add(chain, node, a, where):
-    """``Add`` of a bias constant right after a bias-free MatMul/Gemm/Conv; any other Add
-    needs cnn's Add layer."""
-    last = chain.layers[-1] if chain.layers else None
-    consts = [i for i in node.input if chain.is_const(i)]
-    if (last is None or chain.last_op not in ("MatMul", "Gemm", "Conv") or last.use_bias
-            or len(consts) != 1):
-        raise _unsupported(chain, where, "Add other than a bias after MatMul/Gemm/Conv needs cnn's "
-                                         "Add layer (not built yet)")
-    if isinstance(last, _layers.Dense):
-        out = last.units
+    """``Add`` of two tensors of one shape (cnn's Add layer), or of a bias constant to the
+    output of a bias-free MatMul/Gemm/Conv that nothing else reads (folded into that layer)."""
+    consts = [i for i in node.input if i and chain.is_const(i)]
+    if not consts:
+        _join(chain, node, where, "Add")
+        return
+    last = chain.producer(chain.raw_inputs[0]) if len(chain.raw_inputs) == 1 else None
+    if (last is None or last.op_type not in ("MatMul", "Gemm", "Conv") or last.layer.use_bias
+            or len(consts) != 1 or last.output != chain.raw_inputs[0]
+            or chain.readers.get(last.output, 0) != 1):
+        raise _unsupported(chain, where, "Add of a constant other than the bias of a MatMul/Gemm/"
+                                         "Conv whose output nothing else reads (cnn's Add joins "
+                                         "tensors of the graph)")
+    layer = last.layer
+    if isinstance(layer, _layers.Dense):
+        out = layer.units
         bias = _bias_vector(chain, consts[0], out, where, [(out,), (1, out)])
         factory = lambda: _layers.Dense(out, use_bias=True)
     else:
-        out = last.filters
+        out = layer.filters
         bias = _bias_vector(chain, consts[0], out, where, [(out, 1, 1), (1, out, 1, 1)])
-        cfg = dict(last.get_config(), use_bias=True)
+        cfg = dict(layer.get_config(), use_bias=True)
         factory = lambda: _layers.Conv2D.from_config(cfg)
-    weights = dict(chain.weights[-1], bias=bias)
-    op_type = chain.pop()
-    chain.add(factory, weights, where, op_type)
+    chain.replace(last, factory, dict(last.weights, bias=bias), where)
+
+
+def _join(chain, node, where, op_type):
+    """``Add``/``Sum`` of tensors of one shape -> cnn's Add layer (one input: the identity)."""
+    if len(chain.inputs) == 1:
+        return
+    shapes = [chain.shapes[n] for n in chain.inputs]
+    if any(s != shapes[0] for s in shapes):
+        raise _unsupported(chain, where, f"{op_type} of tensors of item shapes {shapes}: cnn's Add "
+                                         f"needs one shape (no broadcasting)")
+    chain.add(_layers.Add, {}, where, op_type)
+
+
+def _sum(chain, node, a, where):
+    if len(chain.raw_inputs) != len([i for i in node.input if i]):
+        raise _unsupported(chain, where, "Sum with a constant input (cnn's Add joins tensors of "
+                                         "the graph)")
+    _join(chain, node, where, "Sum")
+
+
+def _concat(chain, node, a, where):
+    if len(chain.raw_inputs) != len([i for i in node.input if i]):
+        raise _unsupported(chain, where, "Concat with a constant input (cnn's Concatenate joins "
+                                         "tensors of the graph)")
+    if "axis" not in a:
+        raise error(chain.path, f"{where}: Concat needs an axis")
+    rank = len(chain.shape) + 1
+    axis = a["axis"] + rank if a["axis"] < 0 else a["axis"]
+    if not 0 <= axis < rank:
+        raise error(chain.path, f"{where}: Concat axis {a['axis']} is out of range for rank {rank}")
+    if axis == 0:
+        raise _unsupported(chain, where, "Concat along the batch axis (cnn joins items' axes)")
+    if len(chain.inputs) == 1:
+        return
+    chain.add(lambda: _layers.Concatenate(axis=axis - 1), {}, where, "Concat")
 
 
 def _activation(name):
@@ -316,22 +284,24 @@ def _identity(chain, node, a, where):
     pass
 
 
-#: op_type -> importer(chain, node, attributes, where). Constant nodes are read before the
-#: chain is walked, so they are listed here without an importer.
+#: op_type -> importer(chain, node, attributes, where). Constant nodes are read by the walk
+#: itself, so they are listed here without an importer.
 IMPORTERS = {
     "Conv": _conv, "MaxPool": _maxpool, "Gemm": _gemm, "MatMul": _matmul, "Add": _add,
+    "Sum": _sum, "Concat": _concat,
     "Relu": _activation("relu"), "Sigmoid": _activation("sigmoid"), "Tanh": _activation("tanh"),
     "LeakyRelu": _leaky_relu, "Softmax": _softmax, "Flatten": _flatten, "Reshape": _reshape,
     "Dropout": _dropout, "Identity": _identity, "Constant": None,
 }
 assert {op for op, _ in ACTIVATION_OPS.values()} <= set(IMPORTERS)
+#: Operators that join several tensors of the graph; every other reads one (plus constants).
+JOINS = {"Add", "Sum", "Concat"}
 
 #: Operators ONNX models often hold that wait for a cnn layer, and why.
 NOT_YET = {
     "BatchNormalization": "needs cnn's BatchNormalization layer, not built yet",
     "AveragePool": "needs cnn's AvgPool2D layer, not built yet",
     "GlobalAveragePool": "needs cnn's GlobalAvgPool2D layer, not built yet",
-    "Concat": "needs cnn's Concatenate layer and graph models, not built yet",
 }
 
 
@@ -396,7 +366,6 @@ def _constant_value(chain, node, a, where):
 def load(path, max_bytes=_checks.MAX_FILE_BYTES):
     """See :func:`cnn.onnx.load`."""
     onnx = require("onnx")
-    from ..sequential import Sequential
     from .._validation import path as _fspath
     path = _fspath(path)
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
@@ -417,6 +386,14 @@ def load(path, max_bytes=_checks.MAX_FILE_BYTES):
     for i, (node, a) in enumerate(zip(nodes, attrs)):
         if node.op_type == "Constant" and "value" in a:
             _checks.check_tensor(path, a["value"], folder, _node_where(i, node))
+    initializers = {t.name for t in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise _unsupported(path, "the graph", f"{len(inputs)} data inputs and {len(graph.output)} "
+                                              f"outputs; a cnn model has one input and one output")
+    input_name, output_name = inputs[0].name, graph.output[0].name
+    # before the checker, so that a cycle or a dangling input gets its own message
+    order = _builder.order_nodes(path, nodes, input_name, initializers, _node_where)
     try:
         # given the path, the checker resolves external data beside the file (not the cwd)
         onnx.checker.check_model(path)
@@ -424,19 +401,16 @@ def load(path, max_bytes=_checks.MAX_FILE_BYTES):
         text = str(exc).strip().splitlines()
         raise error(path, f"not a valid ONNX model (onnx.checker: {' '.join(text)[:600]})") from None
 
-    initializers = {t.name for t in graph.initializer}
-    inputs = [v for v in graph.input if v.name not in initializers]
-    if len(inputs) != 1 or len(graph.output) != 1:
-        raise _unsupported(path, "the graph", f"{len(inputs)} data inputs and {len(graph.output)} "
-                                              f"outputs; cnn.onnx.load reads one input and one output "
-                                              f"(graph models are not built yet)")
     dtype, input_shape = _checks.item_shape(path, inputs[0], "the input")
-    chain = _Chain(path, folder, proto, dtype, input_shape)
-
-    consumed = {name for n in nodes for name in n.input if name}
-    consumed.add(graph.output[0].name)
-    current = inputs[0].name
-    for i, (node, a) in enumerate(zip(nodes, attrs)):
+    readers = {}
+    for n in nodes:
+        for name in n.input:
+            if name:
+                readers[name] = readers.get(name, 0) + 1
+    readers[output_name] = readers.get(output_name, 0) + 1
+    chain = _builder.Builder(path, folder, proto, dtype, input_name, input_shape, readers)
+    for i in order:
+        node, a = nodes[i], attrs[i]
         where = _node_where(i, node)
         if node.op_type == "Constant":
             if len(node.output) != 1:
@@ -444,49 +418,26 @@ def load(path, max_bytes=_checks.MAX_FILE_BYTES):
             chain.add_constant(node.output[0], _constant_value(chain, node, a, where))
             continue
         data = [name for name in node.input if name and not chain.is_const(name)]
-        if data != [current]:
-            if len(data) > 1:
-                raise _unsupported(chain, where, f"it combines tensors {data}: cnn.onnx.load reads a "
-                                                 f"linear chain of layers (graph models are not built yet)")
-            raise _unsupported(chain, where, f"it reads {data or 'only constants'}, not the previous "
-                                             f"layer's output {current!r}: not a linear chain")
+        if not data:
+            raise _unsupported(chain, where, "it reads only constants: cnn computes nothing from "
+                                             "constants alone")
+        if node.op_type not in JOINS and data != [node.input[0]]:
+            raise _unsupported(chain, where, f"it reads the tensors {data}; cnn's {node.op_type} "
+                                             f"reads one tensor, its other inputs must be constants")
         if not node.output or not node.output[0]:
             raise error(path, f"{where}: it has no output")
-        extra = [o for o in node.output[1:] if o and o in consumed]
+        extra = [o for o in node.output[1:] if o and o in readers]
         if extra:
             raise _unsupported(chain, where, f"its extra outputs {extra} are used (e.g. MaxPool "
                                              f"indices, a Dropout mask)")
+        chain.begin(node, data)
         IMPORTERS[node.op_type](chain, node, a, where)
-        current = node.output[0]
-    if current != graph.output[0].name:
-        raise _unsupported(path, "the graph", f"its output {graph.output[0].name!r} is not the end of "
-                                              f"the chain ({current!r})")
-    if not chain.layers:
+        chain.done()
+    output = chain.resolve(output_name)
+    if output not in chain.shapes:
+        raise error(path, f"the graph's output {output_name!r} is written by no node")
+    calls, output = _builder.fuse_activations(_builder.reachable(chain.calls, output), output)
+    if not calls:
         raise _unsupported(path, "the graph", "no layers (only identities): nothing for cnn to run")
-    layers, weights = _fuse_activations(chain.layers, chain.weights)
     name = graph.name if graph.name else "onnx"
-    try:
-        model = Sequential(layers, input_shape=input_shape, seed=0, dtype=dtype, name=name)
-    except (TypeError, ValueError) as exc:
-        raise error(path, f"cannot build the cnn model: {exc}") from None
-    state = {f"{i}.{key}": np.asarray(v, dtype=dtype) for i, w in enumerate(weights)
-             for key, v in w.items()}
-    model.load_state_dict(state)
-    return model
-
-
-def _fuse_activations(layers, weights):
-    """Fold an activation layer into the bias-free-of-activation Dense/Conv2D before it
-    (Conv + Relu -> Conv2D(activation="relu")), as cnn's own models are written."""
-    out_layers, out_weights = [], []
-    for layer, w in zip(layers, weights):
-        prev = out_layers[-1] if out_layers else None
-        if (type(layer) is _layers.Activation and isinstance(prev, (_layers.Dense, _layers.Conv2D))
-                and prev.activation.name in ("identity", "linear")
-                and not (isinstance(prev, _layers.Conv2D) and layer.activation.name == "softmax")):
-            cfg = dict(prev.get_config(), activation=layer.get_config()["activation"])
-            out_layers[-1] = type(prev).from_config(cfg)
-            continue
-        out_layers.append(layer)
-        out_weights.append(w)
-    return out_layers, out_weights
+    return _builder.build_model(path, calls, input_name, input_shape, output, dtype, name)
