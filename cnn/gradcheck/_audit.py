@@ -217,12 +217,12 @@ def _copy_state(source, copy, what):
     """Copy ``source``'s parameters and buffers (any float dtype) into the float64 ``copy``."""
     for kind in ("params", "buffers"):
         src, dst = getattr(source, kind), getattr(copy, kind)
-        if len(src) != len(dst) or any(s.shape != d.shape for s, d in zip(src, dst)):
+        if len(src) != len(dst) or any(s.shape != d.shape for s, d in zip(src, dst, strict=True)):
             raise ValueError(f"{what}: its {kind} have shapes {[s.shape for s in src]}, but "
                              f"type(layer).from_config(layer.get_config()) builds "
                              f"{[d.shape for d in dst]}; get_config must return every "
                              f"constructor argument")
-        for s, d in zip(src, dst):
+        for s, d in zip(src, dst, strict=True):
             np.copyto(d, s)
 
 
@@ -253,7 +253,7 @@ def _audit_layer(layer, x, settings):
         shapes = xs[0].shape[1:]
     if layer.built:
         want = layer.input_shapes if multi else layer.input_shape
-        if [tuple(s) for s in (want if multi else [want])] != [tuple(s) for s in (shapes if multi else [shapes])]:
+        if (list(map(tuple, want)) if multi else tuple(want)) != (list(shapes) if multi else shapes):
             raise ValueError(f"x must have items of shape {want} (the layer is built for them), "
                              f"got {shapes}")
     copy = _layer_copy(layer)
@@ -291,9 +291,9 @@ def _audit_layer(layer, x, settings):
     names = [f"input[{i}]" for i in range(len(xs))] if multi else ["input"]
     if len(dxs) != len(xs):
         dxs = [f"a list of {len(dxs)} gradients"] * len(xs)
-    for k, (name, target, g) in enumerate(zip(names, xs, dxs)):
+    for k, (name, target, g) in enumerate(zip(names, xs, dxs, strict=True)):
         rows.append(_row(name, target, g, loss, settings, k))
-    for k, (name, p, g) in enumerate(zip(copy.param_names, copy.params, grads)):
+    for k, (name, p, g) in enumerate(zip(copy.param_names, copy.params, grads, strict=True)):
         rows.append(_row(name, p, g, loss, settings, len(xs) + k))
     return settings.report(repr(layer), "sum(output * r), r ~ N(0, 1) of the output's shape", rows)
 
@@ -374,7 +374,7 @@ def _model_copy(model, input_shape, batch):
         tensors.append(layer(args if layer.takes_multiple_inputs else args[0]))
     copy = Model(inputs, tensors[-1], seed=model.seed, dtype="float64", name=model.name)
     origin = {id(c): i for i, c in enumerate(copies)}
-    for source, target in zip(model.layers, copies):
+    for source, target in zip(model.layers, copies, strict=True):
         if source.built:
             _copy_state(source, target, f"layer {origin[id(target)]} ({type(source).__name__})")
     names = []
@@ -449,9 +449,9 @@ def _audit_model(model, x, y, settings):
     _check_deterministic(loss_value, engine_loss, "model")
 
     # perturbing x is perturbing the probe's input (x + 0)
-    targets = [x if name == "input" else p for name, p in zip(names, copy.params)]
+    targets = [x if name == "input" else p for name, p in zip(names, copy.params, strict=True)]
     rows = [_row(name, target, g, loss_value, settings, k)
-            for k, (name, target, g) in enumerate(zip(names, targets, analytic))]
+            for k, (name, target, g) in enumerate(zip(names, targets, analytic, strict=True))]
     return settings.report(_describe(model), what, rows)
 
 

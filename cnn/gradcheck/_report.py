@@ -117,7 +117,7 @@ class GradcheckReport:
         widths = [max(len(r[c]) for r in [header] + lines) for c in range(len(header))]
 
         def line(r):
-            return "  ".join(f"{v:<{w}}" for v, w in zip(r, widths)).rstrip()
+            return "  ".join(f"{v:<{w}}" for v, w in zip(r, widths, strict=True)).rstrip()
 
         rule = "-" * len(line(header))
         verdict = ("passed" if self.passed else
