@@ -29,12 +29,14 @@ class GradcheckRow:
         largest absolute error when all pass; None when nothing was compared.
     passed : bool
         Every checked entry has ``|analytic - numeric| <= atol + rtol * |numeric|``.
+    kinks : int
+        Checked entries at a kink (one-sided slopes that differ), judged as subgradients.
     note : str
         Why a row failed without numbers (e.g. a backward that returned a wrong shape), or "".
     """
 
     def __init__(self, name, shape, indices, size, max_abs_error, max_rel_error, worst_index,
-                 passed, note=""):
+                 passed, note="", kinks=0):
         self.name = name
         self.shape = tuple(shape)
         self.indices = indices
@@ -44,6 +46,7 @@ class GradcheckRow:
         self.worst_index = worst_index
         self.passed = bool(passed)
         self.note = note
+        self.kinks = int(kinks)
 
     @property
     def checked(self):
@@ -106,13 +109,14 @@ class GradcheckReport:
     def table(self):
         """The report as text: a header stating the loss, ``eps``, the pass rule and the
         sampling, then one line per tensor, then the verdict."""
-        header = ("tensor", "shape", "checked", "max abs err", "max rel err", "worst at", "result")
+        header = ("tensor", "shape", "checked", "kinks", "max abs err", "max rel err", "worst at",
+                  "result")
         lines = []
         for row in self.rows:
             checked = f"{row.checked}" if row.checked == row.size else f"{row.checked} of {row.size}"
             worst = "-" if row.worst_index is None else str(tuple(int(i) for i in row.worst_index))
             result = "pass" if row.passed else "FAIL" + (f" ({row.note})" if row.note else "")
-            lines.append((row.name, str(row.shape), checked, _number(row.max_abs_error),
+            lines.append((row.name, str(row.shape), checked, str(row.kinks), _number(row.max_abs_error),
                           _number(row.max_rel_error), worst, result))
         widths = [max(len(r[c]) for r in [header] + lines) for c in range(len(header))]
 
@@ -124,8 +128,8 @@ class GradcheckReport:
                    f"FAILED: {', '.join(row.name for row in self.failed_rows)}")
         return "\n".join([
             f"gradcheck of {self.subject}",
-            f"float64, loss {self.loss}; central differences with eps {self.eps:g} "
-            f"(an entry that fails is measured again with eps/10, the closer estimate kept)",
+            f"float64, loss {self.loss}; central differences with eps {self.eps:g} (at a kink, "
+            f"where the one-sided slopes differ, the analytic value must lie between them)",
             f"an entry passes when |analytic - numeric| <= atol + rtol * |numeric|, "
             f"atol {self.atol:g}, rtol {self.rtol:g}",
             f"tensors of more than {self.max_entries} entries: {self.max_entries} entries drawn "
