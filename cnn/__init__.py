@@ -26,6 +26,7 @@ from cnn import (activations, callbacks, datasets, distributed, functional, init
 from cnn._register import register
 from cnn._config import show_config
 from cnn._threads import get_num_threads, set_num_threads
+from cnn.gradcheck import gradcheck
 from cnn.callbacks import Callback, EarlyStopping, History, ModelCheckpoint
 from cnn.graph import Input
 from cnn.model import Model
@@ -37,5 +38,5 @@ __all__ = [
     "Sequential", "Model", "Input", "Trainer", "load_model", "save_model", "register", "strategy",
     "Callback", "EarlyStopping", "History", "ModelCheckpoint", "layers", "activations", "losses", "optimizers", "schedules",
     "initializers", "callbacks", "datasets", "metrics", "functional", "distributed", "models",
-    "set_num_threads", "get_num_threads", "show_config", "__version__",
+    "set_num_threads", "get_num_threads", "show_config", "gradcheck", "__version__",
 ]
