@@ -102,6 +102,13 @@ LAYER_CASES = {
     "Activation-softmax": (lambda: layers.Activation("softmax"), (3, 6)),
     "Activation-sigmoid": (lambda: layers.Activation("sigmoid"), (2, 3, 4, 4)),
     "Dropout": (lambda: layers.Dropout(0.5), (3, 2, 5, 5)),
+    "Conv2D-dilated-grouped": (lambda: layers.Conv2D(4, 3, padding="same", dilation=2, groups=2),
+                               (2, 4, 7, 6)),
+    "Conv2D-same-stride2": (lambda: layers.Conv2D(3, 3, stride=2, padding="same"), (2, 2, 7, 6)),
+    "BatchNormalization-images": (lambda: layers.BatchNormalization(), (4, 3, 5, 5)),
+    "BatchNormalization-features": (lambda: layers.BatchNormalization(center=False), (6, 5)),
+    "AvgPool2D-same": (lambda: layers.AvgPool2D(3, stride=2, padding="same"), (2, 3, 7, 6)),
+    "GlobalAvgPool2D": (lambda: layers.GlobalAvgPool2D(), (2, 3, 5, 4)),
 }
 MERGE_CASES = {
     "Add": (lambda: layers.Add(), [(2, 3, 4, 4)] * 3),
