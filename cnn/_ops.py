@@ -89,17 +89,19 @@ def conv_algorithm(algorithm, w_shape, stride, pads, out_hw, backward, dilation=
     return algorithm
 
 
-def _max_abs(a):
-    """``max|a|`` as a Python float in two read-only passes (no temporary array); NaN if ``a``
-    holds a NaN."""
+def max_abs(a):
+    """``max|a|`` as a Python float in two read-only passes (NumPy's vectorised max and min: no
+    temporary array, and faster than a one-pass OpenMP kernel with a NaN test, measured);
+    NaN if ``a`` holds a NaN, 0.0 if it is empty."""
     if a.size == 0:
         return 0.0
     return max(float(a.max()), -float(a.min()))
 
 
-def winograd_cannot_overflow(a, b, reduction):
-    """Whether Winograd F(2x2, 3x3) on operands ``a`` and ``b`` (input/weight, or the two
-    factors of a backward product) has no intermediate value that can overflow.
+def winograd_cannot_overflow(max_a, max_b, reduction, dtype):
+    """Whether Winograd F(2x2, 3x3) on operands with ``max|a| = max_a`` and ``max|b| = max_b``
+    (input/weight, or the two factors of a backward product) has no intermediate value that
+    can overflow in ``dtype``.
 
     Its transforms add up to 4 entries of ``a`` and 2.25 times the largest entry of ``b``, and
     each output adds ``reduction`` (channels, or batch x plane) products of transformed tiles
@@ -107,13 +109,13 @@ def winograd_cannot_overflow(a, b, reduction):
     ``4 max|b|`` and ``81 * reduction * max|a| * max|b|``. When these stay below the dtype's
     largest value, Winograd is as finite as the direct sum; otherwise (or with a NaN/inf
     operand) :func:`conv2d` and :func:`conv2d_backward` fall back to im2col. The cost is two
-    read-only passes over each operand, small next to the convolution (about 9 multiply-adds
-    per input element and output channel).
+    read-only passes over each operand (:func:`max_abs`; the backward scans ``dy`` once for both
+    products), about 3-4 % of a training step of the DESIGN CNN (measured: 0.5 ms per forward
+    and 1.4 ms per backward of its 14x14 layer at batch 256).
     """
-    big = float(np.finfo(a.dtype).max)
-    ma, mb = _max_abs(a), _max_abs(b)
+    big = float(np.finfo(dtype).max)
     # written so that NaN fails every test, and products that overflow to inf fail too
-    return 4.0 * ma <= big and 4.0 * mb <= big and 81.0 * reduction * ma * mb <= big
+    return 4.0 * max_a <= big and 4.0 * max_b <= big and 81.0 * reduction * max_a * max_b <= big
 
 
 # ----------------------------------------------------------------------------- dense
@@ -149,7 +151,8 @@ def conv2d(x, w, b, stride, pads, out_hw, relu, algorithm="auto", dilation=(1, 1
     y = np.empty((x.shape[0], w.shape[0]) + tuple(out_hw), dtype=x.dtype)
     threads = threads_for(y.size * w[0].size)
     method = conv_algorithm(algorithm, w.shape, stride, (pt, pl), out_hw, False, dilation, groups)
-    if method == "winograd" and not winograd_cannot_overflow(x, w, w.shape[1]):
+    if method == "winograd" and not winograd_cannot_overflow(max_abs(x), max_abs(w), w.shape[1],
+                                                             x.dtype):
         method = "im2col"
     if method == "winograd":
         _conv.conv2d_forward_winograd(x, w, b, y, pt, pl, relu, threads)
@@ -172,8 +175,10 @@ def conv2d_backward(dy, x, w, stride, pads, need_dx, relu_out, algorithm="auto",
     winograd = conv_algorithm(algorithm, w.shape, stride, (pt, pl), (min(H, OH), min(W, OW)),
                               True, dilation, groups) == "winograd"
     # one choice for the three products, so dx, dw and db come from one algorithm
-    winograd = winograd and winograd_cannot_overflow(dy, x, x.shape[0] * H * W) \
-        and (not need_dx or winograd_cannot_overflow(dy, w, w.shape[0]))
+    if winograd:
+        max_dy = max_abs(dy)
+        winograd = winograd_cannot_overflow(max_dy, max_abs(x), x.shape[0] * H * W, x.dtype) \
+            and (not need_dx or winograd_cannot_overflow(max_dy, max_abs(w), w.shape[0], x.dtype))
     dx = np.empty_like(x) if need_dx else None
     dw = np.empty_like(w)
     db = np.empty(w.shape[0], dtype=x.dtype)
