@@ -225,3 +225,23 @@ def child_env(**extra):
     env = dict(os.environ, **extra)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sigint_reaches_python():
+    """POSIX shells start background jobs with SIGINT ignored, and Python then leaves it
+    ignored, so the Ctrl-C tests would send signals nobody sees (CI may run that way). The
+    tests need Python's own handler, as in an interactive session."""
+    import signal
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    if previous is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, previous)
+
+
+def sigint_by_default():
+    """``preexec_fn`` for children that must see Ctrl-C (see :func:`_sigint_reaches_python`)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -16,7 +16,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import child_env
+from conftest import child_env, sigint_by_default
 
 import cnn
 from cnn import callbacks as cb
@@ -596,7 +596,7 @@ def test_cli_real_ctrl_c_keeps_a_loadable_checkpoint(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "cnn.train", "--model", "seed-mlp", "--limit", "256",
                              "--batch-size", "32", "--epochs", "10000", "--threads", "1", "--verbose", "2",
                              "--save", "ck.npz"], cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_by_default)
     try:
         deadline = time.monotonic() + 120
         while not (tmp_path / "ck.npz").exists():
