@@ -21,13 +21,26 @@ except ImportError as _exc:  # the source tree without its compiled kernels
         "`pip install -e .`, or run from another folder after `pip install .`."
     ) from None
 
-from cnn import (activations, callbacks, datasets, distributed, functional, initializers, layers,
-                 losses, metrics, models, optimizers, schedules, strategy)
-from cnn._register import register
+from cnn import (
+    activations,
+    callbacks,
+    datasets,
+    distributed,
+    functional,
+    initializers,
+    layers,
+    losses,
+    metrics,
+    models,
+    optimizers,
+    schedules,
+    strategy,
+)
 from cnn._config import show_config
+from cnn._register import register
 from cnn._threads import get_num_threads, set_num_threads
-from cnn.gradcheck import gradcheck
 from cnn.callbacks import Callback, EarlyStopping, History, ModelCheckpoint
+from cnn.gradcheck import gradcheck
 from cnn.graph import Input
 from cnn.model import Model
 from cnn.sequential import Sequential

@@ -3,8 +3,8 @@ import platform
 import sys
 
 from cnn import _threads
-from cnn._version import __version__
 from cnn._ext import _openmp
+from cnn._version import __version__
 
 
 def _build_info():

@@ -18,7 +18,6 @@ import numpy as np
 
 from . import _registry
 from . import _validation as V
-
 from ._configurable import Configurable
 
 __all__ = ["Activation", "Identity", "Sigmoid", "ReLU", "LeakyReLU", "Tanh", "Softmax",

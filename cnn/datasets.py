@@ -48,8 +48,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from . import _atomic
 from cnn import _cifar
+
+from . import _atomic
 
 __all__ = [
     "read_idx",

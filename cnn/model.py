@@ -196,7 +196,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
                           for k, s in enumerate(steps))
         # a call needs its input gradient when some call before it (on a path) has parameters
         upstream = {0: False}
-        for k, (node, step) in enumerate(zip(nodes, steps)):
+        for node, step in zip(nodes, steps):
             upstream[step.output] = bool(node.layer.params) or any(upstream[t] for t in step.inputs)
         for layer in layers:
             layer.need_input_grad = False

@@ -30,7 +30,6 @@ The first three are :class:`cnn.Sequential`; ``"resnet8"`` is a graph :class:`cn
 61706
 """
 
-import numpy as np
 
 from . import _validation as V
 from . import layers

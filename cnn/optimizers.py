@@ -19,11 +19,8 @@ dict by ``load_state_dict`` continues bit-identically.
 
 import numpy as np
 
-from . import _registry
+from . import _ops, _registry, schedules
 from . import _validation as V
-
-from . import _ops
-from . import schedules
 
 __all__ = ["Optimizer", "SGD", "Adam", "get"]
 

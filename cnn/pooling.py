@@ -9,8 +9,8 @@ False for this behaviour).
 import numpy as np
 
 from cnn import _ops, _registry
-from cnn import functional as F
 from cnn import _validation as V
+from cnn import functional as F
 from cnn._layer import Layer, compact_pair
 
 __all__ = ["AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D", "GlobalAvgPool2D"]

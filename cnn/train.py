@@ -250,6 +250,7 @@ def main(argv=None):
 
 def _run(args):
     import cnn
+
     # cnn.distributed imports no MPI until DataParallel() asks for it
     from . import distributed, metrics
     from .callbacks import ModelCheckpoint

@@ -20,8 +20,8 @@ import warnings
 
 import numpy as np
 
-from . import _validation as V
 from . import _interrupt
+from . import _validation as V
 from . import strategy as _strategy
 from .callbacks import Callback, History, ModelCheckpoint
 from .progress import EpochProgress

@@ -682,7 +682,7 @@ def test_layers_build_forward_backward(data):
         return
     assert build() == want and layer.output_shape == want
     dtype = np.dtype(dtype)
-    for p, g, (name, pshape) in zip(layer.params, layer.grads, layer.param_shapes(shape)):
+    for p, g, (_name, pshape) in zip(layer.params, layer.grads, layer.param_shapes(shape)):
         assert p.shape == g.shape == tuple(pshape) and p.dtype == dtype and np.isfinite(p).all()
 
     # call: a right batch, or a wrong one
@@ -736,7 +736,7 @@ def test_sequential_stacks_chain_or_fail_clearly(data):
                                 st.tuples(st.integers(1, 6))), label="input_shape")
     stack = [LAYER_POOL[i]() for i in picks]
     want, ok = shape, True
-    for layer, i in zip(stack, picks):
+    for layer, _i in zip(stack, picks):
         kind = type(layer).__name__
         want = expected_output_shape(layer, kind, want)
         if want is None:

@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from conftest import numerical_grad_of
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cnn import activations as A
 

@@ -21,8 +21,8 @@ from conftest import child_env, sigint_by_default
 import cnn
 from cnn import callbacks as cb
 from cnn import layers, optimizers, schedules, serialization
-from cnn.serialization import load_model
 from cnn.augment import random_shift
+from cnn.serialization import load_model
 
 
 def model_with_state(seed=0, opt=None):
@@ -176,7 +176,7 @@ def test_nothing_is_ever_unpickled(saved, tmp_path):
     np.lib.format.write_array(evil, np.array([Boom(str(marker))], dtype=object), allow_pickle=True)
     for key in ("layers.0.bias", "optimizer.m.1", "format", "architecture", "training"):
         bad = tmp_path / f"object-{key}.npz"
-        rewrite_zip(saved, bad, lambda name, raw: evil.getvalue() if name == key + ".npy" else raw)
+        rewrite_zip(saved, bad, lambda name, raw, key=key: evil.getvalue() if name == key + ".npy" else raw)
         with pytest.raises(ValueError, match=rf"object-{re.escape(key)}.npz.*{re.escape(key)}.*(object|pickle)"):
             load_model(bad)
     assert not marker.exists()

@@ -8,13 +8,13 @@ correlate2d, cnn.reference, finite differences in float64.
 
 import numpy as np
 import pytest
+from conftest import DTYPES, assert_close, numerical_grad, pads_conv, scipy_conv2d, scipy_conv2d_backward
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cnn
 from cnn import functional as F
 from cnn import reference as R
-from conftest import DTYPES, assert_close, numerical_grad, pads_conv, scipy_conv2d, scipy_conv2d_backward
 
 
 def _scales(x, w, b, dy, pads):

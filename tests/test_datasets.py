@@ -16,8 +16,15 @@ import numpy as np
 import pytest
 
 from cnn import datasets
-from cnn.datasets import (DataNotFoundError, DownloadError, download_mnist, load_idx_dir,
-                          load_mnist, read_idx, write_idx)
+from cnn.datasets import (
+    DataNotFoundError,
+    DownloadError,
+    download_mnist,
+    load_idx_dir,
+    load_mnist,
+    read_idx,
+    write_idx,
+)
 
 DATA = pathlib.Path(datasets.__file__).parent / "data"
 

@@ -24,7 +24,7 @@ from cnn.serialization import load_model
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "mpi", "worker.py")
 sys.path.insert(0, os.path.join(HERE, "mpi"))
-import cases
+import cases  # noqa: E402 (tests/mpi is put on sys.path just above)
 
 # Open MPI refuses root and more ranks than cores without these; MPICH ignores them.
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
@@ -121,7 +121,7 @@ def test_n_ranks_make_one_process_steps(mpiexec, tmp_path, n):
 def check_shards(ranks, n):
     """Every global batch the trainer handed out is split over the ranks, in rank order, in
     ``np.array_split`` sizes (so each row is trained on exactly once)."""
-    for name, rows, batch, drop_last in cases.CASES:
+    for name, rows, batch, _drop_last in cases.CASES:
         calls = sorted({int(k.split("-")[2]) for k in ranks[0].files if k.startswith(f"shard-{name}-")})
         assert len(calls) > 2 * (rows // batch)  # the buffer sizing, validation, every step
         empty = 0

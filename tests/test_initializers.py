@@ -74,7 +74,8 @@ def test_zeros():
 
 def test_get_and_default_for():
     assert I.get("he_normal") is I.he_normal
-    custom = lambda shape, fan_in, fan_out, rng, dtype=np.float32: np.ones(shape, dtype)
+    def custom(shape, fan_in, fan_out, rng, dtype=np.float32):
+        return np.ones(shape, dtype)
     assert I.get(custom) is custom
     assert I.default_for("relu") == "he_normal" and I.default_for("leaky_relu") == "he_normal"
     assert I.default_for("softmax") == "glorot_uniform" and I.default_for(None) == "glorot_uniform"

@@ -5,10 +5,10 @@ import math
 
 import numpy as np
 import pytest
-
 from conftest import numerical_grad_of
 
-from cnn import activations, losses as L
+from cnn import activations
+from cnn import losses as L
 
 
 def probabilities(rng, n, k):

@@ -17,8 +17,7 @@ import pytest
 
 import cnn
 from cnn import functional as F
-from cnn import layers
-from cnn import models
+from cnn import layers, models
 
 HAVE_ONNX = importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
 needs_onnx = pytest.mark.skipif(not HAVE_ONNX, reason="onnx and onnxruntime are not installed "

@@ -9,7 +9,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from cnn import optimizers as O, schedules as S
+from cnn import optimizers as O
+from cnn import schedules as S
 
 SHAPES = [(3, 4), (4,), (2, 1, 3, 3)]
 
@@ -125,10 +126,12 @@ def test_matches_torch_optim(opt_kind):
     params, grad_seq = make_problem(2)
     if opt_kind == "sgd":
         ours = O.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)
-        make = lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)
+        def make(ps):
+            return torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01)
     else:
         ours = O.Adam(lr=0.01, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.01)
-        make = lambda ps: torch.optim.Adam(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.01)
+        def make(ps):
+            return torch.optim.Adam(ps, lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.01)
     tparams = [torch.tensor(p, requires_grad=True) for p in params]
     topt = make(tparams)
     for grads in grad_seq:

@@ -3,12 +3,6 @@ finite differences and the seed's examples."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-import cnn
-from cnn import functional as F
-from cnn import reference as R
 from conftest import (
     DTYPES,
     assert_close,
@@ -18,6 +12,12 @@ from conftest import (
     numerical_grad,
     pads_pool,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import cnn
+from cnn import functional as F
+from cnn import reference as R
 
 # (x shape, size, stride, padding)
 CASES = [

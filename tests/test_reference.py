@@ -2,8 +2,6 @@
 
 import numpy as np
 import pytest
-
-from cnn import reference as R
 from conftest import (
     DTYPES,
     assert_close,
@@ -16,6 +14,8 @@ from conftest import (
     scipy_conv2d,
     scipy_conv2d_backward,
 )
+
+from cnn import reference as R
 
 # (x shape, w shape, stride, padding)
 CONV_CASES = [

@@ -10,8 +10,8 @@ from conftest import child_env
 
 from cnn import callbacks as cb
 from cnn import layers, optimizers, schedules
-from cnn.sequential import Sequential
 from cnn.progress import EpochProgress
+from cnn.sequential import Sequential
 from cnn.serialization import load_model
 
 

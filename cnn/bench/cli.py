@@ -17,8 +17,15 @@ from .common import Skip
 from .machine import cpu_snapshot, git_commit, machine_facts, other_load, sgemm_rate, wait_for_idle
 from .memory import run_memory_child
 from .ort_backend import import_onnxruntime
-from .report import (BACKENDS, ONLY_FOR, format_breakdown, format_facts, format_scaling, format_table,
-                     json_default)
+from .report import (
+    BACKENDS,
+    ONLY_FOR,
+    format_breakdown,
+    format_facts,
+    format_scaling,
+    format_table,
+    json_default,
+)
 from .timing import FULL, QUICK, stats, time_backends
 from .torch_backend import import_torch
 

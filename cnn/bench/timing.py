@@ -36,12 +36,12 @@ def time_backends(runs, cfg, estimates):
     """
     clock = time.perf_counter
     samples = {b: [] for b in runs}
-    for b, run in runs.items():  # warm-ups (the check call was one more)
+    for run in runs.values():  # warm-ups (the check call was one more)
         for _ in range(cfg["warmups"]):
             run()
         time.sleep(_SWITCH_PAUSE)
     rounds = cfg["rounds"]
-    for r in range(rounds):
+    for _r in range(rounds):
         for b, run in runs.items():
             slow = estimates.get(b, 0.0) > _SLOW_REP
             min_reps = cfg["slow_min_reps"] if slow else cfg["min_reps"]

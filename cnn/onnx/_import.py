@@ -182,12 +182,14 @@ def _add(chain, node, a, where):
     if isinstance(layer, _layers.Dense):
         out = layer.units
         bias = _bias_vector(chain, consts[0], out, where, [(out,), (1, out)])
-        factory = lambda: _layers.Dense(out, use_bias=True)
+        def factory():
+            return _layers.Dense(out, use_bias=True)
     else:
         out = layer.filters
         bias = _bias_vector(chain, consts[0], out, where, [(out, 1, 1), (1, out, 1, 1)])
         cfg = dict(layer.get_config(), use_bias=True)
-        factory = lambda: _layers.Conv2D.from_config(cfg)
+        def factory():
+            return _layers.Conv2D.from_config(cfg)
     chain.replace(last, factory, dict(last.weights, bias=bias), where)
 
 
