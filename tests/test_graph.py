@@ -77,6 +77,43 @@ def test_residual_network_through_the_general_mse_path(batch):
     check_gradients(model, lambda: loss.forward(residual_forward(named, x), y), x, y)
 
 
+def bn_residual_net(seed=0):
+    """The issue's network: conv -> BN -> ReLU -> conv -> BN -> add -> ReLU, twice, then global
+    average pooling and dense; with the layers by name for the oracle."""
+    inputs = cnn.Input((3, 6, 6))
+    named = {}
+    h = inputs
+    for b in range(2):
+        c1, n1 = layers.Conv2D(3, 3, padding="same", use_bias=False), layers.BatchNormalization()
+        c2, n2 = layers.Conv2D(3, 3, padding="same", use_bias=False), layers.BatchNormalization()
+        branch = n2(c2(layers.Activation("relu")(n1(c1(h)))))
+        h = layers.Activation("relu")(layers.Add()([h, branch]))
+        named.update({f"c1_{b}": c1, f"n1_{b}": n1, f"c2_{b}": c2, f"n2_{b}": n2})
+    gap, dense = layers.GlobalAvgPool2D(), layers.Dense(4, activation="softmax")
+    named.update(gap=gap, dense=dense)
+    model = cnn.Model(inputs, dense(gap(h)), seed=seed, dtype="float64")
+    return model, named
+
+
+def test_bn_residual_network_gradients_match_finite_differences(rng):
+    x, y = rng.standard_normal((5, 3, 6, 6)), np.array([0, 3, 1, 2, 3])
+    model, named = bn_residual_net()
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    loss = cnn.losses.CrossEntropy()
+
+    def oracle():
+        h = x
+        for b in range(2):
+            t = named[f"n1_{b}"].forward(named[f"c1_{b}"].forward(h, True), True)
+            t = named[f"n2_{b}"].forward(named[f"c2_{b}"].forward(np.maximum(t, 0), True), True)
+            h = np.maximum(h + t, 0)
+        return loss.forward(named["dense"].forward(h.mean(axis=(2, 3)), True), y)
+
+    grads = check_gradients(model, oracle, x, y)
+    assert {k.rsplit(".", 1)[1] for k in grads} == {"weight", "bias"}
+    assert len(grads) == 4 * 2 * 2 - 4 + 2   # 4 convs (weight only), 4 BNs (weight, bias), dense
+
+
 def test_concatenate_and_a_shared_layer(rng):
     """x -> [conv a, conv b] -> concatenate -> flatten -> shared dense twice -> dense."""
     inputs = cnn.Input((2, 5, 5))
