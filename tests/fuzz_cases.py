@@ -590,28 +590,28 @@ def layer_args_problem(kind, args):
     elif kind == "Conv2D":
         if not is_int(args["filters"]) or args["filters"] < 1:
             return "filters"
-        if pair(args["kernel_size"], 1, None) is None or pair(args["stride"], 1, None) is None:
+        if pair(args["kernel_size"], 1) is None or pair(args["stride"], 1) is None:
             return "kernel_size/stride"
         p = args["padding"]
         if isinstance(p, str):
-            if p not in ("valid", "same"):  # layers take the lower-case names only
+            if p.lower() not in ("valid", "same"):  # one padding rule: any case, like functional
                 return "padding"
         elif not (is_int(p) or isinstance(p, (tuple, list)) and len(p) in (2, 4)) or \
-                explicit_pads(p, None) is None:
+                explicit_pads(p) is None:
             return "padding"
         if args["activation"] not in acts or args["activation"] == "softmax":
             return "activation"
     elif kind == "MaxPool2D":
-        if pair(args["size"], 1, None) is None:
+        if pair(args["size"], 1) is None:
             return "size"
-        if args["stride"] is not None and pair(args["stride"], 1, None) is None:
+        if args["stride"] is not None and pair(args["stride"], 1) is None:
             return "stride"
         p = args["padding"]
         if isinstance(p, str):
-            if p not in ("tile", "valid", "same"):
+            if p.lower() not in ("tile", "valid", "same"):
                 return "padding"
         elif not (is_int(p) or isinstance(p, (tuple, list)) and len(p) in (2, 4)) or \
-                explicit_pads(p, None) is None:
+                explicit_pads(p) is None:
             return "padding"
     elif kind == "Activation":
         if args["activation"] not in acts:

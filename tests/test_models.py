@@ -81,14 +81,14 @@ def test_every_zoo_model_has_cli_defaults():
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(name="resnet"), ValueError, r"model must be one of 'cnn', 'seed-mlp', 'lenet5', got 'resnet'"),
+    (dict(name="resnet"), ValueError, r"model must be one of 'cnn', 'seed-mlp', 'lenet5', 'cnn-bn', 'bn4', 'resnet8', got 'resnet'"),
     (dict(name=3), ValueError, r"model must be one of .* got 3"),
-    (dict(name="cnn", input_shape=(28, 28)), ValueError, r"input_shape must be \(C, H, W\).*got \(28, 28\)"),
-    (dict(name="cnn", input_shape=(1, 28.0, 28)), ValueError, r"input_shape must be"),
-    (dict(name="cnn", classes=0), ValueError, r"classes must be >= 1, got 0"),
+    (dict(name="cnn", input_shape=(28, 28)), ValueError, r"input_shape must be 3 positive ints \(C, H, W\), got \(28, 28\)"),
+    (dict(name="cnn", input_shape=(1, 28.0, 28)), TypeError, r"input_shape must be a tuple of 3 ints"),
+    (dict(name="cnn", classes=0), ValueError, r"classes must be an int >= 1, got 0"),
     (dict(name="cnn", classes=2.5), TypeError, r"classes must be an int"),
-    (dict(name="cnn", dropout=1.0), ValueError, r"dropout must be in \[0, 1\), got 1.0"),
-    (dict(name="cnn", dropout="0.5"), TypeError, r"dropout must be a number"),
+    (dict(name="cnn", dropout=1.0), ValueError, r"dropout must be a finite number in \[0.0, 1.0\), got 1.0"),
+    (dict(name="cnn", dropout="0.5"), TypeError, r"dropout must be a real number"),
     (dict(name="lenet5", dropout=0.1), TypeError, r"model 'lenet5' has no option dropout"),
     (dict(name="cnn", widht=2), TypeError, r"model 'cnn' has no option widht; its options: dropout"),
     (dict(name="lenet5", input_shape=(1, 8, 8)), ValueError,
