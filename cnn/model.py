@@ -226,7 +226,6 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
             raise ValueError(f"this model takes items of shape {self.input_shape}, got "
                              f"{tuple(input_shape)}")
 
-
     def _update_fused(self):
         last = self._steps[-1].layer if self._steps else None
         act = getattr(last, "activation", None)
