@@ -1,4 +1,5 @@
-"""The bench's whole-model networks (zoo models from :mod:`cnn.models`, compiled as the bench
+"""The bench's whole-model networks (zoo models from :mod:`cnn.models`, and the CIFAR-shaped
+VGG-style, stride-2 and 1x1-conv networks of issue 15's zoo built here, compiled as the bench
 trains them) and a backend-neutral description of a cnn model's layers, from which the other
 backends build the same network.
 
@@ -33,29 +34,95 @@ it on its command line).
 import numpy as np
 
 from cnn import functional as F
-from cnn import models, optimizers
+from cnn import layers, models, optimizers
+from cnn.sequential import Sequential
 
 from .common import Skip
 
-__all__ = ["BENCH_MODELS", "build", "layer_spec", "optimizer_spec"]
+__all__ = ["BENCH_MODELS", "ZOO", "build", "layer_spec", "optimizer_spec", "vgg_cifar", "stride2_net",
+           "conv1x1_net"]
 
-# bench key -> (zoo name, builder options, case label, JSON "model" name). The DESIGN CNN runs
-# without its dropout: the backends could not agree on random masks.
+# bench key -> (zoo name or builder, builder options, case label, JSON "model" name, input
+# shape). Dropout runs at rate 0: the backends could not agree on random masks.
 BENCH_MODELS = {
-    "cnn": ("cnn", {"dropout": 0.0}, "CNN", "design_cnn"),
-    "mlp": ("seed-mlp", {}, "MLP", "seed_mlp"),
+    "cnn": ("cnn", {"dropout": 0.0}, "CNN", "design_cnn", (1, 28, 28)),
+    "mlp": ("seed-mlp", {}, "MLP", "seed_mlp", (1, 28, 28)),
 }
+
+
+def vgg_cifar(input_shape=(3, 32, 32), classes=10, seed=0):
+    """A VGG-style CIFAR stack: Conv2D(64, 3, same, relu) x2, MaxPool2D(2), Conv2D(128, 3,
+    same, relu) x2, MaxPool2D(2), Flatten, Dense(classes, softmax); 342,090 parameters for
+    3x32x32 images and 10 classes."""
+    return Sequential([
+        layers.Conv2D(64, 3, padding="same", activation="relu"),
+        layers.Conv2D(64, 3, padding="same", activation="relu"),
+        layers.MaxPool2D(2),
+        layers.Conv2D(128, 3, padding="same", activation="relu"),
+        layers.Conv2D(128, 3, padding="same", activation="relu"),
+        layers.MaxPool2D(2),
+        layers.Flatten(),
+        layers.Dense(classes, activation="softmax"),
+    ], input_shape=input_shape, seed=seed, name="vgg-cifar")
+
+
+def stride2_net(input_shape=(3, 32, 32), classes=10, seed=0):
+    """3x3 stride-2 convolutions in place of pooling: Conv2D(32), Conv2D(64), Conv2D(128), each
+    3x3, stride 2, "same" (Keras' pads: (0, 1, 0, 1) on even planes), relu; Flatten,
+    Dense(classes, softmax). 32x32 -> 16 -> 8 -> 4; 113,738 parameters for 3x32x32 and 10
+    classes."""
+    return Sequential([
+        layers.Conv2D(32, 3, stride=2, padding="same", activation="relu"),
+        layers.Conv2D(64, 3, stride=2, padding="same", activation="relu"),
+        layers.Conv2D(128, 3, stride=2, padding="same", activation="relu"),
+        layers.Flatten(),
+        layers.Dense(classes, activation="softmax"),
+    ], input_shape=input_shape, seed=seed, name="stride2")
+
+
+def conv1x1_net(input_shape=(3, 32, 32), classes=10, seed=0):
+    """A network of 3x3 convs each followed by a 1x1 conv (network-in-network style):
+    Conv2D(32, 3, same), Conv2D(64, 1), MaxPool2D(2), Conv2D(64, 3, same), Conv2D(128, 1),
+    MaxPool2D(2), Conv2D(32, 1), all relu; Flatten, Dense(classes, softmax). 72,874 parameters
+    for 3x32x32 and 10 classes."""
+    return Sequential([
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.Conv2D(64, 1, activation="relu"),
+        layers.MaxPool2D(2),
+        layers.Conv2D(64, 3, padding="same", activation="relu"),
+        layers.Conv2D(128, 1, activation="relu"),
+        layers.MaxPool2D(2),
+        layers.Conv2D(32, 1, activation="relu"),
+        layers.Flatten(),
+        layers.Dense(classes, activation="softmax"),
+    ], input_shape=input_shape, seed=seed, name="conv1x1")
+
+
+#: The zoo of issue 15, in run order: bench key -> (builder, options, label, JSON name, input).
+ZOO = {
+    "lenet5": ("lenet5", {}, "LeNet5", "lenet5", (1, 28, 28)),
+    "vgg": (vgg_cifar, {}, "VGG-CIFAR", "vgg_cifar", (3, 32, 32)),
+    "stride2": (stride2_net, {}, "stride2", "stride2", (3, 32, 32)),
+    "conv1x1": (conv1x1_net, {}, "conv1x1", "conv1x1", (3, 32, 32)),
+    "cnn-bn": ("cnn-bn", {"dropout": 0.0}, "CNN-BN", "design_cnn_bn", (1, 28, 28)),
+    "resnet8": ("resnet8", {}, "ResNet8", "resnet8", (3, 32, 32)),
+}
+BENCH_MODELS.update(ZOO)
+
 
 _ACTIVATIONS = (None, "identity", "linear", "relu", "leaky_relu", "tanh", "sigmoid", "softmax")
 
 
 def build(key, seed=0):
-    """The bench network ``key`` (a key of :data:`BENCH_MODELS`) for (1, 28, 28) images and 10
+    """The bench network ``key`` (a key of :data:`BENCH_MODELS`) for its input shape and 10
     classes, compiled with cross-entropy and SGD(lr=0.05, momentum=0.9)."""
     if key not in BENCH_MODELS:
         raise ValueError(f"bench model must be one of {', '.join(map(repr, BENCH_MODELS))}, got {key!r}")
-    name, options, _, _ = BENCH_MODELS[key]
-    model = models.build(name, input_shape=(1, 28, 28), classes=10, seed=seed, **options)
+    name, options, _, _, shape = BENCH_MODELS[key]
+    if callable(name):
+        model = name(input_shape=shape, classes=10, seed=seed, **options)
+    else:
+        model = models.build(name, input_shape=shape, classes=10, seed=seed, **options)
     model.compile(loss="cross_entropy", optimizer=optimizers.SGD(lr=0.05, momentum=0.9))
     return model
 
