@@ -126,13 +126,18 @@ def _conv_bn_relu(filters, stride=1, relu=True):
     return stack + ([layers.Activation("relu")] if relu else [])
 
 
-def design_cnn_bn(input_shape=(1, 28, 28), classes=10, seed=0):
-    """The DESIGN CNN with BatchNormalization (conv -> BN -> ReLU), dropout 0.25 before and
-    after the BN'ed Dense(128). Returns a built, uncompiled :class:`cnn.Sequential` named
-    ``"cnn-bn"``."""
+def design_cnn_bn(input_shape=(1, 28, 28), classes=10, seed=0, dropout=0.25):
+    """The DESIGN CNN with BatchNormalization (conv -> BN -> ReLU), dropout before and after
+    the BN'ed Dense(128) (``dropout=0`` leaves the two Dropout layers out, as the bench does;
+    the weights are the same either way). Returns a built, uncompiled :class:`cnn.Sequential`
+    named ``"cnn-bn"``."""
+    dropout = _rate(dropout)
+    def drop():
+        return [layers.Dropout(dropout)] if dropout else []
+
     stack = (_conv_bn_relu(32) + [layers.MaxPool2D(2)] + _conv_bn_relu(64) + [layers.MaxPool2D(2)]
-             + [layers.Flatten(), layers.Dropout(0.25), layers.Dense(128, use_bias=False),
-                layers.BatchNormalization(), layers.Activation("relu"), layers.Dropout(0.25),
+             + [layers.Flatten(), *drop(), layers.Dense(128, use_bias=False),
+                layers.BatchNormalization(), layers.Activation("relu"), *drop(),
                 layers.Dense(classes, activation="softmax")])
     return _finish(stack, "cnn-bn", input_shape, seed)
 
@@ -205,7 +210,7 @@ def build(name, input_shape=(1, 28, 28), classes=10, seed=0, **options):
     seed : int >= 0, default 0
         Seeds the weights (and the model's dropout generator).
     **options
-        Options of that model's builder (``dropout`` for ``"cnn"``).
+        Options of that model's builder (``dropout`` for ``"cnn"`` and ``"cnn-bn"``).
 
     Returns
     -------

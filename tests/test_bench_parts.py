@@ -139,33 +139,127 @@ def test_layer_spec_is_json_without_weights():
 
 
 def test_layer_spec_refuses_what_other_backends_cannot_run():
+    from cnn import Input, Model, Sequential, layers
     from cnn.bench.common import Skip
-    with pytest.raises(Skip, match="layer Dropout not supported"):
-        nets.layer_spec(models.build("cnn", seed=0).compile())
+    shared = layers.Dense(8, activation="relu")
+    inputs = Input((8,))
+    twice = Model(inputs, layers.Dense(3, activation="softmax")(shared(shared(inputs)))).compile()
+    with pytest.raises(Skip, match="called more than once"):
+        nets.layer_spec(twice)
+    early = Sequential([layers.Dense(4, activation="softmax"), layers.Dense(3)],
+                       input_shape=(5,)).compile()
+    with pytest.raises(Skip, match="softmax is only supported on the last layer"):
+        nets.layer_spec(early)
     mlp = models.build("seed-mlp", seed=0).compile(loss="mse")
     with pytest.raises(Skip, match="softmax output and cross-entropy"):
         nets.layer_spec(mlp)
     with pytest.raises(Skip, match="optimizer Adam"):
         nets.optimizer_spec(models.build("lenet5", seed=0).compile(optimizer="adam"))
-    with pytest.raises(ValueError, match="bench model must be one of 'cnn', 'mlp', got 'lenet5'"):
-        nets.build("lenet5")
+    with pytest.raises(ValueError, match="bench model must be one of 'cnn', 'mlp', .*got 'bn4'"):
+        nets.build("bn4")
+
+
+def _perturb(model, rng):
+    """Weights and BatchNorm statistics away from their starting values (gamma 1, beta 0, mean
+    0, variance 1 would hide a swapped or uncopied tensor)."""
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            for p in layer.params:
+                p[...] = rng.uniform(0.5, 1.5, p.shape) if p is layer.params[0] and layer.scale \
+                    else rng.uniform(-0.3, 0.3, p.shape)
+            mean, var = layer.buffers
+            mean[...] = rng.uniform(-0.2, 0.2, mean.shape)
+            var[...] = rng.uniform(0.5, 2.0, var.shape)
 
 
 @pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
 @pytest.mark.parametrize("name", list(models.MODELS))
 def test_torch_translation_predicts_what_cnn_predicts(name, rng):
-    """Every zoo model (dropout off) translated layer by layer to torch, with its weights."""
+    """Every zoo model (inference: dropout is the identity) translated layer by layer to
+    torch, with its weights and BatchNorm running statistics."""
     import torch
 
     from cnn.bench.torch_backend import torch_net
-    options = {"dropout": 0.0} if name == "cnn" else {}
-    model = models.build(name, seed=2, **options).compile()
-    net = torch_net(nets.layer_spec(model), torch)
+    model = models.build(name, seed=2).compile()
+    _perturb(model, rng)
+    net = torch_net(nets.layer_spec(model), torch).eval()
     assert sum(p.numel() for p in net.parameters()) == model.count_params()
     x = rng.random((5, 1, 28, 28), dtype=np.float32)
     with torch.inference_mode():
         want = torch.softmax(net(torch.from_numpy(x)), dim=1).numpy()
     np.testing.assert_allclose(model.predict(x), want, rtol=0, atol=1e-5)
+
+
+def _odd_layers_model():
+    """A graph model of the layers the zoo does not use: dilated and grouped convs, padded
+    max-pool and average pool (asymmetric "same" pads at stride 2), tanh, sigmoid, leaky ReLU,
+    BatchNorm without scale, Concatenate."""
+    from cnn import Input, Model, layers
+    inputs = Input((4, 9, 9))
+    a = layers.Conv2D(6, 3, padding="same", dilation=2, activation="tanh")(inputs)
+    b = layers.Conv2D(6, 3, padding="same", groups=2, use_bias=False)(inputs)
+    b = layers.BatchNormalization(scale=False, momentum=0.8)(b)
+    b = layers.Activation("sigmoid")(b)
+    h = layers.Concatenate(axis=0)([a, b])
+    h = layers.MaxPool2D(3, stride=2, padding="same")(h)
+    h = layers.AvgPool2D(2, stride=2, padding="same")(h)
+    h = layers.BatchNormalization(center=False)(layers.Flatten()(h))
+    h = layers.Dense(7, activation="leaky_relu")(h)
+    return Model(inputs, layers.Dense(3, activation="softmax")(h), seed=4)
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_torch_translation_of_the_other_layers(rng):
+    import torch
+
+    from cnn.bench.torch_backend import torch_net
+    model = _odd_layers_model().compile()
+    _perturb(model, rng)
+    spec = nets.layer_spec(model)
+    assert next(e for e in spec if e["type"] == "AvgPool2D")["pads"] == (0, 1, 0, 1)
+    net = torch_net(spec, torch).eval()
+    assert sum(p.numel() for p in net.parameters()) == model.count_params()
+    x = rng.standard_normal((6, 4, 9, 9)).astype(np.float32)
+    with torch.inference_mode():
+        want = torch.softmax(net(torch.from_numpy(x)), dim=1).numpy()
+    np.testing.assert_allclose(model.predict(x), want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+@pytest.mark.parametrize("build", [
+    lambda: models.build("cnn-bn", seed=3, dropout=0.0),
+    lambda: models.build("resnet8", input_shape=(3, 16, 16), seed=3),
+    _odd_layers_model,
+], ids=["cnn-bn", "resnet8", "other-layers"])
+def test_torch_translation_trains_as_cnn_trains(build, rng):
+    """Training mode: three SGD-momentum steps in cnn and in the translation give the same
+    losses, weights and BatchNorm running statistics (torch's momentum = 1 - cnn's)."""
+    import torch
+
+    from cnn import optimizers
+    from cnn.bench.torch_backend import torch_net, torch_optimizer
+    model = build().compile(loss="cross_entropy",
+                            optimizer=optimizers.SGD(lr=0.05, momentum=0.9))
+    net = torch_net(nets.layer_spec(model), torch).train()
+    optim = torch_optimizer(net, nets.optimizer_spec(model), torch)
+    shape = model.input_shape
+    for _ in range(3):
+        x = rng.standard_normal((8,) + tuple(shape)).astype(np.float32)
+        y = rng.integers(0, 3 if shape[0] == 4 else 10, 8)
+        loss = model.train_step(x, y)
+        optim.zero_grad()
+        want = torch.nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y))
+        want.backward()
+        optim.step()
+        assert abs(float(loss) - want.item()) <= 1e-5 * max(1.0, abs(want.item()))
+    for got, p in zip(model.params, net.parameters(), strict=True):
+        np.testing.assert_allclose(got, p.detach().numpy(), rtol=1e-4, atol=1e-5)
+    got = [b for layer in model.layers for b in getattr(layer, "buffers", [])]
+    want = [b.numpy() for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            for b in (m.running_mean, m.running_var)]
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_design_cnn_flops_by_hand():

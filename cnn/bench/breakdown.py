@@ -117,7 +117,7 @@ def cnn_breakdown(model, batches, training, reps, warmups=2):
 def breakdown(case, ctx, cfg):
     """``{"cnn": rows, "torch": rows}`` of a whole-model case (torch when importable)."""
     out = {}
-    batches = data.mnist_batches(case.batch, limit=8)
+    batches = data.image_batches(case.batch, case.shape["input"], limit=8)
     out["cnn"] = cnn_breakdown(nets.build(case.model, 0), batches, case.training, cfg["breakdown_reps"])
     torch = ctx["torch"]
     if torch is not None:

@@ -24,7 +24,9 @@ from .report import (
     format_facts,
     format_scaling,
     format_table,
+    format_zoo_means,
     json_default,
+    zoo_means,
 )
 from .timing import FULL, QUICK, stats, time_backends
 from .torch_backend import import_torch
@@ -49,7 +51,8 @@ def run_case(case, ctx, cfg, args, known):
     """Check, then time one case. Returns its JSON record."""
     torch = ctx["torch"]
     record = {"name": case.name, "kind": case.kind, "shape": case.shape, "threads": case.threads,
-              "flops": int(case.flops), "results": {}, "ratios": {},
+              "flops": int(case.flops), "zoo": bool(getattr(case, "zoo", False)),
+              "results": {}, "ratios": {},
               "check": {"ok": True, "compared": [], "details": []}}
     _set_threads(case.threads, torch)
     if case.kind == "memory":
@@ -281,6 +284,9 @@ def main(argv=None):
     print(f"cnn.bench ({'quick' if args.quick else 'full'} run, {elapsed:.0f} s; ratios = other's time / "
           f"cnn's time, > 1 means cnn is faster; memory: other's peak RSS / cnn's)")
     print(format_table(records))
+    text = format_zoo_means(zoo_means(records))
+    if text:
+        print(text)
     text = format_scaling(scaling)
     if text:
         print()
@@ -300,7 +306,8 @@ def main(argv=None):
         doc = {"schema_version": SCHEMA_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "quick": bool(args.quick), "argv": sys.argv[1:] if argv is None else list(argv),
                "config": cfg, "tolerances": TOLERANCES, "elapsed_s": elapsed, "machine": facts,
-               "cases": records, "scaling": scaling, "mismatches": mismatches}
+               "cases": records, "scaling": scaling, "zoo_means": zoo_means(records),
+               "mismatches": mismatches}
         with open(args.json, "w") as fh:
             json.dump(doc, fh, indent=1, default=json_default)
     return 1 if mismatches else 0

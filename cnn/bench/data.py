@@ -1,8 +1,9 @@
-"""The data of the whole-model cases: shuffled batches of the bundled MNIST images."""
+"""The data of the whole-model cases: shuffled batches of the bundled MNIST images, or seeded
+random images of other shapes."""
 
 import numpy as np
 
-__all__ = ["mnist_batches", "cycle", "source"]
+__all__ = ["mnist_batches", "image_batches", "cycle", "source"]
 
 _DATA = {}
 
@@ -29,6 +30,19 @@ def mnist_batches(batch, limit=None):
     count = len(x) // batch if limit is None else min(limit, len(x) // batch)
     return [(np.ascontiguousarray(x[i * batch:(i + 1) * batch]),
              np.ascontiguousarray(y[i * batch:(i + 1) * batch])) for i in range(count)]
+
+
+def image_batches(batch, input_shape, limit=None):
+    """:func:`mnist_batches` for ``(1, 28, 28)``; for any other ``(C, H, W)`` (the CIFAR-shaped
+    zoo cases: no CIFAR-10 ships with cnn) seeded uniform [0, 1) images with labels 0..9, the
+    same list of ``(x float32 (B, C, H, W), y int64 (B,))`` (32 batches unless ``limit``).
+    Timings do not depend on the pixel values; the agreement check does not either."""
+    if tuple(input_shape) == (1, 28, 28):
+        return mnist_batches(batch, limit)
+    rng = np.random.default_rng(2)
+    count = 32 if limit is None else limit
+    return [(rng.random((batch,) + tuple(input_shape), dtype=np.float32),
+             rng.integers(0, 10, batch)) for _ in range(count)]
 
 
 def cycle(items):

@@ -6,7 +6,11 @@ import numpy as np
 
 from cnn import reference as R
 
+from .common import Skip
+
 __all__ = ["NumpyNet"]
+
+_TYPES = ("Conv2D", "Dense", "MaxPool2D", "Flatten")
 
 
 class NumpyNet:
@@ -14,10 +18,20 @@ class NumpyNet:
     plain NumPy for the rest (dense, activations, softmax cross-entropy, SGD with momentum).
 
     It computes every layer's input gradient (the reference kernels have no switch to skip it)
-    but otherwise does exactly what the cnn model does.
+    but otherwise does exactly what the cnn model does. It runs chains of Conv2D (undilated,
+    ungrouped), Dense, MaxPool2D and Flatten; anything else is a :class:`Skip` with the reason.
     """
 
     def __init__(self, spec, opt):
+        for e in spec:
+            if "inputs" in e:
+                raise Skip("the reference backend runs chains only (not graph models)")
+            if e["type"] not in _TYPES:
+                raise Skip(f"layer {e['type']} not in the reference backend")
+            if e["activation"] not in (None, "identity", "linear", "relu", "leaky_relu", "softmax"):
+                raise Skip(f"activation {e['activation']!r} not in the reference backend")
+            if e["type"] == "Conv2D" and (tuple(e["dilation"]) != (1, 1) or e["groups"] != 1):
+                raise Skip("dilated or grouped Conv2D not in the reference backend")
         self.spec = [dict(e, params=[p.copy() for p in e.get("params", [])]) for e in spec]
         self.opt = opt
         self.velocity = [[np.zeros_like(p) for p in e["params"]] for e in self.spec]

@@ -3,7 +3,8 @@ machine facts; and the JSON encoding of NumPy values."""
 
 import numpy as np
 
-__all__ = ["BACKENDS", "format_table", "format_scaling", "format_breakdown", "format_facts", "json_default"]
+__all__ = ["BACKENDS", "format_table", "format_scaling", "format_breakdown", "format_facts", "json_default",
+           "zoo_means", "format_zoo_means"]
 
 BACKENDS = ("cnn", "torch", "reference", "onnxruntime")
 #: The backend that runs only some kinds of case (it has no entry in the others).
@@ -71,6 +72,34 @@ def format_table(cases):
                              f"{_ratio(ratios.get('vs_onnxruntime')):>8}  {check}{extra}")
             first = False
     return "\n".join(lines)
+
+
+def _geomean(values):
+    return float(np.exp(np.mean(np.log(values)))) if values else None
+
+
+def zoo_means(records):
+    """The geometric mean of the ``vs_torch`` ratios of the zoo cases (records with
+    ``"zoo": True``): ``{"train_step": {"mean", "cases"}, "predict": {...}, "all": {...}}``,
+    ``mean`` None where no zoo case has a ratio (torch skipped); ``{}`` without zoo cases.
+    ``cases`` counts the ratios in the mean; a case whose torch run was skipped is left out."""
+    zoo = [r for r in records if r.get("zoo")]
+    if not zoo:
+        return {}
+    out = {}
+    for kind in ("train_step", "predict", "all"):
+        ratios = [r["ratios"].get("vs_torch") for r in zoo if kind in ("all", r["kind"])]
+        ratios = [v for v in ratios if v]
+        out[kind] = {"mean": _geomean(ratios), "cases": len(ratios)}
+    return out
+
+
+def format_zoo_means(means):
+    """The table footer line of :func:`zoo_means` ("" without zoo cases)."""
+    if not means:
+        return ""
+    parts = [f"{kind} {_ratio(m['mean'])} ({m['cases']} cases)" for kind, m in means.items()]
+    return "Zoo geometric mean vs torch (torch's time / cnn's): " + ", ".join(parts)
 
 
 def format_scaling(scaling):
