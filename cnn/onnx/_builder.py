@@ -45,6 +45,8 @@ class Builder:
         self.aliases = {}  # tensor -> the tensor it is the same as (after an identity)
         self.readers = readers  # tensor -> how many node inputs (and graph outputs) read it
         self.calls = []
+        # GlobalAveragePool outputs: (N, C, 1, 1) in ONNX, (N, C) in cnn; only a flattening reads them
+        self.squeezed = set()
         self.inputs, self.raw_inputs, self.shape, self.output = [], [], None, None
         self._tensors = {t.name: t for t in proto.graph.initializer}
         self._arrays = {}
