@@ -56,6 +56,11 @@ class Builder:
     def add_constant(self, name, tensor_or_array):
         self._tensors[name] = tensor_or_array
 
+    def alias_constant(self, name, source):
+        """Make ``name`` the same constant as ``source`` (an Identity of a constant: PyTorch
+        writes one for each initializer equal to another, e.g. a fresh BatchNorm's ones)."""
+        self._tensors[name] = self._tensors[source]
+
     def is_const(self, name):
         return name in self._tensors
 

@@ -491,6 +491,9 @@ def load(path, max_bytes=_checks.MAX_FILE_BYTES):
             chain.add_constant(node.output[0], _constant_value(chain, node, a, where))
             continue
         data = [name for name in node.input if name and not chain.is_const(name)]
+        if not data and node.op_type == "Identity" and len(node.input) == 1 and len(node.output) == 1:
+            chain.alias_constant(node.output[0], node.input[0])
+            continue
         if not data:
             raise _unsupported(chain, where, "it reads only constants: cnn computes nothing from "
                                              "constants alone")
