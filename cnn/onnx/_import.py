@@ -42,10 +42,8 @@ def _same_pads(n, k, s, upper):
     return (small, big) if upper else (big, small)
 
 
-def _pads(chain, a, kernel, strides, where, dilations=(1, 1)):
-    """cnn ``(top, bottom, left, right)`` from ``pads`` / ``auto_pad`` on the static shape
-    (``auto_pad`` SAME pads for the dilated extent ``(k - 1) * d + 1`` of the window, as ONNX
-    Runtime does)."""
+def _pads(chain, a, kernel, strides, where):
+    """cnn ``(top, bottom, left, right)`` from ``pads`` / ``auto_pad`` on the static shape."""
     auto = a.get("auto_pad", "NOTSET")
     if auto not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
         raise error(chain.path, f"{where}: auto_pad must be NOTSET, VALID, SAME_UPPER or SAME_LOWER, "
@@ -58,9 +56,8 @@ def _pads(chain, a, kernel, strides, where, dilations=(1, 1)):
     if auto == "VALID":
         return (0, 0, 0, 0)
     upper = auto == "SAME_UPPER"
-    kh, kw = ((k - 1) * d + 1 for k, d in zip(kernel, dilations))
-    t, b = _same_pads(chain.shape[1], kh, strides[0], upper)
-    l, r = _same_pads(chain.shape[2], kw, strides[1], upper)
+    t, b = _same_pads(chain.shape[1], kernel[0], strides[0], upper)
+    l, r = _same_pads(chain.shape[2], kernel[1], strides[1], upper)
     return (t, b, l, r)
 
 
@@ -97,7 +94,12 @@ def _conv(chain, node, a, where):
                                 f"{[kh, kw]}")
     strides = _strides(chain, a, where)
     dilations = tuple(bounded_ints(chain.path, a.get("dilations", [1, 1]), "dilations", where, 2, 1))
-    pads = _pads(chain, a, (kh, kw), strides, where, dilations)
+    if a.get("auto_pad", "NOTSET").startswith("SAME") and dilations != (1, 1):
+        # ONNX Runtime refuses to run this form, so no oracle says where its pads go
+        raise _unsupported(chain, where, f"Conv with auto_pad={a['auto_pad']} and dilations="
+                                         f"{list(dilations)} (ONNX Runtime does not run it either); "
+                                         f"write explicit pads")
+    pads = _pads(chain, a, (kh, kw), strides, where)
     weights = {"weight": w}
     if len(node.input) > 2 and node.input[2]:
         weights["bias"] = chain.weight(node.input[2], where, "bias", (k,))
