@@ -15,8 +15,15 @@ What maps to what
 cnn layer                   ONNX nodes (export)
 ==========================  ===================================================================
 ``Dense``                   ``Gemm(transB=1)`` (+ the activation's node)
-``Conv2D``                  ``Conv`` with explicit ``pads`` (+ the activation's node)
+``Conv2D``                  ``Conv`` with explicit ``pads``, ``dilations``, ``group``
+                            (+ the activation's node)
 ``MaxPool2D``               ``MaxPool`` with explicit ``pads``
+``AvgPool2D``               ``AveragePool`` with explicit ``pads``, ``count_include_pad=0``
+``GlobalAvgPool2D``         ``GlobalAveragePool`` then ``Flatten(axis=1)`` (cnn's output is
+                            ``(N, C)``, ONNX's pool keeps ``(N, C, 1, 1)``)
+``BatchNormalization``      ``BatchNormalization`` (inference form) reading the running mean
+                            and variance, ``epsilon=eps``, ``momentum`` as is (both are the
+                            fraction kept); on ``(N, C, H, W)`` and on ``(N, F)``
 ``Flatten``                 ``Flatten(axis=1)``
 ``Activation``              ``Relu``, ``Sigmoid``, ``Tanh``, ``LeakyRelu(alpha)``,
                             ``Softmax(axis=-1)``, ``Identity``
@@ -30,15 +37,22 @@ Graph models (:class:`cnn.Model`) are written call by call, in the order of
 
 Import reads the reverse, plus ``MatMul`` (+ a bias ``Add``), ``Gemm`` with any
 ``transB``/``alpha``/``beta``, ``Reshape`` to ``(N, -1)``, ``Identity`` and ``Dropout``
-(both left out), ``Constant`` and ``auto_pad`` (``SAME_UPPER``, ``SAME_LOWER``, ``VALID``,
-resolved to explicit pads from the input's static shape). The graph may be any DAG of these
+(both left out; an ``Identity`` of a constant is that constant), ``Constant`` and ``auto_pad``
+(``SAME_UPPER``, ``SAME_LOWER``, ``VALID``, resolved to explicit pads from the input's static
+shape). ``BatchNormalization`` must be in inference form (``training_mode=0``); its
+``epsilon`` and ``momentum`` (float32 in the file) become the shortest decimals that round to
+them (PyTorch's 1e-5 stays 1e-5). ``AveragePool`` with ``count_include_pad=1`` is read only
+when it has no padding (cnn never counts padded cells); ``GlobalAveragePool`` must be followed
+by its flattening (``Flatten`` or ``Reshape`` to ``(N, C)``), which becomes part of cnn's
+``GlobalAvgPool2D``. ``Conv`` takes any ``group`` and ``dilations`` (``auto_pad=SAME_*`` with
+a dilation is refused: ONNX Runtime does not run that form). The graph may be any DAG of these
 from one input to one output: a chain gives a :class:`cnn.Sequential`, branches (``Add``/``Sum``
 of tensors of one shape, ``Concat`` on a non-batch axis, residual shortcuts) a
 :class:`cnn.Model`. An activation right after a ``Conv``/``Gemm``/``MatMul`` is folded into
 that layer, and a bias ``Add`` into the ``MatMul``/``Conv`` before it, when nothing else reads
-that layer's output. Operators cnn has no layer for yet (``BatchNormalization``,
-``AveragePool``, ``GlobalAveragePool``, ``Conv`` with ``group > 1`` or dilation) raise one
-ValueError listing every such operator and its nodes.
+that layer's output; a ``BatchNormalization`` stays a layer of its own (no folding, so it can
+be fine-tuned). Any other operator (or a dilated pool) raises one ValueError listing every
+such operator and its nodes.
 """
 
 import numpy as np

@@ -45,6 +45,8 @@ class Builder:
         self.aliases = {}  # tensor -> the tensor it is the same as (after an identity)
         self.readers = readers  # tensor -> how many node inputs (and graph outputs) read it
         self.calls = []
+        # GlobalAveragePool outputs: (N, C, 1, 1) in ONNX, (N, C) in cnn; only a flattening reads them
+        self.squeezed = set()
         self.inputs, self.raw_inputs, self.shape, self.output = [], [], None, None
         self._tensors = {t.name: t for t in proto.graph.initializer}
         self._arrays = {}
@@ -53,6 +55,11 @@ class Builder:
 
     def add_constant(self, name, tensor_or_array):
         self._tensors[name] = tensor_or_array
+
+    def alias_constant(self, name, source):
+        """Make ``name`` the same constant as ``source`` (an Identity of a constant: PyTorch
+        writes one for each initializer equal to another, e.g. a fresh BatchNorm's ones)."""
+        self._tensors[name] = self._tensors[source]
 
     def is_const(self, name):
         return name in self._tensors

@@ -4,7 +4,8 @@ the pinned opset, and the correspondence between cnn activations and ONNX operat
 import importlib
 
 #: The opset :func:`cnn.onnx.export` writes by default. 17 is read by ONNX Runtime >= 1.11
-#: and by every current converter, and every operator cnn writes (Conv, MaxPool, Gemm, Flatten,
+#: and by every current converter, and every operator cnn writes (Conv, MaxPool, AveragePool,
+#: GlobalAveragePool, BatchNormalization, Gemm, Flatten,
 #: Relu, LeakyRelu, Sigmoid, Tanh, Softmax with ``axis=-1``, Identity) has its final form there.
 DEFAULT_OPSET = 17
 #: The oldest opset written or read: opset 11 made Gemm's C optional and gave Conv/MaxPool

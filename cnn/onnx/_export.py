@@ -12,6 +12,7 @@ returns the name of its output tensor. A new layer plugs in with one entry in
 import numpy as np
 
 from .. import _atomic
+from .. import functional as F
 from .. import layers as _layers
 from ._common import (
     ACTIVATION_OPS,
@@ -119,6 +120,47 @@ def _export_maxpool(graph, layer, index, x):
                       kernel_shape=list(layer.size), strides=list(stride), pads=_onnx_pads(pads))
 
 
+def _export_avgpool(graph, layer, index, x):
+    stride = layer.size if layer.stride is None else layer.stride
+    pads = F.maxpool2d_padding(layer.padding, layer.size, stride, layer.input_shape[1:])
+    # count_include_pad=0 (ONNX's default, written out): padded cells are not counted in a
+    # window's mean, cnn's rule
+    return graph.node("AveragePool", [x], graph.tensor_name(index, "y"), f"{graph.label}.AveragePool",
+                      kernel_shape=list(layer.size), strides=list(stride), pads=_onnx_pads(pads),
+                      count_include_pad=0)
+
+
+def _export_global_avgpool(graph, layer, index, x):
+    # ONNX keeps the pooled axes, (N, C, 1, 1); cnn's output is (N, C)
+    pooled = graph.node("GlobalAveragePool", [x], graph.tensor_name(index, "pooled"),
+                        f"{graph.label}.GlobalAveragePool")
+    return graph.node("Flatten", [pooled], graph.tensor_name(index, "y"), f"{graph.label}.Flatten",
+                      axis=1)
+
+
+def _export_batchnorm(graph, layer, index, x):
+    """Inference form: ONNX BatchNormalization on the running statistics (training_mode left
+    at its default 0). It computes ``(x - mean) / sqrt(var + epsilon) * scale + B`` with the
+    given ``var``, cnn's evaluation formula; the running variance is used as stored (cnn keeps
+    PyTorch's unbiased running variance, which ONNX only reads here). Written as its own node,
+    not folded into the Conv/Gemm before it: a BN need not follow one (after a pool, on the
+    input), the round trip gives back the same layers and state-dict values bit for bit, and
+    ONNX Runtime fuses Conv + BatchNormalization itself when it optimises the graph."""
+    p = _params(layer, index)
+    c = layer.input_shape[0]
+    # a layer without gamma (scale=False) or beta (center=False) reads fixed ones / zeros
+    scale = graph.initializer(*p["weight"]) if layer.scale else graph.initializer(
+        f"{index}.scale_one", np.ones(c))
+    shift = graph.initializer(*p["bias"]) if layer.center else graph.initializer(
+        f"{index}.bias_zero", np.zeros(c))
+    mean, var = (graph.initializer(f"{index}.{name}", buf)
+                 for name, buf in zip(layer.buffer_names, layer.buffers))
+    # ONNX's momentum is the fraction kept, as cnn's (only a training-mode run would read it)
+    return graph.node("BatchNormalization", [x, scale, shift, mean, var], graph.tensor_name(index, "y"),
+                      f"{graph.label}.BatchNormalization", epsilon=float(layer.eps),
+                      momentum=float(layer.momentum))
+
+
 def _export_flatten(graph, layer, index, x):
     # ONNX Flatten(axis=1) is (N, prod(rest)) in C order, cnn's Flatten exactly
     return graph.node("Flatten", [x], graph.tensor_name(index, "y"), f"{graph.label}.Flatten", axis=1)
@@ -154,6 +196,9 @@ EXPORTERS = {
     _layers.Dense: _export_dense,
     _layers.Conv2D: _export_conv,
     _layers.MaxPool2D: _export_maxpool,
+    _layers.AvgPool2D: _export_avgpool,
+    _layers.GlobalAvgPool2D: _export_global_avgpool,
+    _layers.BatchNormalization: _export_batchnorm,
     _layers.Flatten: _export_flatten,
     _layers.Activation: _export_activation,
     _layers.Dropout: _export_dropout,

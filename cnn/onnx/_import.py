@@ -81,24 +81,40 @@ def _conv(chain, node, a, where):
         raise error(chain.path, f"{where}: Conv weight must be a float (K, C, kh, kw) tensor, "
                                 f"got {w.dtype} of shape {w.shape}")
     k, c, kh, kw = w.shape
-    if c != chain.shape[0]:
-        raise error(chain.path, f"{where}: Conv weight has {c} input channels, its input {chain.shape[0]}")
+    group = a.get("group", 1)
+    if not 1 <= group <= _checks.MAX_ATTR_INT:
+        raise error(chain.path, f"{where}: group must be an int in [1, {_checks.MAX_ATTR_INT}], got {group}")
+    # the weight is (K, C / group, kh, kw): each of the group filter blocks sees C / group channels
+    if c * group != chain.shape[0] or k % group:
+        raise error(chain.path, f"{where}: Conv weight of shape {w.shape} with group={group} needs "
+                                f"{c * group} input channels and K divisible by {group}; its input "
+                                f"has {chain.shape[0]} channels")
     if "kernel_shape" in a and list(a["kernel_shape"]) != [kh, kw]:
         raise error(chain.path, f"{where}: kernel_shape {a['kernel_shape']} does not match the weight's "
                                 f"{[kh, kw]}")
     strides = _strides(chain, a, where)
+    dilations = tuple(bounded_ints(chain.path, a.get("dilations", [1, 1]), "dilations", where, 2, 1))
+    if a.get("auto_pad", "NOTSET").startswith("SAME") and dilations != (1, 1):
+        # ONNX Runtime refuses to run this form, so no oracle says where its pads go
+        raise _unsupported(chain, where, f"Conv with auto_pad={a['auto_pad']} and dilations="
+                                         f"{list(dilations)} (ONNX Runtime does not run it either); "
+                                         f"write explicit pads")
     pads = _pads(chain, a, (kh, kw), strides, where)
     weights = {"weight": w}
     if len(node.input) > 2 and node.input[2]:
         weights["bias"] = chain.weight(node.input[2], where, "bias", (k,))
     chain.add(lambda: _layers.Conv2D(k, (kh, kw), stride=strides, padding=_cnn_padding(pads),
-                                     use_bias="bias" in weights), weights, where, "Conv")
+                                     use_bias="bias" in weights, dilation=dilations, groups=group),
+              weights, where, "Conv")
 
 
-def _maxpool(chain, node, a, where):
-    chain.need_rank(3, where, "MaxPool")
+def _pool_geometry(chain, node, a, where):
+    """``(size, stride or None, pads)`` of a MaxPool/AveragePool node; ``stride`` is None when
+    it equals the window (cnn's default)."""
+    op = node.op_type
+    chain.need_rank(3, where, op)
     if "kernel_shape" not in a:
-        raise error(chain.path, f"{where}: MaxPool needs kernel_shape")
+        raise error(chain.path, f"{where}: {op} needs kernel_shape")
     size = tuple(bounded_ints(chain.path, a["kernel_shape"], "kernel_shape", where, 2, 1))
     strides = _strides(chain, a, where)
     pads = _pads(chain, a, size, strides, where)
@@ -106,12 +122,72 @@ def _maxpool(chain, node, a, where):
         # Same output size with ceil as with floor: the ceil mode changes nothing.
         for n, k, s, p in zip(chain.shape[1:], size, strides, (pads[0] + pads[1], pads[2] + pads[3])):
             if (n + p - k) % s:
-                raise _unsupported(chain, where, f"MaxPool with ceil_mode=1 where it adds a partial "
+                raise _unsupported(chain, where, f"{op} with ceil_mode=1 where it adds a partial "
                                                  f"window (input {chain.shape}, kernel {size}, strides "
                                                  f"{strides}); cnn pools with floor")
-    stride = None if strides == size else strides  # cnn's default stride is the window
+    return size, None if strides == size else strides, pads
+
+
+def _maxpool(chain, node, a, where):
+    size, stride, pads = _pool_geometry(chain, node, a, where)
     chain.add(lambda: _layers.MaxPool2D(size, stride=stride, padding=_cnn_padding(pads)), {},
               where, "MaxPool")
+
+
+def _averagepool(chain, node, a, where):
+    size, stride, pads = _pool_geometry(chain, node, a, where)
+    # cnn's AvgPool2D never counts padded cells (count_include_pad=0); with no padding the two
+    # modes are the same average
+    if a.get("count_include_pad", 0) and any(pads):
+        raise _unsupported(chain, where, f"AveragePool with count_include_pad=1 and pads {pads}: cnn's "
+                                         f"AvgPool2D does not count padded cells (count_include_pad=0)")
+    chain.add(lambda: _layers.AvgPool2D(size, stride=stride, padding=_cnn_padding(pads)), {},
+              where, "AveragePool")
+
+
+def _global_averagepool(chain, node, a, where):
+    chain.need_rank(3, where, "GlobalAveragePool")
+    chain.add(_layers.GlobalAvgPool2D, {}, where, "GlobalAveragePool")
+    # ONNX's output is (N, C, 1, 1), cnn's (N, C): only the flattening may read it (the names
+    # in chain.squeezed are the file's, not resolved through the flattening's alias)
+    chain.squeezed.add(chain.output)
+
+
+def _shortest_float32(value):
+    """The shortest decimal that rounds to the float32 ``value``: an ONNX float attribute is a
+    float32, so PyTorch's eps 1e-5 arrives as 9.99999974e-06; this gives 1e-05 back, and a
+    cnn -> ONNX -> cnn round trip keeps the layer's float64 eps bit for bit."""
+    return float(str(np.float32(value)))
+
+
+def _batchnorm(chain, node, a, where):
+    """Inference BatchNormalization: ``(x - mean) / sqrt(var + epsilon) * scale + B`` with
+    the file's statistics, read into cnn's layer as its running mean and variance."""
+    if len(chain.shape) not in (1, 3):
+        raise error(chain.path, f"{where}: BatchNormalization needs items (C, H, W) or (F,), got item "
+                                f"shape {chain.shape}")
+    if a.get("training_mode", 0):
+        raise _unsupported(chain, where, "BatchNormalization with training_mode=1 (it normalises with "
+                                         "the batch's statistics); cnn imports the inference form")
+    if len(node.input) != 5:
+        raise error(chain.path, f"{where}: BatchNormalization needs 5 inputs (X, scale, B, mean, var), "
+                                f"got {len(node.input)}")
+    c = chain.shape[0]
+    w = {key: chain.weight(name, where, key, (c,))
+         for key, name in zip(("weight", "bias", "running_mean", "running_var"), node.input[1:])}
+    if (w["running_var"] < 0).any():
+        raise error(chain.path, f"{where}: BatchNormalization var {node.input[4]!r} has negative values")
+    eps, momentum = a.get("epsilon", 1e-5), a.get("momentum", 0.9)
+    if not eps > 0:
+        raise _unsupported(chain, where, f"BatchNormalization with epsilon={eps}; cnn needs epsilon > 0")
+    # ONNX's momentum is the fraction of the running statistics kept, cnn's convention (and
+    # Keras'); PyTorch's exporter writes 1 - torch's momentum. Only training reads it.
+    if not 0.0 <= momentum < 1.0:
+        raise _unsupported(chain, where, f"BatchNormalization with momentum={momentum}; cnn's momentum "
+                                         f"(the fraction kept) is in [0, 1)")
+    eps, momentum = _shortest_float32(eps), _shortest_float32(momentum)
+    chain.add(lambda: _layers.BatchNormalization(momentum=momentum, eps=eps), w, where,
+              "BatchNormalization")
 
 
 def _dense_from(chain, w, b, where, op_type):
@@ -252,11 +328,18 @@ def _softmax(chain, node, a, where):
     chain.add(lambda: _layers.Activation("softmax"), {}, where, "Softmax")
 
 
+def _flatten_or_alias(chain, where, op_type):
+    """A Flatten layer, or nothing after a GlobalAveragePool (cnn's is flat already)."""
+    if chain.raw_inputs[0] in chain.squeezed:
+        return
+    chain.add(_layers.Flatten, {}, where, op_type)
+
+
 def _flatten(chain, node, a, where):
     axis = a.get("axis", 1)
     if axis != 1:
         raise _unsupported(chain, where, f"Flatten with axis={axis}; cnn flattens to (N, -1)")
-    chain.add(_layers.Flatten, {}, where, "Flatten")
+    _flatten_or_alias(chain, where, "Flatten")
 
 
 def _reshape(chain, node, a, where):
@@ -271,7 +354,7 @@ def _reshape(chain, node, a, where):
     if not ok:
         raise _unsupported(chain, where, f"Reshape to {target if target is not None else shape.shape}; "
                                          f"cnn reads only the flattening (N, -1) = [0 or -1, {items}] here")
-    chain.add(_layers.Flatten, {}, where, "Reshape")
+    _flatten_or_alias(chain, where, "Reshape")
 
 
 def _dropout(chain, node, a, where):
@@ -289,7 +372,8 @@ def _identity(chain, node, a, where):
 #: op_type -> importer(chain, node, attributes, where). Constant nodes are read by the walk
 #: itself, so they are listed here without an importer.
 IMPORTERS = {
-    "Conv": _conv, "MaxPool": _maxpool, "Gemm": _gemm, "MatMul": _matmul, "Add": _add,
+    "Conv": _conv, "MaxPool": _maxpool, "AveragePool": _averagepool,
+    "GlobalAveragePool": _global_averagepool, "BatchNormalization": _batchnorm, "Gemm": _gemm, "MatMul": _matmul, "Add": _add,
     "Sum": _sum, "Concat": _concat,
     "Relu": _activation("relu"), "Sigmoid": _activation("sigmoid"), "Tanh": _activation("tanh"),
     "LeakyRelu": _leaky_relu, "Softmax": _softmax, "Flatten": _flatten, "Reshape": _reshape,
@@ -298,32 +382,21 @@ IMPORTERS = {
 assert {op for op, _ in ACTIVATION_OPS.values()} <= set(IMPORTERS)
 #: Operators that join several tensors of the graph; every other reads one (plus constants).
 JOINS = {"Add", "Sum", "Concat"}
+#: Operators that may read a GlobalAveragePool's output (the flattening, and the identities).
+_FLATTENINGS = {"Flatten", "Reshape", "Identity", "Dropout"}
 
-#: Operators ONNX models often hold that wait for a cnn layer, and why.
-NOT_YET = {
-    "BatchNormalization": "needs cnn's BatchNormalization layer, not built yet",
-    "AveragePool": "needs cnn's AvgPool2D layer, not built yet",
-    "GlobalAveragePool": "needs cnn's GlobalAvgPool2D layer, not built yet",
-}
+#: Operators ONNX models often hold that wait for a cnn layer, and why (none at present).
+NOT_YET = {}
 
 
-def _conv_form(a):
-    reasons = []
-    if a.get("group", 1) != 1:
-        reasons.append(f"group={a['group']} (grouped convolution: not built yet)")
-    if any(d != 1 for d in a.get("dilations", [1, 1])):
-        reasons.append(f"dilations={a['dilations']} (dilated convolution: not built yet)")
-    return ", ".join(reasons) or None
-
-
-def _maxpool_form(a):
+def _pool_form(a):
     if any(d != 1 for d in a.get("dilations", [1, 1])):
         return f"dilations={a['dilations']} (dilated pooling)"
     return None
 
 
 #: op_type -> fn(attributes) -> why this node's form is unsupported, or None.
-UNSUPPORTED_FORMS = {"Conv": _conv_form, "MaxPool": _maxpool_form}
+UNSUPPORTED_FORMS = {"MaxPool": _pool_form, "AveragePool": _pool_form}
 
 
 # ----------------------------------------------------------------------------- the chain
@@ -420,6 +493,9 @@ def load(path, max_bytes=_checks.MAX_FILE_BYTES):
             chain.add_constant(node.output[0], _constant_value(chain, node, a, where))
             continue
         data = [name for name in node.input if name and not chain.is_const(name)]
+        if not data and node.op_type == "Identity" and len(node.input) == 1 and len(node.output) == 1:
+            chain.alias_constant(node.output[0], node.input[0])
+            continue
         if not data:
             raise _unsupported(chain, where, "it reads only constants: cnn computes nothing from "
                                              "constants alone")
@@ -433,11 +509,22 @@ def load(path, max_bytes=_checks.MAX_FILE_BYTES):
             raise _unsupported(chain, where, f"its extra outputs {extra} are used (e.g. MaxPool "
                                              f"indices, a Dropout mask)")
         chain.begin(node, data)
+        squeezed = chain.squeezed.intersection(chain.raw_inputs)
+        if squeezed and node.op_type not in _FLATTENINGS:
+            raise _unsupported(chain, where, "it reads the (N, C, 1, 1) output of a GlobalAveragePool; "
+                                             "cnn's GlobalAvgPool2D gives (N, C), so only a Flatten or a "
+                                             "Reshape to (N, C) may follow it (an Identity or a Dropout on "
+                                             "the way is fine)")
         IMPORTERS[node.op_type](chain, node, a, where)
+        if squeezed and node.op_type in ("Identity", "Dropout"):
+            chain.squeezed.add(node.output[0])  # still the (N, C, 1, 1) tensor
         chain.done()
     output = chain.resolve(output_name)
     if output not in chain.shapes:
         raise error(path, f"the graph's output {output_name!r} is written by no node")
+    if output_name in chain.squeezed:
+        raise _unsupported(path, "the graph", "its output is a GlobalAveragePool's (N, C, 1, 1); cnn's "
+                                              "GlobalAvgPool2D gives (N, C): flatten it in the graph")
     calls, output = _builder.fuse_activations(_builder.reachable(chain.calls, output), output)
     if not calls:
         raise _unsupported(path, "the graph", "no layers (only identities): nothing for cnn to run")
