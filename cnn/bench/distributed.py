@@ -63,7 +63,7 @@ def _worker(args):
     comm = distributed.init(threads=args.threads)
     import cnn
     model = build("cnn", seed=0)
-    strategy = distributed.DataParallel()
+    strategy = distributed.DataParallel(algorithm=args.algorithm)
     strategy.begin(model)
     batches = mnist_batches(args.batch)
     rows = strategy.shard(np.arange(args.batch))
@@ -110,7 +110,7 @@ def _launch(mpiexec, ranks, threads, args):
     env = dict(os.environ, **MPI_ENV)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     cmd = [mpiexec, "-n", str(ranks), sys.executable, "-m", "cnn.bench.distributed", "--worker",
-           "--steps", str(args.steps), "--batch", str(args.batch)]
+           "--steps", str(args.steps), "--batch", str(args.batch), "--algorithm", args.algorithm]
     if threads is not None:
         cmd += ["--threads", str(threads)]
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -128,6 +128,9 @@ def _parser():
     p.add_argument("--batch", type=int, help="global batch (default 128; 32 with --quick)")
     p.add_argument("--timeout", type=float, default=600, help="seconds per mpiexec run")
     p.add_argument("--json", metavar="PATH", help="also write the rows and the model as JSON")
+    p.add_argument("--algorithm", choices=("reduce_scatter", "allreduce"), default="reduce_scatter",
+                   help="how DataParallel sums the gradients (default reduce_scatter: identical bits "
+                        "on every rank by construction; allreduce: one in-place Allreduce)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     return p
@@ -146,7 +149,8 @@ def main(argv=None):
     mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
     if mpiexec is None:
         raise SystemExit("no mpiexec found: pip install 'cnn[mpi]' (mpi4py + mpich)")
-    print(f"DESIGN CNN, {args.steps} steps at global batch {args.batch}, {os.cpu_count()} cores"
+    print(f"DESIGN CNN, {args.steps} steps at global batch {args.batch}, {os.cpu_count()} cores, "
+          f"gradient sum by {args.algorithm}"
           + ("  (--quick: a smoke test, not figures)" if args.quick else ""), flush=True)
     rows = []
     print(f"{'ranks':>5} {'threads/rank':>12} {'images/s':>10} {'step ms':>9} {'sum ms':>8}")
