@@ -106,8 +106,8 @@ def test_model_and_seed_options_default_to_not_given_and_help_says_what_resume_i
     with pytest.raises(SystemExit):
         train.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "cnn (default), seed-mlp" in text and "lenet5" in text and "resnet8" in text \
-        and "--limit pick (0)" in text
+    assert "bn4 (default" in text and "seed-mlp" in text and "lenet5" in text \
+        and "resnet8" in text and "--limit pick (0)" in text
     resume = text[text.index("--resume PATH continue"):]
     assert ("--model, --optimizer, --lr, --momentum, --schedule and --seed are not applied, and a "
             "warning on stderr names any given with a value the checkpoint does not hold") in resume
