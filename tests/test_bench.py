@@ -88,7 +88,7 @@ def test_every_case_present(quick):
     n_threads = len({1, threads})
     kinds = [c["kind"] for c in doc["cases"]]
     expected = {"conv_fwd": 3, "conv_fwdbwd": 3, "pool_fwd": 1, "pool_bwd": 1,
-                "train_step": 2 * n_threads + 1 + 6, "predict": 2 * n_threads + 1 + 6, "memory": 1}
+                "train_step": 2 * n_threads + 1 + 7, "predict": 2 * n_threads + 1 + 7, "memory": 1}
     assert {k: kinds.count(k) for k in expected} == expected
     assert len(kinds) == sum(expected.values())
     names = [c["name"] for c in doc["cases"]]
@@ -98,7 +98,7 @@ def test_every_case_present(quick):
     model_threads = {c["threads"] for c in doc["cases"] if c["kind"] in ("train_step", "predict")}
     assert model_threads == {1, threads}
     assert sorted({c["shape"]["batch"] for c in doc["cases"] if c["kind"] == "predict"}) == [1, 8, 16, 64]
-    assert sum(c["zoo"] for c in doc["cases"]) == 2 * 7  # 6 zoo networks + the DESIGN CNN
+    assert sum(c["zoo"] for c in doc["cases"]) == 2 * 8  # 7 zoo networks + the DESIGN CNN
     assert "Zoo geometric mean vs torch" in stdout
 
 

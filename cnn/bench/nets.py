@@ -40,7 +40,7 @@ from cnn.sequential import Sequential
 from .common import Skip
 
 __all__ = ["BENCH_MODELS", "ZOO", "build", "layer_spec", "optimizer_spec", "vgg_cifar", "stride2_net",
-           "conv1x1_net"]
+           "conv1x1_net", "separable_net"]
 
 # bench key -> (zoo name or builder, builder options, case label, JSON "model" name, input
 # shape). Dropout runs at rate 0: the backends could not agree on random masks.
@@ -98,6 +98,25 @@ def conv1x1_net(input_shape=(3, 32, 32), classes=10, seed=0):
     ], input_shape=input_shape, seed=seed, name="conv1x1")
 
 
+def separable_net(input_shape=(3, 32, 32), classes=10, seed=0):
+    """Depthwise-separable blocks (MobileNet style) with a dilated depthwise conv and average
+    pooling, the layers no other bench network uses: Conv2D(32, 3, same, relu), depthwise
+    Conv2D(32, 3, same, groups=32, relu), Conv2D(64, 1, relu), AvgPool2D(2), dilated depthwise
+    Conv2D(64, 3, same, dilation=2, groups=64, relu), Conv2D(128, 1, relu), AvgPool2D(2),
+    GlobalAvgPool2D, Dense(classes, softmax). 13,578 parameters for 3x32x32 and 10 classes."""
+    return Sequential([
+        layers.Conv2D(32, 3, padding="same", activation="relu"),
+        layers.Conv2D(32, 3, padding="same", groups=32, activation="relu"),
+        layers.Conv2D(64, 1, activation="relu"),
+        layers.AvgPool2D(2),
+        layers.Conv2D(64, 3, padding="same", dilation=2, groups=64, activation="relu"),
+        layers.Conv2D(128, 1, activation="relu"),
+        layers.AvgPool2D(2),
+        layers.GlobalAvgPool2D(),
+        layers.Dense(classes, activation="softmax"),
+    ], input_shape=input_shape, seed=seed, name="separable")
+
+
 #: The zoo of issue 15, in run order: bench key -> (builder, options, label, JSON name, input).
 ZOO = {
     "lenet5": ("lenet5", {}, "LeNet5", "lenet5", (1, 28, 28)),
@@ -106,6 +125,7 @@ ZOO = {
     "conv1x1": (conv1x1_net, {}, "conv1x1", "conv1x1", (3, 32, 32)),
     "cnn-bn": ("cnn-bn", {"dropout": 0.0}, "CNN-BN", "design_cnn_bn", (1, 28, 28)),
     "resnet8": ("resnet8", {}, "ResNet8", "resnet8", (3, 32, 32)),
+    "separable": (separable_net, {}, "separable", "separable", (3, 32, 32)),
 }
 BENCH_MODELS.update(ZOO)
 
