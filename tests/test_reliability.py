@@ -20,7 +20,6 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
 from conftest import child_env
 
 import cnn
@@ -428,6 +427,7 @@ def test_tampered_optimizer_state_is_refused_on_load(saved, tmp_path, change, wo
 
 @pytest.mark.parametrize("algorithm", ["auto", "winograd"])
 def test_winograd_keeps_finite_inputs_near_the_float32_limit_finite(algorithm):
+    torch = pytest.importorskip("torch")
     r = np.random.default_rng(3)
     x = (r.uniform(-1, 1, (2, 16, 10, 10)) * 3e38).astype(np.float32)   # finite, > 8.5e37
     w = (r.standard_normal((16, 16, 3, 3)) * 1e-3).astype(np.float32)
