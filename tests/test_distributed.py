@@ -271,7 +271,7 @@ def test_bad_arguments_name_what_they_got():
 def test_paper_model_by_hand():
     from cnn.bench.distributed import paper_model
     m = paper_model(params=995, ranks=4, bandwidth_gbit=10, seconds_per_image=1e-4, latency_s=0.0)
-    sent = 2 * 3 / 4 * 8 * 1000  # 2 (N-1)/N of a 1,000-number float64 buffer
+    sent = 2 * 3 / 4 * 4 * 995 + 3 * 40  # 2 (N-1)/N of the float32 gradients + the gathered tail
     assert m["bytes_per_step"] == pytest.approx(sent)
     assert m["comm_seconds"] == pytest.approx(sent * 8 / 1e10)
     # compute (B/4) 1e-4 s over compute + comm is 0.9 exactly at the reported batch

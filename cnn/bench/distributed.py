@@ -32,22 +32,23 @@ MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
 CONFIGS = ((1, 1), (2, 1), (4, None), (1, None))
 
 
-def paper_model(params, ranks, bandwidth_gbit, seconds_per_image, latency_s=5e-6, efficiency=0.9):
+def paper_model(params, ranks, bandwidth_gbit, seconds_per_image, latency_s=5e-6, efficiency=0.9,
+                itemsize=4):
     """Cost of one data-parallel step on ``ranks`` machines, one rank each.
 
-    The packed float64 buffer (``params`` gradients + 5 bookkeeping numbers) is summed by
-    reduce-scatter + allgather: each rank sends (and receives) ``2 (N-1)/N`` of it, in
-    ``2 (N-1)`` messages of ``latency_s`` each. With compute ``(B/N) t`` per step (``t`` the
-    seconds per image on one rank), the efficiency ``compute / (compute + comm)`` passes
-    ``efficiency`` from ``B >= N comm e / ((1 - e) t)``.
+    The packed gradient buffer (``params`` numbers of ``itemsize`` bytes: 4 for a float32
+    model) is summed by reduce-scatter + allgather: each rank sends (and receives) ``2 (N-1)/N``
+    of it, in ``2 (N-1)`` messages of ``latency_s`` each; the float64 tail of 5 bookkeeping
+    numbers is gathered from every rank (``(N-1) 40`` bytes). With compute ``(B/N) t`` per step
+    (``t`` the seconds per image on one rank), the efficiency ``compute / (compute + comm)``
+    passes ``efficiency`` from ``B >= N comm e / ((1 - e) t)``.
 
     Returns
     -------
     dict with ``bytes_per_step`` (sent by each rank), ``comm_seconds`` and ``batch_for_efficiency``
     """
     n = ranks
-    buffer = 8 * (params + 5)
-    sent = 2 * (n - 1) / n * buffer
+    sent = 2 * (n - 1) / n * itemsize * params + (n - 1) * 8 * 5
     comm = sent * 8 / (bandwidth_gbit * 1e9) + 2 * (n - 1) * latency_s
     batch = n * comm * efficiency / ((1 - efficiency) * seconds_per_image) if n > 1 else 0.0
     return {"bytes_per_step": sent, "comm_seconds": comm, "batch_for_efficiency": batch}
@@ -165,7 +166,8 @@ def main(argv=None):
     print(f"scaling efficiency, 2 ranks x 1 thread vs 1 rank x 1 thread: {100 * eff:.1f} % "
           f"(MPI: {one['mpi']})")
     t_img = 1e-3 * (one["step_ms"] - one["reduce_ms"]) / args.batch
-    print(f"model for N machines (1 rank each, {one['params']:,} parameters, float64 buffer, "
+    print(f"model for N machines (1 rank each, {one['params']:,} parameters, float32 gradients "
+          f"+ a float64 tail, "
           f"{1e6 * t_img:.0f} us of compute per image as measured on 1 thread):")
     model = []
     for n in (2, 4, 8, 16, 64):
