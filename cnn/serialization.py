@@ -5,10 +5,12 @@ One file holds everything a resumed run needs to continue bit for bit:
 ==========================  ===============================================================
 key                         content
 ==========================  ===============================================================
-``format``                  JSON ``{"format": "cnn.Sequential", "version": 1}``
-``architecture``            JSON of :meth:`cnn.Sequential.get_config` (layers, input shape,
-                            seed, dtype, name)
-``layers.<i>.<name>``       parameter ``<name>`` (``weight``/``bias``) of layer ``i``
+``format``                  JSON ``{"format": kind, "version": 1}``, the kind registered for
+                            the model class: ``"cnn.Sequential"`` or ``"cnn.Model"``
+``architecture``            JSON of the model's ``get_config()`` (layers, for a graph model
+                            also its calls, input shape, seed, dtype, name)
+``layers.<i>.<name>``       parameter or buffer ``<name>`` (``weight``, ``bias``,
+                            ``running_mean``...) of layer ``i``
 ``compile``                 JSON ``{"loss": ..., "optimizer": ...}`` configs (if compiled)
 ``optimizer.<key>``         :meth:`cnn.optimizers.Optimizer.state_dict` (momentum, Adam
                             moments, step count, epoch)

@@ -28,7 +28,7 @@ from .progress import EpochProgress
 
 __all__ = ["Trainer"]
 
-# What the loop calls on a model (cnn.Sequential's public protocol).
+# What the loop calls on a model (cnn.Model's public protocol; Sequential is a Model).
 _MODEL_PROTOCOL = ("validate_data", "forward_backward", "apply_gradients", "zero_grads",
                    "evaluation_sums")
 # Spawn key that separates the default shuffling stream from the model's init/dropout stream.
@@ -44,11 +44,12 @@ def shuffle_generator(model, seed=None):
 
 
 class Trainer:
-    """Runs :meth:`fit` for one compiled :class:`cnn.Sequential` (``model.fit`` delegates here).
+    """Runs :meth:`fit` for one compiled :class:`cnn.Model` or :class:`cnn.Sequential`
+    (``model.fit`` delegates here).
 
     Parameters
     ----------
-    model : cnn.Sequential
+    model : cnn.Model or cnn.Sequential
     strategy : cnn.strategy.Strategy, optional
         How the run is spread over processes; default :class:`cnn.strategy.SingleProcess`.
     """
@@ -56,7 +57,7 @@ class Trainer:
     def __init__(self, model, strategy=None):
         missing = [name for name in _MODEL_PROTOCOL if not callable(getattr(model, name, None))]
         if missing:
-            raise TypeError(f"model must be a cnn model (cnn.Sequential), got "
+            raise TypeError(f"model must be a cnn model (cnn.Model or cnn.Sequential), got "
                             f"{type(model).__name__} without {', '.join(missing)}")
         self.model = model
         self.strategy = _strategy.get(strategy)
