@@ -30,15 +30,10 @@ import tempfile
 
 from . import _validation as V
 
-__all__ = ["atomic_write", "fspath"]
+__all__ = ["atomic_write"]
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def fspath(path, name="path"):
-    """``path`` (str, bytes or os.PathLike) as a str; TypeError naming ``name`` otherwise."""
-    return V.path(path, name)
 
 
 def _umask():
@@ -140,7 +135,7 @@ def atomic_write(path, write_fn, verb="write"):
     OSError
         The OS refused the write (disk full, permissions, ...); the old file is untouched.
     """
-    path = fspath(path)
+    path = V.path(path)
     target, mode = resolve_target(path, verb)
     folder, name = os.path.split(target)
     remove_stale_temp_files(folder, name)

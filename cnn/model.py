@@ -57,6 +57,13 @@ class HookHandle:
         self.hook = hook
         hooks.append(hook)
 
+    @classmethod
+    def add(cls, hooks, hook):
+        """Append the callable ``hook`` to ``hooks``; its handle (TypeError for a non-callable)."""
+        if not callable(hook):
+            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
+        return cls(hooks, hook)
+
     def remove(self):
         for i, h in enumerate(self._hooks):
             if h is self.hook:
@@ -293,9 +300,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         HookHandle
             ``handle.remove()`` unregisters the hook.
         """
-        if not callable(hook):
-            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
-        return HookHandle(self._gradient_hooks, hook)
+        return HookHandle.add(self._gradient_hooks, hook)
 
     def register_layer_hook(self, hook):
         """Call ``hook(event, index, layer)`` around every layer's forward and backward pass.
@@ -312,9 +317,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         HookHandle
             ``handle.remove()`` unregisters the hook.
         """
-        if not callable(hook):
-            raise TypeError(f"hook must be callable, got {type(hook).__name__}")
-        return HookHandle(self._layer_hooks, hook)
+        return HookHandle.add(self._layer_hooks, hook)
 
     def _notify(self, event, index, layer):
         for hook in tuple(self._layer_hooks):
@@ -428,7 +431,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         self._node_caches = {}
         return float(loss), out
 
-    def forward_backward(self, x, y, return_outputs=False):
+    def forward_backward(self, x, y, return_outputs=False, *, validate=True):
         """Training-mode forward pass, loss and backward pass: fills every gradient.
 
         The first part of :meth:`train_step`; nothing is updated. ``model.grads`` then hold the
@@ -442,6 +445,10 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
             Validated as in :meth:`train_step` (shapes, dtypes, finite values, class range).
         return_outputs : bool, default False
             Also return the model's outputs (probabilities for a softmax model).
+        validate : bool, default True
+            False skips the checks of ``x`` and ``y``: for arrays cut from what
+            :meth:`validate_data` returned (``fit`` checks its data once, not every batch).
+            The layers still check shapes and dtypes, and the loss the class ids.
 
         Returns
         -------
@@ -450,7 +457,8 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         outputs : ndarray of shape (B, *output_shape), only with ``return_outputs``
         """
         self._require_compiled("forward_backward")
-        x, y = self._check_batch(x, y, "x", "y")
+        if validate:
+            x, y = self._check_batch(x, y, "x", "y")
         with self._lock:
             loss, out = self._forward_backward_checked(x, y)
         return (loss, out) if return_outputs else loss

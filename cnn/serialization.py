@@ -55,10 +55,6 @@ def _json_array(obj):
     return np.frombuffer(json.dumps(obj, allow_nan=False).encode("utf-8"), dtype=np.uint8).copy()
 
 
-def _fspath(path, name="path"):
-    return _atomic.fspath(path, name)
-
-
 def atomic_savez(path, arrays):
     """``np.savez`` (uncompressed) into ``path`` atomically, by :func:`cnn._atomic.atomic_write`.
 
@@ -108,7 +104,7 @@ def save_model(model, path, include_optimizer=True):
     V.boolean(include_optimizer, "include_optimizer")
     problem = unsavable_reason(model, include_optimizer)
     if problem:
-        shown = _fspath(path)
+        shown = V.path(path)
         raise UnsavableModelError(f"cannot save {shown}: {problem}; cnn never writes a file that "
                                   f"load_model would refuse (the file at {shown}, if any, is unchanged)")
     kind = _registry.MODELS.key_of(type(model))
@@ -334,7 +330,7 @@ def load_model(path, compile=True):
         architecture (checked before any array is read), object arrays, bad or too deeply
         nested JSON, non-finite weights, tampered optimizer or RNG state.
     """
-    path = _fspath(path)
+    path = V.path(path)
     V.boolean(compile, "compile")
     npz, size = _open(path)
     with npz:

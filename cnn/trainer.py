@@ -224,7 +224,9 @@ class Trainer:
                     if b:
                         if augment is not None:
                             xb = self._augmented(augment, xb, aug_rng)
-                        loss, out = model.forward_backward(xb, yb, return_outputs=True)
+                        # x and y were validated once, above; augment's output by _augmented
+                        loss, out = model.forward_backward(xb, yb, return_outputs=True,
+                                                           validate=False)
                         batch_correct = int(np.count_nonzero(out.argmax(axis=1) == lb)) if y.ndim <= 2 else 0
                     else:
                         model.zero_grads()

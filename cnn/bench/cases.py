@@ -49,24 +49,15 @@ def _conv_case(n, c, hw, k, threads, backward):
     tag = f"{n}x{c}x{hw}x{hw} k{k}"
 
     def setup(backend, ctx):
-        if backend == "cnn":
+        if backend in ("cnn", "reference"):
+            lib = F if backend == "cnn" else R  # the same calls, the package or the oracle
             if not backward:
-                return (lambda: {"y": F.conv2d(x, w, b, 1, "same")},
-                        lambda: F.conv2d(x, w, b, 1, "same"))
+                return (lambda: {"y": lib.conv2d(x, w, b, 1, "same")},
+                        lambda: lib.conv2d(x, w, b, 1, "same"))
 
             def run():
-                y = F.conv2d(x, w, b, 1, "same")
-                dx, dw, db = F.conv2d_backward(dy, x, w, 1, "same")
-                return y, dx, dw, db
-            return (lambda: dict(zip(("y", "dx", "dw", "db"), run())), run)
-        if backend == "reference":
-            if not backward:
-                return (lambda: {"y": R.conv2d(x, w, b, 1, "same")},
-                        lambda: R.conv2d(x, w, b, 1, "same"))
-
-            def run():
-                y = R.conv2d(x, w, b, 1, "same")
-                dx, dw, db = R.conv2d_backward(dy, x, w, 1, "same")
+                y = lib.conv2d(x, w, b, 1, "same")
+                dx, dw, db = lib.conv2d_backward(dy, x, w, 1, "same")
                 return y, dx, dw, db
             return (lambda: dict(zip(("y", "dx", "dw", "db"), run())), run)
         torch = ctx["torch"]
