@@ -105,6 +105,15 @@ def test_each_page_has_the_equations_slips_code_and_tests(page):
         assert any(p.parent == ROOT / "cnn" / "_ext" for p in code), f"{page} shows no kernel"
 
 
+def test_every_directive_is_seen_by_these_checks():
+    # an indented or oddly written directive would escape the checks below
+    for page in _pages():
+        text = page.read_text()
+        written = len(re.findall(r"\.\. (?:literalinclude|plot)::", text))
+        parsed = len(DIRECTIVE.findall(text))
+        assert written == parsed, f"{page.name}: {written} includes written, {parsed} parsed"
+
+
 def test_every_reference_function_is_shown():
     shown = {opts.get("pyobject") for _, _, path, opts in _includes()
              if path == ROOT / "cnn" / "reference.py"}

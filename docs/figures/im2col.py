@@ -34,7 +34,7 @@ outline(ax, cell(*pick), kh, kw, COLOURS[1], inset=0.06)
 colfill = np.full(cols.shape, REAL, dtype=object)
 colfill[:, col] = "#f6d5d5"
 x_cols = 6.4
-cell = grid(ax, cols, x_cols, 0, fill=colfill, title="cols (C·kh·kw, OH·OW): rows (c, i, j), columns (oh, ow)")
+cell = grid(ax, cols, x_cols, 0, fill=colfill, title="cols (C·kh·kw, OH·OW): a row per (c, i, j), a column per output (a, b)")
 for r, (a, b) in enumerate((a, b) for a in range(kh) for b in range(kw)):
     ax.text(x_cols - 0.15, -(r + 0.5), f"(0,{a},{b})", ha="right", va="center", fontsize=7)
 for p in range(OH * OW):
