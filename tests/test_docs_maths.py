@@ -37,6 +37,7 @@ HEADINGS = ("The equations|The forward pass", "Where the seed slips", "The tests
 DIRECTIVE = re.compile(r"^\.\. (literalinclude|plot):: (\S+)\n((?:   :[\w-]+:.*\n)*)", re.M)
 OPTION = re.compile(r"^   :([\w-]+):(.*)$", re.M)
 TEST_REF = re.compile(r"tests/(test_\w+\.py)::(\w+)")
+CODE_REF = re.compile(r"(cnn/[\w/]+\.(?:py|pyx|h))::(\w+)")
 EQ_NUMBER = re.compile(r"\\text\{\((\d+)\)\}")
 
 
@@ -155,6 +156,22 @@ def test_named_tests_exist():
         assert path.is_file(), f"{page}: tests/{filename} does not exist"
         assert _find_object(ast.parse(path.read_text()), name) is not None, (
             f"{page}: tests/{filename}::{name} does not exist")
+
+
+def test_named_library_objects_exist():
+    refs = set()
+    for page in _pages():
+        refs |= {(page.name,) + m for m in CODE_REF.findall(page.read_text())}
+    assert len(refs) >= 10
+    for page, filename, name in sorted(refs):
+        path = ROOT / filename
+        assert path.is_file(), f"{page}: {filename} does not exist"
+        text = path.read_text()
+        if path.suffix == ".py":
+            found = _find_object(ast.parse(text), name) is not None
+        else:  # Cython or C: a definition of that name
+            found = re.search(rf"^(?:def|cpdef|cdef[\w *]*|static[\w *]*)\s\**{name}\(", text, re.M)
+        assert found, f"{page}: {filename}::{name} is not defined"
 
 
 def test_every_figure_script_is_used():
