@@ -7,13 +7,14 @@ ratios of the medians, never a time: on a shared machine any time can come out.
 """
 
 import json
+import shlex
 import subprocess
 import sys
 
 CASES = r"^conv3x3 fwd\+bwd 16x32x14x14 k64$|^CNN train_step B16 T2$"
 command = [sys.executable, "-m", "cnn.bench", "--quick", "--threads", "2", "--cases", CASES,
            "--breakdown", "--json", "bench.json"]
-print("$ python -m cnn.bench " + " ".join(command[3:]), flush=True)
+print("$ " + shlex.join(["python", *command[1:]]), flush=True)
 # -- 1. the bench itself: its table, the breakdown, the machine facts (exit status 1 = mismatch)
 status = subprocess.run(command, stdin=subprocess.DEVNULL, check=False).returncode
 assert status == 0, f"the bench failed or its backends disagreed (exit status {status})"
