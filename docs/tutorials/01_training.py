@@ -1,6 +1,6 @@
 """Tutorial 1: train a small CNN on the bundled MNIST subset, evaluate it, save, load, predict.
 
-Run: ``python docs/tutorials/01_training.py`` (about 15 s on 2 cores). It writes
+Run: ``python docs/tutorials/01_training.py`` (about 10 s on 2 cores). It writes
 ``tutorial-cnn.npz`` in the current folder.
 """
 

@@ -1,7 +1,7 @@
 """Tutorial 3: a residual graph model with the functional API (cnn.Input, layers.Add), trained
 briefly, summarised, checked, saved and loaded.
 
-Run: ``python docs/tutorials/03_residual_graph.py`` (about 15 s on 2 cores). It writes
+Run: ``python docs/tutorials/03_residual_graph.py`` (about 5 s on 2 cores). It writes
 ``tutorial-resnet.npz`` in the current folder.
 """
 

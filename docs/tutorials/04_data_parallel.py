@@ -1,6 +1,6 @@
 """Tutorial 4: data-parallel training over MPI with cnn.distributed.DataParallel.
 
-Run: ``mpiexec -n 2 python docs/tutorials/04_data_parallel.py`` (about 10 s on 2 cores; MPICH's
+Run: ``mpiexec -n 2 python docs/tutorials/04_data_parallel.py`` (a few seconds on 2 cores; MPICH's
 ``mpiexec`` comes with ``pip install mpich``, see the README's distributed section). Every rank
 runs this whole script; only rank 0 prints. Started without ``mpiexec`` it runs as one rank.
 """
