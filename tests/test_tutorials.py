@@ -1,9 +1,9 @@
 """The tutorials (docs/tutorials/NN_*.py) run as written: each script in a fresh interpreter,
 with a temporary folder as cwd and this test run's environment; the data-parallel one under
 ``mpiexec -n 2`` (skipped only without mpi4py or mpiexec); the ONNX one skips without the
-onnx extra, like tests/test_onnx.py. Each script asserts what it teaches (accuracy, bit-identical reloads, the
-audit catching the wrong backward, ONNX Runtime agreeing, the bench's check), so a script that
-exits 0 and reaches its last line has passed its own checks.
+onnx extra, like tests/test_onnx.py. Each script asserts what it teaches (accuracy,
+bit-identical reloads, the audit catching the wrong backward, ONNX Runtime agreeing, the
+bench's check), so a script that exits 0 and reaches its last line has passed its own checks.
 """
 
 import importlib.util
