@@ -440,8 +440,8 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
 
         Parameters
         ----------
-        x : ndarray of shape (B, *input_shape), B >= 1
-        y : ndarray of shape (B,) (int class ids) or (B, *output_shape)
+        x : ndarray of shape ``(B, *input_shape)``, B >= 1
+        y : ndarray of shape (B,) (int class ids) or ``(B, *output_shape)``
             Validated as in :meth:`train_step` (shapes, dtypes, finite values, class range).
         return_outputs : bool, default False
             Also return the model's outputs (probabilities for a softmax model).
@@ -454,7 +454,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         -------
         loss : float
             The batch-mean loss (before any update).
-        outputs : ndarray of shape (B, *output_shape), only with ``return_outputs``
+        outputs : ndarray of shape ``(B, *output_shape)``, only with ``return_outputs``
         """
         self._require_compiled("forward_backward")
         if validate:
@@ -543,7 +543,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
 
         Parameters
         ----------
-        xb : ndarray of shape (B, *input_shape)
+        xb : ndarray of shape ``(B, *input_shape)``
             Cast to the model dtype (no copy when it already has it).
         yb : ndarray of shape (B,) (int class ids) or (B, classes)
 
@@ -572,12 +572,12 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
 
         Parameters
         ----------
-        x : array_like of shape (N, *input_shape)
+        x : array_like of shape ``(N, *input_shape)``
         batch_size : int >= 1, default 256
 
         Returns
         -------
-        ndarray of shape (N, *output_shape), dtype of the model
+        ndarray of shape ``(N, *output_shape)``, dtype of the model
         """
         batch_size = self._check_batch_size(batch_size)
         return self._predict_checked(self._check_x(x), batch_size)
@@ -634,7 +634,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
 
         Parameters
         ----------
-        x : array_like of shape (N, *input_shape)
+        x : array_like of shape ``(N, *input_shape)``
         y : class ids (N,) or targets (N, classes)
         batch_size : int >= 1, default 256
 
