@@ -120,15 +120,31 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cnn.datasets, "load_mnist", small_mnist)
     monkeypatch.chdir(tmp_path)
+    skipped = run_blocks(blocks, skip_onnx=not _have_onnx())
+    if skipped:
+        pytest.skip(f"README blocks {[i + 1 for i in skipped]} need onnx and onnxruntime")
+
+
+def run_blocks(blocks, skip_onnx=False):
+    """Run the blocks in order in one namespace; AssertionError naming the first that fails.
+    Returns the indices of the blocks skipped (those using cnn.onnx, with ``skip_onnx``)."""
     namespace = {"__name__": "__readme__"}
     skipped = []
     for i, block in enumerate(blocks):
-        if "cnn.onnx" in block and not _have_onnx():
+        if skip_onnx and "cnn.onnx" in block:
             skipped.append(i)
             continue
         try:
             exec(compile(block, f"README.md python block {i + 1}", "exec"), namespace)
         except Exception as exc:
             raise AssertionError(f"README.md python block {i + 1} failed: {exc!r}\n{block}") from exc
-    if skipped:
-        pytest.skip(f"README blocks {[i + 1 for i in skipped]} need onnx and onnxruntime")
+    return skipped
+
+
+def test_a_broken_readme_block_fails():
+    """A later block sees an earlier block's names; a failing block is reported by number."""
+    assert run_blocks(["a = 2\n", "assert a == 2\n"]) == []
+    with pytest.raises(AssertionError, match="python block 2 failed"):
+        run_blocks(["a = 2\n", "assert a == 3\n"])
+    with pytest.raises(AssertionError, match="python block 1 failed: NameError"):
+        run_blocks(["np.zeros(3)\n"])
