@@ -390,6 +390,25 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
         Summed over the batch (fold a 1/N into ``dy`` for the mean), reduced in a
         fixed order: bit-identical for any thread count.
     db : ndarray of shape (K,)
+
+    Examples
+    --------
+    The weight gradient of a one-channel "valid" convolution is the correlation of the input
+    with ``dy`` (eq. 12 of the seed); with ``dy = 1`` it sums each tap's input window:
+
+    >>> import numpy as np
+    >>> from scipy.signal import correlate2d
+    >>> from cnn import functional as F
+    >>> x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 3, 3))
+    >>> dy = np.ones((1, 1, 2, 2))                                # shape of F.conv2d(x, w)
+    >>> dx, dw, db = F.conv2d_backward(dy, x, w)
+    >>> dw[0, 0]
+    array([[10., 14., 18.],
+           [26., 30., 34.],
+           [42., 46., 50.]])
+    >>> bool(np.allclose(dw[0, 0], correlate2d(x[0, 0], dy[0, 0], mode="valid"))), db
+    (True, array([4.]))
     """
     x = V.float_array(x, "x", 4, "(N, C, H, W)")
     w = V.float_array(w, "w", 4, "(K, C, kh, kw)")
