@@ -7,7 +7,11 @@ differences); the hot loops are typed Cython with OpenMP.
 >>> from cnn import layers, optimizers
 >>> model = cnn.Sequential([layers.Flatten(), layers.Dense(10, activation="softmax")],
 ...                        input_shape=(1, 28, 28), seed=0)
->>> model.compile(loss="cross_entropy", optimizer=optimizers.SGD(lr=0.1))
+>>> model.compile(loss="cross_entropy", optimizer=optimizers.SGD(lr=0.1))  # returns the model
+Sequential([
+  Flatten(),
+  Dense(10, activation='softmax')
+], input_shape=(1, 28, 28), seed=0)
 """
 from cnn._version import __version__
 

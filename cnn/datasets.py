@@ -702,6 +702,19 @@ def load_mnist(data_dir=None, download: bool = False, max_classes: int | None = 
     (x_train, y_train), (x_test, y_test)
         ``x``: float32 of shape (N, 1, 28, 28) in [0, 1]; ``y``: int64 class ids of shape (N,),
         in file order.
+
+    Examples
+    --------
+    The bundled set needs no download:
+
+    >>> import numpy as np, cnn
+    >>> (x, y), (x_test, y_test) = cnn.datasets.load_mnist()
+    >>> x.shape, x.dtype, y.shape, y.dtype
+    ((5000, 1, 28, 28), dtype('float32'), (5000,), dtype('int64'))
+    >>> x_test.shape, float(x.min()), float(x.max())
+    ((10000, 1, 28, 28), 0.0, 1.0)
+    >>> np.bincount(y)                                   # 500 training images per digit
+    array([500, 500, 500, 500, 500, 500, 500, 500, 500, 500])
     """
     if not isinstance(download, bool):
         raise TypeError(f"download must be a bool, got {type(download).__name__}")

@@ -326,6 +326,23 @@ def conv2d(x, w, b=None, stride=1, padding="valid", activation=None, algorithm="
     -------
     y : ndarray of shape (N, K, OH, OW), dtype of x
         ``OH = (H + top + bottom - ((kh - 1) * dh + 1)) // sh + 1``, likewise ``OW``.
+
+    Examples
+    --------
+    Cross-correlation (no kernel flip), as ``scipy.signal.correlate2d``:
+
+    >>> import numpy as np
+    >>> from scipy.signal import correlate2d
+    >>> from cnn import functional as F
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)   # (N, C, H, W)
+    >>> w = np.ones((1, 1, 3, 3), dtype=np.float32)               # (K, C, kh, kw)
+    >>> F.conv2d(x, w)                                            # "valid": 4 - 3 + 1 = 2
+    array([[[[45., 54.],
+             [81., 90.]]]], dtype=float32)
+    >>> bool(np.array_equal(F.conv2d(x, w)[0, 0], correlate2d(x[0, 0], w[0, 0], mode="valid")))
+    True
+    >>> F.conv2d(x, w, padding="same").shape, F.conv2d(x, w, stride=2, padding="same").shape
+    ((1, 1, 4, 4), (1, 1, 2, 2))
     """
     x = V.float_array(x, "x", 4, "(N, C, H, W)")
     w = V.float_array(w, "w", 4, "(K, C, kh, kw)")
@@ -373,6 +390,25 @@ def conv2d_backward(dy, x, w, stride=1, padding="valid", need_dx=True, activatio
         Summed over the batch (fold a 1/N into ``dy`` for the mean), reduced in a
         fixed order: bit-identical for any thread count.
     db : ndarray of shape (K,)
+
+    Examples
+    --------
+    The weight gradient of a one-channel "valid" convolution is the correlation of the input
+    with ``dy`` (eq. 12 of the seed); with ``dy = 1`` it sums each tap's input window:
+
+    >>> import numpy as np
+    >>> from scipy.signal import correlate2d
+    >>> from cnn import functional as F
+    >>> x = np.arange(16, dtype=np.float64).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 3, 3))
+    >>> dy = np.ones((1, 1, 2, 2))                                # shape of F.conv2d(x, w)
+    >>> dx, dw, db = F.conv2d_backward(dy, x, w)
+    >>> dw[0, 0]
+    array([[10., 14., 18.],
+           [26., 30., 34.],
+           [42., 46., 50.]])
+    >>> bool(np.allclose(dw[0, 0], correlate2d(x[0, 0], dy[0, 0], mode="valid"))), db
+    (True, array([4.]))
     """
     x = V.float_array(x, "x", 4, "(N, C, H, W)")
     w = V.float_array(w, "w", 4, "(K, C, kh, kw)")
@@ -407,6 +443,26 @@ def maxpool2d(x, size=2, stride=None, padding="tile"):
     argmax : ndarray of shape (N, C, OH, OW), dtype intp
         Flat index ``ih * W + iw`` of each window's maximum in its unpadded input plane
         (the first one in row-major order on ties).
+
+    Examples
+    --------
+    ``argmax`` holds flat indices into each input plane, which the backward scatters through:
+
+    >>> import numpy as np
+    >>> from cnn import functional as F
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    >>> y, argmax = F.maxpool2d(x, size=2)
+    >>> y
+    array([[[[ 5.,  7.],
+             [13., 15.]]]], dtype=float32)
+    >>> argmax
+    array([[[[ 5,  7],
+             [13, 15]]]])
+    >>> F.maxpool2d_backward(np.ones_like(y), argmax, x.shape)[0, 0]
+    array([[0., 0., 0., 0.],
+           [0., 1., 0., 1.],
+           [0., 0., 0., 0.],
+           [0., 1., 0., 1.]], dtype=float32)
     """
     x = V.float_array(x, "x", 4, "(N, C, H, W)")
     kh, kw = V.int_pair(size, "size", 1)

@@ -5,14 +5,14 @@ Fans: Dense ``(out, in)`` has ``fan_in = in``, ``fan_out = out``; Conv2D ``(K, C
 ``numpy.random.Generator``) in float64 and are then cast, so one seed gives the same numbers
 (up to rounding) in float32 and float64.
 
-==================  ===========================================  ==============================
-``glorot_uniform``  U(-l, l), ``l = sqrt(6 / (fan_in + fan_out))``  Var = 2 / (fan_in + fan_out)
+==================  ===============================================  ============================
+``glorot_uniform``  U(-l, l), ``l = sqrt(6 / (fan_in + fan_out))``   Var = 2 / (fan_in + fan_out)
 ``glorot_normal``   N(0, s^2), ``s = sqrt(2 / (fan_in + fan_out))``  Var = 2 / (fan_in + fan_out)
 ``he_uniform``      U(-l, l), ``l = sqrt(6 / fan_in)``               Var = 2 / fan_in
 ``he_normal``       N(0, s^2), ``s = sqrt(2 / fan_in)``              Var = 2 / fan_in
 ``lecun_uniform``   U(-l, l), ``l = sqrt(3 / fan_in)``               Var = 1 / fan_in
 ``zeros``           0 (``rng`` unused, may be None)
-==================  ===========================================  ==============================
+==================  ===============================================  ============================
 
 The normal ones are plain (not truncated) normals. Defaults (:func:`default_for`): He for
 ReLU-like activations, Glorot otherwise, zeros for biases.

@@ -104,6 +104,20 @@ def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarr
     ndarray of shape (num_classes, num_classes), dtype int64
         ``cm[i, j]`` = number of items of true class ``i`` predicted as class ``j`` (rows true,
         columns predicted); the entries sum to N and the diagonal holds the correct ones.
+
+    Examples
+    --------
+    >>> from cnn import metrics
+    >>> cm = metrics.confusion_matrix([0, 1, 1, 2], [0, 1, 2, 2])
+    >>> cm
+    array([[1, 0, 0],
+           [0, 1, 1],
+           [0, 0, 1]])
+    >>> print(metrics.format_confusion_matrix(cm))
+    true\\pred  0  1  2 | total  recall
+            0  1  0  0 |     1  100.0%
+            1  0  1  1 |     2   50.0%
+            2  0  0  1 |     1  100.0%
     """
     t, p, cols, nan_rows = _pair(y_true, y_pred)
     if nan_rows is not None and nan_rows.any():

@@ -124,6 +124,24 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
     parallel). Layers used on their own are not thread-safe (they keep the last forward pass).
     Processes: use the multiprocessing "spawn" (or "forkserver") context; forking a process
     after cnn's OpenMP kernels ran can hang the child (GNU libgomp).
+
+    Examples
+    --------
+    A residual block: ``h`` feeds both the branch and the ``Add``, so its gradient is the sum
+    of the two paths'.
+
+    >>> import cnn
+    >>> from cnn import layers
+    >>> inputs = cnn.Input((1, 8, 8))
+    >>> h = layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    >>> r = layers.Conv2D(4, 3, padding="same")(h)
+    >>> h = layers.Activation("relu")(layers.Add()([h, r]))
+    >>> outputs = layers.Dense(2, activation="softmax")(layers.Flatten()(h))
+    >>> model = cnn.Model(inputs, outputs, seed=0)
+    >>> [type(layer).__name__ for layer in model.layers]
+    ['Conv2D', 'Conv2D', 'Add', 'Activation', 'Flatten', 'Dense']
+    >>> model.count_params()                     # 40 + (4*4*9 + 4) + (2*256 + 2)
+    702
     """
 
     def __init__(self, inputs=None, outputs=None, seed=None, dtype="float32", name="model"):
@@ -440,8 +458,8 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
 
         Parameters
         ----------
-        x : ndarray of shape (B, *input_shape), B >= 1
-        y : ndarray of shape (B,) (int class ids) or (B, *output_shape)
+        x : ndarray of shape ``(B, *input_shape)``, B >= 1
+        y : ndarray of shape (B,) (int class ids) or ``(B, *output_shape)``
             Validated as in :meth:`train_step` (shapes, dtypes, finite values, class range).
         return_outputs : bool, default False
             Also return the model's outputs (probabilities for a softmax model).
@@ -454,7 +472,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         -------
         loss : float
             The batch-mean loss (before any update).
-        outputs : ndarray of shape (B, *output_shape), only with ``return_outputs``
+        outputs : ndarray of shape ``(B, *output_shape)``, only with ``return_outputs``
         """
         self._require_compiled("forward_backward")
         if validate:
@@ -543,7 +561,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
 
         Parameters
         ----------
-        xb : ndarray of shape (B, *input_shape)
+        xb : ndarray of shape ``(B, *input_shape)``
             Cast to the model dtype (no copy when it already has it).
         yb : ndarray of shape (B,) (int class ids) or (B, classes)
 
@@ -572,12 +590,24 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
 
         Parameters
         ----------
-        x : array_like of shape (N, *input_shape)
+        x : array_like of shape ``(N, *input_shape)``
         batch_size : int >= 1, default 256
 
         Returns
         -------
-        ndarray of shape (N, *output_shape), dtype of the model
+        ndarray of shape ``(N, *output_shape)``, dtype of the model
+
+        Examples
+        --------
+        >>> import numpy as np, cnn
+        >>> from cnn import layers
+        >>> model = cnn.Sequential([layers.Flatten(), layers.Dense(3, activation="softmax")],
+        ...                        input_shape=(1, 4, 4), seed=0)
+        >>> p = model.predict(np.zeros((5, 1, 4, 4), dtype=np.float32))
+        >>> p.shape, p.dtype
+        ((5, 3), dtype('float32'))
+        >>> bool(np.allclose(p.sum(axis=1), 1.0))                     # softmax rows
+        True
         """
         batch_size = self._check_batch_size(batch_size)
         return self._predict_checked(self._check_x(x), batch_size)
@@ -634,7 +664,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
 
         Parameters
         ----------
-        x : array_like of shape (N, *input_shape)
+        x : array_like of shape ``(N, *input_shape)``
         y : class ids (N,) or targets (N, classes)
         batch_size : int >= 1, default 256
 
@@ -661,6 +691,21 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         Returns
         -------
         cnn.callbacks.History
+
+        Examples
+        --------
+        >>> import numpy as np, cnn
+        >>> from cnn import layers, optimizers
+        >>> x = np.random.default_rng(0).random((64, 1, 8, 8), dtype=np.float32)
+        >>> y = (x.mean(axis=(1, 2, 3)) > 0.5).astype(np.int64)      # class ids (N,)
+        >>> model = cnn.Sequential([layers.Flatten(), layers.Dense(2, activation="softmax")],
+        ...                        input_shape=(1, 8, 8), seed=0)
+        >>> model = model.compile(loss="cross_entropy", optimizer=optimizers.SGD(lr=0.1))
+        >>> history = model.fit(x, y, epochs=3, batch_size=16, seed=0, verbose=0)
+        >>> sorted(history.history)
+        ['accuracy', 'images_per_second', 'loss', 'lr', 'seconds']
+        >>> len(history.history["loss"])                              # one entry per epoch
+        3
         """
         return Trainer(self, strategy=strategy).fit(x, y, epochs=epochs, batch_size=batch_size,
                                  validation_data=validation_data, shuffle=shuffle, seed=seed,

@@ -45,6 +45,30 @@ class Sequential(Model):
     Notes
     -----
     See :class:`cnn.Model` for thread safety and processes.
+
+    Examples
+    --------
+    >>> import cnn
+    >>> from cnn import layers
+    >>> model = cnn.Sequential([
+    ...     layers.Conv2D(4, 3, padding="same", activation="relu"),
+    ...     layers.MaxPool2D(2),
+    ...     layers.Flatten(),
+    ...     layers.Dense(2, activation="softmax"),
+    ... ], input_shape=(1, 8, 8), seed=0)
+    >>> print(model.summary(print_fn=None))           # summary() prints it and returns it
+    Model: "sequential"  input (None, 1, 8, 8), float32
+    ===========================================================================
+    #  Layer                                            Output shape     Params
+    ===========================================================================
+    0  Conv2D(4, 3, padding='same', activation='relu')  (None, 4, 8, 8)      40
+    1  MaxPool2D()                                      (None, 4, 4, 4)       0
+    2  Flatten()                                        (None, 64)            0
+    3  Dense(2, activation='softmax')                   (None, 2)           130
+    ===========================================================================
+    Total params: 170
+
+    The conv has ``4 * 1 * 3 * 3`` weights and 4 biases; the dense layer ``2 * 64 + 2``.
     """
 
     def __init__(self, layers=None, input_shape=None, seed=None, dtype="float32", name="sequential"):

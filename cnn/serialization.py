@@ -329,6 +329,20 @@ def load_model(path, compile=True):
         missing or unexpected arrays (all listed), shapes or dtypes that do not match the
         architecture (checked before any array is read), object arrays, bad or too deeply
         nested JSON, non-finite weights, tampered optimizer or RNG state.
+
+    Examples
+    --------
+    Run in a scratch folder: this writes ``tiny.npz``.
+
+    >>> import numpy as np, cnn
+    >>> from cnn import layers
+    >>> model = cnn.Sequential([layers.Flatten(), layers.Dense(3, activation="softmax")],
+    ...                        input_shape=(1, 4, 4), seed=0)
+    >>> model.save("tiny.npz")                       # weights (npz) + architecture (JSON), no pickle
+    >>> again = cnn.load_model("tiny.npz")
+    >>> x = np.random.default_rng(0).random((2, 1, 4, 4), dtype=np.float32)
+    >>> bool(np.array_equal(again.predict(x), model.predict(x)))
+    True
     """
     path = V.path(path)
     V.boolean(compile, "compile")

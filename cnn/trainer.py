@@ -84,7 +84,7 @@ class Trainer:
 
         Parameters
         ----------
-        x : ndarray of shape (N, *input_shape)
+        x : ndarray of shape ``(N, *input_shape)``
             Cast once to the model dtype; must be finite.
         y : ndarray of int class ids (N,) in [0, classes), or targets (N, classes)
         epochs : int >= 0

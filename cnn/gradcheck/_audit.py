@@ -55,7 +55,7 @@ def gradcheck(layer_or_model, x, y=None, *, eps=1e-6, atol=1e-6, rtol=1e-4, max_
     ----------
     layer_or_model : cnn.layers.Layer, cnn.Sequential or cnn.Model
         A layer that is not built yet is built for ``x`` (weights from ``seed``).
-    x : ndarray of shape (N, *input_shape), N >= 1, or a list of them for a multi-input layer
+    x : ndarray of shape ``(N, *input_shape)``, N >= 1, or a list of them for a multi-input layer
         Real, finite values; cast to float64.
     y : ndarray, optional
         Models only: labels for the loss, ``(N,)`` class ids or ``(N, *output_shape)``
