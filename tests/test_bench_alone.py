@@ -6,6 +6,7 @@ and the agreement of the children's results with independent computations."""
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -317,3 +318,37 @@ def test_alone_zoo_means_and_table_columns():
     head, row = table[0], table[2]
     assert "alone ms" in head and head.count("alone") == 3
     assert "2.00" in row and "1.25x" in row and "0.75x" in row and "1.50x" in row
+
+
+def test_ort_child_session_settings(tmp_path, monkeypatch):
+    """ONNX Runtime's child opens its session as cnn.onnx.inference_session does: the case's
+    intra-op threads, one inter-op thread, sequential, idle spinning off."""
+    import types
+
+    from cnn.bench import alone_child
+    seen = {}
+
+    class Options:
+        def __init__(self):
+            self.entries = {}
+
+        def add_session_config_entry(self, key, value):
+            self.entries[key] = value
+
+    class Session:
+        def __init__(self, path, sess_options, providers):
+            seen.update(path=path, options=sess_options, providers=providers)
+
+        def get_inputs(self):
+            return [types.SimpleNamespace(name="input")]
+
+    fake = types.SimpleNamespace(SessionOptions=Options, InferenceSession=Session,
+                                 ExecutionMode=types.SimpleNamespace(ORT_SEQUENTIAL="sequential"))
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    np.savez(tmp_path / "data.npz", x0=np.zeros((1, 1, 28, 28), np.float32), y0=np.zeros(1, np.int64))
+    alone_child._onnxruntime({"threads": 3}, str(tmp_path), np)
+    opts = seen["options"]
+    assert (opts.intra_op_num_threads, opts.inter_op_num_threads, opts.execution_mode) == (3, 1, "sequential")
+    assert opts.entries == {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
+    assert seen["providers"] == ["CPUExecutionProvider"]
+    assert seen["path"] == os.path.join(str(tmp_path), "model.onnx")
