@@ -47,7 +47,8 @@ def format_table(cases):
     """The table: one row per backend of each case. ``median ms`` .. ``vs ORT``: the
     interleaved run; ``alone ms`` and the ``alone`` ratio columns: each library alone in its
     process (``-`` where the alone mode did not time the case); ``%ceil``: GFLOP/s over the
-    measured SGEMM ceiling at the case's threads."""
+    measured SGEMM ceiling at the case's threads. Where the case was not timed interleaved
+    (``--mode alone``), ``GFLOP/s``, ``%ceil`` and ``img/s`` are the alone mode's."""
     head = (f"{'case':<36} {'thr':>3} {'MFLOP':>8}  {'backend':<9} {'median ms':>9} "
             f"{'min..max ms':>17} {'GFLOP/s':>8} {'%ceil':>5} {'img/s':>8} {'alone ms':>9} "
             f"{'vs torch':>9} {'alone':>7} {'vs ref':>8} {'vs ORT':>8} {'alone':>7}  check  others")
@@ -140,8 +141,8 @@ def zoo_means(records, alone=False):
 
 
 def format_zoo_means(means, alone=False):
-    """The table footer line of :func:`zoo_means` ("" without zoo cases)."""
-    if not means:
+    """The table footer line of :func:`zoo_means` ("" without a zoo ratio)."""
+    if not means or all(m["mean"] is None for m in means.values()):
         return ""
     parts = [f"{kind} {_ratio(m['mean'])} ({m['cases']} cases)" for kind, m in means.items()]
     how = "each library alone" if alone else "interleaved"
