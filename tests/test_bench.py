@@ -234,4 +234,4 @@ def test_alone_mode_end_to_end(tmp_path):
         assert _close(a["ratios"]["vs_torch"], r["torch"]["median_s"] / r["cnn"]["median_s"])
     latency = [t for t in doc["targets"] if t["target"] == "cnn_predict_vs_ort"]
     assert len(latency) == 1 and latency[0]["source"] == ("alone" if HAVE_ORT else None)
-    assert "Peak RSS, each library alone" in stdout
+    assert "Each library alone in its process: peak RSS" in stdout

@@ -89,6 +89,7 @@ def test_cnn_child_predicts_what_cnn_predicts(tmp_path):
     assert out["backend"] == "cnn"
     assert len(out["times"]) == 3 and all(t > 0 for t in out["times"])
     assert 0 < out["import_rss"] <= out["peak_rss"]
+    assert out["wall_s"] >= sum(out["times"]) and out["cpu_s"] >= 0
     with np.load(tmp_path / "data.npz") as z:
         x = z["x0"]
     want = nets.build("lenet5", 0).predict(x, batch_size=4)
@@ -162,6 +163,7 @@ def test_run_alone_rounds_and_ratios():
         assert 0 < r["min_s"] <= r["median_s"] <= r["max_s"]
         assert math.isclose(r["images_per_s"], 2 / r["median_s"])
         assert 0 < r["import_rss_bytes"] <= r["peak_rss_bytes"]
+        assert r["cores_used"] is None or r["cores_used"] >= 0
     res = out["results"]
     assert math.isclose(out["ratios"]["vs_torch"], res["torch"]["median_s"] / res["cnn"]["median_s"])
     assert math.isclose(out["memory_ratios"]["vs_torch"],

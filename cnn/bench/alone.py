@@ -111,7 +111,8 @@ def run_alone(case, ctx, cfg):
     """Time ``case`` with every backend alone (``cfg["alone_rounds"]`` rounds of children, each
     ``cfg["alone_budget"]`` s and at least ``cfg["min_reps"]`` timed calls after
     ``cfg["warmups"]`` warm-ups). Returns the record's ``"alone"`` entry: ``{"rounds",
-    "results": {backend: stats + "round_medians_s", "peak_rss_bytes", "import_rss_bytes", ...
+    "results": {backend: stats + "round_medians_s", "peak_rss_bytes", "import_rss_bytes",
+    "cores_used" (CPU seconds / wall seconds of the timed calls), ...
     or {"skipped": reason}}, "ratios": {"vs_torch", "vs_onnxruntime", "basis"},
     "memory_ratios": {...} (other's peak RSS / cnn's), "check": {"ok", "compared", "details"}}``.
     """
@@ -143,6 +144,10 @@ def run_alone(case, ctx, cfg):
         st["images_per_s"] = case.images / st["median_s"] if case.images else None
         st["peak_rss_bytes"] = int(max(c["peak_rss"] for c in children))
         st["import_rss_bytes"] = int(max(c["import_rss"] for c in children))
+        # cores the library kept busy while timed (threads x the share of the wall time they
+        # ran): well under its thread count means its threads waited for a core or for work
+        wall = sum(c["wall_s"] for c in children)
+        st["cores_used"] = sum(c["cpu_s"] for c in children) / wall if wall > 0 else None
         out["results"][b] = st
     for b, name in (("torch", "vs_torch"), ("onnxruntime", "vs_onnxruntime")):
         if b in out["results"]:

@@ -18,7 +18,8 @@ never do: this file runs by its path, and only this folder's :mod:`common` and
 call whose result is the fingerprint (the probabilities, or the first loss), ``W`` warm-up calls,
 then timed calls until ``R`` are done and ``S`` seconds are spent (at most 5,000). It prints one
 JSON line: ``{"backend", "times": [s, ...], "fingerprint": {"p": [[...]]} or {"loss1": x},
-"import_rss": peak RSS in bytes after the imports, "peak_rss": at the end}``.
+"import_rss": peak RSS in bytes after the imports, "peak_rss": at the end, "wall_s", "cpu_s":
+the wall and CPU seconds (user + system, all threads) of the timed calls}``.
 """
 
 import argparse
@@ -147,14 +148,16 @@ def main(argv=None):
     first = fingerprint(call(0))
     for i in range(args.warmups):
         call(i + 1)
-    times, i, start = [], args.warmups + 1, clock()
+    times, i, cpu0, start = [], args.warmups + 1, os.times(), clock()
     while len(times) < args.min_reps or (clock() - start < args.budget and len(times) < 5000):
         t0 = clock()
         call(i)
         times.append(clock() - t0)
         i += 1
+    wall, cpu1 = clock() - start, os.times()
     print(json.dumps({"backend": args.backend, "times": times, "fingerprint": first,
-                      "import_rss": base, "peak_rss": peak_rss_bytes()}))
+                      "import_rss": base, "peak_rss": peak_rss_bytes(), "wall_s": wall,
+                      "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)}))
     return 0
 
 

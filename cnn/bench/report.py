@@ -103,18 +103,22 @@ def format_alone_memory(cases):
     rows = [c for c in cases if c.get("alone")]
     if not rows:
         return ""
-    lines = ["Peak RSS, each library alone in its process (MiB, imports included; after the imports "
-             "in brackets; torch / cnn: above 1 cnn uses less):",
-             f"  {'case':<36} {'cnn':>14} {'torch':>14} {'ORT':>14} {'torch/cnn':>10}"]
+    lines = ["Each library alone in its process: peak RSS (MiB, imports included; after the imports "
+             "in brackets; torch / cnn: above 1 cnn uses less) and cores used while timed (CPU s / "
+             "wall s; below the thread count: its threads waited):",
+             f"  {'case':<36} {'cnn':>14} {'torch':>14} {'ORT':>14} {'torch/cnn':>10}   "
+             f"{'cores cnn/torch/ORT':>20}"]
     for c in rows:
         res = c["alone"]["results"]
-        cells = []
+        cells, cores = [], []
         for b in ("cnn", "torch", "onnxruntime"):
             r = res.get(b, {})
             cells.append(f"{r['peak_rss_bytes'] / 2**20:.0f} ({r['import_rss_bytes'] / 2**20:.0f})"
                          if "peak_rss_bytes" in r else "-")
+            cores.append("-" if r.get("cores_used") is None else f"{r['cores_used']:.2f}")
         ratio = c["alone"]["memory_ratios"].get("vs_torch")
-        lines.append(f"  {c['name']:<36} {cells[0]:>14} {cells[1]:>14} {cells[2]:>14} {_ratio(ratio):>10}")
+        lines.append(f"  {c['name']:<36} {cells[0]:>14} {cells[1]:>14} {cells[2]:>14} {_ratio(ratio):>10}   "
+                     f"{'/'.join(cores):>20}")
     return "\n".join(lines)
 
 
