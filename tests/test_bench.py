@@ -201,3 +201,37 @@ def test_without_onnxruntime(tmp_path):
     assert case["ratios"]["vs_onnxruntime"] is None
     assert "cnn-onnxruntime" not in case["check"]["compared"]
     assert "median_s" in case["results"]["cnn"]
+
+
+def test_targets_block_and_mode(quick):
+    doc, stdout = quick
+    assert doc["mode"] == "interleaved"  # the default of --quick
+    assert not any("alone" in c for c in doc["cases"])
+    kinds = {t["target"] for t in doc["targets"]}
+    assert {"zoo_vs_torch", "zoo_geomean", "cnn_predict_vs_ort", "cnn_train_vs_torch",
+            "peak_memory"} == kinds
+    for t in doc["targets"]:
+        assert t["held"] is None or t["held"] == (t["figure"] >= t["minimum"]), t
+        assert t["source"] in (None, "interleaved", "memory case", "mixed"), t
+    assert "Targets (issue 15" in stdout
+    assert "cnn kernel clone that ran:" in stdout
+
+
+def test_alone_mode_end_to_end(tmp_path):
+    doc, stdout = _run_bench(tmp_path, "--mode", "alone", "--cases", r"^CNN batch 1 latency")
+    assert doc["mode"] == "alone" and doc["config"]["alone_rounds"] == 1
+    (case,) = doc["cases"]
+    assert case["results"]["cnn"] == {"skipped": "not timed interleaved (--mode alone)"}
+    assert case["check"]["ok"]
+    assert ("cnn-torch" in case["check"]["compared"]) == HAVE_TORCH
+    a = case["alone"]
+    assert a["rounds"] == 1 and a["check"]["ok"], a["check"]
+    assert "median_s" in a["results"]["cnn"]
+    assert ("median_s" in a["results"]["torch"]) == HAVE_TORCH
+    assert ("median_s" in a["results"]["onnxruntime"]) == HAVE_ORT
+    if HAVE_TORCH:
+        r = a["results"]
+        assert _close(a["ratios"]["vs_torch"], r["torch"]["median_s"] / r["cnn"]["median_s"])
+    latency = [t for t in doc["targets"] if t["target"] == "cnn_predict_vs_ort"]
+    assert len(latency) == 1 and latency[0]["source"] == ("alone" if HAVE_ORT else None)
+    assert "Each library alone in its process: peak RSS" in stdout

@@ -22,6 +22,12 @@ is printed loudly, recorded in the JSON and makes the exit status 1.
 Timing: at least 2 warm-up calls, then repetitions until a time budget per backend is spent
 (and at least a minimum count), in rounds that alternate the backends so that a change in the
 machine's load hits all of them alike. Reported: median, min/max and the inter-quartile range.
+That is the *interleaved* mode (the ratio). In the *alone* mode (``--mode alone|both``; both is
+the default of a full run) the zoo cases, the DESIGN CNN's ``predict`` and its batch-1 latency
+are also timed with each library alone in its own child process, cnn, torch, ORT, cnn, ...
+for ``--rounds`` rounds (:mod:`~cnn.bench.alone`): no library keeps another's thread pool warm,
+which is what a user sees; the children report their peak RSS too. The report ends with the
+targets of issue 15, held or missed (:mod:`~cnn.bench.targets`).
 
 FLOP counts (stated, not measured; bias, activations and the optimizer update are not counted):
 
@@ -47,7 +53,8 @@ agreement check and its tolerances), :mod:`~cnn.bench.timing`, :mod:`~cnn.bench.
 :mod:`~cnn.bench.torch_backend`, :mod:`~cnn.bench.ort_backend`, :mod:`~cnn.bench.reference_backend`, :mod:`~cnn.bench.data`,
 :mod:`~cnn.bench.breakdown` (``--breakdown``, through the model's layer hooks),
 :mod:`~cnn.bench.memory` and the memory probes :mod:`~cnn.bench.memory_cnn` and
-:mod:`~cnn.bench.memory_torch` (scripts run in a fresh interpreter).
+:mod:`~cnn.bench.memory_torch` (scripts run in a fresh interpreter), :mod:`~cnn.bench.alone`
+and its child script :mod:`~cnn.bench.alone_child`, :mod:`~cnn.bench.targets`.
 """
 
 __all__ = ["main"]

@@ -13,6 +13,11 @@ has parameters) shows a backward time of 0.
 
 torch: a manual pass through the groups of :func:`cnn.bench.torch_backend.torch_net`, see
 :func:`cnn.bench.torch_backend.torch_breakdown`.
+
+Every layer row carries its FLOP counts (:func:`cnn.bench.flops.layer_flops`: conv and dense
+forward, their backward ``dW`` + ``dx``, pooling's compares and routed adds, 0 for the layers
+with no counted arithmetic), from which the report prints each layer's GFLOP/s and its fraction
+of the SGEMM ceiling the bench measured.
 """
 
 import time
@@ -21,8 +26,9 @@ import numpy as np
 
 from . import data, nets, torch_backend
 from .common import Skip
+from .flops import layer_flops
 
-__all__ = ["cnn_breakdown", "cnn_layer_samples", "layer_label", "breakdown"]
+__all__ = ["cnn_breakdown", "cnn_layer_samples", "layer_label", "layer_rates", "breakdown"]
 
 
 def cnn_layer_samples(model, batches, training, reps, warmups=2):
@@ -100,12 +106,17 @@ def layer_label(layer):
 
 
 def cnn_breakdown(model, batches, training, reps, warmups=2):
-    """Rows ``{"layer", "forward_s", "backward_s"}`` of median seconds per layer, then (for
-    training) the loss and the optimizer rows; see :func:`cnn_layer_samples`."""
+    """Rows ``{"layer", "forward_s", "backward_s", "forward_flops", "backward_flops"}`` of
+    median seconds per layer (``backward_flops`` None for ``predict``), then (for training) the
+    loss and the optimizer rows; see :func:`cnn_layer_samples`."""
     s = cnn_layer_samples(model, batches, training, reps, warmups)
-    rows = [{"layer": layer_label(layer), "forward_s": float(np.median(s["forward"][:, i])),
-             "backward_s": float(np.median(s["backward"][:, i])) if training else None}
-            for i, layer in enumerate(model.layers)]
+    batch = len(batches[0][0])
+    rows = []
+    for i, layer in enumerate(model.layers):
+        f, b = layer_flops(layer, batch)
+        rows.append({"layer": layer_label(layer), "forward_s": float(np.median(s["forward"][:, i])),
+                     "backward_s": float(np.median(s["backward"][:, i])) if training else None,
+                     "forward_flops": int(f), "backward_flops": int(b) if training else None})
     if training:
         rows.append({"layer": "loss (softmax cross-entropy)", "forward_s": float(np.median(s["loss"])),
                      "backward_s": None})
@@ -125,8 +136,22 @@ def breakdown(case, ctx, cfg):
             model = nets.build(case.model, 0)
             net = torch_backend.torch_net(nets.layer_spec(model), torch)
             optim = torch_backend.torch_optimizer(net, nets.optimizer_spec(model), torch)
-            out["torch"] = torch_backend.torch_breakdown(net, optim, batches, case.training,
-                                                         cfg["breakdown_reps"], torch)
+            rows = torch_backend.torch_breakdown(net, optim, batches, case.training,
+                                                 cfg["breakdown_reps"], torch)
         except Skip:
-            pass
+            return out
+        for row, ref in zip(rows, out["cnn"][:len(model.layers)]):  # one torch group per cnn layer
+            row["forward_flops"], row["backward_flops"] = ref["forward_flops"], ref["backward_flops"]
+        out["torch"] = rows
     return out
+
+
+def layer_rates(row, ceiling=None):
+    """``(forward GFLOP/s, backward GFLOP/s, forward fraction of ceiling, backward fraction)``
+    of a breakdown row; None where the row counts no FLOPs, has no time, or (fractions) no
+    ``ceiling`` (GFLOP/s) is given."""
+    out = []
+    for part in ("forward", "backward"):
+        flops, secs = row.get(f"{part}_flops"), row.get(f"{part}_s")
+        out.append(flops / secs / 1e9 if flops and secs else None)
+    return (*out, *(r / ceiling if r is not None and ceiling else None for r in out))

@@ -28,12 +28,14 @@ class Case:
     """
 
     def __init__(self, name, kind, shape, threads, flops, images, setup, rules,
-                 reference_hint=None, model=None, batch=None, training=None, zoo=False):
+                 reference_hint=None, model=None, batch=None, training=None, zoo=False,
+                 alone=False):
         self.name, self.kind, self.shape, self.threads = name, kind, shape, threads
         self.flops, self.images, self.setup, self.rules = flops, images, setup, rules
         self.reference_hint = reference_hint  # (case name, factor): predicts the reference's time
         self.model, self.batch, self.training = model, batch, training
         self.zoo = zoo  # counted in the zoo's geometric mean of the ratios
+        self.alone = alone  # also timed with each library alone in its process (cnn.bench.alone)
 
 
 def _conv_case(n, c, hw, k, threads, backward):
@@ -132,9 +134,10 @@ def _pool_case(n, c, hw, threads, backward):
 
 
 def _model_case(model_key, batch, threads, training, base_batch=None, name=None, reference=True,
-                zoo=False):
+                zoo=False, alone=False):
     """A whole-model case of the bench network ``model_key``; ``reference=False``: the
-    reference backend skips it (the zoo cases compare cnn with torch and ONNX Runtime)."""
+    reference backend skips it (the zoo cases compare cnn with torch and ONNX Runtime);
+    ``alone``: the alone mode times it too."""
     _, _, label, json_name, input_shape = nets.BENCH_MODELS[model_key]
     what = "train_step" if training else "predict"
     name = name or f"{label} {what} B{batch} T{threads}"
@@ -258,7 +261,7 @@ def _model_case(model_key, batch, threads, training, base_batch=None, name=None,
                 {"model": json_name, "batch": batch,
                  "input": list(input_shape)},
                 threads, flops, batch, setup, rules, reference_hint=hint,
-                model=model_key, batch=batch, training=training, zoo=zoo)
+                model=model_key, batch=batch, training=training, zoo=zoo, alone=alone)
 
 
 def _memory_case(batch, steps, threads):
@@ -283,19 +286,22 @@ def zoo_cases(threads, batch):
     cases = []
     for key in nets.ZOO:
         for training in (True, False):
-            cases.append(_model_case(key, batch, threads, training, reference=False, zoo=True))
+            cases.append(_model_case(key, batch, threads, training, reference=False, zoo=True,
+                                     alone=True))
     return cases
 
 
 def latency_case(threads):
     """``predict`` of one image by the DESIGN CNN: the batch-1 latency (against ONNX Runtime
     above all)."""
-    return _model_case("cnn", 1, threads, False, name=f"CNN batch 1 latency T{threads}")
+    return _model_case("cnn", 1, threads, False, name=f"CNN batch 1 latency T{threads}", alone=True)
 
 
 def build_cases(threads, memory_steps, quick=False):
     """Every case, in run order. The DESIGN CNN's model cases run at 1 thread and at
-    ``threads``; the zoo and the batch-1 latency at ``threads``."""
+    ``threads``; the zoo and the batch-1 latency at ``threads``. The alone mode times the zoo,
+    the DESIGN CNN's ``predict`` at both batches (``threads``; against ONNX Runtime) and the
+    batch-1 latency."""
     sizes = SIZES["quick" if quick else "full"]
     cases = []
     for n, c, hw, k in sizes["conv"]:
@@ -309,8 +315,9 @@ def build_cases(threads, memory_steps, quick=False):
         for t in model_threads:
             for batch in sizes["model_batches"]:
                 # the DESIGN CNN's zoo entry: its first batch at ``threads``
-                cases.append(_model_case("cnn", batch, t, training, base_batch=base,
-                                         zoo=(t == threads and batch == base)))
+                zoo = t == threads and batch == base
+                cases.append(_model_case("cnn", batch, t, training, base_batch=base, zoo=zoo,
+                                         alone=zoo or (t == threads and not training)))
     cases.append(latency_case(threads))
     cases.append(_model_case("mlp", sizes["mlp_batch"], threads, True))
     cases.extend(zoo_cases(threads, sizes["zoo_batch"]))

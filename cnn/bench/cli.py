@@ -10,6 +10,7 @@ import time
 
 import cnn
 
+from .alone import run_alone
 from .breakdown import breakdown
 from .cases import build_cases
 from .check import TOLERANCES, compare
@@ -20,6 +21,7 @@ from .ort_backend import import_onnxruntime
 from .report import (
     BACKENDS,
     ONLY_FOR,
+    format_alone_memory,
     format_breakdown,
     format_facts,
     format_scaling,
@@ -28,6 +30,7 @@ from .report import (
     json_default,
     zoo_means,
 )
+from .targets import format_targets, targets
 from .timing import FULL, QUICK, stats, time_backends
 from .torch_backend import import_torch
 
@@ -107,16 +110,37 @@ def run_case(case, ctx, cfg, args, known):
                      + (d.get("error") or f"relative error {d['rel_err']:.3g} > tolerance {d['tol']:.3g}"))
     del outputs
 
-    samples = time_backends(runs, cfg, estimates)
+    alone = getattr(case, "alone", False) and args.mode in ("alone", "both")
+    if alone and args.mode == "alone":
+        samples = {}
+        for b in runs:
+            record["results"][b] = {"skipped": "not timed interleaved (--mode alone)"}
+    else:
+        samples = time_backends(runs, cfg, estimates)
+    ceiling = (ctx.get("sgemm") or {}).get(str(case.threads))
     for b, s in samples.items():
         st = stats(s)
         st["warmups"] = cfg["warmups"] + 1  # the check call warmed up too
         st["gflops"] = case.flops / st["median_s"] / 1e9 if case.flops else None
         st["images_per_s"] = case.images / st["median_s"] if case.images else None
+        st["ceiling_fraction"] = st["gflops"] / ceiling if st["gflops"] and ceiling else None
         record["results"][b] = st
     _ratios(record, "median_s")
+    if alone:
+        del runs, samples  # the parent's models and buffers are not needed by the children
+        record["alone"] = run_alone(case, ctx, cfg)
+        for st in record["alone"]["results"].values():
+            if "gflops" in st:
+                st["ceiling_fraction"] = st["gflops"] / ceiling if st["gflops"] and ceiling else None
+        if not record["alone"]["check"]["ok"]:
+            record["check"]["ok"] = False
+            for d in record["alone"]["check"]["details"]:
+                if not d["ok"]:
+                    _log(f"!!! MISMATCH in {case.name} (alone children): {d['pair']} {d['quantity']}: "
+                         + (d.get("error") or f"relative error {d['rel_err']:.3g} > tolerance {d['tol']:.3g}"))
     if args.breakdown and case.kind in ("train_step", "predict"):
         record["breakdown"] = breakdown(case, ctx, cfg)
+        record["breakdown"]["sgemm_gflops"] = ceiling
     return record
 
 
@@ -188,8 +212,18 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true",
                    help="a short run: the same cases on smaller batches, few repetitions, the same JSON "
                         "schema (a smoke test, not figures to quote)")
+    p.add_argument("--mode", choices=("interleaved", "alone", "both"), default=None,
+                   help="how the whole-model cases of the zoo, the DESIGN CNN's predict and its "
+                        "batch-1 latency are timed: 'interleaved' (the backends alternate in this "
+                        "process: each keeps the others' thread pools warm), 'alone' (each library "
+                        "in its own child process, cnn/torch/ORT children alternating for --rounds "
+                        "rounds: what a user sees; their peak RSS too), or 'both' (default; "
+                        "'interleaved' with --quick). The other cases are always interleaved")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="rounds of children in the alone mode (default 3; 1 with --quick)")
     p.add_argument("--breakdown", action="store_true",
-                   help="per-layer forward/backward times of the whole-model cases")
+                   help="per-layer forward/backward times and GFLOP/s (against the measured SGEMM "
+                        "ceiling) of the whole-model cases")
     p.add_argument("--cases", metavar="REGEX",
                    help="only the cases whose name matches this regular expression (case-insensitive)")
     p.add_argument("--no-torch", action="store_true", help="do not import PyTorch")
@@ -210,6 +244,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         p.error(f"--threads must be >= 1, got {args.threads}")
+    if args.rounds is not None and args.rounds < 1:
+        p.error(f"--rounds must be >= 1, got {args.rounds}")
+    if args.mode is None:
+        args.mode = "interleaved" if args.quick else "both"
     return args
 
 
@@ -225,6 +263,8 @@ def main(argv=None):
         cfg["budget"] = args.budget
     if args.reference_limit is not None:
         cfg["reference_limit"] = args.reference_limit
+    if args.rounds is not None:
+        cfg["alone_rounds"] = args.rounds
     threads = args.threads if args.threads is not None else cnn.get_num_threads()
     cases = build_cases(threads, cfg["memory_steps"], quick=args.quick)
     if args.cases:
@@ -244,6 +284,7 @@ def main(argv=None):
     if args.wait_idle:
         wait_for_idle(args.wait_idle)
     sgemm = (size, {str(t): sgemm_rate(t, size, 0.05 if args.quick else 0.5) for t in sorted({1, threads})})
+    ctx["sgemm"] = sgemm[1]
     commit = git_commit()  # now: HEAD may move while the bench runs
     for i, case in enumerate(cases):
         _log(f"[{i + 1}/{len(cases)}] {case.name} ...")
@@ -281,11 +322,19 @@ def main(argv=None):
     scaling = _scaling(records, threads)
     mismatches = [r["name"] for r in records if not r["check"]["ok"]]
 
-    print(f"cnn.bench ({'quick' if args.quick else 'full'} run, {elapsed:.0f} s; ratios = other's time / "
-          f"cnn's time, > 1 means cnn is faster; memory: other's peak RSS / cnn's)")
+    goals = targets(records, threads)
+    print(f"cnn.bench ({'quick' if args.quick else 'full'} run, mode {args.mode}, {elapsed:.0f} s; ratios = "
+          f"other's time / cnn's time, > 1 means cnn is faster; memory: other's peak RSS / cnn's)")
     print(format_table(records))
     text = format_zoo_means(zoo_means(records))
     if text:
+        print(text)
+    text = format_zoo_means(zoo_means(records, alone=True), alone=True)
+    if text:
+        print(text)
+    text = format_alone_memory(records)
+    if text:
+        print()
         print(text)
     text = format_scaling(scaling)
     if text:
@@ -300,13 +349,16 @@ def main(argv=None):
     print(format_facts(facts))
     for w in facts["warnings"]:
         print(f"WARNING: {w}")
+    print()
+    print(format_targets(goals))
     if mismatches:
         print(f"!!! OUTPUT MISMATCH (see the check details in the JSON) in: {', '.join(mismatches)}")
     if args.json:
         doc = {"schema_version": SCHEMA_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                "quick": bool(args.quick), "argv": sys.argv[1:] if argv is None else list(argv),
-               "config": cfg, "tolerances": TOLERANCES, "elapsed_s": elapsed, "machine": facts,
-               "cases": records, "scaling": scaling, "zoo_means": zoo_means(records),
+               "mode": args.mode, "config": cfg, "tolerances": TOLERANCES, "elapsed_s": elapsed,
+               "machine": facts, "cases": records, "scaling": scaling, "zoo_means": zoo_means(records),
+               "zoo_means_alone": zoo_means(records, alone=True), "targets": goals,
                "mismatches": mismatches}
         with open(args.json, "w") as fh:
             json.dump(doc, fh, indent=1, default=json_default)

@@ -31,7 +31,8 @@ def _cpu_info():
         pass
     if model is None:
         model = platform.processor() or platform.machine()
-    simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
+    simd = [f for f in ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512cd",
+                        "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
     return model, simd
 
 
@@ -156,6 +157,9 @@ def machine_facts(threads, torch, torch_reason, load_start, others=None, sgemm=N
         "blas": config["blas"],
         "compiler_flags": config.get("compiler_flags"),
         "flush_to_zero": config.get("flush_to_zero"),
+        # which clone of the hand-vectorised kernels this build dispatches to ("avx512f",
+        # "avx2", "default"); None: the build does not report it
+        "kernel_isa": config.get("kernel_isa"),
         "threadpools": [{k: p.get(k) for k in ("user_api", "internal_api", "version", "num_threads",
                                                 "threading_layer", "architecture", "filepath")}
                         for p in pools],

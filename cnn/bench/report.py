@@ -1,10 +1,13 @@
-"""The printed report: the table of cases, thread scaling, the per-layer breakdowns and the
-machine facts; and the JSON encoding of NumPy values."""
+"""The printed report: the table of cases (interleaved and alone figures side by side), thread
+scaling, the alone children's peak memory, the per-layer breakdowns and the machine facts; and
+the JSON encoding of NumPy values."""
 
 import numpy as np
 
+from .breakdown import layer_rates
+
 __all__ = ["BACKENDS", "format_table", "format_scaling", "format_breakdown", "format_facts", "json_default",
-           "zoo_means", "format_zoo_means"]
+           "zoo_means", "format_zoo_means", "format_alone_memory"]
 
 BACKENDS = ("cnn", "torch", "reference", "onnxruntime")
 #: The backend that runs only some kinds of case (it has no entry in the others).
@@ -36,13 +39,23 @@ def _ratio(v):
     return "-" if v is None else f"{v:.2f}x"
 
 
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.0f}%"
+
+
 def format_table(cases):
+    """The table: one row per backend of each case. ``median ms`` .. ``vs ORT``: the
+    interleaved run; ``alone ms`` and the ``alone`` ratio columns: each library alone in its
+    process (``-`` where the alone mode did not time the case); ``%ceil``: GFLOP/s over the
+    measured SGEMM ceiling at the case's threads. Where the case was not timed interleaved
+    (``--mode alone``), ``GFLOP/s``, ``%ceil`` and ``img/s`` are the alone mode's."""
     head = (f"{'case':<36} {'thr':>3} {'MFLOP':>8}  {'backend':<9} {'median ms':>9} "
-            f"{'min..max ms':>17} {'GFLOP/s':>8} {'img/s':>8} {'vs torch':>9} {'vs ref':>8} "
-            f"{'vs ORT':>8}  check  others")
+            f"{'min..max ms':>17} {'GFLOP/s':>8} {'%ceil':>5} {'img/s':>8} {'alone ms':>9} "
+            f"{'vs torch':>9} {'alone':>7} {'vs ref':>8} {'vs ORT':>8} {'alone':>7}  check  others")
     lines = [head, "-" * len(head)]
     for case in cases:
         first = True
+        alone = case.get("alone") or {}
         for b in BACKENDS:
             r = case["results"].get(b)
             if r is None:
@@ -50,15 +63,20 @@ def format_table(cases):
             lead = (f"{case['name']:<36} {case['threads']:>3} {case['flops'] / 1e6:>8.1f}  " if first
                     else " " * 51)
             label = "ORT" if b == "onnxruntime" else b
-            if "skipped" in r:
-                lines.append(f"{lead}{label:<9} skipped: {r['skipped']}")
+            a = alone.get("results", {}).get(b, {})
+            alone_ms = _ms(a.get("median_s")) if "median_s" in a else ("skip" if "skipped" in a else "-")
+            if "skipped" in r and "median_s" not in a:
+                lines.append(f"{lead}{label:<9} skipped: {r['skipped']}"
+                             + (f"; alone: {a['skipped']}" if "skipped" in a and a["skipped"] != r["skipped"]
+                                else ""))
             else:
-                spread = f"{_ms(r['min_s'])}..{_ms(r['max_s'])}"
+                spread = f"{_ms(r['min_s'])}..{_ms(r['max_s'])}" if "min_s" in r else "-"
                 extra = ""
                 if case["kind"] == "memory":
                     extra = (f"  peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB "
                              f"(after imports {r['import_rss_bytes'] / 2**20:.0f} MiB)")
                 ratios = case["ratios"] if b == "cnn" else {}
+                aratios = alone.get("ratios", {}) if b == "cnn" else {}
                 check = ""
                 if b == "cnn":
                     check = "ok" if case["check"]["ok"] else "MISMATCH"
@@ -66,11 +84,41 @@ def format_table(cases):
                         check = "-"
                     busy = case.get("other_load")
                     check = f"{check:<8} {'-' if busy is None else f'{busy:.2f}':>5}"
-                lines.append(f"{lead}{label:<9} {_ms(r['median_s']):>9} {spread:>17} "
-                             f"{_num(r['gflops']):>8} {_num(r['images_per_s'], 0):>8} "
-                             f"{_ratio(ratios.get('vs_torch')):>9} {_ratio(ratios.get('vs_reference')):>8} "
-                             f"{_ratio(ratios.get('vs_onnxruntime')):>8}  {check}{extra}")
+                gflops = r.get("gflops", a.get("gflops"))
+                frac = r.get("ceiling_fraction", a.get("ceiling_fraction"))
+                ips = r.get("images_per_s", a.get("images_per_s"))
+                lines.append(f"{lead}{label:<9} {_ms(r.get('median_s')):>9} {spread:>17} "
+                             f"{_num(gflops):>8} {_pct(frac):>5} {_num(ips, 0):>8} {alone_ms:>9} "
+                             f"{_ratio(ratios.get('vs_torch')):>9} {_ratio(aratios.get('vs_torch')):>7} "
+                             f"{_ratio(ratios.get('vs_reference')):>8} "
+                             f"{_ratio(ratios.get('vs_onnxruntime')):>8} {_ratio(aratios.get('vs_onnxruntime')):>7}"
+                             f"  {check}{extra}")
             first = False
+    return "\n".join(lines)
+
+
+def format_alone_memory(cases):
+    """Peak RSS of the alone children (imports included), per case the alone mode ran; ""
+    when it ran none."""
+    rows = [c for c in cases if c.get("alone")]
+    if not rows:
+        return ""
+    lines = ["Each library alone in its process: peak RSS (MiB, imports included; after the imports "
+             "in brackets; torch / cnn: above 1 cnn uses less) and cores used while timed (CPU s / "
+             "wall s; below the thread count: its threads waited):",
+             f"  {'case':<36} {'cnn':>14} {'torch':>14} {'ORT':>14} {'torch/cnn':>10}   "
+             f"{'cores cnn/torch/ORT':>20}"]
+    for c in rows:
+        res = c["alone"]["results"]
+        cells, cores = [], []
+        for b in ("cnn", "torch", "onnxruntime"):
+            r = res.get(b, {})
+            cells.append(f"{r['peak_rss_bytes'] / 2**20:.0f} ({r['import_rss_bytes'] / 2**20:.0f})"
+                         if "peak_rss_bytes" in r else "-")
+            cores.append("-" if r.get("cores_used") is None else f"{r['cores_used']:.2f}")
+        ratio = c["alone"]["memory_ratios"].get("vs_torch")
+        lines.append(f"  {c['name']:<36} {cells[0]:>14} {cells[1]:>14} {cells[2]:>14} {_ratio(ratio):>10}   "
+                     f"{'/'.join(cores):>20}")
     return "\n".join(lines)
 
 
@@ -78,28 +126,31 @@ def _geomean(values):
     return float(np.exp(np.mean(np.log(values)))) if values else None
 
 
-def zoo_means(records):
+def zoo_means(records, alone=False):
     """The geometric mean of the ``vs_torch`` ratios of the zoo cases (records with
     ``"zoo": True``): ``{"train_step": {"mean", "cases"}, "predict": {...}, "all": {...}}``,
-    ``mean`` None where no zoo case has a ratio (torch skipped); ``{}`` without zoo cases.
-    ``cases`` counts the ratios in the mean; a case whose torch run was skipped is left out."""
-    zoo = [r for r in records if r.get("zoo")]
+    ``mean`` None where no zoo case has a ratio (torch skipped); ``{}`` without zoo cases (with
+    ``alone``: without zoo cases the alone mode ran). ``cases`` counts the ratios in the mean; a
+    case whose torch run was skipped is left out. ``alone``: the ratios of the alone mode."""
+    zoo = [r for r in records if r.get("zoo") and (r.get("alone") or not alone)]
     if not zoo:
         return {}
     out = {}
     for kind in ("train_step", "predict", "all"):
-        ratios = [r["ratios"].get("vs_torch") for r in zoo if kind in ("all", r["kind"])]
+        ratios = [(r["alone"] if alone else r)["ratios"].get("vs_torch")
+                  for r in zoo if kind in ("all", r["kind"])]
         ratios = [v for v in ratios if v]
         out[kind] = {"mean": _geomean(ratios), "cases": len(ratios)}
     return out
 
 
-def format_zoo_means(means):
-    """The table footer line of :func:`zoo_means` ("" without zoo cases)."""
-    if not means:
+def format_zoo_means(means, alone=False):
+    """The table footer line of :func:`zoo_means` ("" without a zoo ratio)."""
+    if not means or all(m["mean"] is None for m in means.values()):
         return ""
     parts = [f"{kind} {_ratio(m['mean'])} ({m['cases']} cases)" for kind, m in means.items()]
-    return "Zoo geometric mean vs torch (torch's time / cnn's): " + ", ".join(parts)
+    how = "each library alone" if alone else "interleaved"
+    return f"Zoo geometric mean vs torch ({how}; torch's time / cnn's): " + ", ".join(parts)
 
 
 def format_scaling(scaling):
@@ -114,12 +165,19 @@ def format_scaling(scaling):
 
 
 def format_breakdown(case):
+    """The per-layer table of a case's ``--breakdown``: median ms, GFLOP/s and the fraction of
+    the measured SGEMM ceiling (``%c``) of each layer's forward and backward, per backend."""
     bd = case.get("breakdown")
     if not bd:
         return ""
     backends = [b for b in ("cnn", "torch") if b in bd]
-    lines = [f"Breakdown of {case['name']} (median ms; cnn: the step timed through layer hooks; torch: a manual per-layer pass):"]
-    head = f"  {'layer':<30}" + "".join(f" {b + ' fwd':>10} {b + ' bwd':>10}" for b in backends)
+    ceiling = bd.get("sgemm_gflops")
+    lines = [f"Breakdown of {case['name']} (median ms; GFLOP/s; %c: of the SGEMM ceiling, "
+             f"{_num(ceiling)} GFLOP/s at {case['threads']} threads; cnn: the step timed through "
+             f"layer hooks; torch: a manual per-layer pass):"]
+    cols = ("fwd ms", "bwd ms", "fwd GF/s", "bwd GF/s", "fwd %c", "bwd %c")
+    head = f"  {'layer':<30}" + "".join(f" {b + ' ' + c:>14}" if k == 0 else f" {c:>8}"
+                                         for b in backends for k, c in enumerate(cols))
     lines.append(head)
     n = max(len(bd[b]) for b in backends)
     sums = {b: 0.0 for b in backends}
@@ -130,10 +188,13 @@ def format_breakdown(case):
             e = bd[b][i] if i < len(bd[b]) else {}
             f, k = e.get("forward_s"), e.get("backward_s")
             sums[b] += (f or 0.0) + (k or 0.0)
-            row += f" {_ms(f):>10} {_ms(k):>10}"
+            gf, gb, cf, cb = layer_rates(e, ceiling)
+            row += (f" {_ms(f):>14} {_ms(k):>8} {_num(gf):>8} {_num(gb):>8} {_pct(cf):>8} "
+                    f"{_pct(cb):>8}")
         lines.append(row)
-    lines.append(f"  {'sum':<30}" + "".join(f" {_ms(sums[b]):>21}" for b in backends))
-    meas = "".join(f" {_ms(case['results'][b].get('median_s')) if 'median_s' in case['results'].get(b, {}) else '-':>21}"
+    width = 14 + 5 * 9
+    lines.append(f"  {'sum':<30}" + "".join(f" {_ms(sums[b]):>{width}}" for b in backends))
+    meas = "".join(f" {_ms(case['results'][b].get('median_s')) if 'median_s' in case['results'].get(b, {}) else '-':>{width}}"
                    for b in backends)
     lines.append(f"  {'measured (whole call, median)':<30}{meas}")
     return "\n".join(lines)
@@ -160,6 +221,7 @@ def format_facts(m):
              + (" (working tree modified)" if m["git_dirty"] else ""),
              f"  cnn OpenMP: {m['openmp']}; compiler flags: {' '.join(m['compiler_flags'] or [])}; "
              f"flush-to-zero: {m['flush_to_zero']}",
+             f"  cnn kernel clone that ran: {m.get('kernel_isa') or 'not reported by this build'}",
              "  thread pools (threadpoolctl):"]
     for p in m["threadpools"]:
         lines.append(f"    {p['user_api']:<7} {p['internal_api']:<9} {str(p['version']):<14} "

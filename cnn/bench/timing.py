@@ -1,5 +1,7 @@
 """Timing: warm-ups, then repetitions in rounds that alternate the backends, and their
-statistics."""
+statistics; the settings of a full and a ``--quick`` run (``alone_rounds``, ``alone_budget``:
+the alone mode's rounds of children and seconds of timed calls per child, see
+:mod:`cnn.bench.alone`)."""
 
 import math
 import time
@@ -9,9 +11,11 @@ import numpy as np
 __all__ = ["FULL", "QUICK", "stats", "time_backends"]
 
 FULL = {"budget": 1.2, "min_reps": 7, "slow_min_reps": 3, "warmups": 2, "rounds": 3,
-        "reference_limit": 2.0, "memory_steps": 50, "breakdown_reps": 15}
+        "reference_limit": 2.0, "memory_steps": 50, "breakdown_reps": 15,
+        "alone_rounds": 3, "alone_budget": 0.6}
 QUICK = {"budget": 0.05, "min_reps": 3, "slow_min_reps": 2, "warmups": 2, "rounds": 1,
-         "reference_limit": 0.3, "memory_steps": 10, "breakdown_reps": 3}
+         "reference_limit": 0.3, "memory_steps": 10, "breakdown_reps": 3,
+         "alone_rounds": 1, "alone_budget": 0.03}
 
 # A repetition slower than this is "slow": it needs only slow_min_reps repetitions.
 _SLOW_REP = 0.25
