@@ -41,6 +41,21 @@ __all__ = ["InferencePlan", "plan_signature"]
 _METHOD_CODES = {"im2col": _fused.IM2COL, "winograd": _fused.WINOGRAD, "direct": _fused.DIRECT}
 
 
+# Winograd runs its 16 GEMMs over blocks of about 384 tiles (whole images); a batch smaller
+# than one block gives GEMMs too narrow to pay for the transforms. Measured on the DESIGN CNN's
+# 14x14 layer (64 <- 32 channels, 1 thread, loaded machine, interleaved): per image, Winograd
+# 187/128/115/67/61 us against im2col 84/83/~100/81/83 us at batch 1/2/7/16/64. So a plan
+# for fewer tiles than this takes im2col (results then differ from the layer path's Winograd
+# by rounding only).
+_WINO_MIN_TILES = 384
+
+
+def _wino_tiles(out_hw):
+    """Winograd tile slots of one image (CNN_WINO_TILES of _winograd.h)."""
+    th, tw = (out_hw[0] + 1) // 2, (out_hw[1] + 1) // 2
+    return th * (tw + 1)
+
+
 def _name(layer):
     return type(layer).__name__
 
@@ -173,6 +188,8 @@ class _Conv(_Weighted):
         self.method = _ops.conv_algorithm("auto", w_shape, self.stride,
                                           (self.pads[0], self.pads[2]), self.out_hw, False,
                                           self.dilation, self.groups)
+        if self.method == "winograd" and n * _wino_tiles(self.out_hw) < _WINO_MIN_TILES:
+            self.method = "im2col"
         self.reduction = w_shape[1]
         self.pool = None
         if pool is None:
