@@ -188,6 +188,7 @@ class _Conv(_Weighted):
         self.method = _ops.conv_algorithm("auto", w_shape, self.stride,
                                           (self.pads[0], self.pads[2]), self.out_hw, False,
                                           self.dilation, self.groups)
+        self.layer_method = self.method  # what the layer's own forward chooses
         if self.method == "winograd" and n * _wino_tiles(self.out_hw) < _WINO_MIN_TILES:
             self.method = "im2col"
         self.reduction = w_shape[1]
