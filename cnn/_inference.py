@@ -179,7 +179,6 @@ class _Conv(_Weighted):
     def __init__(self, layer, bn, relu, pool, n, dtype):
         self._init_weights(layer, bn, dtype)
         self.relu = relu
-        self.after = None if relu or _identity(layer) else layer.activation
         w_shape = layer.params[0].shape
         self.stride, self.pads, self.out_hw = layer.stride, layer.pads, layer._out_hw
         self.dilation, self.groups = layer.dilation, layer.groups
@@ -192,13 +191,18 @@ class _Conv(_Weighted):
         if self.method == "winograd" and n * _wino_tiles(self.out_hw) < _WINO_MIN_TILES:
             self.method = "im2col"
         self.reduction = w_shape[1]
-        self.pool = None
+        # the fused kernel serves dilation 1, groups 1; with no pool (code 0) it writes the
+        # conv output itself, from preallocated scratch (the _conv kernels allocate theirs)
+        self.fused = self.groups == 1 and tuple(self.dilation) == (1, 1)
         if pool is None:
+            self.pool = (0, 0, 1, 1, 0, 0)
             self.y = np.empty((n, w_shape[0]) + self.out_hw, dtype=dtype)
+        else:
+            (pkh, pkw), (psh, psw), ppads, pool_hw = pool._geometry
+            self.pool = (pkh, pkw, psh, psw, ppads[0], ppads[2])
+            self.y = np.empty((n, w_shape[0]) + tuple(pool_hw), dtype=dtype)
+        if not self.fused:
             return
-        (self.pkh, self.pkw), (self.psh, self.psw), ppads, pool_hw = pool._geometry
-        self.pool = (self.pkh, self.pkw, self.psh, self.psw, ppads[0], ppads[2])
-        self.y = np.empty((n, w_shape[0]) + tuple(pool_hw), dtype=dtype)
         self.n, self.dtype = n, dtype
         self.scratch = {}
         self.U = (np.empty((16, w_shape[0], w_shape[1]), dtype=dtype)
@@ -222,21 +226,17 @@ class _Conv(_Weighted):
             method = "im2col"
         y = self.y
         pt, pl = self.pads[0], self.pads[2]
-        if self.pool is not None:
+        if self.fused:
             _fused.conv_pool_forward(x, w, b, y, self._scratch(method),
                                      self.U if method == "winograd" else None,
                                      _METHOD_CODES[method], self.stride[0], self.stride[1],
                                      pt, pl, self.out_hw[0], self.out_hw[1], self.relu,
                                      *self.pool, self.threads)
             return y
-        if method == "winograd":
-            _conv.conv2d_forward_winograd(x, w, b, y, pt, pl, self.relu, self.threads)
-        elif method == "direct":
-            _conv.conv2d_forward_direct_c1(x, w, b, y, pt, pl, self.relu, self.threads)
-        else:
-            _conv.conv2d_forward(x, w, b, y, self.stride[0], self.stride[1], pt, pl, self.relu,
-                                 self.threads, self.dilation[0], self.dilation[1], self.groups)
-        return y if self.after is None else self.after.forward(y)
+        # groups or dilation: im2col (the only algorithm conv_algorithm allows for them)
+        _conv.conv2d_forward(x, w, b, y, self.stride[0], self.stride[1], pt, pl, self.relu,
+                             self.threads, self.dilation[0], self.dilation[1], self.groups)
+        return y
 
 
 # ----------------------------------------------------------------------------- the plan

@@ -153,3 +153,24 @@ def test_kernels_agree_with_the_thread_knob():
     got = fused(x, w, None, (1, 1), "same", True, "winograd", (2, 2), None, "tile",
                 cnn.get_num_threads())
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_no_pool_mode_equals_the_conv_kernel(case, dtype):
+    """pkh = 0: the conv output written straight into y, bit for bit the _conv kernel's."""
+    N, C, H, W, K, ks, stride, padding, method = case[:9]
+    rng = np.random.default_rng(abs(hash(case)) % 2 ** 32 + 1)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C) + ks).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    pads, out_hw = _conv_geometry(x.shape, w.shape, stride, padding)
+    want = unfused(x, w, b, stride, padding, True, method, (1, 1), None, "valid")  # 1x1 pool
+    for threads in (1, 2):
+        y = np.full((N, K) + out_hw, np.nan, dtype=dtype)
+        size = _fused.scratch_size(CODES[method], N, C, K, ks[0], ks[1], *out_hw)
+        U = np.empty((16, K, C), dtype=dtype) if method == "winograd" else None
+        _fused.conv_pool_forward(x, w, b, y, np.empty((threads, size), dtype), U, CODES[method],
+                                 stride[0], stride[1], pads[0], pads[2], out_hw[0], out_hw[1],
+                                 True, 0, 0, 1, 1, 0, 0, threads)
+        np.testing.assert_array_equal(y, want)

@@ -176,6 +176,9 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     (pt, pl) and output planes (OH, OW), the pool windows (pkh, pkw), strides (psh, psw) and
     top/left padding (ppt, ppl).
 
+    ``pkh = 0`` means no pool: y is then (N, K, OH, OW) and receives the conv output
+    directly (the same kernels with preallocated scratch, so a call allocates nothing).
+
     ``method`` is IM2COL (any kernel, dilation 1, groups 1; a 1x1 stride-1 unpadded conv reads
     the input as its column matrix), WINOGRAD (3x3, stride 1, 0 <= pt, pl <= 2; ``U`` receives
     the transformed weights) or DIRECT (one input channel, 3x3, stride 1). ``scratch`` has at
@@ -193,11 +196,13 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef const floating *src
     cdef floating *base
     cdef floating *z
+    cdef floating *zz
     cdef Py_ssize_t in_img = <Py_ssize_t> C * H * W, out_img = <Py_ssize_t> K * PH * PW
     cdef Py_ssize_t conv_img = <Py_ssize_t> K * P
     cdef bint one_by_one = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 \
         and pl == 0 and OH == H and OW == W
     cdef int n, blk, n0, n1, e, T, th, tw, tpi, G, n_items
+    cdef bint pooled = pkh > 0
     cdef Py_ssize_t pad_size = 0, v_size = 0, ssize = scratch.shape[1]
     cdef floating *pad
     cdef floating *V
@@ -221,12 +226,14 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                 cnn_wino_weights_f(wptr, &U[0, 0, 0], K, C, False)
             else:
                 cnn_wino_weights_d(wptr, &U[0, 0, 0], K, C, False)
-    base = z = pad = V = M = NULL
+    base = z = zz = pad = V = M = NULL
     with nogil, parallel(num_threads=num_threads):
         base = &scratch[omp_get_thread_num(), 0]
         # the conv output of the item sits at the end of the thread's row
         z = base + ssize - <Py_ssize_t> G * conv_img
         for blk in prange(n_items, schedule='dynamic'):
+            # the item's conv output: the thread's scratch, or (no pool) straight into y
+            zz = z if pooled else yptr + <Py_ssize_t> blk * G * conv_img
             if method == M_WINOGRAD:
                 n0 = blk * G
                 n1 = min(N, n0 + G)
@@ -246,25 +253,27 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                           V + <Py_ssize_t> e * C * T, T, 0, M + <Py_ssize_t> e * K * T, T)
                 for n in range(n0, n1):
                     if floating is float:
-                        cnn_wino_output_f(M, z + (n - n0) * conv_img, bptr, relu, K, OH, OW,
+                        cnn_wino_output_f(M, zz + (n - n0) * conv_img, bptr, relu, K, OH, OW,
                                           th, tw, T, <Py_ssize_t> (n - n0) * tpi,
                                           pad + pad_size - 4 * tpi)
                     else:
-                        cnn_wino_output_d(M, z + (n - n0) * conv_img, bptr, relu, K, OH, OW,
+                        cnn_wino_output_d(M, zz + (n - n0) * conv_img, bptr, relu, K, OH, OW,
                                           th, tw, T, <Py_ssize_t> (n - n0) * tpi,
                                           pad + pad_size - 4 * tpi)
-                    _pool_image(z + (n - n0) * conv_img, yptr + n * out_img, K, OH, OW, PH, PW,
-                                pkh, pkw, psh, psw, ppt, ppl)
+                    if pooled:
+                        _pool_image(zz + (n - n0) * conv_img, yptr + n * out_img, K, OH, OW,
+                                    PH, PW, pkh, pkw, psh, psw, ppt, ppl)
             elif method == M_DIRECT:
                 n = blk
                 if floating is float:
-                    cnn_direct3x3_c1_f(xptr + n * in_img, wptr, bptr, relu, z, K, H, W, pt, pl,
+                    cnn_direct3x3_c1_f(xptr + n * in_img, wptr, bptr, relu, zz, K, H, W, pt, pl,
                                        OH, OW, base)
                 else:
-                    cnn_direct3x3_c1_d(xptr + n * in_img, wptr, bptr, relu, z, K, H, W, pt, pl,
+                    cnn_direct3x3_c1_d(xptr + n * in_img, wptr, bptr, relu, zz, K, H, W, pt, pl,
                                        OH, OW, base)
-                _pool_image(z, yptr + n * out_img, K, OH, OW, PH, PW, pkh, pkw, psh, psw,
-                            ppt, ppl)
+                if pooled:
+                    _pool_image(zz, yptr + n * out_img, K, OH, OW, PH, PW, pkh, pkw, psh, psw,
+                                ppt, ppl)
             else:
                 n = blk
                 if one_by_one:
@@ -277,7 +286,8 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                         cnn_im2col_d(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt, pl,
                                      OH, OW, 1, 1)
                     src = base
-                _gemm(False, False, K, P, CKK, 1, wptr, CKK, src, P, 0, z, P)
-                _bias_act(z, bptr, has_bias, relu, K, P)
-                _pool_image(z, yptr + n * out_img, K, OH, OW, PH, PW, pkh, pkw, psh, psw,
-                            ppt, ppl)
+                _gemm(False, False, K, P, CKK, 1, wptr, CKK, src, P, 0, zz, P)
+                _bias_act(zz, bptr, has_bias, relu, K, P)
+                if pooled:
+                    _pool_image(zz, yptr + n * out_img, K, OH, OW, PH, PW, pkh, pkw, psh, psw,
+                                ppt, ppl)
