@@ -18,7 +18,8 @@ Rewrites at build time (inference only):
 - ``Conv2D`` (identity or ReLU, dilation 1, groups 1) then ``MaxPool2D``: one fused kernel
   (:func:`cnn._ext._fused.conv_pool_forward`) that pools each image's conv output while it is
   in cache and writes no argmax. Without folding this is bit-identical to the two layers.
-- A ``MaxPool2D`` on its own writes no argmax (same values).
+- A ``MaxPool2D`` on its own writes no argmax (same values); ``Add`` (+ ``Activation("relu")``)
+  writes one preallocated output (same values).
 
 Everything else runs its layer's own ``forward(x, training=False)``. Fusions only join a
 tensor that one call reads and that is not the model's output.
@@ -122,6 +123,25 @@ class _MaxPool:
         _fused.pool_plane_forward(np.ascontiguousarray(args[0]), self.y, self.kh, self.kw,
                                   self.sh, self.sw, self.pt, self.pl, self.threads)
         return self.y
+
+
+class _Add:
+    """Add (+ a following Activation("relu")) into a preallocated output: the layers' own
+    NumPy operations (``np.add``, ``+=``, ``np.maximum(., 0)``) with ``out=``, so the same bits,
+    with one output written once instead of two allocated."""
+
+    def __init__(self, step, relu, n, dtype):
+        self.relu = relu
+        self.y = np.empty((n,) + step.layer.output_shape, dtype=dtype)
+
+    def __call__(self, args):
+        y = self.y
+        np.add(args[0], args[1], out=y)
+        for x in args[2:]:
+            y += x
+        if self.relu:
+            np.maximum(y, 0, out=y)
+        return y
 
 
 def _folded(layer, bn, dtype, w_out, b_out):
@@ -320,6 +340,11 @@ class InferencePlan:
             return _Identity(), 1
         if _is(layer, "MaxPool2D"):
             return _MaxPool(step, n, dtype), 1
+        if _is(layer, "Add"):
+            nxt = follower(k)
+            if nxt is not None and _is(nxt, "Activation") and _activation_name(nxt) == "relu":
+                return _Add(step, True, n, dtype), 2
+            return _Add(step, False, n, dtype), 1
         if _is(layer, "Dense") and _activation_name(layer) not in ("identity", "linear", "relu"):
             return _Dense(layer, None, False, n, dtype), 1  # then its activation (softmax)
         if not _is(layer, "Conv2D", "Dense") or _activation_name(layer) not in (

@@ -195,7 +195,7 @@ def test_odd_shapes_and_ragged_batches(padding, dtype):
                                rtol=1e-4 if dtype == "float32" else 1e-10, atol=1e-5)
 
 
-def graph_model(dtype="float32"):
+def graph_model(dtype="float32", bn=True):
     """A branch (one conv's output read by a pool and by an Add), a Concatenate, a shared
     conv called twice."""
     inputs = cnn.Input((3, 12, 12))
@@ -205,7 +205,8 @@ def graph_model(dtype="float32"):
     h = layers.Activation("relu")(layers.Add()([p, q]))
     shared = layers.Conv2D(8, 3, padding="same", activation="relu")
     h = layers.Concatenate()([shared(h), shared(h)])
-    h = layers.MaxPool2D(2)(layers.BatchNormalization()(layers.Conv2D(6, 3, padding="same")(h)))
+    h = layers.Conv2D(6, 3, padding="same")(h)
+    h = layers.MaxPool2D(2)(layers.BatchNormalization()(h) if bn else h)
     outputs = layers.Dense(4, activation="softmax")(layers.Flatten()(h))
     return cnn.Model(inputs, outputs, seed=9, dtype=dtype)
 
@@ -219,6 +220,16 @@ def test_graph_model(dtype):
     plan = m._inference_plan(4)
     first = [type(layer).__name__ for layer in plan.nodes[0].layers]
     assert first == ["Conv2D"]  # its output feeds two calls: not fused with the pool
+
+
+def test_graph_model_without_fold_is_bit_identical():
+    m = graph_model(bn=False)
+    x = np.random.default_rng(4).random((11, 3, 12, 12)).astype(np.float32)
+    assert exact(m._inference_plan(11))
+    groups = ["+".join(type(layer).__name__ for layer in node.layers)
+              for node in m._inference_plan(11).nodes]
+    assert "Add+Activation" in groups and "Conv2D+MaxPool2D" in groups
+    np.testing.assert_array_equal(m.predict(x, batch_size=11), layerwise(m, x, 11))
 
 
 # ----------------------------------------------------------------------------- threads
