@@ -317,6 +317,10 @@ class InferencePlan:
         self.chain = all(len(nd.inputs) == 1 and nd.inputs[0] == (nodes[i - 1].output if i else 0)
                          for i, nd in enumerate(nodes))
         self.ops = [nd.op for nd in nodes]
+        # the op whose output buffer holds the logits z of a last Dense with an activation
+        last = nodes[-1]
+        self.logits_op = (last.op if isinstance(last.op, _Dense) and last.op.after is not None
+                          and len(last.layers) == 1 else None)
 
     def _op_at(self, steps, k, readers, final):
         """The op starting at step ``k`` and the number of steps it covers."""
@@ -376,6 +380,12 @@ class InferencePlan:
         if conv:
             return _Conv(layer, bn, relu, pool, n, dtype), used
         return _Dense(layer, bn, relu, n, dtype), used
+
+    def logits(self):
+        """The pre-activation ``z`` of the last layer in the last :meth:`run` (a buffer of the
+        plan), or None when the plan does not keep it (the last op is not a Dense with its
+        own activation)."""
+        return None if self.logits_op is None else self.logits_op.y
 
     def run(self, x):
         """The model's inference output for ``x`` (n items, the model's dtype, checked); a

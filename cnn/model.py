@@ -637,6 +637,19 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         y = self._check_y(y, x.shape[0])
         return self._evaluation_sums_checked(x, y, batch_size)
 
+    def _inference_outputs_and_loss(self, xb, yb):
+        """``(outputs, loss)`` of one batch at inference: through the inference plan (the
+        logits path's ``z`` from the plan's last Dense), or layer by layer with hooks."""
+        if not self._layer_hooks:
+            plan = self._inference_plan(xb.shape[0])
+            if not self._fused or plan.logits_op is not None:
+                out = plan.run(np.ascontiguousarray(xb))
+                if self._fused:
+                    return out, self.loss.forward_from_logits(plan.logits(), yb)
+                return out, self.loss.forward(out, yb)
+        out, loss = self._outputs_and_loss(xb, yb, False)
+        return out, (loss[1] if self._fused else loss)
+
     def _evaluation_sums_checked(self, x, y, batch_size):
         n = x.shape[0]
         total_loss = 0.0
@@ -645,9 +658,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         with self._lock:
             for i in range(0, n, batch_size):
                 xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-                out, loss = self._outputs_and_loss(xb, yb, False)
-                if self._fused:
-                    loss = loss[1]
+                out, loss = self._inference_outputs_and_loss(xb, yb)
                 total_loss += loss * xb.shape[0]
                 if out.ndim == 2:
                     truth = labels[i:i + batch_size] if labels is not None else yb.argmax(axis=1)
@@ -669,6 +680,9 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         x : array_like of shape (N, *input_shape)
         y : class ids (N,) or targets (N, classes)
         batch_size : int >= 1, default 256
+
+        Runs the inference plan of :meth:`predict` (with its tolerances where it folds a
+        BatchNormalization).
 
         Returns
         -------

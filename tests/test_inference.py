@@ -343,3 +343,22 @@ def test_bad_input_raises_as_before():
     want = m.predict(x)
     np.testing.assert_array_equal(m.predict(np.asfortranarray(x.astype(np.float64))), want)
     np.testing.assert_array_equal(m.predict(x[::-1][::-1].copy()), want)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+@pytest.mark.parametrize("name", ["cnn", "cnn-bn"])
+def test_evaluate_runs_the_plan_and_agrees_with_the_layer_path(name, loss):
+    m = zoo(name).compile(loss, "sgd")
+    randomize_bn(m, np.random.default_rng(2))
+    x = data(m, 80)
+    y = np.arange(80) % 10
+    got = m.evaluate(x, y, batch_size=64)
+    assert m._inference_plans  # the plan ran
+    handle = m.register_layer_hook(lambda *a: None)  # forces the layer-by-layer path
+    want = m.evaluate(x, y, batch_size=64)
+    handle.remove()
+    assert got["accuracy"] == want["accuracy"]
+    if name == "cnn" and exact(m._inference_plan(64)) and exact(m._inference_plan(16)):
+        assert got["loss"] == want["loss"]
+    else:
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
