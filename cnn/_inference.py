@@ -224,6 +224,9 @@ class _Conv(_Weighted):
         if not self.fused:
             return
         self.n, self.dtype = n, dtype
+        # max |y| of the last call, per thread, when a Winograd conv reads y (see InferencePlan)
+        self.maxes = None
+        self.source = None  # the fused op whose output is this op's input, when it tracks maxes
         self.scratch = {}
         self.U = (np.empty((16, w_shape[0], w_shape[1]), dtype=dtype)
                   if self.method == "winograd" else None)
@@ -241,8 +244,12 @@ class _Conv(_Weighted):
         x = np.ascontiguousarray(args[0])
         w, b = self.weights()
         method = self.method
+        max_x = None
+        if method == "winograd":
+            max_x = (float(self.source.maxes.max()) if self.source is not None
+                     else _ops.max_abs(x))  # (NaN propagates through .max(), as through max_abs)
         if method == "winograd" and not _ops.winograd_cannot_overflow(
-                _ops.max_abs(x), _ops.max_abs(w), self.reduction, x.dtype):
+                max_x, _ops.max_abs(w), self.reduction, x.dtype):
             method = "im2col"
         y = self.y
         pt, pl = self.pads[0], self.pads[2]
@@ -251,7 +258,7 @@ class _Conv(_Weighted):
                                      self.U if method == "winograd" else None,
                                      _METHOD_CODES[method], self.stride[0], self.stride[1],
                                      pt, pl, self.out_hw[0], self.out_hw[1], self.relu,
-                                     *self.pool, self.threads)
+                                     *self.pool, self.threads, self.maxes)
             return y
         # groups or dilation: im2col (the only algorithm conv_algorithm allows for them)
         _conv.conv2d_forward(x, w, b, y, self.stride[0], self.stride[1], pt, pl, self.relu,
@@ -313,6 +320,16 @@ class InferencePlan:
                 last_read[t] = i
         for i, node in enumerate(nodes):
             node.frees = tuple(t for t in set(node.inputs) if last_read[t] == i)
+        # A Winograd conv reading a fused conv's output gets max |x| from that kernel (taken
+        # while each item was in cache) instead of two more passes over x.
+        producer = {node.output: node.op for node in nodes}
+        for node in nodes:
+            op, src = node.op, producer.get(node.inputs[0])
+            if (isinstance(op, _Conv) and op.method == "winograd" and op.fused
+                    and isinstance(src, _Conv) and src.fused):
+                if src.maxes is None:
+                    src.maxes = np.zeros(max(1, src.threads), dtype=np.float64)
+                op.source = src
         self.nodes = nodes
         self.chain = all(len(nd.inputs) == 1 and nd.inputs[0] == (nodes[i - 1].output if i else 0)
                          for i, nd in enumerate(nodes))

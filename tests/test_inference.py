@@ -362,3 +362,23 @@ def test_evaluate_runs_the_plan_and_agrees_with_the_layer_path(name, loss):
         assert got["loss"] == want["loss"]
     else:
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e36])
+def test_winograd_overflow_test_uses_the_fused_max(scale):
+    """conv2 of the DESIGN CNN takes max |x| from conv1's fused kernel; with inputs so large
+    that Winograd could overflow, it falls back to im2col exactly as the layer path does."""
+    from cnn import _ops
+
+    m = zoo("cnn")
+    x = data(m, 16) * np.float32(scale)
+    plan = m._inference_plan(16)
+    conv2 = plan.ops[1]
+    assert conv2.method == "winograd" and conv2.source is plan.ops[0]
+    got = m.predict(x)
+    first = plan.ops[0].y
+    assert conv2.source.maxes.max() == _ops.max_abs(first)
+    overflow = not _ops.winograd_cannot_overflow(_ops.max_abs(first), _ops.max_abs(
+        m.layers[2].params[0]), 32, np.float32)
+    assert overflow == (scale > 1)
+    np.testing.assert_array_equal(got, layerwise(m, x, 256))

@@ -174,3 +174,28 @@ def test_no_pool_mode_equals_the_conv_kernel(case, dtype):
                                  stride[0], stride[1], pads[0], pads[2], out_hw[0], out_hw[1],
                                  True, 0, 0, 1, 1, 0, 0, threads)
         np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("method", ["im2col", "winograd", "direct"])
+def test_fused_kernel_reports_max_abs_of_its_output(method, dtype):
+    rng = np.random.default_rng(21)
+    C = 1 if method == "direct" else 16
+    x = rng.standard_normal((9, C, 10, 10)).astype(dtype)
+    w = rng.standard_normal((16, C, 3, 3)).astype(dtype)
+    pads, out_hw = _conv_geometry(x.shape, w.shape, (1, 1), "same")
+    for relu, pool in [(False, (2, 2, 2, 2, 0, 0)), (True, (0, 0, 1, 1, 0, 0))]:
+        for threads in (1, 2, 3):
+            y = np.empty((9, 16) + ((5, 5) if pool[0] else out_hw), dtype=dtype)
+            size = _fused.scratch_size(CODES[method], 9, C, 16, 3, 3, *out_hw)
+            U = np.empty((16, 16, C), dtype=dtype) if method == "winograd" else None
+            maxes = np.full(threads + 1, -1.0)
+            _fused.conv_pool_forward(x, w, None, y, np.empty((threads, size), dtype), U,
+                                     CODES[method], 1, 1, pads[0], pads[2], *out_hw, relu, *pool,
+                                     threads, maxes)
+            assert maxes.max() == _ops.max_abs(y) and maxes.min() >= 0
+    x[4, 0, 5, 5] = np.nan
+    maxes = np.zeros(2)
+    _fused.conv_pool_forward(x, w, None, y, np.empty((2, size), dtype), U, CODES[method], 1, 1,
+                             pads[0], pads[2], *out_hw, True, 0, 0, 1, 1, 0, 0, 2, maxes)
+    assert np.isnan(maxes.max())

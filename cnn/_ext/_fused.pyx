@@ -21,6 +21,7 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from libc.math cimport NAN
 
 from cnn._ext._blas cimport _gemm
 from cnn._ext._openmp cimport omp_get_thread_num
@@ -130,6 +131,21 @@ cdef int _wino_group(int N, int tiles_per_image) noexcept nogil:
     return max(1, min(N, g))
 
 
+cdef double _max_abs_into(const floating *y, Py_ssize_t n, double cur) noexcept nogil:
+    """max(cur, max |y[:n]|), NaN if cur or any y is NaN."""
+    cdef Py_ssize_t i
+    cdef floating v, m = 0
+    cdef int nan = cur != cur
+    for i in range(n):
+        v = y[i]
+        nan = nan | (v != v)
+        v = -v if v < 0 else v
+        m = v if v > m else m
+    if nan:
+        return NAN
+    return cur if cur > m else <double> m
+
+
 def pool_plane_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
                        floating[:, :, :, ::1] y,        # OUT (N, C, OH, OW)
                        int kh, int kw, int sh, int sw, int pt, int pl, int num_threads):
@@ -171,7 +187,8 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                       floating[:, ::1] scratch,         # (threads, scratch_size(...))
                       floating[:, :, ::1] U,            # (16, K, C) Winograd weights, or None
                       int method, int sh, int sw, int pt, int pl, int OH, int OW, bint relu,
-                      int pkh, int pkw, int psh, int psw, int ppt, int ppl, int num_threads):
+                      int pkh, int pkw, int psh, int psw, int ppt, int ppl, int num_threads,
+                      double[::1] maxes=None):
     """y = maxpool(act(conv(x, w) + b)); the conv has stride (sh, sw), top/left padding
     (pt, pl) and output planes (OH, OW), the pool windows (pkh, pkw), strides (psh, psw) and
     top/left padding (ppt, ppl).
@@ -183,6 +200,11 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     the input as its column matrix), WINOGRAD (3x3, stride 1, 0 <= pt, pl <= 2; ``U`` receives
     the transformed weights) or DIRECT (one input channel, 3x3, stride 1). ``scratch`` has at
     least ``num_threads`` rows of :func:`scratch_size` elements.
+
+    ``maxes`` (float64, at least ``num_threads`` entries), when given, receives per thread the
+    largest ``|y|`` over the items that thread wrote, NaN if one held a NaN (taken while the
+    item is in cache: the next conv's Winograd overflow test needs ``max |y|``, and this saves
+    it a pass over ``y``). Its max over the entries is ``max |y|`` exactly, for any schedule.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -203,6 +225,9 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
         and pl == 0 and OH == H and OW == W
     cdef int n, blk, n0, n1, e, T, th, tw, tpi, G, n_items
     cdef bint pooled = pkh > 0
+    cdef bint track = maxes is not None
+    cdef Py_ssize_t item0, item1
+    cdef int tid
     cdef Py_ssize_t pad_size = 0, v_size = 0, ssize = scratch.shape[1]
     cdef floating *pad
     cdef floating *V
@@ -226,6 +251,9 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                 cnn_wino_weights_f(wptr, &U[0, 0, 0], K, C, False)
             else:
                 cnn_wino_weights_d(wptr, &U[0, 0, 0], K, C, False)
+    if track:
+        for tid in range(maxes.shape[0]):
+            maxes[tid] = 0
     base = z = zz = pad = V = M = NULL
     with nogil, parallel(num_threads=num_threads):
         base = &scratch[omp_get_thread_num(), 0]
@@ -291,3 +319,9 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                 if pooled:
                     _pool_image(zz, yptr + n * out_img, K, OH, OW, PH, PW, pkh, pkw, psh, psw,
                                 ppt, ppl)
+            if track:
+                item0 = <Py_ssize_t> blk * G
+                item1 = min(<Py_ssize_t> N, item0 + G)
+                tid = omp_get_thread_num()
+                maxes[tid] = _max_abs_into(yptr + item0 * out_img, (item1 - item0) * out_img,
+                                           maxes[tid])
