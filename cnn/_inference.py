@@ -34,7 +34,7 @@ have changed (``_set_graph``, ``compile``) and when a layer's activation object 
 
 import numpy as np
 
-from cnn import _ops, _threads
+from cnn import _ops, _threads, layers
 from cnn._ext import _conv, _dense, _fused
 
 __all__ = ["InferencePlan", "plan_signature"]
@@ -57,13 +57,15 @@ def _wino_tiles(out_hw):
     return th * (tw + 1)
 
 
-def _name(layer):
-    return type(layer).__name__
+_CLASSES = {cls.__name__: cls for cls in (layers.Conv2D, layers.Dense, layers.MaxPool2D,
+                                          layers.Flatten, layers.Dropout, layers.Activation,
+                                          layers.BatchNormalization, layers.Add)}
 
 
 def _is(layer, *names):
-    # by class name, not isinstance: cnn.layers imports this module's importers
-    return _name(layer) in names
+    """``layer`` is exactly one of these built-in classes (a subclass may override forward,
+    so it runs as itself)."""
+    return any(type(layer) is _CLASSES[name] for name in names)
 
 
 def _activation_name(layer):
@@ -144,7 +146,7 @@ class _Add:
         return y
 
 
-def _folded(layer, bn, dtype, w_out, b_out):
+def _folded(layer, bn, w_out, b_out):
     """The weight and bias of ``layer`` with the BatchNormalization ``bn`` after it folded in,
     written into ``w_out`` / ``b_out``; without ``bn``, the layer's own arrays."""
     w = layer.params[0]
@@ -175,7 +177,7 @@ class _Weighted:
         self.b_buf = np.empty(w.shape[0], dtype=dtype) if bn is not None else None
 
     def weights(self):
-        return _folded(self.layer, self.bn, None, self.w_buf, self.b_buf)
+        return _folded(self.layer, self.bn, self.w_buf, self.b_buf)
 
 
 class _Dense(_Weighted):

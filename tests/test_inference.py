@@ -382,3 +382,16 @@ def test_winograd_overflow_test_uses_the_fused_max(scale):
         m.layers[2].params[0]), 32, np.float32)
     assert overflow == (scale > 1)
     np.testing.assert_array_equal(got, layerwise(m, x, 256))
+
+
+def test_a_subclass_of_a_builtin_layer_runs_its_own_forward():
+    class Doubled(layers.Conv2D):
+        def forward(self, x, training=False):
+            return 2 * super().forward(x, training)
+
+    m = cnn.Sequential([Doubled(4, 3, padding="same", activation="relu"), layers.MaxPool2D(2),
+                        layers.Flatten(), layers.Dense(3)], input_shape=(1, 8, 8), seed=0)
+    x = np.random.default_rng(0).random((5, 1, 8, 8)).astype(np.float32)
+    plan = m._inference_plan(5)
+    assert [len(node.layers) for node in plan.nodes][:2] == [1, 1]  # not fused
+    np.testing.assert_array_equal(m.predict(x), layerwise(m, x, 256))
