@@ -279,6 +279,47 @@ class _Node:
         self.frees = ()
 
 
+def _share_buffers(nodes):
+    """Let the output buffers of ops take turns: a node's output takes over a buffer of the
+    same shape and dtype whose last reader ran before it (a chain of equal shapes ping-pongs
+    between two buffers), so the plan's working set stays near the layer path's, whose freed
+    arrays the allocator hands back hot.
+
+    Outputs of ops that own no buffer (Flatten, Dropout, a layer's own forward) may be views
+    of their inputs, so they keep every buffer their inputs may view alive as long as
+    themselves. The model's output is never given away.
+    """
+    owned = (_Conv, _Dense, _MaxPool, _Add)
+    alias = {0: frozenset()}  # tensor -> the nodes whose buffer it may view
+    for i, node in enumerate(nodes):
+        if isinstance(node.op, owned):
+            alias[node.output] = frozenset((i,))
+        else:
+            alias[node.output] = frozenset().union(*(alias[t] for t in node.inputs))
+    last_use = {}
+    for i, node in enumerate(nodes):
+        for t in node.inputs:
+            for b in alias[t]:
+                last_use[b] = i
+    for b in alias[nodes[-1].output]:
+        last_use[b] = len(nodes)
+    free, live = {}, []
+    for i, node in enumerate(nodes):
+        keep = []
+        for end, key, buf in live:
+            if end < i:
+                free.setdefault(key, []).append(buf)
+            else:
+                keep.append((end, key, buf))
+        live = keep
+        if isinstance(node.op, owned):
+            y = node.op.y
+            key = (y.shape, y.dtype.str)
+            if free.get(key):
+                node.op.y = free[key].pop()
+            live.append((last_use.get(i, i), key, node.op.y))
+
+
 class InferencePlan:
     """The ops of one model for batches of ``n`` items of ``dtype`` at the current thread count.
 
@@ -332,6 +373,7 @@ class InferencePlan:
                 if src.maxes is None:
                     src.maxes = np.zeros(max(1, src.threads), dtype=np.float64)
                 op.source = src
+        _share_buffers(nodes)
         self.nodes = nodes
         self.chain = all(len(nd.inputs) == 1 and nd.inputs[0] == (nodes[i - 1].output if i else 0)
                          for i, nd in enumerate(nodes))

@@ -395,3 +395,20 @@ def test_a_subclass_of_a_builtin_layer_runs_its_own_forward():
     plan = m._inference_plan(5)
     assert [len(node.layers) for node in plan.nodes][:2] == [1, 1]  # not fused
     np.testing.assert_array_equal(m.predict(x), layerwise(m, x, 256))
+
+
+def test_buffers_of_one_shape_take_turns():
+    m = zoo("resnet8")
+    randomize_bn(m, np.random.default_rng(6))
+    plan = m._inference_plan(6)
+    owned = [op.y for op in plan.ops if hasattr(op, "y")]
+    distinct = {id(y) for y in owned}
+    assert len(distinct) < len(owned)
+    for i, node in enumerate(plan.nodes):  # an op never writes a buffer it reads
+        y = getattr(node.op, "y", None)
+        if y is not None:
+            producers = {nd.output: nd.op for nd in plan.nodes}
+            for t in node.inputs:
+                assert getattr(producers.get(t), "y", None) is not y
+    x = data(m, 6)
+    check_against_layerwise(m, x, 6)
