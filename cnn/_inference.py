@@ -37,7 +37,7 @@ import numpy as np
 from cnn import _ops, _threads, layers
 from cnn._ext import _conv, _dense, _fused
 
-__all__ = ["InferencePlan", "plan_signature"]
+__all__ = ["InferencePlan", "plan_signature", "plan_for"]
 
 _METHOD_CODES = {"im2col": _fused.IM2COL, "winograd": _fused.WINOGRAD, "direct": _fused.DIRECT}
 
@@ -463,3 +463,16 @@ class InferencePlan:
                 del values[t]
             values[node.output] = node.op(args)
         return values[self.nodes[-1].output]
+
+
+def plan_for(model, n, key):
+    """``model``'s cached plan under ``key`` (batch size, dtype, thread count) for batches of
+    ``n`` items: built on first use, rebuilt when :func:`plan_signature` changed; at most
+    ``model._MAX_PLANS`` are kept (the oldest goes first)."""
+    plans = model._inference_plans
+    plan = plans.get(key)
+    if plan is None or plan.signature != plan_signature(model):
+        if len(plans) >= model._MAX_PLANS:
+            plans.pop(next(iter(plans)))
+        plan = plans[key] = InferencePlan(model, n, model.dtype)
+    return plan

@@ -561,19 +561,11 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
 
     # -- inference ------------------------------------------------------------------------
 
-    # plans kept per model: the full batch and a ragged last one, for a few thread counts
-    _MAX_PLANS = 4
+    _MAX_PLANS = 4  # plans kept per model: the full batch and a ragged last one, a few thread counts
 
     def _inference_plan(self, n):
-        """The cached :class:`cnn._inference.InferencePlan` for batches of ``n`` items at the
-        current thread count (built on first use, rebuilt when the graph may have changed)."""
-        key = (n, self.dtype, _threads.get_num_threads())
-        plan = self._inference_plans.get(key)
-        if plan is None or plan.signature != _inference.plan_signature(self):
-            if len(self._inference_plans) >= self._MAX_PLANS:
-                self._inference_plans.pop(next(iter(self._inference_plans)))
-            plan = self._inference_plans[key] = _inference.InferencePlan(self, n, self.dtype)
-        return plan
+        """The cached inference plan for batches of ``n`` items (see :func:`cnn._inference.plan_for`)."""
+        return _inference.plan_for(self, n, (n, self.dtype, _threads.get_num_threads()))
 
     def _predict_checked(self, x, batch_size):
         n = x.shape[0]
@@ -592,15 +584,10 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         """Outputs of the last layer (probabilities for a softmax model), at inference
         (dropout off).
 
-        Runs an inference plan (:mod:`cnn._inference`), built on the first call for each
-        batch size and thread count and cached on the model: a ``Conv2D`` followed by
-        ``MaxPool2D`` runs as one fused kernel (no argmax, the unpooled tensor never written
-        in full), a ``BatchNormalization`` after a ``Conv2D``/``Dense`` without activation is
-        folded into its weights (outputs then agree with the layer-by-layer forward to rounding,
-        about 1e-5 relative in float32), and an ``Activation("relu")`` after them is fused.
-        Otherwise the outputs are those of the layer-by-layer forward, bit for bit. With layer
-        hooks registered (:meth:`register_layer_hook`) predict runs every layer on its own
-        instead, so the hooks see each one.
+        Runs the model's inference plan (:mod:`cnn._inference`: fused conv + max-pool, BatchNorm
+        folded into the layer before it); outputs are the layer-by-layer forward's bit for bit,
+        or to rounding where BatchNorm is folded or a batch is below one Winograd block. With
+        layer hooks registered every layer runs on its own, so the hooks see each one.
 
         Parameters
         ----------
@@ -638,8 +625,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         return self._evaluation_sums_checked(x, y, batch_size)
 
     def _inference_outputs_and_loss(self, xb, yb):
-        """``(outputs, loss)`` of one batch at inference: through the inference plan (the
-        logits path's ``z`` from the plan's last Dense), or layer by layer with hooks."""
+        """``(outputs, loss)`` of one batch at inference, by the plan when it can (z from it)."""
         if not self._layer_hooks:
             plan = self._inference_plan(xb.shape[0])
             if not self._fused or plan.logits_op is not None:
@@ -681,8 +667,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         y : class ids (N,) or targets (N, classes)
         batch_size : int >= 1, default 256
 
-        Runs the inference plan of :meth:`predict` (with its tolerances where it folds a
-        BatchNormalization).
+        Runs the inference plan of :meth:`predict`.
 
         Returns
         -------

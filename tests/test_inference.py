@@ -404,10 +404,10 @@ def test_buffers_of_one_shape_take_turns():
     owned = [op.y for op in plan.ops if hasattr(op, "y")]
     distinct = {id(y) for y in owned}
     assert len(distinct) < len(owned)
-    for i, node in enumerate(plan.nodes):  # an op never writes a buffer it reads
+    producers = {nd.output: nd.op for nd in plan.nodes}
+    for node in plan.nodes:  # an op never writes a buffer it reads
         y = getattr(node.op, "y", None)
         if y is not None:
-            producers = {nd.output: nd.op for nd in plan.nodes}
             for t in node.inputs:
                 assert getattr(producers.get(t), "y", None) is not y
     x = data(m, 6)
