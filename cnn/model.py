@@ -30,7 +30,7 @@ import threading
 
 import numpy as np
 
-from . import _interrupt, _registry
+from . import _inference, _interrupt, _registry, _threads
 from . import _validation as V
 from . import graph as _graph
 from . import losses as _losses
@@ -181,6 +181,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         self._steps = []
         self._chain = True
         self._node_caches = {}
+        self._inference_plans = {}
 
     # -- structure ------------------------------------------------------------------------
 
@@ -237,6 +238,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         self._grads = [g for layer in layers for g in layer.grads]
         self._checked = None
         self._node_caches = {}
+        self._inference_plans = {}
         self._update_fused()
 
     def _ensure_built(self, x):
@@ -288,6 +290,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
             self._check_output_fits_loss("compile", loss)
         self.loss = loss
         self.optimizer = optimizer
+        self._inference_plans = {}
         if self._steps:
             self._update_fused()
         return self
@@ -576,17 +579,33 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
 
     # -- inference ------------------------------------------------------------------------
 
+    _MAX_PLANS = 4  # plans kept per model: the full batch and a ragged last one, a few thread counts
+
+    def _inference_plan(self, n):
+        """The cached inference plan for batches of ``n`` items (see :func:`cnn._inference.plan_for`)."""
+        return _inference.plan_for(self, n, (n, self.dtype, _threads.get_num_threads()))
+
     def _predict_checked(self, x, batch_size):
         n = x.shape[0]
         out = np.empty((n,) + self.output_shape, dtype=self.dtype)
         with self._lock:
+            if self._layer_hooks:  # every layer runs on its own, so the hooks see each one
+                for i in range(0, n, batch_size):
+                    out[i:i + batch_size] = self._forward(x[i:i + batch_size], False)
+                return out
             for i in range(0, n, batch_size):
-                out[i:i + batch_size] = self._forward(x[i:i + batch_size], False)
+                xb = np.ascontiguousarray(x[i:i + batch_size])
+                out[i:i + batch_size] = self._inference_plan(xb.shape[0]).run(xb)
         return out
 
     def predict(self, x, batch_size=256):
         """Outputs of the last layer (probabilities for a softmax model), at inference
         (dropout off).
+
+        Runs the model's inference plan (:mod:`cnn._inference`: fused conv + max-pool, BatchNorm
+        folded into the layer before it); outputs are the layer-by-layer forward's bit for bit,
+        or to rounding where BatchNorm is folded or a batch is below one Winograd block. With
+        layer hooks registered every layer runs on its own, so the hooks see each one.
 
         Parameters
         ----------
@@ -635,6 +654,18 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         y = self._check_y(y, x.shape[0])
         return self._evaluation_sums_checked(x, y, batch_size)
 
+    def _inference_outputs_and_loss(self, xb, yb):
+        """``(outputs, loss)`` of one batch at inference, by the plan when it can (z from it)."""
+        if not self._layer_hooks:
+            plan = self._inference_plan(xb.shape[0])
+            if not self._fused or plan.logits_op is not None:
+                out = plan.run(np.ascontiguousarray(xb))
+                if self._fused:
+                    return out, self.loss.forward_from_logits(plan.logits(), yb)
+                return out, self.loss.forward(out, yb)
+        out, loss = self._outputs_and_loss(xb, yb, False)
+        return out, (loss[1] if self._fused else loss)
+
     def _evaluation_sums_checked(self, x, y, batch_size):
         n = x.shape[0]
         total_loss = 0.0
@@ -643,9 +674,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         with self._lock:
             for i in range(0, n, batch_size):
                 xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-                out, loss = self._outputs_and_loss(xb, yb, False)
-                if self._fused:
-                    loss = loss[1]
+                out, loss = self._inference_outputs_and_loss(xb, yb)
                 total_loss += loss * xb.shape[0]
                 if out.ndim == 2:
                     truth = labels[i:i + batch_size] if labels is not None else yb.argmax(axis=1)
@@ -667,6 +696,8 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         x : array_like of shape ``(N, *input_shape)``
         y : class ids (N,) or targets (N, classes)
         batch_size : int >= 1, default 256
+
+        Runs the inference plan of :meth:`predict`.
 
         Returns
         -------

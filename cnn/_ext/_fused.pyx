@@ -1,0 +1,327 @@
+"""Fused inference kernels: conv + bias + ReLU + max-pool in one pass, one parallel region.
+
+    x (N, C, H, W) -> conv (K, OH, OW) per image, in a thread's scratch -> y (N, K, PH, PW)
+
+Each work item (an image; for Winograd a block of images) is convolved into the thread's
+private scratch while it is in cache, and pooled from there straight into ``y``: the unpooled
+tensor ``(N, K, OH, OW)`` is never written in full, no argmax is written, and the whole layer
+pair is one OpenMP region instead of two.
+
+The convolution of an item is the same arithmetic as the training kernels of ``_conv.pyx``
+(the same im2col + GEMM per image, the same Winograd blocks of images, the same direct
+one-channel kernel, the same bias/ReLU pass), and the pool keeps the same values as
+``_pool.pyx`` (see ``_fused.h``): the result is bit-identical to ``conv2d`` then
+``maxpool2d`` with the same algorithm. Work items are handed out dynamically; which thread
+runs one never changes its result.
+
+Validation lives in the inference plan (:mod:`cnn._inference`), which builds these calls
+from built layers; these kernels trust their arguments.
+"""
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+from libc.math cimport NAN
+
+from cnn._ext._blas cimport _gemm
+from cnn._ext._openmp cimport omp_get_thread_num
+
+
+# The algorithm codes of conv_pool_forward's ``method``.
+cdef enum:
+    M_IM2COL = 0
+    M_WINOGRAD = 1
+    M_DIRECT = 2
+
+IM2COL, WINOGRAD, DIRECT = M_IM2COL, M_WINOGRAD, M_DIRECT
+
+# Tiles per Winograd block: must equal WINO_TILES of _conv.pyx, so that images are grouped
+# into the same blocks (the GEMMs see the same shapes) and the results stay bit-identical.
+cdef enum:
+    WINO_TILES = 384
+
+
+cdef extern from "_fused.h":
+    void cnn_maxpool_plane_f(const float *x, Py_ssize_t H, Py_ssize_t W, float *y,
+                             Py_ssize_t OH, Py_ssize_t OW, int kh, int kw, int sh, int sw,
+                             int pt, int pl) noexcept nogil
+    void cnn_maxpool_plane_d(const double *x, Py_ssize_t H, Py_ssize_t W, double *y,
+                             Py_ssize_t OH, Py_ssize_t OW, int kh, int kw, int sh, int sw,
+                             int pt, int pl) noexcept nogil
+
+
+cdef extern from "_im2col.h":
+    void cnn_im2col_f(const float *x, float *cols, int C, int H, int W, int kh, int kw,
+                      int sh, int sw, int pt, int pl, int OH, int OW, int dh,
+                      int dw) noexcept nogil
+    void cnn_im2col_d(const double *x, double *cols, int C, int H, int W, int kh, int kw,
+                      int sh, int sw, int pt, int pl, int OH, int OW, int dh,
+                      int dw) noexcept nogil
+
+
+cdef extern from "_winograd.h":
+    Py_ssize_t CNN_WINO_TILES(Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+    Py_ssize_t CNN_WINO_PAD_SIZE(Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+    void cnn_wino_weights_f(const float *w, float *U, int Kout, int Cin, int flip) noexcept nogil
+    void cnn_wino_weights_d(const double *w, double *U, int Kout, int Cin, int flip) noexcept nogil
+    void cnn_wino_input_f(const float *x, const float *mask, float *pad, float *V, int Cin,
+                          int H, int W, int pt, int pl, int th, int tw, Py_ssize_t ldv,
+                          Py_ssize_t lde, Py_ssize_t t0) noexcept nogil
+    void cnn_wino_input_d(const double *x, const double *mask, double *pad, double *V, int Cin,
+                          int H, int W, int pt, int pl, int th, int tw, Py_ssize_t ldv,
+                          Py_ssize_t lde, Py_ssize_t t0) noexcept nogil
+    void cnn_wino_output_f(const float *M, float *y, const float *bias, int relu, int Kout,
+                           int OH, int OW, int th, int tw, Py_ssize_t ldm,
+                           Py_ssize_t t0, float *o) noexcept nogil
+    void cnn_wino_output_d(const double *M, double *y, const double *bias, int relu, int Kout,
+                           int OH, int OW, int th, int tw, Py_ssize_t ldm,
+                           Py_ssize_t t0, double *o) noexcept nogil
+
+
+cdef extern from "_direct.h":
+    Py_ssize_t CNN_DIRECT_SCRATCH(Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
+    void cnn_direct3x3_c1_f(const float *x, const float *w, const float *b, int relu, float *y,
+                            int K, int H, int W, int pt, int pl, int OH, int OW,
+                            float *scratch) noexcept nogil
+    void cnn_direct3x3_c1_d(const double *x, const double *w, const double *b, int relu,
+                            double *y, int K, int H, int W, int pt, int pl, int OH, int OW,
+                            double *scratch) noexcept nogil
+
+
+cdef inline void _pool_plane(const floating *x, Py_ssize_t H, Py_ssize_t W, floating *y,
+                             Py_ssize_t OH, Py_ssize_t OW, int kh, int kw, int sh, int sw,
+                             int pt, int pl) noexcept nogil:
+    if floating is float:
+        cnn_maxpool_plane_f(x, H, W, y, OH, OW, kh, kw, sh, sw, pt, pl)
+    else:
+        cnn_maxpool_plane_d(x, H, W, y, OH, OW, kh, kw, sh, sw, pt, pl)
+
+
+cdef inline void _pool_image(const floating *z, floating *y, int K, int OH, int OW, int PH,
+                             int PW, int kh, int kw, int sh, int sw, int pt,
+                             int pl) noexcept nogil:
+    """Pool the K planes (OH, OW) of one image's conv output z into y (K, PH, PW)."""
+    cdef int k
+    for k in range(K):
+        _pool_plane(z + <Py_ssize_t> k * OH * OW, OH, OW, y + <Py_ssize_t> k * PH * PW,
+                    PH, PW, kh, kw, sh, sw, pt, pl)
+
+
+cdef void _bias_act(floating *y, const floating *b, bint has_bias, bint relu,
+                    int K, int P) noexcept nogil:
+    """y[k, p] = act(y[k, p] + b[k]) in place for one image (the pass of _conv.pyx)."""
+    cdef int k, p
+    cdef floating bk, v
+    cdef floating *row
+    for k in range(K):
+        row = y + <Py_ssize_t> k * P
+        bk = b[k] if has_bias else 0
+        if relu:
+            for p in range(P):
+                v = row[p] + bk
+                row[p] = 0 if v <= 0 else v  # NaN stays NaN, as in np.maximum
+        elif has_bias:
+            for p in range(P):
+                row[p] += bk
+
+
+cdef int _wino_group(int N, int tiles_per_image) noexcept nogil:
+    """Images per Winograd block, as in _conv.pyx: about WINO_TILES tiles, at least one."""
+    cdef int g = (WINO_TILES + tiles_per_image - 1) // tiles_per_image
+    return max(1, min(N, g))
+
+
+cdef double _max_abs_into(const floating *y, Py_ssize_t n, double cur) noexcept nogil:
+    """max(cur, max |y[:n]|), NaN if cur or any y is NaN."""
+    cdef Py_ssize_t i
+    cdef floating v, m = 0
+    cdef int nan = cur != cur
+    for i in range(n):
+        v = y[i]
+        nan = nan | (v != v)
+        v = -v if v < 0 else v
+        m = v if v > m else m
+    if nan:
+        return NAN
+    return cur if cur > m else <double> m
+
+
+def pool_plane_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
+                       floating[:, :, :, ::1] y,        # OUT (N, C, OH, OW)
+                       int kh, int kw, int sh, int sw, int pt, int pl, int num_threads):
+    """Max-pool values only (no argmax), OpenMP over the N*C planes: the inference pool."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3], plane
+    if N * C == 0 or OH * OW == 0:
+        return
+    for plane in prange(N * C, nogil=True, schedule='dynamic', chunksize=8,
+                        num_threads=max(1, min(num_threads, N * C))):
+        _pool_plane(&x[0, 0, 0, 0] + plane * H * W, H, W, &y[0, 0, 0, 0] + plane * OH * OW,
+                    OH, OW, kh, kw, sh, sw, pt, pl)
+
+
+def scratch_size(int method, int N, int C, int K, int kh, int kw, int OH, int OW):
+    """Elements of one thread's scratch for :func:`conv_pool_forward` with ``method``.
+
+    im2col: the column matrix (C*kh*kw, OH*OW) and the conv output (K, OH*OW); direct: the
+    direct kernel's padded plane and accumulators and the conv output; Winograd: the padded
+    plane, an output row, V (16, C, T), M (16, K, T) and the conv output of a block of images.
+    """
+    cdef Py_ssize_t P = <Py_ssize_t> OH * OW, th, tw, tpi, T
+    if method == M_WINOGRAD:
+        th = (OH + 1) // 2
+        tw = (OW + 1) // 2
+        tpi = CNN_WINO_TILES(th, tw)
+        T = _wino_group(N, <int> tpi) * tpi
+        return (CNN_WINO_PAD_SIZE(th, tw) + 4 * tpi + 16 * (<Py_ssize_t> C + K) * T
+                + _wino_group(N, <int> tpi) * K * P)
+    if method == M_DIRECT:
+        return CNN_DIRECT_SCRATCH(OH, OW) + K * P
+    return <Py_ssize_t> C * kh * kw * P + K * P
+
+
+def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
+                      const floating[:, :, :, ::1] w,   # IN  (K, C, kh, kw)
+                      const floating[::1] b,            # IN  (K,) or None
+                      floating[:, :, :, ::1] y,         # OUT (N, K, PH, PW), pooled
+                      floating[:, ::1] scratch,         # (threads, scratch_size(...))
+                      floating[:, :, ::1] U,            # (16, K, C) Winograd weights, or None
+                      int method, int sh, int sw, int pt, int pl, int OH, int OW, bint relu,
+                      int pkh, int pkw, int psh, int psw, int ppt, int ppl, int num_threads,
+                      double[::1] maxes=None):
+    """y = maxpool(act(conv(x, w) + b)); the conv has stride (sh, sw), top/left padding
+    (pt, pl) and output planes (OH, OW), the pool windows (pkh, pkw), strides (psh, psw) and
+    top/left padding (ppt, ppl).
+
+    ``pkh = 0`` means no pool: y is then (N, K, OH, OW) and receives the conv output
+    directly (the same kernels with preallocated scratch, so a call allocates nothing).
+
+    ``method`` is IM2COL (any kernel, dilation 1, groups 1; a 1x1 stride-1 unpadded conv reads
+    the input as its column matrix), WINOGRAD (3x3, stride 1, 0 <= pt, pl <= 2; ``U`` receives
+    the transformed weights) or DIRECT (one input channel, 3x3, stride 1). ``scratch`` has at
+    least ``num_threads`` rows of :func:`scratch_size` elements.
+
+    ``maxes`` (float64, at least ``num_threads`` entries), when given, receives per thread the
+    largest ``|y|`` over the items that thread wrote, NaN if one held a NaN (taken while the
+    item is in cache: the next conv's Winograd overflow test needs ``max |y|``, and this saves
+    it a pass over ``y``). Its max over the entries is ``max |y|`` exactly, for any schedule.
+    """
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    cdef int PH = y.shape[2], PW = y.shape[3]
+    cdef int P = OH * OW, CKK = C * kh * kw
+    cdef bint has_bias = b is not None
+    cdef const floating *bptr = &b[0] if has_bias else NULL
+    cdef const floating *xptr
+    cdef const floating *wptr
+    cdef floating *yptr
+    cdef const floating *src
+    cdef floating *base
+    cdef floating *z
+    cdef floating *zz
+    cdef Py_ssize_t in_img = <Py_ssize_t> C * H * W, out_img = <Py_ssize_t> K * PH * PW
+    cdef Py_ssize_t conv_img = <Py_ssize_t> K * P
+    cdef bint one_by_one = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 \
+        and pl == 0 and OH == H and OW == W
+    cdef int n, blk, n0, n1, e, T, th, tw, tpi, G, n_items
+    cdef bint pooled = pkh > 0
+    cdef bint track = maxes is not None
+    cdef Py_ssize_t item0, item1
+    cdef int tid
+    cdef Py_ssize_t pad_size = 0, v_size = 0, ssize = scratch.shape[1]
+    cdef floating *pad
+    cdef floating *V
+    cdef floating *M
+    if N == 0 or K == 0 or P == 0 or PH * PW == 0:
+        return
+    xptr = &x[0, 0, 0, 0]
+    wptr = &w[0, 0, 0, 0]
+    yptr = &y[0, 0, 0, 0]
+    th = (OH + 1) // 2
+    tw = (OW + 1) // 2
+    tpi = <int> CNN_WINO_TILES(th, tw)
+    G = _wino_group(N, tpi) if method == M_WINOGRAD else 1
+    n_items = (N + G - 1) // G
+    num_threads = max(1, min(num_threads, n_items))
+    if method == M_WINOGRAD:
+        pad_size = CNN_WINO_PAD_SIZE(th, tw) + 4 * <Py_ssize_t> tpi
+        v_size = 16 * <Py_ssize_t> C * G * tpi
+        with nogil:
+            if floating is float:
+                cnn_wino_weights_f(wptr, &U[0, 0, 0], K, C, False)
+            else:
+                cnn_wino_weights_d(wptr, &U[0, 0, 0], K, C, False)
+    if track:
+        for tid in range(maxes.shape[0]):
+            maxes[tid] = 0
+    base = z = zz = pad = V = M = NULL
+    with nogil, parallel(num_threads=num_threads):
+        base = &scratch[omp_get_thread_num(), 0]
+        # the conv output of the item sits at the end of the thread's row
+        z = base + ssize - <Py_ssize_t> G * conv_img
+        for blk in prange(n_items, schedule='dynamic'):
+            # the item's conv output: the thread's scratch, or (no pool) straight into y
+            zz = z if pooled else yptr + <Py_ssize_t> blk * G * conv_img
+            if method == M_WINOGRAD:
+                n0 = blk * G
+                n1 = min(N, n0 + G)
+                T = (n1 - n0) * tpi
+                pad = base
+                V = pad + pad_size
+                M = V + v_size
+                for n in range(n0, n1):
+                    if floating is float:
+                        cnn_wino_input_f(xptr + n * in_img, NULL, pad, V, C, H, W, pt, pl, th,
+                                         tw, T, <Py_ssize_t> C * T, <Py_ssize_t> (n - n0) * tpi)
+                    else:
+                        cnn_wino_input_d(xptr + n * in_img, NULL, pad, V, C, H, W, pt, pl, th,
+                                         tw, T, <Py_ssize_t> C * T, <Py_ssize_t> (n - n0) * tpi)
+                for e in range(16):
+                    _gemm(False, False, K, T, C, 1, &U[e, 0, 0], C,
+                          V + <Py_ssize_t> e * C * T, T, 0, M + <Py_ssize_t> e * K * T, T)
+                for n in range(n0, n1):
+                    if floating is float:
+                        cnn_wino_output_f(M, zz + (n - n0) * conv_img, bptr, relu, K, OH, OW,
+                                          th, tw, T, <Py_ssize_t> (n - n0) * tpi,
+                                          pad + pad_size - 4 * tpi)
+                    else:
+                        cnn_wino_output_d(M, zz + (n - n0) * conv_img, bptr, relu, K, OH, OW,
+                                          th, tw, T, <Py_ssize_t> (n - n0) * tpi,
+                                          pad + pad_size - 4 * tpi)
+                    if pooled:
+                        _pool_image(zz + (n - n0) * conv_img, yptr + n * out_img, K, OH, OW,
+                                    PH, PW, pkh, pkw, psh, psw, ppt, ppl)
+            elif method == M_DIRECT:
+                n = blk
+                if floating is float:
+                    cnn_direct3x3_c1_f(xptr + n * in_img, wptr, bptr, relu, zz, K, H, W, pt, pl,
+                                       OH, OW, base)
+                else:
+                    cnn_direct3x3_c1_d(xptr + n * in_img, wptr, bptr, relu, zz, K, H, W, pt, pl,
+                                       OH, OW, base)
+                if pooled:
+                    _pool_image(zz, yptr + n * out_img, K, OH, OW, PH, PW, pkh, pkw, psh, psw,
+                                ppt, ppl)
+            else:
+                n = blk
+                if one_by_one:
+                    src = xptr + n * in_img
+                else:
+                    if floating is float:
+                        cnn_im2col_f(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt, pl,
+                                     OH, OW, 1, 1)
+                    else:
+                        cnn_im2col_d(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt, pl,
+                                     OH, OW, 1, 1)
+                    src = base
+                _gemm(False, False, K, P, CKK, 1, wptr, CKK, src, P, 0, zz, P)
+                _bias_act(zz, bptr, has_bias, relu, K, P)
+                if pooled:
+                    _pool_image(zz, yptr + n * out_img, K, OH, OW, PH, PW, pkh, pkw, psh, psw,
+                                ppt, ppl)
+            if track:
+                item0 = <Py_ssize_t> blk * G
+                item1 = min(<Py_ssize_t> N, item0 + G)
+                tid = omp_get_thread_num()
+                maxes[tid] = _max_abs_into(yptr + item0 * out_img, (item1 - item0) * out_img,
+                                           maxes[tid])

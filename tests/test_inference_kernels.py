@@ -1,0 +1,201 @@
+"""The fused inference kernels of ``cnn._ext._fused`` against the unfused composition.
+
+``conv_pool_forward`` must equal ``_ops.conv2d`` (same algorithm) then the max-pool's values
+bit for bit, for every algorithm, geometry and dtype; the values-only pool must equal the
+training pool's values (NaN wins, padded cells never do, of +0.0 / -0.0 the first wins). The
+reference (``cnn.reference``, plain NumPy) is the independent oracle of the whole.
+"""
+
+import numpy as np
+import pytest
+
+import cnn
+from cnn import _ops, reference
+from cnn import functional as F
+from cnn._ext import _conv, _fused
+
+DTYPES = (np.float32, np.float64)
+CODES = {"im2col": _fused.IM2COL, "winograd": _fused.WINOGRAD, "direct": _fused.DIRECT}
+
+
+def _conv_geometry(x_shape, w_shape, stride, padding):
+    pads = F.conv2d_padding(padding, w_shape[2:], stride, x_shape[2:])
+    oh, ow = F.conv2d_output_shape(x_shape[1:], w_shape[0], w_shape[2:], stride, padding)[1:]
+    return pads, (int(oh), int(ow))
+
+
+def _pool_geometry(hw, size, stride, padding):
+    stride = size if stride is None else stride
+    pads = F.maxpool2d_padding(padding, size, stride, hw)
+    ph, pw = F.maxpool2d_output_shape((1,) + tuple(hw), size, stride, padding)[1:]
+    return stride, pads, (int(ph), int(pw))
+
+
+def fused(x, w, b, stride, padding, relu, method, size, pstride, ppadding, threads):
+    """conv_pool_forward with its buffers made here."""
+    pads, out_hw = _conv_geometry(x.shape, w.shape, stride, padding)
+    pst, ppads, pool_hw = _pool_geometry(out_hw, size, pstride, ppadding)
+    N, K = x.shape[0], w.shape[0]
+    y = np.full((N, K) + pool_hw, np.nan, dtype=x.dtype)
+    size_ = _fused.scratch_size(CODES[method], N, w.shape[1], K, w.shape[2], w.shape[3], *out_hw)
+    scratch = np.empty((threads, size_), dtype=x.dtype)
+    U = np.empty((16, K, w.shape[1]), dtype=x.dtype) if method == "winograd" else None
+    _fused.conv_pool_forward(x, w, b, y, scratch, U, CODES[method], stride[0], stride[1],
+                             pads[0], pads[2], out_hw[0], out_hw[1], relu, size[0], size[1],
+                             pst[0], pst[1], ppads[0], ppads[2], threads)
+    return y
+
+
+def unfused(x, w, b, stride, padding, relu, method, size, pstride, ppadding):
+    pads, out_hw = _conv_geometry(x.shape, w.shape, stride, padding)
+    z = np.empty((x.shape[0], w.shape[0]) + out_hw, dtype=x.dtype)
+    threads = cnn.get_num_threads()
+    # the kernels themselves (_ops.conv2d would leave Winograd for im2col on a NaN input)
+    if method == "winograd":
+        _conv.conv2d_forward_winograd(x, w, b, z, pads[0], pads[2], relu, threads)
+    elif method == "direct":
+        _conv.conv2d_forward_direct_c1(x, w, b, z, pads[0], pads[2], relu, threads)
+    else:
+        _conv.conv2d_forward(x, w, b, z, stride[0], stride[1], pads[0], pads[2], relu, threads)
+    pst, ppads, pool_hw = _pool_geometry(out_hw, size, pstride, ppadding)
+    return _ops.maxpool2d(z, size, pst, ppads, pool_hw)[0]
+
+
+CASES = [
+    # (N, C, H, W, K, kernel, stride, padding, method, pool size, pool stride, pool padding)
+    (3, 1, 28, 28, 8, (3, 3), (1, 1), "same", "direct", (2, 2), None, "tile"),
+    (2, 1, 13, 11, 5, (3, 3), (1, 1), "valid", "direct", (2, 2), None, "tile"),
+    (9, 16, 14, 14, 16, (3, 3), (1, 1), "same", "winograd", (2, 2), None, "tile"),
+    (2, 17, 9, 7, 18, (3, 3), (1, 1), "same", "winograd", (3, 3), (2, 2), "tile"),
+    (4, 3, 15, 15, 6, (5, 5), (1, 1), "same", "im2col", (2, 2), None, "tile"),
+    (3, 4, 12, 10, 5, (3, 3), (2, 2), "same", "im2col", (3, 3), (2, 2), "valid"),
+    (2, 6, 8, 8, 7, (1, 1), (1, 1), "valid", "im2col", (2, 2), None, "tile"),
+    (2, 3, 10, 9, 4, (3, 2), (1, 1), (1, 0, 2, 1), "im2col", (2, 3), (1, 2), "same"),
+    (1, 2, 7, 7, 3, (3, 3), (1, 1), "same", "im2col", (7, 7), None, "valid"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("case", CASES)
+def test_fused_conv_pool_equals_conv_then_pool_bit_for_bit(case, relu, dtype):
+    N, C, H, W, K, ks, stride, padding, method, size, pstride, ppadding = case
+    rng = np.random.default_rng(hash(case) % 2 ** 32)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C) + ks).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    want = unfused(x, w, b, stride, padding, relu, method, size, pstride, ppadding)
+    for threads in (1, 2, 3):
+        got = fused(x, w, b, stride, padding, relu, method, size, pstride, ppadding, threads)
+        np.testing.assert_array_equal(got, want)
+    # and the independent oracle: the plain NumPy reference's conv, bias, ReLU and pool
+    z = reference.conv2d(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                         stride, padding)
+    if relu:
+        z = np.maximum(z, 0)
+    pst, ppads, _ = _pool_geometry(z.shape[2:], size, pstride, ppadding)
+    ref = reference.maxpool2d(z, size, pst, ppads)[0]
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_without_bias_equals_unfused(dtype):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 16, 10, 10)).astype(dtype)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(dtype)
+    for method in ("im2col", "winograd"):
+        want = unfused(x, w, None, (1, 1), "same", True, method, (2, 2), None, "tile")
+        got = fused(x, w, None, (1, 1), "same", True, method, (2, 2), None, "tile", 2)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", [((2, 2), None, "tile"), ((3, 3), (2, 2), "same"),
+                                      ((2, 3), (1, 1), "valid"), ((3, 2), (3, 1), (1, 1, 0, 1))])
+def test_values_only_pool_equals_training_pool(geometry, dtype):
+    size, stride, padding = geometry
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 9, 11)).astype(dtype)
+    x[0, 0, 2, 3] = np.nan  # NaN wins its window (and the plane is redone NaN-aware)
+    x[1, 2] = 0.0
+    x[1, 2, ::2, ::3] = -0.0  # ties of +0.0 and -0.0: the first cell in row-major order wins
+    x[2, 3, :4, :4] = 1.5  # exact ties
+    want = F.maxpool2d(x, size, stride, padding)[0]
+    st, pads, out_hw = _pool_geometry(x.shape[2:], size, stride, padding)
+    for threads in (1, 2):
+        got = np.empty_like(want)
+        _fused.pool_plane_forward(x, got, size[0], size[1], st[0], st[1], pads[0], pads[2],
+                                  threads)
+        np.testing.assert_array_equal(got, want)  # NaN == NaN here
+        assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("method", ["im2col", "winograd", "direct"])
+def test_fused_nan_input_propagates_like_unfused(method):
+    rng = np.random.default_rng(11)
+    C = 1 if method == "direct" else 16
+    x = rng.standard_normal((2, C, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((16, C, 3, 3)).astype(np.float32)
+    x[1, 0, 4, 4] = np.nan
+    want = unfused(x, w, None, (1, 1), "same", False, method, (2, 2), None, "tile")
+    got = fused(x, w, None, (1, 1), "same", False, method, (2, 2), None, "tile", 2)
+    assert np.isnan(want).any()
+    np.testing.assert_array_equal(got, want)
+
+
+def test_kernels_agree_with_the_thread_knob():
+    """The kernels run under the serial build too (one thread): the knob's count is honoured."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 16, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    want = unfused(x, w, None, (1, 1), "same", True, "winograd", (2, 2), None, "tile")
+    got = fused(x, w, None, (1, 1), "same", True, "winograd", (2, 2), None, "tile",
+                cnn.get_num_threads())
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+def test_no_pool_mode_equals_the_conv_kernel(case, dtype):
+    """pkh = 0: the conv output written straight into y, bit for bit the _conv kernel's."""
+    N, C, H, W, K, ks, stride, padding, method = case[:9]
+    rng = np.random.default_rng(abs(hash(case)) % 2 ** 32 + 1)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C) + ks).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    pads, out_hw = _conv_geometry(x.shape, w.shape, stride, padding)
+    want = unfused(x, w, b, stride, padding, True, method, (1, 1), None, "valid")  # 1x1 pool
+    for threads in (1, 2):
+        y = np.full((N, K) + out_hw, np.nan, dtype=dtype)
+        size = _fused.scratch_size(CODES[method], N, C, K, ks[0], ks[1], *out_hw)
+        U = np.empty((16, K, C), dtype=dtype) if method == "winograd" else None
+        _fused.conv_pool_forward(x, w, b, y, np.empty((threads, size), dtype), U, CODES[method],
+                                 stride[0], stride[1], pads[0], pads[2], out_hw[0], out_hw[1],
+                                 True, 0, 0, 1, 1, 0, 0, threads)
+        np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("method", ["im2col", "winograd", "direct"])
+def test_fused_kernel_reports_max_abs_of_its_output(method, dtype):
+    rng = np.random.default_rng(21)
+    C = 1 if method == "direct" else 16
+    x = rng.standard_normal((9, C, 10, 10)).astype(dtype)
+    w = rng.standard_normal((16, C, 3, 3)).astype(dtype)
+    pads, out_hw = _conv_geometry(x.shape, w.shape, (1, 1), "same")
+    for relu, pool in [(False, (2, 2, 2, 2, 0, 0)), (True, (0, 0, 1, 1, 0, 0))]:
+        for threads in (1, 2, 3):
+            y = np.empty((9, 16) + ((5, 5) if pool[0] else out_hw), dtype=dtype)
+            size = _fused.scratch_size(CODES[method], 9, C, 16, 3, 3, *out_hw)
+            U = np.empty((16, 16, C), dtype=dtype) if method == "winograd" else None
+            maxes = np.full(threads + 1, -1.0)
+            _fused.conv_pool_forward(x, w, None, y, np.empty((threads, size), dtype), U,
+                                     CODES[method], 1, 1, pads[0], pads[2], *out_hw, relu, *pool,
+                                     threads, maxes)
+            assert maxes.max() == _ops.max_abs(y) and maxes.min() >= 0
+    x[4, 0, 5, 5] = np.nan
+    maxes = np.zeros(2)
+    _fused.conv_pool_forward(x, w, None, y, np.empty((2, size), dtype), U, CODES[method], 1, 1,
+                             pads[0], pads[2], *out_hw, True, 0, 0, 1, 1, 0, 0, 2, maxes)
+    assert np.isnan(maxes.max())
