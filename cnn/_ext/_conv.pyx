@@ -18,6 +18,8 @@ instead of waiting at the barrier. Which thread does an item never changes its r
 
 Validation lives in :mod:`cnn.functional`; these kernels trust their arguments.
 """
+import os
+
 import numpy as np
 
 from cython cimport floating
@@ -57,6 +59,34 @@ cdef inline void _relu_mask(const floating *g, const floating *a, floating *out,
         cnn_relu_mask_f(g, a, out, n)
     else:
         cnn_relu_mask_d(g, a, out, n)
+
+
+cdef extern from "_simd.h":
+    int cnn_kernel_isa() noexcept nogil
+
+_ISA_NAMES = ("default", "avx2", "avx512f")
+
+
+def _check_isa_env():
+    """CNN_KERNEL_ISA, when set, must name a clone (the C side ignores anything else)."""
+    value = os.environ.get("CNN_KERNEL_ISA")
+    if value is not None and value not in _ISA_NAMES:
+        raise ValueError(f"CNN_KERNEL_ISA must be one of 'avx512f', 'avx2', 'default' or "
+                         f"unset; got {value!r}")
+
+
+# Pick the kernel clones now, before any thread runs a kernel (see _simd.h).
+_check_isa_env()
+cnn_kernel_isa()
+
+
+def kernel_isa():
+    """The kernel clone this process runs: ``"avx512f"``, ``"avx2"`` or ``"default"``.
+
+    The best the CPU has, in that order, capped by the environment variable
+    ``CNN_KERNEL_ISA``; ``"default"`` where the build has no clones (not x86-64 GNU C).
+    """
+    return _ISA_NAMES[cnn_kernel_isa()]
 
 
 cdef object _dtype(const floating[:, :, :, ::1] like):

@@ -18,8 +18,8 @@
 
 #define CNN_POOL22_CHUNK 256
 
-#define CNN_DEFINE_POOL22_ROW(NAME, T)                                                       \
-CNN_TARGET_CLONES static int NAME(const T *restrict r0, ptrdiff_t W, ptrdiff_t base,        \
+#define CNN_DEFINE_POOL22_ROW(ISA, NAME, T)                                                  \
+CNN_ATTR(ISA) static int NAME##_##ISA(const T *restrict r0, ptrdiff_t W, ptrdiff_t base,    \
                                   ptrdiff_t lo, ptrdiff_t hi, T *restrict y,                \
                                   ptrdiff_t *restrict arg) {                                \
     const T *restrict r1 = r0 + W;                                                          \
@@ -44,7 +44,9 @@ CNN_TARGET_CLONES static int NAME(const T *restrict r0, ptrdiff_t W, ptrdiff_t b
     return nan;                                                                             \
 }
 
-CNN_DEFINE_POOL22_ROW(cnn_pool22_row_f, float)
-CNN_DEFINE_POOL22_ROW(cnn_pool22_row_d, double)
+CNN_FOR_EACH_ISA(CNN_DEFINE_POOL22_ROW, cnn_pool22_row_f, float)
+CNN_FOR_EACH_ISA(CNN_DEFINE_POOL22_ROW, cnn_pool22_row_d, double)
+#define cnn_pool22_row_f CNN_DISPATCH(cnn_pool22_row_f)
+#define cnn_pool22_row_d CNN_DISPATCH(cnn_pool22_row_d)
 
 #endif
