@@ -3,7 +3,7 @@ results whichever runs.
 
 Each clone is forced in a child process with ``CNN_KERNEL_ISA`` (it caps the choice); the
 children run every cloned kernel (Winograd forward, weight and input gradients, the direct
-one-channel conv, the 2x2 max-pool) on the same seeded data and save the results, which must
+one-channel conv, the 2x2 max-pool, batch-norm training forward and backward) on the same seeded data and save the results, which must
 agree to the bit. The oracle tests of those kernels run in this process, on the best clone.
 """
 import os
@@ -102,6 +102,16 @@ for dt in (np.float32, np.float64):
     xp[0, 0, :4, :4] = 1.0                                  # ties: the first cell wins
     yp, arg = F.maxpool2d(xp, 2, padding="valid")
     out[f"pool_y_{name}"], out[f"pool_arg_{name}"] = yp, arg
+    for shape in ((6, 5, 13, 11), (37, 9)):                 # S = 143 (lanes + tail), S = 1
+        xb = (rng.standard_normal(shape) * 3 + 1).astype(dt)
+        gb = rng.standard_normal(shape[1]).astype(dt)
+        bb = rng.standard_normal(shape[1]).astype(dt)
+        yb, mb, vb = F.batch_norm(xb, gb, bb)
+        dyb = rng.standard_normal(shape).astype(dt)
+        dxb, dgb, dbb = F.batch_norm_backward(dyb, xb, mb, vb, gb)
+        for key, v in (("y", yb), ("mean", mb), ("var", vb), ("dx", dxb), ("dgamma", dgb),
+                       ("dbeta", dbb)):
+            out[f"bn{len(shape)}_{key}_{name}"] = v
 np.savez(sys.argv[1], **out)
 """
 
