@@ -89,6 +89,27 @@ def kernel_isa():
     return _ISA_NAMES[cnn_kernel_isa()]
 
 
+# Elements per work item of relu_backward: items are fixed by the size alone.
+cdef enum:
+    RELU_CHUNK = 32768
+
+
+def relu_backward(const floating[::1] g,   # IN  (n,) gradient w.r.t. the ReLU's output
+                  const floating[::1] a,   # IN  (n,) the ReLU's input (or its output)
+                  floating[::1] out,       # OUT (n,)
+                  int num_threads):
+    """``out = g where a > 0, else 0`` (ReLU'(0) = 0; a NaN in ``a`` gives 0, a NaN in ``g``
+    passes where ``a > 0``): ``np.where(a > 0, g, 0)`` without its per-element branch.
+    Elementwise, so any split over threads gives the same bits."""
+    cdef Py_ssize_t n = g.shape[0], items = (n + RELU_CHUNK - 1) // RELU_CHUNK, t, lo
+    if n == 0:
+        return
+    for t in prange(items, nogil=True, schedule='dynamic',
+                    num_threads=max(1, min(num_threads, items))):
+        lo = t * RELU_CHUNK
+        _relu_mask(&g[lo], &a[lo], &out[lo], min(RELU_CHUNK, n - lo))
+
+
 cdef object _dtype(const floating[:, :, :, ::1] like):
     """The NumPy dtype matching the fused type ``floating``."""
     return np.float32 if floating is float else np.float64
