@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+import sysconfig
 
 import numpy as np
 import pytest
@@ -33,6 +34,11 @@ X86_LINUX = sys.platform.startswith("linux") and platform.machine() in ("x86_64"
 
 
 def _best_isa():
+    """The clone the resolver must pick: the best the CPU has, if the build has clones."""
+    from cnn._ext import _conv
+
+    if not _conv.kernel_clones_built():
+        return "default"
     flags = _cpu_flags()
     return "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "default"
 
@@ -49,10 +55,20 @@ def test_kernel_isa_is_reported_and_valid():
         assert ORDER.index(isa) <= ORDER.index(os.environ["CNN_KERNEL_ISA"])
 
 
+@pytest.mark.skipif(not X86_LINUX or "gcc" not in (sysconfig.get_config_var("CC") or ""),
+                    reason="the clones are built for x86-64 by gcc")
+@pytest.mark.skipif("CNN_NO_TARGET_CLONES" in os.environ.get("CFLAGS", ""),
+                    reason="built without clones on purpose")
+def test_x86_gcc_build_has_the_clones():
+    from cnn._ext import _conv
+
+    assert _conv.kernel_clones_built()
+
+
 @pytest.mark.skipif(not X86_LINUX, reason="the clones are built for x86-64 (gcc) only")
 @pytest.mark.skipif(bool(os.environ.get("CNN_KERNEL_ISA")), reason="CNN_KERNEL_ISA is set here")
 def test_kernel_isa_is_the_best_the_cpu_has():
-    # gcc builds the clones on x86-64; the resolver's order is avx512f, avx2, default
+    # the resolver's order is avx512f, avx2, default
     assert cnn.show_config()["kernel_isa"] == _best_isa()
 
 

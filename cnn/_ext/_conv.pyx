@@ -63,6 +63,7 @@ cdef inline void _relu_mask(const floating *g, const floating *a, floating *out,
 
 cdef extern from "_simd.h":
     int cnn_kernel_isa() noexcept nogil
+    int CNN_HAVE_CLONES
 
 _ISA_NAMES = ("default", "avx2", "avx512f")
 
@@ -87,6 +88,12 @@ def kernel_isa():
     ``CNN_KERNEL_ISA``; ``"default"`` where the build has no clones (not x86-64 GNU C).
     """
     return _ISA_NAMES[cnn_kernel_isa()]
+
+
+def kernel_clones_built():
+    """Whether this build has the AVX-512F and AVX2 kernel clones (x86-64 GNU C, without
+    CNN_NO_TARGET_CLONES); without them :func:`kernel_isa` is always ``"default"``."""
+    return bool(CNN_HAVE_CLONES)
 
 
 # Elements per work item of relu_backward: items are fixed by the size alone.

@@ -46,6 +46,11 @@
 #define CNN_DISPATCH(name)                                                                 \
     (cnn_kernel_isa() >= CNN_ISA_AVX512F ? name##_avx512f                                  \
      : cnn_kernel_isa() >= CNN_ISA_AVX2 ? name##_avx2 : name##_default)
+/* For a kernel whose AVX-512F copy measured slower than the portable one on AVX-512 CPUs:
+ * only the AVX2 clone and the portable copy, the AVX2 one on CPUs without AVX-512F. */
+#define CNN_FOR_EACH_ISA_NO512(DEF, ...) DEF(avx2, __VA_ARGS__) DEF(default, __VA_ARGS__)
+#define CNN_DISPATCH_NO512(name) \
+    (cnn_kernel_isa() == CNN_ISA_AVX2 ? name##_avx2 : name##_default)
 #else
 #define CNN_HAVE_CLONES 0
 #if defined(__GNUC__) && !defined(__clang__)
@@ -55,6 +60,8 @@
 #endif
 #define CNN_FOR_EACH_ISA(DEF, ...) DEF(default, __VA_ARGS__)
 #define CNN_DISPATCH(name) name##_default
+#define CNN_FOR_EACH_ISA_NO512(DEF, ...) DEF(default, __VA_ARGS__)
+#define CNN_DISPATCH_NO512(name) name##_default
 #endif
 #define CNN_ATTR(ISA) CNN_ATTR_##ISA
 
