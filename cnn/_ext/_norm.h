@@ -36,8 +36,9 @@ static inline double cnn_bn_reduce(const double *lanes) {
  * arithmetic. (One vector of 8 is a zmm register in the AVX-512 clone but is kept in memory
  * by the AVX2 one: 20x slower, measured.) The values of the partial blocks go to a separate
  * array of 8 lanes, added to the block lanes before the final tree. Elsewhere, plain arrays
- * of lanes in the same order. CNN_BN_LOAD4(v, p, T) sets v to p[0..4) as float64. */
-#if defined(__GNUC__)
+ * of lanes in the same order (also with CNN_BN_NO_VECTOR defined, to check that they agree).
+ * CNN_BN_LOAD4(v, p, T) sets v to p[0..4) as float64. */
+#if defined(__GNUC__) && !defined(CNN_BN_NO_VECTOR)
 typedef double cnn_bn_v4d __attribute__((vector_size(4 * sizeof(double))));
 typedef float cnn_bn_v4f __attribute__((vector_size(4 * sizeof(float))));
 #define CNN_BN_LOAD4(v, p, T)                                                                 \
