@@ -26,9 +26,11 @@
  * taken: AVX-512F implies FMA, and gcc would contract a*b + c into one rounding, so every copy
  * is compiled with fp-contract=off (also the default one, for -march=native builds).
  *
- * Use: define the kernel with a macro DEF(ISA, ...) whose function is
+ * Use: define the kernel with a macro DEF(ISA, A, B) (two arguments of its own, e.g. a name
+ * suffix and the float type; no variadic forwarding, which MSVC's preprocessor gets wrong)
+ * whose function is
  *     CNN_ATTR(ISA) static ret NAME_##ISA(...)
- * instantiate it with CNN_FOR_EACH_ISA(DEF, ...), then
+ * instantiate it with CNN_FOR_EACH_ISA(DEF, A, B), then
  *     #define NAME CNN_DISPATCH(NAME)
  * so that callers keep calling NAME(...). */
 #define CNN_ISA_DEFAULT 0
@@ -41,14 +43,13 @@
 #define CNN_ATTR_avx512f __attribute__((target("avx512f"), optimize("fp-contract=off")))
 #define CNN_ATTR_avx2 __attribute__((target("avx2"), optimize("fp-contract=off")))
 #define CNN_ATTR_default __attribute__((optimize("fp-contract=off")))
-#define CNN_FOR_EACH_ISA(DEF, ...) \
-    DEF(avx512f, __VA_ARGS__) DEF(avx2, __VA_ARGS__) DEF(default, __VA_ARGS__)
+#define CNN_FOR_EACH_ISA(DEF, A, B) DEF(avx512f, A, B) DEF(avx2, A, B) DEF(default, A, B)
 #define CNN_DISPATCH(name)                                                                 \
     (cnn_kernel_isa() >= CNN_ISA_AVX512F ? name##_avx512f                                  \
      : cnn_kernel_isa() >= CNN_ISA_AVX2 ? name##_avx2 : name##_default)
 /* For a kernel whose AVX-512F copy measured slower than the portable one on AVX-512 CPUs:
  * only the AVX2 clone and the portable copy, the AVX2 one on CPUs without AVX-512F. */
-#define CNN_FOR_EACH_ISA_NO512(DEF, ...) DEF(avx2, __VA_ARGS__) DEF(default, __VA_ARGS__)
+#define CNN_FOR_EACH_ISA_NO512(DEF, A, B) DEF(avx2, A, B) DEF(default, A, B)
 #define CNN_DISPATCH_NO512(name) \
     (cnn_kernel_isa() == CNN_ISA_AVX2 ? name##_avx2 : name##_default)
 #else
@@ -58,9 +59,9 @@
 #else
 #define CNN_ATTR_default
 #endif
-#define CNN_FOR_EACH_ISA(DEF, ...) DEF(default, __VA_ARGS__)
+#define CNN_FOR_EACH_ISA(DEF, A, B) DEF(default, A, B)
 #define CNN_DISPATCH(name) name##_default
-#define CNN_FOR_EACH_ISA_NO512(DEF, ...) DEF(default, __VA_ARGS__)
+#define CNN_FOR_EACH_ISA_NO512(DEF, A, B) DEF(default, A, B)
 #define CNN_DISPATCH_NO512(name) name##_default
 #endif
 #define CNN_ATTR(ISA) CNN_ATTR_##ISA
