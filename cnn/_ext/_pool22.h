@@ -50,7 +50,7 @@ CNN_ATTR(ISA) static int NAME##_##ISA(const T *restrict r0, ptrdiff_t W, ptrdiff
  * run the portable copy; the AVX2 clone stays for AVX2-only CPUs, where it was added. */
 CNN_FOR_EACH_ISA_NO512(CNN_DEFINE_POOL22_ROW, cnn_pool22_row_f, float)
 CNN_FOR_EACH_ISA_NO512(CNN_DEFINE_POOL22_ROW, cnn_pool22_row_d, double)
-#define cnn_pool22_row_f CNN_DISPATCH_NO512(cnn_pool22_row_f)
-#define cnn_pool22_row_d CNN_DISPATCH_NO512(cnn_pool22_row_d)
+#define cnn_pool22_row_f CNN_DISPATCH_NO512_PORTABLE(cnn_pool22_row_f)
+#define cnn_pool22_row_d CNN_DISPATCH_NO512_PORTABLE(cnn_pool22_row_d)
 
 #endif

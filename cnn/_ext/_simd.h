@@ -47,10 +47,13 @@
 #define CNN_DISPATCH(name)                                                                 \
     (cnn_kernel_isa() >= CNN_ISA_AVX512F ? name##_avx512f                                  \
      : cnn_kernel_isa() >= CNN_ISA_AVX2 ? name##_avx2 : name##_default)
-/* For a kernel whose AVX-512F copy measured slower than the portable one on AVX-512 CPUs:
- * only the AVX2 clone and the portable copy, the AVX2 one on CPUs without AVX-512F. */
+/* For kernels whose AVX-512F copy measured slower: only the AVX2 clone and the portable copy.
+ * CNN_DISPATCH_NO512: CPUs with AVX-512F run the AVX2 clone. CNN_DISPATCH_NO512_PORTABLE:
+ * they run the portable copy (the AVX2 clone only on CPUs with AVX2 but not AVX-512F). */
 #define CNN_FOR_EACH_ISA_NO512(DEF, A, B) DEF(avx2, A, B) DEF(default, A, B)
 #define CNN_DISPATCH_NO512(name) \
+    (cnn_kernel_isa() >= CNN_ISA_AVX2 ? name##_avx2 : name##_default)
+#define CNN_DISPATCH_NO512_PORTABLE(name) \
     (cnn_kernel_isa() == CNN_ISA_AVX2 ? name##_avx2 : name##_default)
 #else
 #define CNN_HAVE_CLONES 0
@@ -63,6 +66,7 @@
 #define CNN_DISPATCH(name) name##_default
 #define CNN_FOR_EACH_ISA_NO512(DEF, A, B) DEF(default, A, B)
 #define CNN_DISPATCH_NO512(name) name##_default
+#define CNN_DISPATCH_NO512_PORTABLE(name) name##_default
 #endif
 #define CNN_ATTR(ISA) CNN_ATTR_##ISA
 

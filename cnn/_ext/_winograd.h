@@ -54,11 +54,11 @@
 #undef CNN_WINO_SFX
 #undef T
 
-#define cnn_wino_input_f CNN_DISPATCH(cnn_wino_input_f)
-#define cnn_wino_input_d CNN_DISPATCH(cnn_wino_input_d)
-#define cnn_wino_output_f CNN_DISPATCH(cnn_wino_output_f)
-#define cnn_wino_output_d CNN_DISPATCH(cnn_wino_output_d)
-#define cnn_wino_grad_f CNN_DISPATCH(cnn_wino_grad_f)
-#define cnn_wino_grad_d CNN_DISPATCH(cnn_wino_grad_d)
+#define cnn_wino_input_f CNN_DISPATCH_NO512(cnn_wino_input_f)
+#define cnn_wino_input_d CNN_DISPATCH_NO512(cnn_wino_input_d)
+#define cnn_wino_output_f CNN_DISPATCH_NO512(cnn_wino_output_f)
+#define cnn_wino_output_d CNN_DISPATCH_NO512(cnn_wino_output_d)
+#define cnn_wino_grad_f CNN_DISPATCH_NO512(cnn_wino_grad_f)
+#define cnn_wino_grad_d CNN_DISPATCH_NO512(cnn_wino_grad_d)
 
 #endif
