@@ -86,6 +86,8 @@ def kernel_isa():
 
     The best the CPU has, in that order, capped by the environment variable
     ``CNN_KERNEL_ISA``; ``"default"`` where the build has no clones (not x86-64 GNU C).
+    Kernels whose AVX-512F copy measured slower have none (the Winograd transforms, the 2x2
+    max-pool): at ``"avx512f"`` they run their AVX2 or portable copy (see ``_simd.h``).
     """
     return _ISA_NAMES[cnn_kernel_isa()]
 
