@@ -3,7 +3,7 @@ import platform
 import sys
 
 from cnn import _threads
-from cnn._ext import _openmp
+from cnn._ext import _conv, _openmp
 from cnn._version import __version__
 
 
@@ -23,7 +23,9 @@ def show_config(print_out=False):
     knob's value), ``blas`` (the BLAS libraries loaded, as threadpoolctl sees them:
     SciPy's is the one the kernels call), ``compiler_flags``, ``link_flags``, ``compiler``,
     ``python``, ``numpy``, ``scipy``, ``platform``, ``flush_to_zero`` (True would mean a
-    library set FTZ/DAZ, breaking subnormals).
+    library set FTZ/DAZ, breaking subnormals), ``kernel_isa`` (the kernel clone chosen at
+    load time: ``"avx512f"``, ``"avx2"`` or ``"default"``, the best the CPU has in that
+    order, capped by the environment variable ``CNN_KERNEL_ISA``).
     """
     import numpy
     import scipy
@@ -44,6 +46,7 @@ def show_config(print_out=False):
         "scipy": scipy.__version__,
         "platform": platform.platform(),
         "flush_to_zero": sys.float_info.min / 2 == 0.0,
+        "kernel_isa": _conv.kernel_isa(),
     }
     if print_out:
         print(format_config(config))

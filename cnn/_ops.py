@@ -19,7 +19,7 @@ __all__ = ["threads_for", "update_threads", "conv_algorithm", "linear", "linear_
            "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward", "avgpool2d",
            "avgpool2d_backward", "global_avgpool2d", "global_avgpool2d_backward",
            "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "sgd_update",
-           "adam_update"]
+           "adam_update", "relu_backward"]
 
 # ----------------------------------------------------------------------------- thread policy
 
@@ -138,6 +138,18 @@ def linear_backward(dy, x, w, need_dx, relu_out):
     _dense.dense_backward(dy, x, w, dx, dw, db, relu_out, masked,
                           threads_for(2 * dy.size * w.shape[1]))
     return dx, dw, db
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+def relu_backward(grad, z):
+    """``grad`` where ``z > 0``, else 0, as a new array (grad, z: one shape and float dtype,
+    C-contiguous)."""
+    out = np.empty_like(z)
+    _conv.relu_backward(grad.reshape(-1), z.reshape(-1), out.reshape(-1),
+                        update_threads(z))
+    return out
 
 
 # ----------------------------------------------------------------------------- conv2d

@@ -168,3 +168,37 @@ def test_validation_errors():
         A.Softmax().backward(z, np.zeros((2, 2)), np.zeros((2, 3)))
     with pytest.raises(ValueError, match=r"z must be 2-D \(N, classes\) for softmax, got shape \(3,\)"):
         A.softmax(np.zeros(3))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [1, 7, 32768 * 3 + 5])
+def test_relu_backward_kernel_is_the_selection_bit_for_bit(dtype, size):
+    # the kernel path (same dtype, C-contiguous) against the plain selection, specials included,
+    # over several work items at 1 and 2 threads
+    import cnn
+
+    rng = np.random.default_rng(size)
+    z = rng.standard_normal(size).astype(dtype)
+    g = rng.standard_normal(size).astype(dtype)
+    specials = [0.0, -0.0, np.nan, np.inf, -np.inf, 1.0, -1.0]
+    k = min(size, len(specials))
+    z[:k] = specials[:k]
+    g[:k] = specials[::-1][:k]
+    expected = np.where(z > 0, g, 0).astype(dtype)
+    old = cnn.get_num_threads()
+    try:
+        for threads in (1, 2):
+            cnn.set_num_threads(threads)
+            got = A.ReLU().backward(z, None, g)
+            assert got.dtype == dtype and got.shape == z.shape
+            assert got.tobytes() == expected.tobytes()
+    finally:
+        cnn.set_num_threads(old)
+    # the fallbacks: a strided gradient, a gradient of another dtype
+    z2 = z.reshape(1, -1)
+    np.testing.assert_array_equal(A.ReLU().backward(z2[:, ::-1], None, g.reshape(1, -1)[:, ::-1]),
+                                  expected.reshape(1, -1)[:, ::-1])
+    other = np.float64 if dtype == np.float32 else np.float32
+    got = A.ReLU().backward(z, None, g.astype(other))
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, np.where(z > 0, g.astype(other), 0).astype(dtype))

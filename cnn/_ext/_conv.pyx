@@ -18,6 +18,8 @@ instead of waiting at the barrier. Which thread does an item never changes its r
 
 Validation lives in :mod:`cnn.functional`; these kernels trust their arguments.
 """
+import os
+
 import numpy as np
 
 from cython cimport floating
@@ -57,6 +59,64 @@ cdef inline void _relu_mask(const floating *g, const floating *a, floating *out,
         cnn_relu_mask_f(g, a, out, n)
     else:
         cnn_relu_mask_d(g, a, out, n)
+
+
+cdef extern from "_simd.h":
+    int cnn_kernel_isa() noexcept nogil
+    int CNN_HAVE_CLONES
+
+_ISA_NAMES = ("default", "avx2", "avx512f")
+
+
+def _check_isa_env():
+    """CNN_KERNEL_ISA, when set, must name a clone (the C side ignores anything else)."""
+    value = os.environ.get("CNN_KERNEL_ISA")
+    if value is not None and value not in _ISA_NAMES:
+        raise ValueError(f"CNN_KERNEL_ISA must be one of 'avx512f', 'avx2', 'default' or "
+                         f"unset; got {value!r}")
+
+
+# Pick the kernel clones now, before any thread runs a kernel (see _simd.h).
+_check_isa_env()
+cnn_kernel_isa()
+
+
+def kernel_isa():
+    """The kernel clone this process runs: ``"avx512f"``, ``"avx2"`` or ``"default"``.
+
+    The best the CPU has, in that order, capped by the environment variable
+    ``CNN_KERNEL_ISA``; ``"default"`` where the build has no clones (not x86-64 GNU C).
+    Kernels whose AVX-512F copy measured slower have none (the Winograd transforms, the 2x2
+    max-pool): at ``"avx512f"`` they run their AVX2 or portable copy (see ``_simd.h``).
+    """
+    return _ISA_NAMES[cnn_kernel_isa()]
+
+
+def kernel_clones_built():
+    """Whether this build has the AVX-512F and AVX2 kernel clones (x86-64 GNU C, without
+    CNN_NO_TARGET_CLONES); without them :func:`kernel_isa` is always ``"default"``."""
+    return bool(CNN_HAVE_CLONES)
+
+
+# Elements per work item of relu_backward: items are fixed by the size alone.
+cdef enum:
+    RELU_CHUNK = 32768
+
+
+def relu_backward(const floating[::1] g,   # IN  (n,) gradient w.r.t. the ReLU's output
+                  const floating[::1] a,   # IN  (n,) the ReLU's input (or its output)
+                  floating[::1] out,       # OUT (n,)
+                  int num_threads):
+    """``out = g where a > 0, else 0`` (ReLU'(0) = 0; a NaN in ``a`` gives 0, a NaN in ``g``
+    passes where ``a > 0``): ``np.where(a > 0, g, 0)`` without its per-element branch.
+    Elementwise, so any split over threads gives the same bits."""
+    cdef Py_ssize_t n = g.shape[0], items = (n + RELU_CHUNK - 1) // RELU_CHUNK, t, lo
+    if n == 0:
+        return
+    for t in prange(items, nogil=True, schedule='dynamic',
+                    num_threads=max(1, min(num_threads, items))):
+        lo = t * RELU_CHUNK
+        _relu_mask(&g[lo], &a[lo], &out[lo], min(RELU_CHUNK, n - lo))
 
 
 cdef object _dtype(const floating[:, :, :, ::1] like):

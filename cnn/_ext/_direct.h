@@ -23,8 +23,8 @@
     ((((ptrdiff_t)(OH) + 2) * ((ptrdiff_t)(OW) + 2) + 2)          \
      + 4 * (ptrdiff_t)(OH) * ((ptrdiff_t)(OW) + 2))
 
-#define CNN_DEFINE_DIRECT(SUFFIX, T)                                                           \
-CNN_TARGET_CLONES static void cnn_direct3x3_c1_##SUFFIX(                                      \
+#define CNN_DEFINE_DIRECT(ISA, SUFFIX, T)                                                      \
+CNN_ATTR(ISA) static void cnn_direct3x3_c1_##SUFFIX##_##ISA(                                  \
         const T *restrict x, const T *restrict w, const T *restrict b, int relu,              \
         T *restrict y, int K, int H, int W, int pt, int pl, int OH, int OW,                   \
         T *restrict scratch) {                                                                \
@@ -84,7 +84,9 @@ CNN_TARGET_CLONES static void cnn_direct3x3_c1_##SUFFIX(                        
     }                                                                                         \
 }
 
-CNN_DEFINE_DIRECT(f, float)
-CNN_DEFINE_DIRECT(d, double)
+CNN_FOR_EACH_ISA(CNN_DEFINE_DIRECT, f, float)
+CNN_FOR_EACH_ISA(CNN_DEFINE_DIRECT, d, double)
+#define cnn_direct3x3_c1_f CNN_DISPATCH(cnn_direct3x3_c1_f)
+#define cnn_direct3x3_c1_d CNN_DISPATCH(cnn_direct3x3_c1_d)
 
 #endif

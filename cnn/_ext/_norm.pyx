@@ -4,9 +4,9 @@ Layout (C-contiguous): x, y, dy, dx are ``(N, C, S)``: a conv batch (N, C, H, W)
 S = H*W, or a dense batch (N, F) with C = F and S = 1. Statistics are per channel, over the
 M = N*S values of that channel.
 
-Each channel's sums are computed by one thread, serially in index order (n, then s) and in
-float64 whatever the data type, so every result depends on the channel alone: bit-identical
-for any thread count. Means and variances are two-pass (mean first, then the sum of squared
+Each channel's sums are computed by one thread, in float64 whatever the data type, over 16
+fixed lanes in an order set by the shapes alone (see ``_norm.h``), so every result depends on
+the channel alone: bit-identical for any thread count and any kernel clone. Means and variances are two-pass (mean first, then the sum of squared
 deviations), which does not cancel the way E[x^2] - E[x]^2 does.
 Validation lives in :mod:`cnn.functional`; these kernels trust their arguments.
 """
@@ -14,6 +14,69 @@ from libc.math cimport sqrt
 
 from cython cimport floating
 from cython.parallel cimport prange
+
+
+cdef extern from "_norm.h":
+    int cnn_kernel_isa() noexcept nogil
+    void cnn_bn_stats_f(const float *x, Py_ssize_t N, Py_ssize_t S, Py_ssize_t ld,
+                        double *mean, double *var) noexcept nogil
+    void cnn_bn_stats_d(const double *x, Py_ssize_t N, Py_ssize_t S, Py_ssize_t ld,
+                        double *mean, double *var) noexcept nogil
+    void cnn_bn_normalize_f(const float *x, float *y, Py_ssize_t N, Py_ssize_t S, Py_ssize_t ld,
+                            double m, double inv, double g, double b) noexcept nogil
+    void cnn_bn_normalize_d(const double *x, double *y, Py_ssize_t N, Py_ssize_t S,
+                            Py_ssize_t ld, double m, double inv, double g,
+                            double b) noexcept nogil
+    void cnn_bn_grad_sums_f(const float *dy, const float *x, Py_ssize_t N, Py_ssize_t S,
+                            Py_ssize_t ld, double m, double inv, double *sdy,
+                            double *sdyx) noexcept nogil
+    void cnn_bn_grad_sums_d(const double *dy, const double *x, Py_ssize_t N, Py_ssize_t S,
+                            Py_ssize_t ld, double m, double inv, double *sdy,
+                            double *sdyx) noexcept nogil
+    void cnn_bn_input_grad_f(const float *dy, const float *x, float *dx, Py_ssize_t N,
+                             Py_ssize_t S, Py_ssize_t ld, double m, double inv, double gi,
+                             double mdy, double mdyx) noexcept nogil
+    void cnn_bn_input_grad_d(const double *dy, const double *x, double *dx, Py_ssize_t N,
+                             Py_ssize_t S, Py_ssize_t ld, double m, double inv, double gi,
+                             double mdy, double mdyx) noexcept nogil
+
+# Pick the kernel clones now, before any thread runs a kernel (see _simd.h).
+cnn_kernel_isa()
+
+
+cdef inline void _stats(const floating *x, Py_ssize_t N, Py_ssize_t S, Py_ssize_t ld,
+                        double *mean, double *var) noexcept nogil:
+    if floating is float:
+        cnn_bn_stats_f(x, N, S, ld, mean, var)
+    else:
+        cnn_bn_stats_d(x, N, S, ld, mean, var)
+
+
+cdef inline void _normalize(const floating *x, floating *y, Py_ssize_t N, Py_ssize_t S,
+                            Py_ssize_t ld, double m, double inv, double g,
+                            double b) noexcept nogil:
+    if floating is float:
+        cnn_bn_normalize_f(x, y, N, S, ld, m, inv, g, b)
+    else:
+        cnn_bn_normalize_d(x, y, N, S, ld, m, inv, g, b)
+
+
+cdef inline void _grad_sums(const floating *dy, const floating *x, Py_ssize_t N, Py_ssize_t S,
+                            Py_ssize_t ld, double m, double inv, double *sdy,
+                            double *sdyx) noexcept nogil:
+    if floating is float:
+        cnn_bn_grad_sums_f(dy, x, N, S, ld, m, inv, sdy, sdyx)
+    else:
+        cnn_bn_grad_sums_d(dy, x, N, S, ld, m, inv, sdy, sdyx)
+
+
+cdef inline void _input_grad(const floating *dy, const floating *x, floating *dx, Py_ssize_t N,
+                             Py_ssize_t S, Py_ssize_t ld, double m, double inv, double gi,
+                             double mdy, double mdyx) noexcept nogil:
+    if floating is float:
+        cnn_bn_input_grad_f(dy, x, dx, N, S, ld, m, inv, gi, mdy, mdyx)
+    else:
+        cnn_bn_input_grad_d(dy, x, dx, N, S, ld, m, inv, gi, mdy, mdyx)
 
 
 def batchnorm_forward_train(const floating[:, :, ::1] x,  # IN  (N, C, S)
@@ -25,31 +88,20 @@ def batchnorm_forward_train(const floating[:, :, ::1] x,  # IN  (N, C, S)
                             double eps, int num_threads):
     """Normalise with the batch's own statistics:
     ``y = gamma * (x - mean) / sqrt(var + eps) + beta``, var = sum((x - mean)^2) / M."""
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
-    cdef Py_ssize_t c, n, s
-    cdef double acc, d, m, inv, g, b, M = <double> (N * S)
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], ld = C * S
+    cdef Py_ssize_t c
+    cdef double m, v, inv, g, b
     cdef bint has_gamma = gamma is not None, has_beta = beta is not None
     if C == 0 or N * S == 0:
         return
     for c in prange(C, nogil=True, schedule='static', num_threads=max(1, min(num_threads, C))):
-        acc = 0
-        for n in range(N):
-            for s in range(S):
-                acc = acc + x[n, c, s]
-        m = acc / M
-        acc = 0
-        for n in range(N):
-            for s in range(S):
-                d = x[n, c, s] - m
-                acc = acc + d * d
-        mean[c] = m
-        var[c] = acc / M
-        inv = 1.0 / sqrt(acc / M + eps)
+        _stats(&x[0, c, 0], N, S, ld, &mean[c], &var[c])
+        m = mean[c]
+        v = var[c]
+        inv = 1.0 / sqrt(v + eps)
         g = gamma[c] if has_gamma else 1.0
         b = beta[c] if has_beta else 0.0
-        for n in range(N):
-            for s in range(S):
-                y[n, c, s] = <floating> ((x[n, c, s] - m) * inv * g + b)
+        _normalize(&x[0, c, 0], &y[0, c, 0], N, S, ld, m, inv, g, b)
 
 
 def batchnorm_backward_train(const floating[:, :, ::1] dy,  # IN  (N, C, S)
@@ -66,32 +118,35 @@ def batchnorm_backward_train(const floating[:, :, ::1] dy,  # IN  (N, C, S)
     with xhat = (x - mean) / sqrt(var + eps), ``dbeta = sum(dy)``, ``dgamma = sum(dy * xhat)``
     and ``dx = gamma / sqrt(var + eps) * (dy - dbeta / M - xhat * dgamma / M)``.
     """
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2]
-    cdef Py_ssize_t c, n, s
-    cdef double sdy, sdyx, inv, m, g, xh, M = <double> (N * S)
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], ld = C * S
+    cdef Py_ssize_t c
+    cdef double sdy, sdyx, inv, m, g, M = <double> (N * S)
     cdef bint has_gamma = gamma is not None, need_dx = dx is not None
     cdef bint need_dg = dgamma is not None, need_db = dbeta is not None
     if C == 0:
         return
+    if N * S == 0:
+        for c in range(C):
+            if need_db:
+                dbeta[c] = 0
+            if need_dg:
+                dgamma[c] = 0
+        return
     for c in prange(C, nogil=True, schedule='static', num_threads=max(1, min(num_threads, C))):
         m = mean[c]
         inv = 1.0 / sqrt(var[c] + eps)
+        # assigned in the loop body, so each thread has its own (Cython's prange rule)
         sdy = 0
         sdyx = 0
-        for n in range(N):
-            for s in range(S):
-                sdy = sdy + dy[n, c, s]
-                sdyx = sdyx + dy[n, c, s] * ((x[n, c, s] - m) * inv)
+        _grad_sums(&dy[0, c, 0], &x[0, c, 0], N, S, ld, m, inv, &sdy, &sdyx)
         if need_db:
             dbeta[c] = <floating> sdy
         if need_dg:
             dgamma[c] = <floating> sdyx
-        if need_dx and N * S > 0:
+        if need_dx:
             g = (gamma[c] if has_gamma else 1.0) * inv
-            for n in range(N):
-                for s in range(S):
-                    xh = (x[n, c, s] - m) * inv
-                    dx[n, c, s] = <floating> (g * (dy[n, c, s] - sdy / M - xh * sdyx / M))
+            _input_grad(&dy[0, c, 0], &x[0, c, 0], &dx[0, c, 0], N, S, ld, m, inv, g,
+                        sdy / M, sdyx / M)
 
 
 def channel_affine(const floating[:, :, ::1] x,  # IN  (N, C, S)

@@ -18,6 +18,13 @@ cdef extern from "_pool22.h":
                          Py_ssize_t hi, double *y, Py_ssize_t *arg) noexcept nogil
 
 
+cdef extern from "_simd.h":
+    int cnn_kernel_isa() noexcept nogil
+
+# Pick the kernel clones now, before any thread runs a kernel (see _simd.h).
+cnn_kernel_isa()
+
+
 cdef inline int _pool22_row(const floating *r0, Py_ssize_t W, Py_ssize_t base, Py_ssize_t lo,
                             Py_ssize_t hi, floating *y, Py_ssize_t *arg) noexcept nogil:
     if floating is float:

@@ -31,16 +31,34 @@
 #define CNN_WINO_TILES(th, tw) ((ptrdiff_t)(th) * ((ptrdiff_t)(tw) + 1))
 #define CNN_WINO_PAD_SIZE(th, tw) (4 * (((ptrdiff_t)(th) + 1) * ((ptrdiff_t)(tw) + 1) + 1))
 
-#define CNN_WINO_FN(name) cnn_wino_##name##_f
-#define T float
-#include "_winograd_impl.h"
-#undef T
-#undef CNN_WINO_FN
+/* Names: cnn_wino_<name>_<f|d> for the functions built once, cnn_wino_<name>_<f|d>_<isa> for
+ * the clones of the vectorised transforms (see _simd.h), dispatched under the plain name. */
+#define CNN_WINO_CAT2_(a, b) cnn_wino_##a##_##b
+#define CNN_WINO_CAT2(a, b) CNN_WINO_CAT2_(a, b)
+#define CNN_WINO_CAT3_(a, b, c) cnn_wino_##a##_##b##_##c
+#define CNN_WINO_CAT3(a, b, c) CNN_WINO_CAT3_(a, b, c)
+#define CNN_WINO_ATTR_(isa) CNN_ATTR(isa)
+#define CNN_WINO_FN(name) CNN_WINO_CAT2(name, CNN_WINO_SFX)
+#define CNN_WINO_CLONE(name) CNN_WINO_CAT3(name, CNN_WINO_SFX, CNN_WINO_ISA)
+#define CNN_WINO_ATTR CNN_WINO_ATTR_(CNN_WINO_ISA)
 
-#define CNN_WINO_FN(name) cnn_wino_##name##_d
-#define T double
-#include "_winograd_impl.h"
+#define T float
+#define CNN_WINO_SFX f
+#include "_winograd_clones.h"
+#undef CNN_WINO_SFX
 #undef T
-#undef CNN_WINO_FN
+
+#define T double
+#define CNN_WINO_SFX d
+#include "_winograd_clones.h"
+#undef CNN_WINO_SFX
+#undef T
+
+#define cnn_wino_input_f CNN_DISPATCH_NO512(cnn_wino_input_f)
+#define cnn_wino_input_d CNN_DISPATCH_NO512(cnn_wino_input_d)
+#define cnn_wino_output_f CNN_DISPATCH_NO512(cnn_wino_output_f)
+#define cnn_wino_output_d CNN_DISPATCH_NO512(cnn_wino_output_d)
+#define cnn_wino_grad_f CNN_DISPATCH_NO512(cnn_wino_grad_f)
+#define cnn_wino_grad_d CNN_DISPATCH_NO512(cnn_wino_grad_d)
 
 #endif

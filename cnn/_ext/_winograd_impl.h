@@ -1,9 +1,12 @@
-/* Body of the Winograd F(2x2, 3x3) transforms, included by _winograd.h once per float type
- * with T (the type) and CNN_WINO_FN(name) (the suffixed function name) defined. See
- * _winograd.h for the maths and the layouts. */
+/* Body of the Winograd F(2x2, 3x3) transforms, included by _winograd.h once per float type and
+ * kernel clone, with T (the type), CNN_WINO_FN(name) (the type-suffixed name of a function
+ * built once), CNN_WINO_CLONE(name) (the name of this clone of a vectorised transform),
+ * CNN_WINO_ATTR (its target attributes) and, in the one pass that defines the functions
+ * built once, CNN_WINO_SHARED. See _winograd.h for the maths and the layouts. */
 /* U = G g G^T for every (ko, ci). flip == 0: g = w[ko, ci] with w (Kout, Cin, 3, 3).
  * flip == 1: g = w[ci, ko] rotated by 180 degrees, with w (Cin, Kout, 3, 3): the kernel of
  * the input gradient, whose "input" is dy (Cin = the forward K) and "output" dx. */
+#ifdef CNN_WINO_SHARED
 static void CNN_WINO_FN(weights)(const T *restrict w, T *restrict U, int Kout, int Cin,
                                  int flip) {
     const ptrdiff_t KC = (ptrdiff_t)Kout * Cin;
@@ -31,6 +34,8 @@ static void CNN_WINO_FN(weights)(const T *restrict w, T *restrict U, int Kout, i
     }
 }
 
+#endif
+
 /* V[e][ci][t0 + a*(tw+1) + b] = (B^T d B)[e] for every channel ci and tile (a, b) of one
  * image, b < tw, stored at V + e*lde + ci*ldv + t (lde >= Cin * ldv). The column b = tw of each
  * tile row is junk (computed, never used): it lets the loop run flat over all tiles of the
@@ -40,7 +45,7 @@ static void CNN_WINO_FN(weights)(const T *restrict w, T *restrict U, int Kout, i
  * plane split by row and column parity into four sub-planes of (th + 1) x (tw + 1), plus one
  * spare element each (see CNN_WINO_PAD_SIZE): padded (r, s) sits in sub-plane (r % 2, s % 2) at
  * (r / 2, s / 2), so the 4x4 tile (a, b) is rows a, a + 1 and columns b, b + 1 of all four. */
-CNN_TARGET_CLONES static void CNN_WINO_FN(input)(const T *restrict x, const T *restrict mask,
+CNN_WINO_ATTR static void CNN_WINO_CLONE(input)(const T *restrict x, const T *restrict mask,
                                T *restrict pad, T *restrict V, int Cin, int H, int W,
                                int pt, int pl, int th, int tw, ptrdiff_t ldv, ptrdiff_t lde,
                                ptrdiff_t t0) {
@@ -131,7 +136,7 @@ CNN_TARGET_CLONES static void CNN_WINO_FN(input)(const T *restrict x, const T *r
  * M[e][ko][t0 + a*(tw+1) + b] (the junk column b = tw is dropped). bias may be NULL; relu != 0
  * clamps at 0 (NaN stays NaN). The transform runs flat over the image's tiles into o, scratch
  * of 4 * th * (tw + 1) elements, then the 2x2 blocks are copied out row by row. */
-CNN_TARGET_CLONES static void CNN_WINO_FN(output)(const T *restrict M, T *restrict y,
+CNN_WINO_ATTR static void CNN_WINO_CLONE(output)(const T *restrict M, T *restrict y,
                                                   const T *restrict bias, int relu, int Kout,
                                                   int OH, int OW, int th, int tw, ptrdiff_t ldm,
                                                   ptrdiff_t t0, T *restrict o) {
@@ -189,7 +194,7 @@ CNN_TARGET_CLONES static void CNN_WINO_FN(output)(const T *restrict M, T *restri
  * With V from CNN_WINO_FN(input), the weight gradient of the image is
  *     dW = G^T [ sum_t D_t (.) V_t ] G    (Lavin & Gray's F(3x3, 2x2) with the same points).
  * pad is scratch of 4 * th * (tw + 1) elements: g split by row and column parity. */
-CNN_TARGET_CLONES static void CNN_WINO_FN(grad)(const T *restrict dy, const T *restrict mask,
+CNN_WINO_ATTR static void CNN_WINO_CLONE(grad)(const T *restrict dy, const T *restrict mask,
                                                 T *restrict pad, T *restrict D, int Kout, int OH,
                                                 int OW, int th, int tw, ptrdiff_t ldd,
                                                 ptrdiff_t t0) {
@@ -247,6 +252,7 @@ CNN_TARGET_CLONES static void CNN_WINO_FN(grad)(const T *restrict dy, const T *r
  * Mw holds the sums of D against a row of ones, and db[ko] = the sum of the masked output
  * gradient = Mw[0] - Mw[3] - Mw[12] + Mw[15] at that column (u^T A = (1, 1) for u = (1, 0, 0, -1),
  * and those four entries of D are exactly +-g00, g01, g10, g11). */
+#ifdef CNN_WINO_SHARED
 static void CNN_WINO_FN(weights_grad)(const T *restrict Mw, T *restrict dw, T *restrict db,
                                       int Kout, int Cin, ptrdiff_t ldw) {
     const ptrdiff_t KW = (ptrdiff_t)Kout * ldw;
@@ -275,3 +281,4 @@ static void CNN_WINO_FN(weights_grad)(const T *restrict Mw, T *restrict dw, T *r
         }
     }
 }
+#endif

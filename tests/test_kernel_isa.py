@@ -1,0 +1,155 @@
+"""The kernel clones (AVX-512F, AVX2, portable): the one chosen at load time, and bit-identical
+results whichever runs.
+
+Each clone is forced in a child process with ``CNN_KERNEL_ISA`` (it caps the choice); the
+children run every cloned kernel (Winograd forward, weight and input gradients, the direct
+one-channel conv, the 2x2 max-pool, batch-norm training forward and backward) on the same seeded data and save the results, which must
+agree to the bit. The oracle tests of those kernels run in this process, on the best clone.
+"""
+import os
+import platform
+import subprocess
+import sys
+import sysconfig
+
+import numpy as np
+import pytest
+from conftest import child_env
+
+import cnn
+
+ORDER = ("default", "avx2", "avx512f")
+
+
+def _cpu_flags():
+    """The CPU's feature flags from /proc/cpuinfo (Linux), independent of cnn's detection."""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    return set()
+
+
+X86_LINUX = sys.platform.startswith("linux") and platform.machine() in ("x86_64", "AMD64")
+
+
+def _best_isa():
+    """The clone the resolver must pick: the best the CPU has, if the build has clones."""
+    from cnn._ext import _conv
+
+    if not _conv.kernel_clones_built():
+        return "default"
+    flags = _cpu_flags()
+    return "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "default"
+
+
+def _child(code, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=child_env(**env), timeout=300, cwd=os.path.dirname(__file__))
+
+
+def test_kernel_isa_is_reported_and_valid():
+    isa = cnn.show_config()["kernel_isa"]
+    assert isa in ORDER
+    if os.environ.get("CNN_KERNEL_ISA"):
+        assert ORDER.index(isa) <= ORDER.index(os.environ["CNN_KERNEL_ISA"])
+
+
+@pytest.mark.skipif(not X86_LINUX or "gcc" not in (sysconfig.get_config_var("CC") or ""),
+                    reason="the clones are built for x86-64 by gcc")
+@pytest.mark.skipif("CNN_NO_TARGET_CLONES" in os.environ.get("CFLAGS", ""),
+                    reason="built without clones on purpose")
+def test_x86_gcc_build_has_the_clones():
+    from cnn._ext import _conv
+
+    assert _conv.kernel_clones_built()
+
+
+@pytest.mark.skipif(not X86_LINUX, reason="the clones are built for x86-64 (gcc) only")
+@pytest.mark.skipif(bool(os.environ.get("CNN_KERNEL_ISA")), reason="CNN_KERNEL_ISA is set here")
+def test_kernel_isa_is_the_best_the_cpu_has():
+    # the resolver's order is avx512f, avx2, default
+    assert cnn.show_config()["kernel_isa"] == _best_isa()
+
+
+@pytest.mark.skipif(not X86_LINUX, reason="the clones are built for x86-64 (gcc) only")
+@pytest.mark.parametrize("cap", ORDER)
+def test_cnn_kernel_isa_caps_the_choice(cap):
+    out = _child("import cnn; print(cnn.show_config()['kernel_isa'])", CNN_KERNEL_ISA=cap)
+    assert out.returncode == 0, out.stderr
+    best = _best_isa()
+    expected = cap if ORDER.index(cap) <= ORDER.index(best) else best
+    assert out.stdout.strip() == expected
+
+
+def test_bad_cnn_kernel_isa_is_a_clear_error():
+    out = _child("import cnn", CNN_KERNEL_ISA="sse9")
+    assert out.returncode != 0
+    assert "ValueError" in out.stderr and "CNN_KERNEL_ISA" in out.stderr and "'sse9'" in out.stderr
+
+
+# Every cloned kernel, on odd sizes (vector tails) and both dtypes, saved to an npz.
+_RUN_KERNELS = """
+import sys
+import numpy as np
+import cnn
+from cnn import functional as F
+cnn.set_num_threads(2)
+rng = np.random.default_rng(7)
+out = {"isa": np.array(cnn.show_config()["kernel_isa"])}
+for dt in (np.float32, np.float64):
+    name = np.dtype(dt).name
+    x = rng.standard_normal((3, 17, 15, 13)).astype(dt)
+    w = rng.standard_normal((19, 17, 3, 3)).astype(dt)
+    b = rng.standard_normal(19).astype(dt)
+    y = F.conv2d(x, w, b, padding="same", activation="relu", algorithm="winograd")
+    dy = rng.standard_normal(y.shape).astype(dt)
+    dx, dw, db = F.conv2d_backward(dy, x, w, padding="same", activation="relu", y=y,
+                                   algorithm="winograd")
+    out.update({f"wino_y_{name}": y, f"wino_dx_{name}": dx, f"wino_dw_{name}": dw,
+                f"wino_db_{name}": db})
+    x1 = rng.standard_normal((5, 1, 29, 31)).astype(dt)
+    w1 = rng.standard_normal((7, 1, 3, 3)).astype(dt)
+    b1 = rng.standard_normal(7).astype(dt)
+    for pad in ("same", "valid"):
+        out[f"direct_{pad}_{name}"] = F.conv2d(x1, w1, b1, padding=pad, activation="relu",
+                                                algorithm="direct")
+    xp = rng.standard_normal((4, 6, 37, 35)).astype(dt)
+    xp[0, 0, :4, :4] = 1.0                                  # ties: the first cell wins
+    yp, arg = F.maxpool2d(xp, 2, padding="valid")
+    out[f"pool_y_{name}"], out[f"pool_arg_{name}"] = yp, arg
+    for shape in ((6, 5, 13, 11), (37, 9)):                 # S = 143 (lanes + tail), S = 1
+        xb = (rng.standard_normal(shape) * 3 + 1).astype(dt)
+        gb = rng.standard_normal(shape[1]).astype(dt)
+        bb = rng.standard_normal(shape[1]).astype(dt)
+        yb, mb, vb = F.batch_norm(xb, gb, bb)
+        dyb = rng.standard_normal(shape).astype(dt)
+        dxb, dgb, dbb = F.batch_norm_backward(dyb, xb, mb, vb, gb)
+        for key, v in (("y", yb), ("mean", mb), ("var", vb), ("dx", dxb), ("dgamma", dgb),
+                       ("dbeta", dbb)):
+            out[f"bn{len(shape)}_{key}_{name}"] = v
+np.savez(sys.argv[1], **out)
+"""
+
+
+@pytest.mark.skipif(not X86_LINUX, reason="the clones are built for x86-64 (gcc) only")
+def test_clones_give_bit_identical_results(tmp_path):
+    best = _best_isa()
+    runs = {}
+    for isa in ORDER[:ORDER.index(best) + 1]:
+        path = tmp_path / f"{isa}.npz"
+        out = subprocess.run([sys.executable, "-c", _RUN_KERNELS, str(path)], capture_output=True,
+                             text=True, env=child_env(CNN_KERNEL_ISA=isa), timeout=300,
+                             cwd=str(tmp_path))
+        assert out.returncode == 0, out.stderr
+        with np.load(path) as f:
+            runs[isa] = {k: f[k] for k in f.files}
+        assert str(runs[isa]["isa"]) == isa
+    assert len(runs) >= 2 or best == "default"
+    ref = runs["default"]
+    for isa, got in runs.items():
+        for key, value in ref.items():
+            if key == "isa":
+                continue
+            assert got[key].dtype == value.dtype and got[key].shape == value.shape
+            assert got[key].tobytes() == value.tobytes(), f"{key} differs: {isa} vs default"
