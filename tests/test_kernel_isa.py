@@ -128,6 +128,12 @@ for dt in (np.float32, np.float64):
         for key, v in (("y", yb), ("mean", mb), ("var", vb), ("dx", dxb), ("dgamma", dgb),
                        ("dbeta", dbb)):
             out[f"bn{len(shape)}_{key}_{name}"] = v
+    # the inference plan's fused conv + ReLU + max-pool (its values-only pool is cloned too)
+    net = cnn.Sequential([cnn.layers.Conv2D(8, 3, padding="same", activation="relu"),
+                          cnn.layers.MaxPool2D(2), cnn.layers.Conv2D(6, 3, activation="relu"),
+                          cnn.layers.MaxPool2D(3, stride=2)], input_shape=(3, 23, 21),
+                         seed=3, dtype=dt)
+    out[f"fused_predict_{name}"] = net.predict(rng.standard_normal((5, 3, 23, 21)).astype(dt))
 np.savez(sys.argv[1], **out)
 """
 

@@ -16,8 +16,8 @@
 
 #include "_simd.h"
 
-#define CNN_DEFINE_MAXPOOL_PLANE(NAME, T)                                                    \
-static int NAME##_windows(const T *restrict x, ptrdiff_t H, ptrdiff_t W, T *restrict yr,     \
+#define CNN_DEFINE_MAXPOOL_PLANE(ISA, NAME, T)                                               \
+CNN_ATTR(ISA) static int NAME##_windows_##ISA(const T *restrict x, ptrdiff_t H, ptrdiff_t W, T *restrict yr,     \
                           ptrdiff_t h0, ptrdiff_t h1, int kw, int sw, int pl, ptrdiff_t ow0, \
                           ptrdiff_t ow1, int nan_aware) {                                    \
     int nan = 0;                                                                             \
@@ -44,7 +44,7 @@ static int NAME##_windows(const T *restrict x, ptrdiff_t H, ptrdiff_t W, T *rest
     return nan;                                                                              \
 }                                                                                            \
                                                                                              \
-CNN_TARGET_CLONES static void NAME(const T *restrict x, ptrdiff_t H, ptrdiff_t W,           \
+CNN_ATTR(ISA) static void NAME##_##ISA(const T *restrict x, ptrdiff_t H, ptrdiff_t W,           \
                                    T *restrict y, ptrdiff_t OH, ptrdiff_t OW, int kh, int kw, \
                                    int sh, int sw, int pt, int pl) {                         \
     const int fast22 = kh == 2 && kw == 2 && sh == 2 && sw == 2;                             \
@@ -71,17 +71,21 @@ CNN_TARGET_CLONES static void NAME(const T *restrict x, ptrdiff_t H, ptrdiff_t W
                     yr[ow] = m1 > m0 ? m1 : m0;                                              \
                 }                                                                            \
                 nan |= n22;                                                                  \
-                nan |= NAME##_windows(x, H, W, yr, h0, h1, kw, sw, pl, 0, ow_lo, 0);         \
-                nan |= NAME##_windows(x, H, W, yr, h0, h1, kw, sw, pl, ow_hi, OW, 0);        \
+                nan |= NAME##_windows_##ISA(x, H, W, yr, h0, h1, kw, sw, pl, 0, ow_lo, 0);         \
+                nan |= NAME##_windows_##ISA(x, H, W, yr, h0, h1, kw, sw, pl, ow_hi, OW, 0);        \
             } else {                                                                         \
-                nan |= NAME##_windows(x, H, W, yr, h0, h1, kw, sw, pl, 0, OW, attempt);      \
+                nan |= NAME##_windows_##ISA(x, H, W, yr, h0, h1, kw, sw, pl, 0, OW, attempt);      \
             }                                                                                \
         }                                                                                    \
         if (!nan) break;                                                                     \
     }                                                                                        \
 }
 
-CNN_DEFINE_MAXPOOL_PLANE(cnn_maxpool_plane_f, float)
-CNN_DEFINE_MAXPOOL_PLANE(cnn_maxpool_plane_d, double)
+/* The clones of _pool22.h's 2x2 row kernel, dispatched the same way (no AVX-512F copy: on an
+ * AVX-512 CPU the portable copy of that loop measured fastest, see _pool22.h). */
+CNN_FOR_EACH_ISA_NO512(CNN_DEFINE_MAXPOOL_PLANE, cnn_maxpool_plane_f, float)
+CNN_FOR_EACH_ISA_NO512(CNN_DEFINE_MAXPOOL_PLANE, cnn_maxpool_plane_d, double)
+#define cnn_maxpool_plane_f CNN_DISPATCH_NO512_PORTABLE(cnn_maxpool_plane_f)
+#define cnn_maxpool_plane_d CNN_DISPATCH_NO512_PORTABLE(cnn_maxpool_plane_d)
 
 #endif

@@ -41,6 +41,23 @@ cdef enum:
     WINO_TILES = 384
 
 
+# This module includes the training kernels' headers for their forward halves only: their
+# backward helpers are static and unused here, which is expected.
+cdef extern from *:
+    """
+    #if defined(__GNUC__)
+    #pragma GCC diagnostic ignored "-Wunused-function"
+    #endif
+    """
+
+
+cdef extern from "_simd.h":
+    int cnn_kernel_isa() noexcept nogil
+
+# Pick the kernel clones now, before any thread runs a kernel (see _simd.h).
+cnn_kernel_isa()
+
+
 cdef extern from "_fused.h":
     void cnn_maxpool_plane_f(const float *x, Py_ssize_t H, Py_ssize_t W, float *y,
                              Py_ssize_t OH, Py_ssize_t OW, int kh, int kw, int sh, int sw,
