@@ -48,7 +48,7 @@ _METHOD_CODES = {"im2col": _fused.IM2COL, "winograd": _fused.WINOGRAD, "direct":
 # 187/128/115/67/61 us against im2col 84/83/~100/81/83 us at batch 1/2/7/16/64. So a plan
 # for fewer tiles than this takes im2col (results then differ from the layer path's Winograd
 # by rounding only).
-_WINO_MIN_TILES = 384
+_WINO_MIN_TILES = _fused.WINOGRAD_BLOCK_TILES
 
 
 def _wino_tiles(out_hw):

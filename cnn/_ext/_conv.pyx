@@ -27,6 +27,7 @@ from cython.parallel cimport parallel, prange
 from libc.string cimport memset, memcpy
 
 from cnn._ext._blas cimport _gemm
+from cnn._ext._conv_common cimport WINO_TILES, _bias_act, _wino_group
 from cnn._ext._openmp cimport omp_get_thread_num
 
 # Upper bound on the number of private weight-gradient partials. Independent of the
@@ -158,24 +159,6 @@ cdef inline void _col2im(const floating *cols, floating *dx,
         cnn_col2im_f(cols, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
     else:
         cnn_col2im_d(cols, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
-
-
-cdef void _bias_act(floating *y, const floating *b, bint has_bias, bint relu,
-                    int K, int P) noexcept nogil:
-    """y[k, p] = act(y[k, p] + b[k]) in place for one image."""
-    cdef int k, p
-    cdef floating bk, v
-    cdef floating *row
-    for k in range(K):
-        row = y + <Py_ssize_t> k * P
-        bk = b[k] if has_bias else 0
-        if relu:
-            for p in range(P):
-                v = row[p] + bk
-                row[p] = 0 if v <= 0 else v  # NaN stays NaN, as in np.maximum
-        elif has_bias:
-            for p in range(P):
-                row[p] += bk
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
@@ -375,11 +358,6 @@ cdef extern from "_winograd.h":
                            Py_ssize_t t0, double *o) noexcept nogil
 
 
-# Tiles per Winograd block: enough columns for the 16 GEMMs to run near the BLAS kernel's
-# rate, few enough that the block's V and M stay in a core's L2. A block holds whole images;
-# the grouping depends on the shapes only, never on the thread count.
-cdef enum:
-    WINO_TILES = 384
 
 
 cdef inline void _wino_weights(const floating *w, floating *U, int Kout, int Cin,
@@ -439,12 +417,6 @@ cdef void _add_rows(floating *part, Py_ssize_t stride, int n_rows, Py_ssize_t lo
         src = part + r * stride
         for i in range(lo, hi):
             part[i] += src[i]
-
-
-cdef int _wino_group(int N, int tiles_per_image) noexcept nogil:
-    """Images per Winograd block: about WINO_TILES tiles, at least one image."""
-    cdef int g = (WINO_TILES + tiles_per_image - 1) // tiles_per_image
-    return max(1, min(N, g))
 
 
 cdef void _wino_conv(const floating *x, const floating *mask, const floating *U,

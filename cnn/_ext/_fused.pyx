@@ -24,6 +24,7 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport NAN
 
 from cnn._ext._blas cimport _gemm
+from cnn._ext._conv_common cimport WINO_TILES, _bias_act, _wino_group
 from cnn._ext._openmp cimport omp_get_thread_num
 
 
@@ -34,11 +35,9 @@ cdef enum:
     M_DIRECT = 2
 
 IM2COL, WINOGRAD, DIRECT = M_IM2COL, M_WINOGRAD, M_DIRECT
+# Tiles per Winograd block (_conv_common.pxd), for the plan's choice of algorithm.
+WINOGRAD_BLOCK_TILES = WINO_TILES
 
-# Tiles per Winograd block: must equal WINO_TILES of _conv.pyx, so that images are grouped
-# into the same blocks (the GEMMs see the same shapes) and the results stay bit-identical.
-cdef enum:
-    WINO_TILES = 384
 
 
 # This module includes the training kernels' headers for their forward halves only: their
@@ -122,30 +121,6 @@ cdef inline void _pool_image(const floating *z, floating *y, int K, int OH, int 
     for k in range(K):
         _pool_plane(z + <Py_ssize_t> k * OH * OW, OH, OW, y + <Py_ssize_t> k * PH * PW,
                     PH, PW, kh, kw, sh, sw, pt, pl)
-
-
-cdef void _bias_act(floating *y, const floating *b, bint has_bias, bint relu,
-                    int K, int P) noexcept nogil:
-    """y[k, p] = act(y[k, p] + b[k]) in place for one image (the pass of _conv.pyx)."""
-    cdef int k, p
-    cdef floating bk, v
-    cdef floating *row
-    for k in range(K):
-        row = y + <Py_ssize_t> k * P
-        bk = b[k] if has_bias else 0
-        if relu:
-            for p in range(P):
-                v = row[p] + bk
-                row[p] = 0 if v <= 0 else v  # NaN stays NaN, as in np.maximum
-        elif has_bias:
-            for p in range(P):
-                row[p] += bk
-
-
-cdef int _wino_group(int N, int tiles_per_image) noexcept nogil:
-    """Images per Winograd block, as in _conv.pyx: about WINO_TILES tiles, at least one."""
-    cdef int g = (WINO_TILES + tiles_per_image - 1) // tiles_per_image
-    return max(1, min(N, g))
 
 
 cdef double _max_abs_into(const floating *y, Py_ssize_t n, double cur) noexcept nogil:
