@@ -227,6 +227,33 @@ def child_env(**extra):
     return env
 
 
+# Open MPI refuses root and more ranks than cores without these; MPICH ignores them.
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "OMPI_MCA_rmaps_base_oversubscribe": "1",
+           "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe"}
+
+
+def find_mpiexec():
+    """``(path, None)`` of the mpiexec to launch with, or ``(None, reason)`` when there is none:
+    no mpi4py, no mpiexec beside this Python or on PATH, or an mpi4py that finds no MPI."""
+    import importlib.util
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("mpi4py") is None:
+        return None, "mpi4py is not installed (pip install 'cnn[mpi]')"
+    exe = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+    if exe is None:
+        return None, "no mpiexec on PATH (pip install mpich)"
+    probe = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60, env=child_env(), check=False)
+    if probe.returncode:
+        return None, f"mpi4py finds no MPI library: {probe.stderr.strip()[-300:]}"
+    return exe, None
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _sigint_reaches_python():
     """POSIX shells start background jobs with SIGINT ignored, and Python then leaves it

@@ -8,14 +8,13 @@ they skip with the reason. The other tests need no MPI.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import types
 
 import numpy as np
 import pytest
-from conftest import child_env
+from conftest import MPI_ENV, child_env, find_mpiexec
 
 from cnn import distributed
 from cnn.callbacks import ModelCheckpoint
@@ -26,31 +25,12 @@ WORKER = os.path.join(HERE, "mpi", "worker.py")
 sys.path.insert(0, os.path.join(HERE, "mpi"))
 import cases  # noqa: E402 (tests/mpi is put on sys.path just above)
 
-# Open MPI refuses root and more ranks than cores without these; MPICH ignores them.
-MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "OMPI_MCA_rmaps_base_oversubscribe": "1",
-           "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe"}
 RTOL = {"float64": 1e-12, "float32": 1e-6}
-
-
-def _mpiexec():
-    """The mpiexec to use, or the reason there is none."""
-    import importlib.util
-    if importlib.util.find_spec("mpi4py") is None:
-        return None, "mpi4py is not installed (pip install 'cnn[mpi]')"
-    exe = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
-    if exe is None:
-        return None, "no mpiexec on PATH (pip install mpich)"
-    probe = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"], stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=60, env=child_env(), check=False)
-    if probe.returncode:
-        return None, f"mpi4py finds no MPI library: {probe.stderr.strip()[-300:]}"
-    return exe, None
 
 
 @pytest.fixture(scope="module")
 def mpiexec():
-    exe, why = _mpiexec()
+    exe, why = find_mpiexec()
     if exe is None:
         pytest.skip(why)
     return exe

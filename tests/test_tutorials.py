@@ -7,15 +7,13 @@ bench's check), so a script that exits 0 and reaches its last line has passed it
 """
 
 import importlib.util
-import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import child_env
+from conftest import MPI_ENV, child_env, find_mpiexec
 
 from cnn import distributed
 
@@ -34,20 +32,6 @@ LAST_LINES = {
 # (CI installs them, so it runs there)
 EXTRAS = {"05_onnx": ("onnx", "onnxruntime")}
 TIMEOUT = 300  # seconds per script; they take 2-25 s on 2 idle cores
-# Open MPI refuses root and more ranks than cores without these; MPICH ignores them.
-MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "OMPI_MCA_rmaps_base_oversubscribe": "1",
-           "PRTE_MCA_rmaps_default_mapping_policy": ":oversubscribe"}
-
-
-def _mpiexec():
-    """The mpiexec to launch with, or None and the reason there is none."""
-    if importlib.util.find_spec("mpi4py") is None:
-        return None, "mpi4py is not installed (pip install 'cnn[mpi]')"
-    exe = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
-    if exe is None:
-        return None, "no mpiexec on PATH (pip install mpich)"
-    return exe, None
 
 
 def _run(command, cwd, env):
@@ -79,7 +63,7 @@ def test_tutorial_runs(script, tmp_path):
 @pytest.mark.parametrize("script", [s for s in SCRIPTS if "data_parallel" in s.stem],
                          ids=lambda s: s.stem)
 def test_data_parallel_tutorial_runs_under_mpiexec(script, tmp_path):
-    exe, why = _mpiexec()
+    exe, why = find_mpiexec()
     if exe is None:
         pytest.skip(why)
     env = child_env(**MPI_ENV)
