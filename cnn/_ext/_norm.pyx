@@ -4,9 +4,10 @@ Layout (C-contiguous): x, y, dy, dx are ``(N, C, S)``: a conv batch (N, C, H, W)
 S = H*W, or a dense batch (N, F) with C = F and S = 1. Statistics are per channel, over the
 M = N*S values of that channel.
 
-Each channel's sums are computed by one thread, in float64 whatever the data type, over 16
-fixed lanes in an order set by the shapes alone (see ``_norm.h``), so every result depends on
-the channel alone: bit-identical for any thread count and any kernel clone. Means and variances are two-pass (mean first, then the sum of squared
+Each channel's sums are computed by one thread, in float64 whatever the data type, over
+CNN_BN_LANES (8) fixed lanes and their tail lanes, in an order set by the shapes alone (see
+``_norm.h``), so every result depends on the channel alone: bit-identical for any thread count
+and any kernel clone. Means and variances are two-pass (mean first, then the sum of squared
 deviations), which does not cancel the way E[x^2] - E[x]^2 does.
 Validation lives in :mod:`cnn.functional`; these kernels trust their arguments.
 """
