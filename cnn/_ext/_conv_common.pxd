@@ -1,4 +1,6 @@
-"""Helpers shared by the conv kernels (_conv.pyx) and the fused inference kernels (_fused.pyx).
+"""Kernel declarations and helpers shared by the conv kernels (_conv.pyx) and the fused
+inference kernels (_fused.pyx): the C headers' signatures (_im2col.h, _winograd.h, _direct.h)
+and their typed wrappers, declared once.
 
 One definition for both: the fused kernel's outputs are compared bit for bit with the conv's,
 so they must group the Winograd tiles into the same blocks (the GEMMs then see the same shapes)
@@ -35,3 +37,119 @@ cdef inline void _bias_act(floating *y, const floating *b, bint has_bias, bint r
         elif has_bias:
             for p in range(P):
                 row[p] += bk
+
+
+cdef extern from "_im2col.h":
+    void cnn_im2col_f(const float *x, float *cols, int C, int H, int W, int kh, int kw,
+                      int sh, int sw, int pt, int pl, int OH, int OW, int dh,
+                      int dw) noexcept nogil
+    void cnn_im2col_d(const double *x, double *cols, int C, int H, int W, int kh, int kw,
+                      int sh, int sw, int pt, int pl, int OH, int OW, int dh,
+                      int dw) noexcept nogil
+    void cnn_col2im_f(const float *cols, float *dx, int C, int H, int W, int kh, int kw,
+                      int sh, int sw, int pt, int pl, int OH, int OW, int dh,
+                      int dw) noexcept nogil
+    void cnn_col2im_d(const double *cols, double *dx, int C, int H, int W, int kh, int kw,
+                      int sh, int sw, int pt, int pl, int OH, int OW, int dh,
+                      int dw) noexcept nogil
+
+
+cdef inline void _im2col(const floating *x, floating *cols,
+                         int C, int H, int W, int kh, int kw, int sh, int sw,
+                         int pt, int pl, int OH, int OW, int dil_h, int dil_w) noexcept nogil:
+    """cols[(c*kh + i)*kw + j, oh*OW + ow] = xpad[c, oh*sh + i*dil_h, ow*sw + j*dil_w]
+    (see _im2col.h)."""
+    if floating is float:
+        cnn_im2col_f(x, cols, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
+    else:
+        cnn_im2col_d(x, cols, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
+
+
+cdef inline void _col2im(const floating *cols, floating *dx,
+                         int C, int H, int W, int kh, int kw, int sh, int sw,
+                         int pt, int pl, int OH, int OW, int dil_h, int dil_w) noexcept nogil:
+    """dx = 0, then dx[c, ih, iw] += cols[row, p] over every (row, p) im2col read (c, ih, iw) from."""
+    if floating is float:
+        cnn_col2im_f(cols, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
+    else:
+        cnn_col2im_d(cols, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
+
+
+cdef extern from "_winograd.h":
+    Py_ssize_t CNN_WINO_TILES(Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+    Py_ssize_t CNN_WINO_PAD_SIZE(Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+    void cnn_wino_weights_f(const float *w, float *U, int Kout, int Cin, int flip) noexcept nogil
+    void cnn_wino_weights_d(const double *w, double *U, int Kout, int Cin, int flip) noexcept nogil
+    void cnn_wino_input_f(const float *x, const float *mask, float *pad, float *V, int Cin,
+                          int H, int W, int pt, int pl, int th, int tw, Py_ssize_t ldv,
+                          Py_ssize_t lde, Py_ssize_t t0) noexcept nogil
+    void cnn_wino_input_d(const double *x, const double *mask, double *pad, double *V, int Cin,
+                          int H, int W, int pt, int pl, int th, int tw, Py_ssize_t ldv,
+                          Py_ssize_t lde, Py_ssize_t t0) noexcept nogil
+    void cnn_wino_grad_f(const float *dy, const float *mask, float *pad, float *D, int Kout,
+                         int OH, int OW, int th, int tw, Py_ssize_t ldd, Py_ssize_t t0) noexcept nogil
+    void cnn_wino_grad_d(const double *dy, const double *mask, double *pad, double *D, int Kout,
+                         int OH, int OW, int th, int tw, Py_ssize_t ldd, Py_ssize_t t0) noexcept nogil
+    void cnn_wino_weights_grad_f(const float *Mw, float *dw, float *db, int Kout, int Cin,
+                                 Py_ssize_t ldw) noexcept nogil
+    void cnn_wino_weights_grad_d(const double *Mw, double *dw, double *db, int Kout, int Cin,
+                                 Py_ssize_t ldw) noexcept nogil
+    void cnn_wino_output_f(const float *M, float *y, const float *bias, int relu, int Kout,
+                           int OH, int OW, int th, int tw, Py_ssize_t ldm,
+                           Py_ssize_t t0, float *o) noexcept nogil
+    void cnn_wino_output_d(const double *M, double *y, const double *bias, int relu, int Kout,
+                           int OH, int OW, int th, int tw, Py_ssize_t ldm,
+                           Py_ssize_t t0, double *o) noexcept nogil
+
+
+cdef inline void _wino_weights(const floating *w, floating *U, int Kout, int Cin,
+                               bint flip) noexcept nogil:
+    if floating is float:
+        cnn_wino_weights_f(w, U, Kout, Cin, flip)
+    else:
+        cnn_wino_weights_d(w, U, Kout, Cin, flip)
+
+
+cdef inline void _wino_input(const floating *x, const floating *mask, floating *pad,
+                             floating *V, int Cin, int H, int W, int pt, int pl, int th, int tw,
+                             Py_ssize_t ldv, Py_ssize_t lde, Py_ssize_t t0) noexcept nogil:
+    if floating is float:
+        cnn_wino_input_f(x, mask, pad, V, Cin, H, W, pt, pl, th, tw, ldv, lde, t0)
+    else:
+        cnn_wino_input_d(x, mask, pad, V, Cin, H, W, pt, pl, th, tw, ldv, lde, t0)
+
+
+cdef inline void _wino_output(const floating *M, floating *y, const floating *bias, bint relu,
+                              int Kout, int OH, int OW, int th, int tw, Py_ssize_t ldm,
+                              Py_ssize_t t0, floating *o) noexcept nogil:
+    if floating is float:
+        cnn_wino_output_f(M, y, bias, relu, Kout, OH, OW, th, tw, ldm, t0, o)
+    else:
+        cnn_wino_output_d(M, y, bias, relu, Kout, OH, OW, th, tw, ldm, t0, o)
+
+
+cdef inline void _wino_grad(const floating *dy, const floating *mask, floating *pad,
+                            floating *D, int Kout, int OH, int OW, int th, int tw,
+                            Py_ssize_t ldd, Py_ssize_t t0) noexcept nogil:
+    if floating is float:
+        cnn_wino_grad_f(dy, mask, pad, D, Kout, OH, OW, th, tw, ldd, t0)
+    else:
+        cnn_wino_grad_d(dy, mask, pad, D, Kout, OH, OW, th, tw, ldd, t0)
+
+
+cdef inline void _wino_weights_grad(const floating *Mw, floating *dw, floating *db, int Kout,
+                                    int Cin, Py_ssize_t ldw) noexcept nogil:
+    if floating is float:
+        cnn_wino_weights_grad_f(Mw, dw, db, Kout, Cin, ldw)
+    else:
+        cnn_wino_weights_grad_d(Mw, dw, db, Kout, Cin, ldw)
+
+
+cdef extern from "_direct.h":
+    Py_ssize_t CNN_DIRECT_SCRATCH(Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
+    void cnn_direct3x3_c1_f(const float *x, const float *w, const float *b, int relu, float *y,
+                            int K, int H, int W, int pt, int pl, int OH, int OW,
+                            float *scratch) noexcept nogil
+    void cnn_direct3x3_c1_d(const double *x, const double *w, const double *b, int relu,
+                            double *y, int K, int H, int W, int pt, int pl, int OH, int OW,
+                            double *scratch) noexcept nogil

@@ -24,7 +24,22 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport NAN
 
 from cnn._ext._blas cimport _gemm
-from cnn._ext._conv_common cimport WINO_TILES, _bias_act, _wino_group
+from cnn._ext._conv_common cimport (
+    WINO_TILES, _bias_act, _wino_group,
+    CNN_DIRECT_SCRATCH,
+    CNN_WINO_PAD_SIZE,
+    CNN_WINO_TILES,
+    cnn_direct3x3_c1_d,
+    cnn_direct3x3_c1_f,
+    cnn_im2col_d,
+    cnn_im2col_f,
+    cnn_wino_input_d,
+    cnn_wino_input_f,
+    cnn_wino_output_d,
+    cnn_wino_output_f,
+    cnn_wino_weights_d,
+    cnn_wino_weights_f,
+)
 from cnn._ext._openmp cimport omp_get_thread_num
 
 
@@ -64,44 +79,6 @@ cdef extern from "_fused.h":
     void cnn_maxpool_plane_d(const double *x, Py_ssize_t H, Py_ssize_t W, double *y,
                              Py_ssize_t OH, Py_ssize_t OW, int kh, int kw, int sh, int sw,
                              int pt, int pl) noexcept nogil
-
-
-cdef extern from "_im2col.h":
-    void cnn_im2col_f(const float *x, float *cols, int C, int H, int W, int kh, int kw,
-                      int sh, int sw, int pt, int pl, int OH, int OW, int dh,
-                      int dw) noexcept nogil
-    void cnn_im2col_d(const double *x, double *cols, int C, int H, int W, int kh, int kw,
-                      int sh, int sw, int pt, int pl, int OH, int OW, int dh,
-                      int dw) noexcept nogil
-
-
-cdef extern from "_winograd.h":
-    Py_ssize_t CNN_WINO_TILES(Py_ssize_t th, Py_ssize_t tw) noexcept nogil
-    Py_ssize_t CNN_WINO_PAD_SIZE(Py_ssize_t th, Py_ssize_t tw) noexcept nogil
-    void cnn_wino_weights_f(const float *w, float *U, int Kout, int Cin, int flip) noexcept nogil
-    void cnn_wino_weights_d(const double *w, double *U, int Kout, int Cin, int flip) noexcept nogil
-    void cnn_wino_input_f(const float *x, const float *mask, float *pad, float *V, int Cin,
-                          int H, int W, int pt, int pl, int th, int tw, Py_ssize_t ldv,
-                          Py_ssize_t lde, Py_ssize_t t0) noexcept nogil
-    void cnn_wino_input_d(const double *x, const double *mask, double *pad, double *V, int Cin,
-                          int H, int W, int pt, int pl, int th, int tw, Py_ssize_t ldv,
-                          Py_ssize_t lde, Py_ssize_t t0) noexcept nogil
-    void cnn_wino_output_f(const float *M, float *y, const float *bias, int relu, int Kout,
-                           int OH, int OW, int th, int tw, Py_ssize_t ldm,
-                           Py_ssize_t t0, float *o) noexcept nogil
-    void cnn_wino_output_d(const double *M, double *y, const double *bias, int relu, int Kout,
-                           int OH, int OW, int th, int tw, Py_ssize_t ldm,
-                           Py_ssize_t t0, double *o) noexcept nogil
-
-
-cdef extern from "_direct.h":
-    Py_ssize_t CNN_DIRECT_SCRATCH(Py_ssize_t OH, Py_ssize_t OW) noexcept nogil
-    void cnn_direct3x3_c1_f(const float *x, const float *w, const float *b, int relu, float *y,
-                            int K, int H, int W, int pt, int pl, int OH, int OW,
-                            float *scratch) noexcept nogil
-    void cnn_direct3x3_c1_d(const double *x, const double *w, const double *b, int relu,
-                            double *y, int K, int H, int W, int pt, int pl, int OH, int OW,
-                            double *scratch) noexcept nogil
 
 
 cdef inline void _pool_plane(const floating *x, Py_ssize_t H, Py_ssize_t W, floating *y,
