@@ -34,7 +34,7 @@ have changed (``_set_graph``, ``compile``) and when a layer's activation object 
 
 import numpy as np
 
-from cnn import _ops, _threads, layers
+from cnn import _ops, _threads, graph, layers
 from cnn._ext import _conv, _dense, _fused
 
 __all__ = ["InferencePlan", "plan_signature", "plan_for"]
@@ -357,12 +357,8 @@ class InferencePlan:
             nodes.append(_Node(op, list(steps[k].inputs), last.output,
                                [s.layer for s in steps[k:k + used]]))
             k += used
-        last_read = {}
-        for i, node in enumerate(nodes):
-            for t in node.inputs:
-                last_read[t] = i
-        for i, node in enumerate(nodes):
-            node.frees = tuple(t for t in set(node.inputs) if last_read[t] == i)
+        for node, frees in zip(nodes, graph.release_after([n.inputs for n in nodes])):
+            node.frees = frees
         # A Winograd conv reading a fused conv's output gets max |x| from that kernel (taken
         # while each item was in cache) instead of two more passes over x.
         producer = {node.output: node.op for node in nodes}

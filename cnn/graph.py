@@ -16,7 +16,7 @@ import itertools
 
 from . import _validation as V
 
-__all__ = ["SymbolicTensor", "Node", "Input", "plan"]
+__all__ = ["SymbolicTensor", "Node", "Input", "plan", "release_after"]
 
 _ids = itertools.count()
 
@@ -169,3 +169,24 @@ def plan(inputs, outputs):
         stuck = [n.layer_label for n in nodes if n not in order]
         raise ValueError(f"the layer graph has a cycle through {', '.join(stuck)}")
     return order
+
+
+def release_after(inputs):
+    """Where each tensor can be dropped: after its last reader.
+
+    Parameters
+    ----------
+    inputs : list of sequences of hashable
+        The tensors (ids) each step reads, in execution order.
+
+    Returns
+    -------
+    list of tuple
+        For each step, the tensors it is the last reader of (each once).
+    """
+    last_read = {}
+    for k, step_inputs in enumerate(inputs):
+        for t in step_inputs:
+            last_read[t] = k
+    return [tuple(t for t in set(step_inputs) if last_read[t] == k)
+            for k, step_inputs in enumerate(inputs)]

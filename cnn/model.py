@@ -212,12 +212,8 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
             ids[node.output.id] = k + 1
         steps = [_Step(n.layer, [ids[t.id] for t in n.inputs], ids[n.output.id],
                        uses[id(n.layer)] > 1) for n in nodes]
-        last_read = {}
-        for k, step in enumerate(steps):
-            for t in step.inputs:
-                last_read[t] = k
-        for k, step in enumerate(steps):
-            step.frees = tuple(t for t in set(step.inputs) if last_read[t] == k)
+        for step, frees in zip(steps, _graph.release_after([s.inputs for s in steps])):
+            step.frees = frees
         self._chain = all(len(s.inputs) == 1 and s.inputs[0] == k and not s.shared
                           for k, s in enumerate(steps))
         # a call needs its input gradient when some call before it (on a path) has parameters
