@@ -176,6 +176,23 @@ def test_bit_identical_for_any_thread_count(rng, dtype, n):
             np.testing.assert_array_equal(a, c)
 
 
+def test_float32_image_does_not_depend_on_its_batch(rng):
+    """float32 Winograd: each output is one FMA chain over the channels (_wino_gemm.h), so an
+    image gives the same bits alone, in a partial block or in a batch of many blocks."""
+    x = rng.standard_normal((23, 12, 10, 9)).astype(np.float32)
+    w = rng.standard_normal((19, 12, 3, 3)).astype(np.float32)   # 8 + 8 + a 3-row tail
+    b = rng.standard_normal(19).astype(np.float32)
+    y = F.conv2d(x, w, b, padding="same", activation="relu", algorithm="winograd")
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = F.conv2d_backward(dy, x, w, padding="same", algorithm="winograd")[0]
+    for i in (0, 6, 22):
+        y1 = F.conv2d(x[i:i + 1], w, b, padding="same", activation="relu", algorithm="winograd")
+        dx1 = F.conv2d_backward(dy[i:i + 1], x[i:i + 1], w, padding="same",
+                                algorithm="winograd")[0]
+        np.testing.assert_array_equal(y1[0], y[i])
+        np.testing.assert_array_equal(dx1[0], dx[i])
+
+
 def test_nan_stays_in_its_tiles(rng):
     """A NaN input reaches every output whose receptive field holds it (and may reach the other
     outputs of those 2x2 tiles: documented), never the rest of the plane."""

@@ -36,7 +36,8 @@ from cnn._ext._conv_common cimport (
     _im2col,
     _wino_grad,
     _wino_input,
-    _wino_output,
+    _wino_block,
+    _wino_block_sizes,
     _wino_weights,
     _wino_weights_grad,
     cnn_direct3x3_c1_d,
@@ -335,43 +336,25 @@ cdef void _wino_conv(const floating *x, const floating *mask, const floating *U,
     ``_wino_scratch_size`` elements. Blocks of ``_wino_group`` images are handed out
     dynamically; a block's arithmetic does not depend on which thread runs it.
     """
-    cdef int th = (OH + 1) // 2, tw = (OW + 1) // 2
-    cdef int tpi = <int> CNN_WINO_TILES(th, tw)
+    cdef int tpi = <int> CNN_WINO_TILES((OH + 1) // 2, (OW + 1) // 2)
     cdef int G = _wino_group(N, tpi)
     cdef int n_blocks = (N + G - 1) // G
-    cdef Py_ssize_t pad_size = CNN_WINO_PAD_SIZE(th, tw) + 4 * <Py_ssize_t> tpi
-    cdef Py_ssize_t v_size = 16 * <Py_ssize_t> Cin * G * tpi
+    cdef Py_ssize_t pad_size, v_size
     cdef Py_ssize_t in_img = <Py_ssize_t> Cin * H * W, out_img = <Py_ssize_t> Kout * OH * OW
-    cdef int blk, n0, n1, n, e, T
-    cdef floating *pad
-    cdef floating *V
-    cdef floating *M
-    pad = V = M = NULL
+    cdef int blk, n0
+    _wino_block_sizes(N, Cin, Kout, OH, OW, &pad_size, &v_size)
     with parallel(num_threads=num_threads):
-        pad = &scratch[omp_get_thread_num(), 0]
-        V = pad + pad_size
-        M = V + v_size
         for blk in prange(n_blocks, schedule='dynamic'):
             n0 = blk * G
-            n1 = min(N, n0 + G)
-            T = (n1 - n0) * tpi
-            for n in range(n0, n1):
-                _wino_input(x + n * in_img, mask + n * in_img if mask != NULL else NULL,
-                            pad, V, Cin, H, W, pt, pl, th, tw, T, <Py_ssize_t> Cin * T,
-                            <Py_ssize_t> (n - n0) * tpi)
-            for e in range(16):
-                _gemm(False, False, Kout, T, Cin, 1, U + <Py_ssize_t> e * Kout * Cin, Cin,
-                      V + <Py_ssize_t> e * Cin * T, T, 0, M + <Py_ssize_t> e * Kout * T, T)
-            for n in range(n0, n1):
-                _wino_output(M, y + n * out_img, bias, relu, Kout, OH, OW, th, tw, T,
-                             <Py_ssize_t> (n - n0) * tpi, pad + pad_size - 4 * tpi)
+            _wino_block(x + n0 * in_img, mask + n0 * in_img if mask != NULL else NULL, U,
+                        bias, relu, y + n0 * out_img, min(N, n0 + G) - n0, Cin, H, W, Kout,
+                        OH, OW, pt, pl, &scratch[omp_get_thread_num(), 0], pad_size, v_size)
 
 
 cdef Py_ssize_t _wino_scratch_size(int N, int Cin, int Kout, int OH, int OW):
-    """Elements of one thread's Winograd scratch: a padded plane, an output row, V and M."""
-    cdef Py_ssize_t th = (OH + 1) // 2, tw = (OW + 1) // 2, tpi = CNN_WINO_TILES(th, tw)
-    cdef Py_ssize_t T = _wino_group(N, <int> tpi) * tpi
-    return CNN_WINO_PAD_SIZE(th, tw) + 4 * tpi + 16 * (Cin + Kout) * T
+    """Elements of one thread's Winograd scratch (see ``_wino_block_sizes``)."""
+    cdef Py_ssize_t pad_size, v_size
+    return _wino_block_sizes(N, Cin, Kout, OH, OW, &pad_size, &v_size)
 
 
 def conv2d_forward_winograd(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)

@@ -7,6 +7,9 @@ so they must group the Winograd tiles into the same blocks (the GEMMs then see t
 and apply bias and ReLU by the same pass.
 """
 from cython cimport floating
+from libc.string cimport memset
+
+from cnn._ext._blas cimport _gemm
 
 # Tiles per Winograd block: enough columns for the 16 GEMMs to run near the BLAS kernel's
 # rate, few enough that the block's V and M stay in a core's L2. A block holds whole images;
@@ -143,6 +146,77 @@ cdef inline void _wino_weights_grad(const floating *Mw, floating *dw, floating *
         cnn_wino_weights_grad_f(Mw, dw, db, Kout, Cin, ldw)
     else:
         cnn_wino_weights_grad_d(Mw, dw, db, Kout, Cin, ldw)
+
+
+cdef extern from "_wino_gemm.h":
+    Py_ssize_t CNN_WINO_GEMM_PAD(Py_ssize_t t) noexcept nogil
+    int CNN_WINO_GEMM_ROWS
+    void cnn_wino_gemm_f(const float *U, Py_ssize_t lde_u, int Cin, int rows, const float *V,
+                         Py_ssize_t ldv, Py_ssize_t lde_v, Py_ssize_t S, float *M,
+                         Py_ssize_t ldm, Py_ssize_t lde_m) noexcept nogil
+
+
+cdef inline Py_ssize_t _wino_block_sizes(int N, int Cin, int Kout, int OH, int OW,
+                                         Py_ssize_t *pad_size, Py_ssize_t *v_size) noexcept nogil:
+    """Elements of one thread's scratch for :func:`_wino_block` on blocks of
+    ``_wino_group`` images: a padded plane and an output row (``pad_size``), V (16, Cin, S)
+    (``v_size``) and M (16, Kout, S), S the block's tile slots rounded up for the GEMM kernel."""
+    cdef Py_ssize_t th = (OH + 1) // 2, tw = (OW + 1) // 2, tpi = CNN_WINO_TILES(th, tw)
+    cdef Py_ssize_t S = CNN_WINO_GEMM_PAD(_wino_group(N, <int> tpi) * tpi)
+    pad_size[0] = CNN_WINO_PAD_SIZE(th, tw) + 4 * tpi
+    v_size[0] = 16 * <Py_ssize_t> Cin * S
+    return pad_size[0] + v_size[0] + 16 * <Py_ssize_t> Kout * S
+
+
+cdef inline void _wino_block(const floating *x, const floating *mask, const floating *U,
+                             const floating *bias, bint relu, floating *y, int n_img,
+                             int Cin, int H, int W, int Kout, int OH, int OW, int pt, int pl,
+                             floating *scratch, Py_ssize_t pad_size,
+                             Py_ssize_t v_size) noexcept nogil:
+    """y (n_img, Kout, OH, OW) = act(conv3x3(x (n_img, Cin, H, W) [masked]) + bias) by
+    Winograd F(2x2, 3x3), stride 1, for one block of images on one thread.
+
+    ``U`` holds the transformed weights (16, Kout, Cin); ``mask`` (same shape as x) or NULL;
+    ``scratch`` one thread's row laid out as :func:`_wino_block_sizes` says. float32: the 16
+    products by the register-blocked kernel of _wino_gemm.h, 8 output channels at a time, each
+    group's output transform run while its M is in cache; float64: by BLAS, all channels.
+    The arithmetic of an output does not depend on the block it is in.
+    """
+    cdef int th = (OH + 1) // 2, tw = (OW + 1) // 2
+    cdef int tpi = <int> CNN_WINO_TILES(th, tw)
+    cdef Py_ssize_t T = <Py_ssize_t> n_img * tpi, S = CNN_WINO_GEMM_PAD(T)
+    cdef Py_ssize_t in_img = <Py_ssize_t> Cin * H * W, plane = <Py_ssize_t> OH * OW
+    cdef Py_ssize_t out_img = Kout * plane, r
+    cdef floating *pad = scratch
+    cdef floating *o = scratch + pad_size - 4 * tpi
+    cdef floating *V = scratch + pad_size
+    cdef floating *M = V + v_size
+    cdef int n, e, ko, rows
+    for n in range(n_img):
+        _wino_input(x + n * in_img, mask + n * in_img if mask != NULL else NULL, pad, V,
+                    Cin, H, W, pt, pl, th, tw, S, <Py_ssize_t> Cin * S, <Py_ssize_t> n * tpi)
+    if S > T:  # the slots past the block's last tile: zeros, never read back
+        for r in range(16 * <Py_ssize_t> Cin):
+            memset(V + r * S + T, 0, (S - T) * sizeof(floating))
+    if floating is float:
+        ko = 0
+        while ko < Kout:
+            rows = min(<int> CNN_WINO_GEMM_ROWS, Kout - ko)
+            cnn_wino_gemm_f(U + <Py_ssize_t> ko * Cin, <Py_ssize_t> Kout * Cin, Cin, rows,
+                            V, S, <Py_ssize_t> Cin * S, S, M, S, <Py_ssize_t> rows * S)
+            for n in range(n_img):
+                _wino_output(M, y + n * out_img + ko * plane,
+                             bias + ko if bias != NULL else NULL, relu, rows, OH, OW, th, tw,
+                             S, <Py_ssize_t> n * tpi, o)
+            ko += rows
+    else:
+        for e in range(16):
+            _gemm(False, False, Kout, <int> S, Cin, 1, U + <Py_ssize_t> e * Kout * Cin, Cin,
+                  V + <Py_ssize_t> e * Cin * S, <int> S, 0, M + <Py_ssize_t> e * Kout * S,
+                  <int> S)
+        for n in range(n_img):
+            _wino_output(M, y + n * out_img, bias, relu, Kout, OH, OW, th, tw, S,
+                         <Py_ssize_t> n * tpi, o)
 
 
 cdef extern from "_direct.h":

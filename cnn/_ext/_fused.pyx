@@ -25,18 +25,13 @@ from libc.math cimport NAN
 
 from cnn._ext._blas cimport _gemm
 from cnn._ext._conv_common cimport (
-    WINO_TILES, _bias_act, _wino_group,
+    WINO_TILES, _bias_act, _wino_block, _wino_block_sizes, _wino_group,
     CNN_DIRECT_SCRATCH,
-    CNN_WINO_PAD_SIZE,
     CNN_WINO_TILES,
     cnn_direct3x3_c1_d,
     cnn_direct3x3_c1_f,
     cnn_im2col_d,
     cnn_im2col_f,
-    cnn_wino_input_d,
-    cnn_wino_input_f,
-    cnn_wino_output_d,
-    cnn_wino_output_f,
     cnn_wino_weights_d,
     cnn_wino_weights_f,
 )
@@ -136,13 +131,10 @@ def scratch_size(int method, int N, int C, int K, int kh, int kw, int OH, int OW
     direct kernel's padded plane and accumulators and the conv output; Winograd: the padded
     plane, an output row, V (16, C, T), M (16, K, T) and the conv output of a block of images.
     """
-    cdef Py_ssize_t P = <Py_ssize_t> OH * OW, th, tw, tpi, T
+    cdef Py_ssize_t P = <Py_ssize_t> OH * OW, tpi, pad_size, v_size
     if method == M_WINOGRAD:
-        th = (OH + 1) // 2
-        tw = (OW + 1) // 2
-        tpi = CNN_WINO_TILES(th, tw)
-        T = _wino_group(N, <int> tpi) * tpi
-        return (CNN_WINO_PAD_SIZE(th, tw) + 4 * tpi + 16 * (<Py_ssize_t> C + K) * T
+        tpi = CNN_WINO_TILES((OH + 1) // 2, (OW + 1) // 2)
+        return (_wino_block_sizes(N, C, K, OH, OW, &pad_size, &v_size)
                 + _wino_group(N, <int> tpi) * K * P)
     if method == M_DIRECT:
         return CNN_DIRECT_SCRATCH(OH, OW) + K * P
@@ -185,6 +177,7 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef const floating *wptr
     cdef floating *yptr
     cdef const floating *src
+    cdef const floating *uptr
     cdef floating *base
     cdef floating *z
     cdef floating *zz
@@ -192,29 +185,23 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef Py_ssize_t conv_img = <Py_ssize_t> K * P
     cdef bint one_by_one = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 \
         and pl == 0 and OH == H and OW == W
-    cdef int n, blk, n0, n1, e, T, th, tw, tpi, G, n_items
+    cdef int n, blk, n0, n1, tpi, G, n_items
     cdef bint pooled = pkh > 0
     cdef bint track = maxes is not None
     cdef Py_ssize_t item0, item1
     cdef int tid
     cdef Py_ssize_t pad_size = 0, v_size = 0, ssize = scratch.shape[1]
-    cdef floating *pad
-    cdef floating *V
-    cdef floating *M
     if N == 0 or K == 0 or P == 0 or PH * PW == 0:
         return
     xptr = &x[0, 0, 0, 0]
     wptr = &w[0, 0, 0, 0]
     yptr = &y[0, 0, 0, 0]
-    th = (OH + 1) // 2
-    tw = (OW + 1) // 2
-    tpi = <int> CNN_WINO_TILES(th, tw)
+    tpi = <int> CNN_WINO_TILES((OH + 1) // 2, (OW + 1) // 2)
     G = _wino_group(N, tpi) if method == M_WINOGRAD else 1
     n_items = (N + G - 1) // G
     num_threads = max(1, min(num_threads, n_items))
     if method == M_WINOGRAD:
-        pad_size = CNN_WINO_PAD_SIZE(th, tw) + 4 * <Py_ssize_t> tpi
-        v_size = 16 * <Py_ssize_t> C * G * tpi
+        _wino_block_sizes(N, C, K, OH, OW, &pad_size, &v_size)
         with nogil:
             if floating is float:
                 cnn_wino_weights_f(wptr, &U[0, 0, 0], K, C, False)
@@ -223,7 +210,8 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     if track:
         for tid in range(maxes.shape[0]):
             maxes[tid] = 0
-    base = z = zz = pad = V = M = NULL
+    uptr = &U[0, 0, 0] if method == M_WINOGRAD else NULL
+    base = z = zz = NULL
     with nogil, parallel(num_threads=num_threads):
         base = &scratch[omp_get_thread_num(), 0]
         # the conv output of the item sits at the end of the thread's row
@@ -234,30 +222,10 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
             if method == M_WINOGRAD:
                 n0 = blk * G
                 n1 = min(N, n0 + G)
-                T = (n1 - n0) * tpi
-                pad = base
-                V = pad + pad_size
-                M = V + v_size
-                for n in range(n0, n1):
-                    if floating is float:
-                        cnn_wino_input_f(xptr + n * in_img, NULL, pad, V, C, H, W, pt, pl, th,
-                                         tw, T, <Py_ssize_t> C * T, <Py_ssize_t> (n - n0) * tpi)
-                    else:
-                        cnn_wino_input_d(xptr + n * in_img, NULL, pad, V, C, H, W, pt, pl, th,
-                                         tw, T, <Py_ssize_t> C * T, <Py_ssize_t> (n - n0) * tpi)
-                for e in range(16):
-                    _gemm(False, False, K, T, C, 1, &U[e, 0, 0], C,
-                          V + <Py_ssize_t> e * C * T, T, 0, M + <Py_ssize_t> e * K * T, T)
-                for n in range(n0, n1):
-                    if floating is float:
-                        cnn_wino_output_f(M, zz + (n - n0) * conv_img, bptr, relu, K, OH, OW,
-                                          th, tw, T, <Py_ssize_t> (n - n0) * tpi,
-                                          pad + pad_size - 4 * tpi)
-                    else:
-                        cnn_wino_output_d(M, zz + (n - n0) * conv_img, bptr, relu, K, OH, OW,
-                                          th, tw, T, <Py_ssize_t> (n - n0) * tpi,
-                                          pad + pad_size - 4 * tpi)
-                    if pooled:
+                _wino_block(xptr + n0 * in_img, NULL, uptr, bptr, relu, zz, n1 - n0,
+                            C, H, W, K, OH, OW, pt, pl, base, pad_size, v_size)
+                if pooled:
+                    for n in range(n0, n1):
                         _pool_image(zz + (n - n0) * conv_img, yptr + n * out_img, K, OH, OW,
                                     PH, PW, pkh, pkw, psh, psw, ppt, ppl)
             elif method == M_DIRECT:
