@@ -131,16 +131,22 @@ def test_values_only_pool_equals_training_pool(geometry, dtype):
         assert np.array_equal(np.signbit(got), np.signbit(want))
 
 
+@pytest.mark.parametrize("bad", ["nan", "inf"])
 @pytest.mark.parametrize("method", ["im2col", "winograd", "direct"])
-def test_fused_nan_input_propagates_like_unfused(method):
+def test_fused_nan_input_propagates_like_unfused(method, bad):
+    """Winograd + 2x2 pool takes the pool in the output transform (a first pass with plain
+    comparisons, the NaN-aware redo when a window's sum is NaN: NaN, or +inf beside -inf)."""
     rng = np.random.default_rng(11)
     C = 1 if method == "direct" else 16
     x = rng.standard_normal((2, C, 8, 8)).astype(np.float32)
     w = rng.standard_normal((16, C, 3, 3)).astype(np.float32)
-    x[1, 0, 4, 4] = np.nan
+    if bad == "nan":
+        x[1, 0, 4, 4] = np.nan
+    else:
+        x[1, 0, 4, 4], x[0, 0, 1, 6] = np.inf, -np.inf
     want = unfused(x, w, None, (1, 1), "same", False, method, (2, 2), None, "tile")
     got = fused(x, w, None, (1, 1), "same", False, method, (2, 2), None, "tile", 2)
-    assert np.isnan(want).any()
+    assert np.isnan(want).any() or (bad == "inf" and np.isinf(want).any())
     np.testing.assert_array_equal(got, want)
 
 

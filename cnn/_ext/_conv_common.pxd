@@ -103,6 +103,12 @@ cdef extern from "_winograd.h":
     void cnn_wino_output_d(const double *M, double *y, const double *bias, int relu, int Kout,
                            int OH, int OW, int th, int tw, Py_ssize_t ldm,
                            Py_ssize_t t0, double *o) noexcept nogil
+    void cnn_wino_output_pool_f(const float *M, float *yp, const float *bias, int relu,
+                                int Kout, int PH, int PW, int th, int tw, Py_ssize_t ldm,
+                                Py_ssize_t t0, float *o) noexcept nogil
+    void cnn_wino_output_pool_d(const double *M, double *yp, const double *bias, int relu,
+                                int Kout, int PH, int PW, int th, int tw, Py_ssize_t ldm,
+                                Py_ssize_t t0, double *o) noexcept nogil
 
 
 cdef inline void _wino_weights(const floating *w, floating *U, int Kout, int Cin,
@@ -129,6 +135,20 @@ cdef inline void _wino_output(const floating *M, floating *y, const floating *bi
         cnn_wino_output_f(M, y, bias, relu, Kout, OH, OW, th, tw, ldm, t0, o)
     else:
         cnn_wino_output_d(M, y, bias, relu, Kout, OH, OW, th, tw, ldm, t0, o)
+
+
+cdef inline void _wino_out(const floating *M, floating *y, const floating *bias, bint relu,
+                           int Kout, int OH, int OW, int th, int tw, Py_ssize_t ldm,
+                           Py_ssize_t t0, floating *o, bint pool2) noexcept nogil:
+    """The output transform into y (Kout, OH, OW), or with ``pool2`` its 2x2, stride-2 max-pool
+    into y (Kout, OH // 2, OW // 2)."""
+    if pool2:
+        if floating is float:
+            cnn_wino_output_pool_f(M, y, bias, relu, Kout, OH // 2, OW // 2, th, tw, ldm, t0, o)
+        else:
+            cnn_wino_output_pool_d(M, y, bias, relu, Kout, OH // 2, OW // 2, th, tw, ldm, t0, o)
+    else:
+        _wino_output(M, y, bias, relu, Kout, OH, OW, th, tw, ldm, t0, o)
 
 
 cdef inline void _wino_grad(const floating *dy, const floating *mask, floating *pad,
@@ -171,10 +191,11 @@ cdef inline Py_ssize_t _wino_block_sizes(int N, int Cin, int Kout, int OH, int O
 cdef inline void _wino_block(const floating *x, const floating *mask, const floating *U,
                              const floating *bias, bint relu, floating *y, int n_img,
                              int Cin, int H, int W, int Kout, int OH, int OW, int pt, int pl,
-                             floating *scratch, Py_ssize_t pad_size,
-                             Py_ssize_t v_size) noexcept nogil:
+                             floating *scratch, Py_ssize_t pad_size, Py_ssize_t v_size,
+                             bint pool2) noexcept nogil:
     """y (n_img, Kout, OH, OW) = act(conv3x3(x (n_img, Cin, H, W) [masked]) + bias) by
-    Winograd F(2x2, 3x3), stride 1, for one block of images on one thread.
+    Winograd F(2x2, 3x3), stride 1, for one block of images on one thread; with ``pool2``, y
+    (n_img, Kout, OH // 2, OW // 2) is its 2x2, stride-2 max-pool, taken in the output transform.
 
     ``U`` holds the transformed weights (16, Kout, Cin); ``mask`` (same shape as x) or NULL;
     ``scratch`` one thread's row laid out as :func:`_wino_block_sizes` says. float32: the 16
@@ -185,7 +206,8 @@ cdef inline void _wino_block(const floating *x, const floating *mask, const floa
     cdef int th = (OH + 1) // 2, tw = (OW + 1) // 2
     cdef int tpi = <int> CNN_WINO_TILES(th, tw)
     cdef Py_ssize_t T = <Py_ssize_t> n_img * tpi, S = CNN_WINO_GEMM_PAD(T)
-    cdef Py_ssize_t in_img = <Py_ssize_t> Cin * H * W, plane = <Py_ssize_t> OH * OW
+    cdef Py_ssize_t in_img = <Py_ssize_t> Cin * H * W
+    cdef Py_ssize_t plane = <Py_ssize_t> (OH // 2) * (OW // 2) if pool2 else <Py_ssize_t> OH * OW
     cdef Py_ssize_t out_img = Kout * plane, r
     cdef floating *pad = scratch
     cdef floating *o = scratch + pad_size - 4 * tpi
@@ -205,9 +227,8 @@ cdef inline void _wino_block(const floating *x, const floating *mask, const floa
             cnn_wino_gemm_f(U + <Py_ssize_t> ko * Cin, <Py_ssize_t> Kout * Cin, Cin, rows,
                             V, S, <Py_ssize_t> Cin * S, S, M, S, <Py_ssize_t> rows * S)
             for n in range(n_img):
-                _wino_output(M, y + n * out_img + ko * plane,
-                             bias + ko if bias != NULL else NULL, relu, rows, OH, OW, th, tw,
-                             S, <Py_ssize_t> n * tpi, o)
+                _wino_out(M, y + n * out_img + ko * plane, bias + ko if bias != NULL else NULL,
+                          relu, rows, OH, OW, th, tw, S, <Py_ssize_t> n * tpi, o, pool2)
             ko += rows
     else:
         for e in range(16):
@@ -215,8 +236,8 @@ cdef inline void _wino_block(const floating *x, const floating *mask, const floa
                   V + <Py_ssize_t> e * Cin * S, <int> S, 0, M + <Py_ssize_t> e * Kout * S,
                   <int> S)
         for n in range(n_img):
-            _wino_output(M, y + n * out_img, bias, relu, Kout, OH, OW, th, tw, S,
-                         <Py_ssize_t> n * tpi, o)
+            _wino_out(M, y + n * out_img, bias, relu, Kout, OH, OW, th, tw, S,
+                      <Py_ssize_t> n * tpi, o, pool2)
 
 
 cdef extern from "_direct.h":

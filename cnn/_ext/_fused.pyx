@@ -187,6 +187,9 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
         and pl == 0 and OH == H and OW == W
     cdef int n, blk, n0, n1, tpi, G, n_items
     cdef bint pooled = pkh > 0
+    # a 2x2, stride-2, unpadded pool of a Winograd conv: each window is one output tile
+    cdef bint pool2 = (method == M_WINOGRAD and pkh == 2 and pkw == 2 and psh == 2 and psw == 2
+                       and ppt == 0 and ppl == 0 and PH == OH // 2 and PW == OW // 2)
     cdef bint track = maxes is not None
     cdef Py_ssize_t item0, item1
     cdef int tid
@@ -222,9 +225,14 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
             if method == M_WINOGRAD:
                 n0 = blk * G
                 n1 = min(N, n0 + G)
-                _wino_block(xptr + n0 * in_img, NULL, uptr, bptr, relu, zz, n1 - n0,
-                            C, H, W, K, OH, OW, pt, pl, base, pad_size, v_size)
-                if pooled:
+                if pool2:
+                    _wino_block(xptr + n0 * in_img, NULL, uptr, bptr, relu,
+                                yptr + n0 * out_img, n1 - n0, C, H, W, K, OH, OW, pt, pl,
+                                base, pad_size, v_size, True)
+                else:
+                    _wino_block(xptr + n0 * in_img, NULL, uptr, bptr, relu, zz, n1 - n0,
+                                C, H, W, K, OH, OW, pt, pl, base, pad_size, v_size, False)
+                if pooled and not pool2:
                     for n in range(n0, n1):
                         _pool_image(zz + (n - n0) * conv_img, yptr + n * out_img, K, OH, OW,
                                     PH, PW, pkh, pkw, psh, psw, ppt, ppl)

@@ -58,6 +58,8 @@
 #define cnn_wino_input_d CNN_DISPATCH_NO512(cnn_wino_input_d)
 #define cnn_wino_output_f CNN_DISPATCH_NO512(cnn_wino_output_f)
 #define cnn_wino_output_d CNN_DISPATCH_NO512(cnn_wino_output_d)
+#define cnn_wino_output_pool_f CNN_DISPATCH_NO512(cnn_wino_output_pool_f)
+#define cnn_wino_output_pool_d CNN_DISPATCH_NO512(cnn_wino_output_pool_d)
 #define cnn_wino_grad_f CNN_DISPATCH_NO512(cnn_wino_grad_f)
 #define cnn_wino_grad_d CNN_DISPATCH_NO512(cnn_wino_grad_d)
 

@@ -43,8 +43,11 @@ static void CNN_WINO_FN(weights)(const T *restrict w, T *restrict U, int Kout, i
  * x is the image (Cin, H, W); if mask is not NULL (same shape), cells where mask <= 0 (or NaN)
  * read as 0: the ReLU derivative applied to dy on the way in. pad is scratch for the zero-padded
  * plane split by row and column parity into four sub-planes of (th + 1) x (tw + 1), plus one
- * spare element each (see CNN_WINO_PAD_SIZE): padded (r, s) sits in sub-plane (r % 2, s % 2) at
- * (r / 2, s / 2), so the 4x4 tile (a, b) is rows a, a + 1 and columns b, b + 1 of all four. */
+ * spare element each, and one padded row of 2 * (tw + 1) (see CNN_WINO_PAD_SIZE): padded (r, s)
+ * sits in sub-plane (r % 2, s % 2) at (r / 2, s / 2), so the 4x4 tile (a, b) is rows a, a + 1
+ * and columns b, b + 1 of all four. A real row's even and odd x columns go to the sub-planes
+ * of their padded parity in two stride-2 loops with plain bounds (the vectoriser's
+ * deinterleave), the pad cells staying zero. */
 CNN_WINO_ATTR static void CNN_WINO_CLONE(input)(const T *restrict x, const T *restrict mask,
                                T *restrict pad, T *restrict V, int Cin, int H, int W,
                                int pt, int pl, int th, int tw, ptrdiff_t ldv, ptrdiff_t lde,
@@ -54,53 +57,33 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(input)(const T *restrict x, const T *re
     const ptrdiff_t CV = lde, U = (ptrdiff_t)th * HW;
     T *restrict ee = pad, *restrict eo = pad + SUB, *restrict oe = pad + 2 * SUB;
     T *restrict oo = pad + 3 * SUB;
-    /* Real rows/columns of the padded plane: [r0, r1) x [s0, s1). */
+    /* Real rows/columns of the padded plane: [r0, r1) x [pl, s1); x columns [0, ns). */
     ptrdiff_t r0 = pt < PH ? pt : PH, r1 = (ptrdiff_t)pt + H < PH ? (ptrdiff_t)pt + H : PH;
-    ptrdiff_t s0 = pl < PW ? pl : PW, s1 = (ptrdiff_t)pl + W < PW ? (ptrdiff_t)pl + W : PW;
+    ptrdiff_t s1 = (ptrdiff_t)pl + W < PW ? (ptrdiff_t)pl + W : PW;
     if (r1 < r0) r1 = r0;
-    if (s1 < s0) s1 = s0;
-    const ptrdiff_t je0 = (s0 + 1) / 2, je1 = (s1 + 1) / 2, jo0 = s0 / 2, jo1 = s1 / 2;
-    /* shared range of both parities; when it is empty, jb0 >= jb1 and the single loops cover all */
-    const ptrdiff_t jb0 = je0 > jo0 ? je0 : jo0;
-    const ptrdiff_t jb1 = (je1 < jo1 ? je1 : jo1) > jb0 ? (je1 < jo1 ? je1 : jo1) : jb0;
-    const ptrdiff_t je_head = jb0 < je1 ? jb0 : je1, jo_head = jb0 < jo1 ? jb0 : jo1;
+    const ptrdiff_t ns = s1 > pl ? s1 - pl : 0;
+    /* x column 2k sits at padded column 2k + pl: parity pl & 1, index k + pl / 2; x column
+       2k + 1 at parity (pl + 1) & 1, index k + (pl + 1) / 2. */
+    const ptrdiff_t n_even = (ns + 1) / 2, n_odd = ns / 2;
+    const ptrdiff_t at_even = pl / 2, at_odd = ((ptrdiff_t)pl + 1) / 2;
     memset(pad, 0, (size_t)(4 * SUB) * sizeof(T));
     for (int ci = 0; ci < Cin; ci++) {
         const T *restrict xc = x + (ptrdiff_t)ci * H * W;
         const T *restrict mc = mask ? mask + (ptrdiff_t)ci * H * W : NULL;
         for (ptrdiff_t r = r0; r < r1; r++) {
-            /* Padded column s is x column s - pl; even s go to column s/2 of the even-column
-               sub-plane, odd s to column s/2 of the odd-column one. */
-            const T *restrict xr = xc + (r - pt) * W - pl;
-            const T *restrict mr = mc ? mc + (r - pt) * W - pl : NULL;
+            const T *restrict xr = xc + (r - pt) * W;
             T *restrict ev = ((r & 1) ? oe : ee) + (r >> 1) * HW;
             T *restrict od = ((r & 1) ? oo : eo) + (r >> 1) * HW;
-            /* Rows are short, so loop count matters: one loop over the columns both parities
-               share, [jb0, jb1), and single ones for the at most one extra at either end. */
-            if (mr) {
-                for (ptrdiff_t j = je0; j < je_head; j++) {
-                    T v = xr[2 * j]; ev[j] = mr[2 * j] > 0 ? v : 0;
-                }
-                for (ptrdiff_t j = jo0; j < jo_head; j++) {
-                    T v = xr[2 * j + 1]; od[j] = mr[2 * j + 1] > 0 ? v : 0;
-                }
-                for (ptrdiff_t j = jb0; j < jb1; j++) {
-                    T a = xr[2 * j], b = xr[2 * j + 1];
-                    ev[j] = mr[2 * j] > 0 ? a : 0;
-                    od[j] = mr[2 * j + 1] > 0 ? b : 0;
-                }
-                for (ptrdiff_t j = jb1; j < je1; j++) {
-                    T v = xr[2 * j]; ev[j] = mr[2 * j] > 0 ? v : 0;
-                }
-                for (ptrdiff_t j = jb1; j < jo1; j++) {
-                    T v = xr[2 * j + 1]; od[j] = mr[2 * j + 1] > 0 ? v : 0;
-                }
+            T *restrict de = ((pl & 1) ? od : ev) + at_even;
+            T *restrict dd = ((pl & 1) ? ev : od) + at_odd;
+            if (mc) {
+                const T *restrict mr = mc + (r - pt) * W;
+                for (ptrdiff_t k = 0; k < n_even; k++) de[k] = mr[2 * k] > 0 ? xr[2 * k] : 0;
+                for (ptrdiff_t k = 0; k < n_odd; k++)
+                    dd[k] = mr[2 * k + 1] > 0 ? xr[2 * k + 1] : 0;
             } else {
-                for (ptrdiff_t j = je0; j < je_head; j++) ev[j] = xr[2 * j];
-                for (ptrdiff_t j = jo0; j < jo_head; j++) od[j] = xr[2 * j + 1];
-                for (ptrdiff_t j = jb0; j < jb1; j++) { ev[j] = xr[2 * j]; od[j] = xr[2 * j + 1]; }
-                for (ptrdiff_t j = jb1; j < je1; j++) ev[j] = xr[2 * j];
-                for (ptrdiff_t j = jb1; j < jo1; j++) od[j] = xr[2 * j + 1];
+                for (ptrdiff_t k = 0; k < n_even; k++) de[k] = xr[2 * k];
+                for (ptrdiff_t k = 0; k < n_odd; k++) dd[k] = xr[2 * k + 1];
             }
         }
         /* One output stream per transformed element e = 4r + s. */
@@ -184,6 +167,73 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(output)(const T *restrict M, T *restric
                 if (full < tw) y1[2 * full] = o10[row + full];
             }
         }
+    }
+}
+
+/* The output transform with a 2x2, stride-2, unpadded max-pool in its epilogue: the pool's
+ * window (a, b) is exactly output tile (a, b), so yp[ko, a, b] = max of the tile's four values
+ * act((A^T M A)[i][j] + bias[ko]) for a < PH, b < PW (PH = OH / 2, PW = OW / 2, rounded down:
+ * the windows that fit), and the unpooled tensor is never written. The maximum follows the
+ * max-pool's rules (_fused.h): the window's cells in row-major order, the first starts, a
+ * strict '>' replaces (of +0.0 and -0.0 the first wins), and the first NaN wins. */
+CNN_WINO_ATTR static void CNN_WINO_CLONE(output_pool)(const T *restrict M, T *restrict yp,
+                                                       const T *restrict bias, int relu,
+                                                       int Kout, int PH, int PW, int th,
+                                                       int tw, ptrdiff_t ldm, ptrdiff_t t0,
+                                                       T *restrict o) {
+    const ptrdiff_t KM = (ptrdiff_t)Kout * ldm, HW = (ptrdiff_t)tw + 1;
+    const ptrdiff_t U = (ptrdiff_t)(PH < th ? PH : th) * HW;
+    for (int ko = 0; ko < Kout; ko++) {
+        const T bk = bias ? bias[ko] : (T)0;
+        const T *restrict m0 = M + (ptrdiff_t)ko * ldm + t0, *restrict m1 = m0 + KM;
+        const T *restrict m2 = m1 + KM, *restrict m3 = m2 + KM, *restrict m4 = m3 + KM;
+        const T *restrict m5 = m4 + KM, *restrict m6 = m5 + KM, *restrict m7 = m6 + KM;
+        const T *restrict m8 = m7 + KM, *restrict m9 = m8 + KM, *restrict m10 = m9 + KM;
+        const T *restrict m11 = m10 + KM, *restrict m12 = m11 + KM, *restrict m13 = m12 + KM;
+        const T *restrict m14 = m13 + KM, *restrict m15 = m14 + KM;
+/* the tile's four outputs at slot u, after bias and ReLU (NaN stays NaN) */
+#define CNN_WINO_TILE_VALUES_(u)                                                             \
+            T z00 = m0[u] + m4[u] + m8[u], z01 = m1[u] + m5[u] + m9[u];                      \
+            T z02 = m2[u] + m6[u] + m10[u], z03 = m3[u] + m7[u] + m11[u];                    \
+            T z10 = m4[u] - m8[u] - m12[u], z11 = m5[u] - m9[u] - m13[u];                    \
+            T z12 = m6[u] - m10[u] - m14[u], z13 = m7[u] - m11[u] - m15[u];                  \
+            T v00 = z00 + z01 + z02 + bk, v01 = z01 - z02 - z03 + bk;                        \
+            T v10 = z10 + z11 + z12 + bk, v11 = z11 - z12 - z13 + bk;                        \
+            if (relu) {                                                                      \
+                v00 = v00 <= 0 ? (T)0 : v00; v01 = v01 <= 0 ? (T)0 : v01;                    \
+                v10 = v10 <= 0 ? (T)0 : v10; v11 = v11 <= 0 ? (T)0 : v11;                    \
+            }
+        /* As in the max-pool: plain comparisons first, noting whether the plane may hold a NaN
+           (a NaN among the four makes their sum NaN; so do +inf and -inf, harmlessly); only
+           then is it redone with the NaN-aware rule. In this form the first pass vectorises. */
+        int nan = 0;
+        CNN_IVDEP
+        for (ptrdiff_t u = 0; u < U; u++) {
+            CNN_WINO_TILE_VALUES_(u)
+            T best = v00;
+            best = v01 > best ? v01 : best;
+            best = v10 > best ? v10 : best;
+            best = v11 > best ? v11 : best;
+            o[u] = best;
+            const T sum = (v00 + v01) + (v10 + v11);
+            nan |= sum != sum;
+        }
+        if (nan) {
+            for (ptrdiff_t u = 0; u < U; u++) {
+                CNN_WINO_TILE_VALUES_(u)
+                T best = v00;
+                int gt = (v01 > best) | ((v01 != v01) & (best == best));
+                best = gt ? v01 : best;
+                gt = (v10 > best) | ((v10 != v10) & (best == best));
+                best = gt ? v10 : best;
+                gt = (v11 > best) | ((v11 != v11) & (best == best));
+                o[u] = gt ? v11 : best;
+            }
+        }
+#undef CNN_WINO_TILE_VALUES_
+        T *restrict yk = yp + (ptrdiff_t)ko * PH * PW;
+        for (ptrdiff_t a = 0; a < PH; a++)
+            for (ptrdiff_t b = 0; b < PW; b++) yk[a * PW + b] = o[a * HW + b];
     }
 }
 
