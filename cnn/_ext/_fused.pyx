@@ -74,6 +74,8 @@ cdef extern from "_fused.h":
     void cnn_maxpool_plane_d(const double *x, Py_ssize_t H, Py_ssize_t W, double *y,
                              Py_ssize_t OH, Py_ssize_t OW, int kh, int kw, int sh, int sw,
                              int pt, int pl) noexcept nogil
+    double cnn_max_abs_f(const float *y, Py_ssize_t n, double cur) noexcept nogil
+    double cnn_max_abs_d(const double *y, Py_ssize_t n, double cur) noexcept nogil
 
 
 cdef inline void _pool_plane(const floating *x, Py_ssize_t H, Py_ssize_t W, floating *y,
@@ -95,19 +97,12 @@ cdef inline void _pool_image(const floating *z, floating *y, int K, int OH, int 
                     PH, PW, kh, kw, sh, sw, pt, pl)
 
 
-cdef double _max_abs_into(const floating *y, Py_ssize_t n, double cur) noexcept nogil:
+cdef inline double _max_abs_into(const floating *y, Py_ssize_t n, double cur) noexcept nogil:
     """max(cur, max |y[:n]|), NaN if cur or any y is NaN."""
-    cdef Py_ssize_t i
-    cdef floating v, m = 0
-    cdef int nan = cur != cur
-    for i in range(n):
-        v = y[i]
-        nan = nan | (v != v)
-        v = -v if v < 0 else v
-        m = v if v > m else m
-    if nan:
-        return NAN
-    return cur if cur > m else <double> m
+    if floating is float:
+        return cnn_max_abs_f(y, n, cur)
+    else:
+        return cnn_max_abs_d(y, n, cur)
 
 
 def pool_plane_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
