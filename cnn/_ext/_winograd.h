@@ -29,7 +29,8 @@
 
 /* Tile slots of one image, and the elements of the `pad` scratch of the input transform. */
 #define CNN_WINO_TILES(th, tw) ((ptrdiff_t)(th) * ((ptrdiff_t)(tw) + 1))
-#define CNN_WINO_PAD_SIZE(th, tw) (4 * (((ptrdiff_t)(th) + 1) * ((ptrdiff_t)(tw) + 1) + 1))
+#define CNN_WINO_PAD_SIZE(th, tw) \
+    (4 * (((ptrdiff_t)(th) + 1) * ((ptrdiff_t)(tw) + 1) + 1) + 2 * ((ptrdiff_t)(tw) + 1))
 
 /* Names: cnn_wino_<name>_<f|d> for the functions built once, cnn_wino_<name>_<f|d>_<isa> for
  * the clones of the vectorised transforms (see _simd.h), dispatched under the plain name. */

@@ -43,11 +43,11 @@ static void CNN_WINO_FN(weights)(const T *restrict w, T *restrict U, int Kout, i
  * x is the image (Cin, H, W); if mask is not NULL (same shape), cells where mask <= 0 (or NaN)
  * read as 0: the ReLU derivative applied to dy on the way in. pad is scratch for the zero-padded
  * plane split by row and column parity into four sub-planes of (th + 1) x (tw + 1), plus one
- * spare element each, and one padded row of 2 * (tw + 1) (see CNN_WINO_PAD_SIZE): padded (r, s)
- * sits in sub-plane (r % 2, s % 2) at (r / 2, s / 2), so the 4x4 tile (a, b) is rows a, a + 1
- * and columns b, b + 1 of all four. A real row's even and odd x columns go to the sub-planes
- * of their padded parity in two stride-2 loops with plain bounds (the vectoriser's
- * deinterleave), the pad cells staying zero. */
+ * spare element each, and a row of 2 * (tw + 1) for the masked copy of an x row (see
+ * CNN_WINO_PAD_SIZE): padded (r, s) sits in sub-plane (r % 2, s % 2) at (r / 2, s / 2), so the
+ * 4x4 tile (a, b) is rows a, a + 1 and columns b, b + 1 of all four. A real row's even and odd
+ * x columns go to the sub-planes of their padded parity in two stride-2 loops with plain bounds
+ * (the vectoriser's deinterleave), the pad cells staying zero. */
 CNN_WINO_ATTR static void CNN_WINO_CLONE(input)(const T *restrict x, const T *restrict mask,
                                T *restrict pad, T *restrict V, int Cin, int H, int W,
                                int pt, int pl, int th, int tw, ptrdiff_t ldv, ptrdiff_t lde,
@@ -56,7 +56,7 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(input)(const T *restrict x, const T *re
     const ptrdiff_t PH = 2 * ((ptrdiff_t)th + 1), PW = 2 * HW;
     const ptrdiff_t CV = lde, U = (ptrdiff_t)th * HW;
     T *restrict ee = pad, *restrict eo = pad + SUB, *restrict oe = pad + 2 * SUB;
-    T *restrict oo = pad + 3 * SUB;
+    T *restrict oo = pad + 3 * SUB, *restrict mrow = pad + 4 * SUB;
     /* Real rows/columns of the padded plane: [r0, r1) x [pl, s1); x columns [0, ns). */
     ptrdiff_t r0 = pt < PH ? pt : PH, r1 = (ptrdiff_t)pt + H < PH ? (ptrdiff_t)pt + H : PH;
     ptrdiff_t s1 = (ptrdiff_t)pl + W < PW ? (ptrdiff_t)pl + W : PW;
@@ -77,10 +77,13 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(input)(const T *restrict x, const T *re
             T *restrict de = ((pl & 1) ? od : ev) + at_even;
             T *restrict dd = ((pl & 1) ? ev : od) + at_odd;
             if (mc) {
+                /* the masked row first, unit-stride (a select the vectoriser takes; in the
+                   stride-2 loops it ran one element at a time, with a branch) */
                 const T *restrict mr = mc + (r - pt) * W;
-                for (ptrdiff_t k = 0; k < n_even; k++) de[k] = mr[2 * k] > 0 ? xr[2 * k] : 0;
-                for (ptrdiff_t k = 0; k < n_odd; k++)
-                    dd[k] = mr[2 * k + 1] > 0 ? xr[2 * k + 1] : 0;
+                CNN_IVDEP
+                for (ptrdiff_t k = 0; k < ns; k++) mrow[k] = mr[k] > 0 ? xr[k] : 0;
+                for (ptrdiff_t k = 0; k < n_even; k++) de[k] = mrow[2 * k];
+                for (ptrdiff_t k = 0; k < n_odd; k++) dd[k] = mrow[2 * k + 1];
             } else {
                 for (ptrdiff_t k = 0; k < n_even; k++) de[k] = xr[2 * k];
                 for (ptrdiff_t k = 0; k < n_odd; k++) dd[k] = xr[2 * k + 1];
