@@ -337,7 +337,7 @@ cdef void _wino_conv(const floating *x, const floating *mask, const floating *U,
     dynamically; a block's arithmetic does not depend on which thread runs it.
     """
     cdef int tpi = <int> CNN_WINO_TILES((OH + 1) // 2, (OW + 1) // 2)
-    cdef int G = _wino_group(N, tpi)
+    cdef int G = _wino_group(N, tpi, Cin)
     cdef int n_blocks = (N + G - 1) // G
     cdef Py_ssize_t pad_size, v_size
     cdef Py_ssize_t in_img = <Py_ssize_t> Cin * H * W, out_img = <Py_ssize_t> Kout * OH * OW
@@ -435,7 +435,7 @@ def conv2d_weight_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N
     cdef int K = dy.shape[1], OH = dy.shape[2], OW = dy.shape[3]
     cdef int th = (OH + 1) // 2, tw = (OW + 1) // 2
     cdef int tpi = <int> CNN_WINO_TILES(th, tw)
-    cdef int G = _wino_group(N, tpi)
+    cdef int G = _wino_group(N, tpi, C + 1)
     cdef int C1 = C + 1
     cdef Py_ssize_t T_max = <Py_ssize_t> G * tpi
     cdef Py_ssize_t MW = 16 * <Py_ssize_t> K * C1

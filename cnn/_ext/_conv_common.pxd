@@ -11,17 +11,20 @@ from libc.string cimport memset
 
 from cnn._ext._blas cimport _gemm
 
-# Tiles per Winograd block: enough columns for the 16 GEMMs to run near the BLAS kernel's
-# rate, few enough that the block's V and M stay in a core's L2. A block holds whole images;
-# the grouping depends on the shapes only, never on the thread count.
+# Tiles per Winograd block: enough columns for the 16 GEMMs to run near the kernel's rate, few
+# enough that the block's V (16 x Cin x tiles) stays in a core's L2: at most WINO_TILES tiles
+# and WINO_V_BYTES of float32 V, at least one image. The grouping depends on the shapes only,
+# never on the thread count.
 cdef enum:
     WINO_TILES = 384
+    WINO_V_BYTES = 524288
 
 
-cdef inline int _wino_group(int N, int tiles_per_image) noexcept nogil:
-    """Images per Winograd block: about WINO_TILES tiles, at least one image."""
+cdef inline int _wino_group(int N, int tiles_per_image, int Cin) noexcept nogil:
+    """Images per Winograd block (see WINO_TILES and WINO_V_BYTES)."""
     cdef int g = (WINO_TILES + tiles_per_image - 1) // tiles_per_image
-    return max(1, min(N, g))
+    cdef long long fit = WINO_V_BYTES // (64 * <long long> max(1, Cin) * tiles_per_image)
+    return max(1, min(N, min(g, <int> min(fit, <long long> g))))
 
 
 cdef inline void _bias_act(floating *y, const floating *b, bint has_bias, bint relu,
@@ -182,7 +185,7 @@ cdef inline Py_ssize_t _wino_block_sizes(int N, int Cin, int Kout, int OH, int O
     ``_wino_group`` images: a padded plane and an output row (``pad_size``), V (16, Cin, S)
     (``v_size``) and M (16, Kout, S), S the block's tile slots rounded up for the GEMM kernel."""
     cdef Py_ssize_t th = (OH + 1) // 2, tw = (OW + 1) // 2, tpi = CNN_WINO_TILES(th, tw)
-    cdef Py_ssize_t S = CNN_WINO_GEMM_PAD(_wino_group(N, <int> tpi) * tpi)
+    cdef Py_ssize_t S = CNN_WINO_GEMM_PAD(_wino_group(N, <int> tpi, Cin) * tpi)
     pad_size[0] = CNN_WINO_PAD_SIZE(th, tw) + 4 * tpi
     v_size[0] = 16 * <Py_ssize_t> Cin * S
     return pad_size[0] + v_size[0] + 16 * <Py_ssize_t> Kout * S

@@ -130,7 +130,7 @@ def scratch_size(int method, int N, int C, int K, int kh, int kw, int OH, int OW
     if method == M_WINOGRAD:
         tpi = CNN_WINO_TILES((OH + 1) // 2, (OW + 1) // 2)
         return (_wino_block_sizes(N, C, K, OH, OW, &pad_size, &v_size)
-                + _wino_group(N, <int> tpi) * K * P)
+                + _wino_group(N, <int> tpi, C) * K * P)
     if method == M_DIRECT:
         return CNN_DIRECT_SCRATCH(OH, OW) + K * P
     return <Py_ssize_t> C * kh * kw * P + K * P
@@ -195,7 +195,7 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     wptr = &w[0, 0, 0, 0]
     yptr = &y[0, 0, 0, 0]
     tpi = <int> CNN_WINO_TILES((OH + 1) // 2, (OW + 1) // 2)
-    G = _wino_group(N, tpi) if method == M_WINOGRAD else 1
+    G = _wino_group(N, tpi, C) if method == M_WINOGRAD else 1
     n_items = (N + G - 1) // G
     num_threads = max(1, min(num_threads, n_items))
     if method == M_WINOGRAD:

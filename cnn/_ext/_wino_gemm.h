@@ -3,12 +3,13 @@
  *     M[e][r][s] = sum_{c < Cin} U[e][r][c] * V[e][c][s]    e < 16, r < rows <= 8, s < S,
  *
  * with U[e][r][c] at U[e * lde_u + r * Cin + c], V[e][c][s] at V[e * lde_v + c * ldv + s] and
- * M[e][r][s] at M[e * lde_m + r * ldm + s]. S must be a multiple of CNN_WINO_GEMM_SLOTS.
+ * M[e][r][s] at M[e * lde_m + r * ldm + s]. S must be a multiple of CNN_WINO_GEMM_SLOTS (16).
  *
  * Why not BLAS: the 16 GEMMs of a block are small (rows = Kout, inner = Cin, often 16-64) and
  * BLAS packs both operands on every call; here a tile of 8 rows x 32 slots stays in registers
  * while c runs, and the caller runs the output transform on 8 rows at a time while their M is
- * in cache, so the block's full M (16 x Kout x S) is never written.
+ * in cache, so the block's full M (16 x Kout x S) is never written. A last 16 slots take one zmm
+ * per row.
  *
  * Every element is one chain of fused multiply-adds over c = 0, 1, ..., Cin - 1 from +0.0,
  * whatever the clone and the blocking: the AVX-512F clone (8 rows x 2 zmm), the AVX2 + FMA one
@@ -24,7 +25,7 @@
 #include "_simd.h"
 
 #define CNN_WINO_GEMM_ROWS 8
-#define CNN_WINO_GEMM_SLOTS 32
+#define CNN_WINO_GEMM_SLOTS 16
 
 /* Slots rounded up to a multiple of CNN_WINO_GEMM_SLOTS. */
 #define CNN_WINO_GEMM_PAD(t) \
@@ -81,7 +82,8 @@ __attribute__((target("avx512f"))) static void cnn_wino_gemm_f_avx512f(
         const float *restrict u3 = u + 3 * Cin, *restrict u4 = u + 4 * Cin;
         const float *restrict u5 = u + 5 * Cin, *restrict u6 = u + 6 * Cin;
         const float *restrict u7 = u + 7 * Cin;
-        for (ptrdiff_t s = 0; s < S; s += 32) {
+        ptrdiff_t s = 0;
+        for (; s + 32 <= S; s += 32) {
             __m512 a0 = _mm512_setzero_ps(), b0 = a0, a1 = a0, b1 = a0, a2 = a0, b2 = a0;
             __m512 a3 = a0, b3 = a0, a4 = a0, b4 = a0, a5 = a0, b5 = a0, a6 = a0, b6 = a0;
             __m512 a7 = a0, b7 = a0;
@@ -108,6 +110,28 @@ __attribute__((target("avx512f"))) static void cnn_wino_gemm_f_avx512f(
             _mm512_storeu_ps(ms, a5); _mm512_storeu_ps(ms + 16, b5); ms += ldm;
             _mm512_storeu_ps(ms, a6); _mm512_storeu_ps(ms + 16, b6); ms += ldm;
             _mm512_storeu_ps(ms, a7); _mm512_storeu_ps(ms + 16, b7);
+        }
+        if (s < S) {   /* the last 16 slots */
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+            __m512 a6 = a0, a7 = a0;
+            const float *restrict vs = v + s;
+            for (int c = 0; c < Cin; c++) {
+                const __m512 x = _mm512_loadu_ps(vs);
+                a0 = _mm512_fmadd_ps(_mm512_set1_ps(u0[c]), x, a0);
+                a1 = _mm512_fmadd_ps(_mm512_set1_ps(u1[c]), x, a1);
+                a2 = _mm512_fmadd_ps(_mm512_set1_ps(u2[c]), x, a2);
+                a3 = _mm512_fmadd_ps(_mm512_set1_ps(u3[c]), x, a3);
+                a4 = _mm512_fmadd_ps(_mm512_set1_ps(u4[c]), x, a4);
+                a5 = _mm512_fmadd_ps(_mm512_set1_ps(u5[c]), x, a5);
+                a6 = _mm512_fmadd_ps(_mm512_set1_ps(u6[c]), x, a6);
+                a7 = _mm512_fmadd_ps(_mm512_set1_ps(u7[c]), x, a7);
+                vs += ldv;
+            }
+            float *restrict ms = m + s;
+            _mm512_storeu_ps(ms, a0); ms += ldm; _mm512_storeu_ps(ms, a1); ms += ldm;
+            _mm512_storeu_ps(ms, a2); ms += ldm; _mm512_storeu_ps(ms, a3); ms += ldm;
+            _mm512_storeu_ps(ms, a4); ms += ldm; _mm512_storeu_ps(ms, a5); ms += ldm;
+            _mm512_storeu_ps(ms, a6); ms += ldm; _mm512_storeu_ps(ms, a7);
         }
     }
 }
