@@ -435,11 +435,11 @@ def conv2d_weight_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N
     cdef int K = dy.shape[1], OH = dy.shape[2], OW = dy.shape[3]
     cdef int th = (OH + 1) // 2, tw = (OW + 1) // 2
     cdef int tpi = <int> CNN_WINO_TILES(th, tw)
-    cdef int G = _wino_group(N, tpi, C + 1)
+    cdef int G = _wino_group(N, tpi, 0)
     cdef int C1 = C + 1
     cdef Py_ssize_t T_max = <Py_ssize_t> G * tpi
     cdef Py_ssize_t MW = 16 * <Py_ssize_t> K * C1
-    cdef Py_ssize_t pad_size = max(CNN_WINO_PAD_SIZE(th, tw), 4 * <Py_ssize_t> tpi)
+    cdef Py_ssize_t pad_size = max(CNN_WINO_PAD_SIZE(th, tw), 4 * <Py_ssize_t> tpi + OW)
     cdef Py_ssize_t v_size = 16 * <Py_ssize_t> C1 * T_max
     cdef Py_ssize_t in_img = <Py_ssize_t> C * H * W, out_img = <Py_ssize_t> K * OH * OW
     cdef const floating *mask = &relu_out[0, 0, 0, 0] if relu_out is not None else NULL

@@ -21,9 +21,12 @@ cdef enum:
 
 
 cdef inline int _wino_group(int N, int tiles_per_image, int Cin) noexcept nogil:
-    """Images per Winograd block (see WINO_TILES and WINO_V_BYTES)."""
+    """Images per Winograd block (see WINO_TILES and WINO_V_BYTES; ``Cin = 0``: no bound on
+    V's bytes, for the weight gradient, whose BLAS GEMMs reduce over the block's tiles)."""
     cdef int g = (WINO_TILES + tiles_per_image - 1) // tiles_per_image
-    cdef long long fit = WINO_V_BYTES // (64 * <long long> max(1, Cin) * tiles_per_image)
+    cdef long long fit = g
+    if Cin > 0:
+        fit = WINO_V_BYTES // (64 * <long long> Cin * tiles_per_image)
     return max(1, min(N, min(g, <int> min(fit, <long long> g))))
 
 

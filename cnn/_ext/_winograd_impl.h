@@ -246,7 +246,8 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(output_pool)(const T *restrict M, T *re
  * where mask <= 0 (or NaN) read as 0. A = (A^T)^T is 4x2: rows (1, 0), (1, 1), (1, -1), (0, -1).
  * With V from CNN_WINO_FN(input), the weight gradient of the image is
  *     dW = G^T [ sum_t D_t (.) V_t ] G    (Lavin & Gray's F(3x3, 2x2) with the same points).
- * pad is scratch of 4 * th * (tw + 1) elements: g split by row and column parity. */
+ * pad is scratch of 4 * th * (tw + 1) + OW elements: g split by row and column parity, and a row
+ * for the masked copy of a dy row. */
 CNN_WINO_ATTR static void CNN_WINO_CLONE(grad)(const T *restrict dy, const T *restrict mask,
                                                 T *restrict pad, T *restrict D, int Kout, int OH,
                                                 int OW, int th, int tw, ptrdiff_t ldd,
@@ -254,7 +255,7 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(grad)(const T *restrict dy, const T *re
     const ptrdiff_t HW = (ptrdiff_t)tw + 1, U = (ptrdiff_t)th * HW;
     const ptrdiff_t KD = (ptrdiff_t)Kout * ldd;
     T *restrict ee = pad, *restrict eo = pad + U, *restrict oe = pad + 2 * U;
-    T *restrict oo = pad + 3 * U;
+    T *restrict oo = pad + 3 * U, *restrict grow = pad + 4 * U;
     const ptrdiff_t je1 = (OW + 1) / 2, jo1 = OW / 2;
     memset(pad, 0, (size_t)(4 * U) * sizeof(T));
     for (int ko = 0; ko < Kout; ko++) {
@@ -268,12 +269,11 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(grad)(const T *restrict dy, const T *re
             /* one loop for both parities (rows are short: loop count matters), then the last
                even column of an odd-width row */
             if (mr) {
-                for (ptrdiff_t j = 0; j < jo1; j++) {
-                    T a = gr[2 * j], b = gr[2 * j + 1];
-                    ev[j] = mr[2 * j] > 0 ? a : 0;
-                    od[j] = mr[2 * j + 1] > 0 ? b : 0;
-                }
-                if (je1 > jo1) { T a = gr[2 * jo1]; ev[jo1] = mr[2 * jo1] > 0 ? a : 0; }
+                /* the masked row first, unit-stride (see the input transform) */
+                CNN_IVDEP
+                for (ptrdiff_t j = 0; j < OW; j++) grow[j] = mr[j] > 0 ? gr[j] : 0;
+                for (ptrdiff_t j = 0; j < jo1; j++) { ev[j] = grow[2 * j]; od[j] = grow[2 * j + 1]; }
+                if (je1 > jo1) ev[jo1] = grow[2 * jo1];
             } else {
                 for (ptrdiff_t j = 0; j < jo1; j++) { ev[j] = gr[2 * j]; od[j] = gr[2 * j + 1]; }
                 if (je1 > jo1) ev[jo1] = gr[2 * jo1];
