@@ -214,8 +214,8 @@ def accumulate_gradient(grads, summed, t, g):
     if t in summed:
         if fast and not np.may_share_memory(acc, g):
             _ops.add_into(acc, g)
-        else:
-            np.add(acc, g, out=acc)
+        else:  # rare (a strided or another-dtype term): NumPy, into a new array of its own
+            grads[t] = np.add(acc, g)
         return
     grads[t] = _ops.add(acc, g) if fast else np.add(acc, g)
     summed.add(t)
