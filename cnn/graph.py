@@ -19,7 +19,7 @@ import numpy as np
 from . import _ops
 from . import _validation as V
 
-__all__ = ["SymbolicTensor", "Node", "Input", "plan", "release_after", "accumulate_gradient"]
+__all__ = ["SymbolicTensor", "Node", "Input", "plan", "release_after"]
 
 _ids = itertools.count()
 
@@ -195,7 +195,7 @@ def release_after(inputs):
             for k, step_inputs in enumerate(inputs)]
 
 
-def accumulate_gradient(grads, summed, t, g):
+def _accumulate_gradient(grads, summed, t, g):
     """Add ``g`` to the gradient of tensor ``t`` in ``grads`` (a dict of tensor -> ndarray),
     where several readers of ``t`` meet in the backward pass.
 

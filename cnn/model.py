@@ -422,7 +422,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
             for t, gi in zip(step.inputs, results):
                 if gi is None or t == 0:
                     continue
-                _graph.accumulate_gradient(grads, summed, t, gi)
+                _graph._accumulate_gradient(grads, summed, t, gi)
         for layer, acc in sums.values():
             for g, a in zip(layer.grads, acc):
                 np.copyto(g, a)

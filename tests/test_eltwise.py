@@ -194,21 +194,21 @@ def test_accumulate_gradient_never_writes_into_arrays_it_was_given(rng):
     keep = shared.copy()
     g1, g2 = (rng.standard_normal(shared.shape).astype(np.float32) for _ in range(2))
     grads, summed = {}, set()
-    graph.accumulate_gradient(grads, summed, "a", shared)
-    graph.accumulate_gradient(grads, summed, "b", shared)
+    graph._accumulate_gradient(grads, summed, "a", shared)
+    graph._accumulate_gradient(grads, summed, "b", shared)
     assert grads["a"] is shared and grads["b"] is shared and not summed
-    graph.accumulate_gradient(grads, summed, "a", g1)
+    graph._accumulate_gradient(grads, summed, "a", g1)
     first = grads["a"]
     assert first is not shared and summed == {"a"}
-    graph.accumulate_gradient(grads, summed, "a", g2)
+    graph._accumulate_gradient(grads, summed, "a", g2)
     assert grads["a"] is first                      # in place, into the array of its own
     same_bits(grads["a"], np.add(np.add(keep, g1), g2))
     same_bits(shared, keep)
     same_bits(grads["b"], keep)
     # the same array twice (Add([x, x])), and a non-contiguous term
-    graph.accumulate_gradient(grads, summed, "b", shared)
+    graph._accumulate_gradient(grads, summed, "b", shared)
     same_bits(grads["b"], np.add(keep, keep))
-    graph.accumulate_gradient(grads, summed, "b", np.asfortranarray(g1))
+    graph._accumulate_gradient(grads, summed, "b", np.asfortranarray(g1))
     same_bits(grads["b"], np.add(np.add(keep, keep), g1))
     same_bits(shared, keep)
 
