@@ -41,7 +41,7 @@ OPENMP_TEST_PROGRAM = textwrap.dedent(
     """
 )
 
-EXTENSIONS = ["_openmp", "_blas", "_conv", "_pool", "_dense", "_optim", "_norm", "_fused"]
+EXTENSIONS = ["_openmp", "_blas", "_conv", "_pool", "_dense", "_optim", "_norm", "_fused", "_eltwise"]
 
 
 def _env_flag(name):

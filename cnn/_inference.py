@@ -129,8 +129,9 @@ class _MaxPool:
 
 class _Add:
     """Add (+ a following Activation("relu")) into a preallocated output: the layers' own
-    NumPy operations (``np.add``, ``+=``, ``np.maximum(., 0)``) with ``out=``, so the same bits,
-    with one output written once instead of two allocated."""
+    operations (``np.add``, ``+=``, ``np.maximum(., 0)``, whose bits the threaded kernels of
+    :mod:`cnn._ops` reproduce), with one output written once instead of two allocated; two
+    inputs and the ReLU are one pass."""
 
     def __init__(self, step, relu, n, dtype):
         self.relu = relu
@@ -138,10 +139,13 @@ class _Add:
 
     def __call__(self, args):
         y = self.y
-        np.add(args[0], args[1], out=y)
+        args = [np.ascontiguousarray(x) for x in args]
+        if self.relu and len(args) == 2:
+            return _ops.add_relu(args[0], args[1], y)
+        _ops.add(args[0], args[1], y)
         for x in args[2:]:
-            y += x
-        if self.relu:
+            _ops.add_into(y, x)
+        if self.relu:  # three or more inputs: rare, NumPy in place
             np.maximum(y, 0, out=y)
         return y
 

@@ -13,13 +13,13 @@ import math
 import numpy as np
 
 from cnn import _threads
-from cnn._ext import _conv, _dense, _norm, _optim, _pool
+from cnn._ext import _conv, _dense, _eltwise, _norm, _optim, _pool
 
 __all__ = ["threads_for", "update_threads", "conv_algorithm", "linear", "linear_backward",
            "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward", "avgpool2d",
            "avgpool2d_backward", "global_avgpool2d", "global_avgpool2d_backward",
            "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "sgd_update",
-           "adam_update", "relu_backward"]
+           "adam_update", "relu", "relu_backward", "add", "add_into", "add_relu"]
 
 # ----------------------------------------------------------------------------- thread policy
 
@@ -143,12 +143,47 @@ def linear_backward(dy, x, w, need_dx, relu_out):
 # ----------------------------------------------------------------------------- activations
 
 
+def relu(z, out=None):
+    """``max(z, 0)`` with the bits of ``np.maximum(z, 0)`` (-0.0 gives +0.0, NaN stays), into
+    ``out`` (a new array when None; never ``z`` itself). z C-contiguous float32/float64."""
+    if out is None:
+        out = np.empty_like(z)
+    _eltwise.relu_forward(z.reshape(-1), out.reshape(-1), update_threads(z))
+    return out
+
+
 def relu_backward(grad, z):
     """``grad`` where ``z > 0``, else 0, as a new array (grad, z: one shape and float dtype,
     C-contiguous)."""
     out = np.empty_like(z)
     _conv.relu_backward(grad.reshape(-1), z.reshape(-1), out.reshape(-1),
                         update_threads(z))
+    return out
+
+
+# ----------------------------------------------------------------------------- sums
+
+
+def add(a, b, out=None):
+    """``a + b`` with the bits of ``np.add(a, b)``, into ``out`` (a new array when None; never
+    ``a`` or ``b``). a, b: one shape and float dtype, C-contiguous."""
+    if out is None:
+        out = np.empty_like(a)
+    _eltwise.add(a.reshape(-1), b.reshape(-1), out.reshape(-1), update_threads(a))
+    return out
+
+
+def add_into(acc, b):
+    """``acc += b`` in place (the bits of ``np.add(acc, b)``); returns ``acc``.
+    acc, b: one shape and float dtype, C-contiguous, not overlapping."""
+    _eltwise.add_into(acc.reshape(-1), b.reshape(-1), update_threads(acc))
+    return acc
+
+
+def add_relu(a, b, out):
+    """``max(a + b, 0)`` into ``out`` in one pass: the bits of ``np.maximum(np.add(a, b), 0)``.
+    a, b, out: one shape and float dtype, C-contiguous, out overlapping neither."""
+    _eltwise.add_relu(a.reshape(-1), b.reshape(-1), out.reshape(-1), update_threads(a))
     return out
 
 

@@ -9,8 +9,9 @@ eq. (4), ``ds_i/dz_k = s_i (delta_ik - s_k)``:
     grad_z_k = sum_i grad_a_i s_i (delta_ik - s_k) = s_k (grad_a_k - sum_i grad_a_i s_i)
 
 Arrays are float32 or float64 of any shape (softmax: ``(N, classes)``, normalised over axis 1);
-outputs are new arrays of the same shape and dtype as ``z``. All work is vectorised NumPy (the
-ReLU backward: one kernel pass through :mod:`cnn._ops`): no Python loop over items.
+outputs are new arrays of the same shape and dtype as ``z``. All work is vectorised NumPy (ReLU
+forward and backward: one threaded kernel pass each through :mod:`cnn._ops`): no Python loop
+over items.
 """
 
 
@@ -159,7 +160,11 @@ class ReLU(Activation):
     name = "relu"
 
     def forward(self, z):
-        return np.maximum(_check_z(z), 0)
+        _check_z(z)
+        if z.flags.c_contiguous:
+            # the bits of np.maximum(z, 0) (-0.0 -> +0.0, NaN kept), on the knob's threads
+            return _ops.relu(z)
+        return np.maximum(z, 0)
 
     def backward(self, z, a, grad_a):
         _check_z(z)

@@ -14,6 +14,9 @@ long as every call sees the same input shape; its gradients are the sum over its
 
 import itertools
 
+import numpy as np
+
+from . import _ops
 from . import _validation as V
 
 __all__ = ["SymbolicTensor", "Node", "Input", "plan", "release_after"]
@@ -190,3 +193,29 @@ def release_after(inputs):
             last_read[t] = k
     return [tuple(t for t in set(step_inputs) if last_read[t] == k)
             for k, step_inputs in enumerate(inputs)]
+
+
+def _accumulate_gradient(grads, summed, t, g):
+    """Add ``g`` to the gradient of tensor ``t`` in ``grads`` (a dict of tensor -> ndarray),
+    where several readers of ``t`` meet in the backward pass.
+
+    The first gradient is kept as it is (no copy). The first sum goes into a new array,
+    since both terms may be shared (``Add`` hands one array to each of its inputs); ``t`` is
+    then recorded in the set ``summed`` and later terms are added into that array in place.
+    Sums run in the order the gradients arrive, as ``np.add`` would (the same bits), in one
+    threaded pass.
+    """
+    acc = grads.get(t)
+    if acc is None:
+        grads[t] = g
+        return
+    fast = (acc.dtype == g.dtype and acc.shape == g.shape and acc.flags.c_contiguous
+            and g.flags.c_contiguous)
+    if t in summed:
+        if fast and not np.may_share_memory(acc, g):
+            _ops.add_into(acc, g)
+        else:  # rare (a strided or another-dtype term): NumPy, into a new array of its own
+            grads[t] = np.add(acc, g)
+        return
+    grads[t] = _ops.add(acc, g) if fast else np.add(acc, g)
+    summed.add(t)

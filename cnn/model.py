@@ -402,6 +402,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
             return
         grads = {steps[-1].output: grad}
         sums = {}  # shared layers: their gradients summed over their calls
+        summed = set()  # tensors whose gradient is an array of this pass's own (a sum)
         for k in range(len(steps) - 1, -1, -1):
             step = steps[k]
             g = grads.pop(step.output, None)
@@ -421,7 +422,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
             for t, gi in zip(step.inputs, results):
                 if gi is None or t == 0:
                     continue
-                grads[t] = gi if t not in grads else np.add(grads[t], gi)
+                _graph._accumulate_gradient(grads, summed, t, gi)
         for layer, acc in sums.values():
             for g, a in zip(layer.grads, acc):
                 np.copyto(g, a)

@@ -3,7 +3,8 @@ results whichever runs.
 
 Each clone is forced in a child process with ``CNN_KERNEL_ISA`` (it caps the choice); the
 children run every cloned kernel (Winograd forward, weight and input gradients, the direct
-one-channel conv, the 2x2 max-pool, batch-norm training forward and backward) on the same seeded data and save the results, which must
+one-channel conv, the 2x2 max-pool, batch-norm training forward and backward, the elementwise
+ReLU and sums) on the same seeded data and save the results, which must
 agree to the bit. The oracle tests of those kernels run in this process, on the best clone.
 """
 import os
@@ -130,6 +131,16 @@ for dt in (np.float32, np.float64):
         for key, v in (("y", yb), ("mean", mb), ("var", vb), ("dx", dxb), ("dgamma", dgb),
                        ("dbeta", dbb)):
             out[f"bn{len(shape)}_{key}_{name}"] = v
+    # the elementwise kernels (_eltwise: ReLU, add, add-into, add + ReLU), past one work item
+    from cnn import _ops
+    ea = rng.standard_normal(40000).astype(dt)
+    eb = rng.standard_normal(40000).astype(dt)
+    ea[::7] = -0.0
+    ea[::11] = np.nan
+    eacc = ea.copy()
+    out.update({f"relu_{name}": _ops.relu(ea), f"add_{name}": _ops.add(ea, eb),
+                f"add_into_{name}": _ops.add_into(eacc, eb),
+                f"add_relu_{name}": _ops.add_relu(ea, eb, np.empty_like(ea))})
     # the inference plan's fused conv + ReLU + max-pool (its values-only pool is cloned too)
     net = cnn.Sequential([cnn.layers.Conv2D(8, 3, padding="same", activation="relu"),
                           cnn.layers.MaxPool2D(2), cnn.layers.Conv2D(6, 3, activation="relu"),
