@@ -43,15 +43,56 @@
 #define CNN_WINO_CLONE(name) CNN_WINO_CAT3(name, CNN_WINO_SFX, CNN_WINO_ISA)
 #define CNN_WINO_ATTR CNN_WINO_ATTR_(CNN_WINO_ISA)
 
+#if CNN_HAVE_CLONES
+#include <immintrin.h>
+/* One row of the input transform's parity split, float32, AVX2: ev[j] = p[2j], od[j] = p[2j+1]
+ * for j < HW, where p is the zero-padded row, p[s] = src[s - lo] for lo <= s < lo + n, else 0.
+ * Masked loads (lanes outside the row are never read) and one permute per 16 columns; both
+ * sub-rows are written whole, pad cells included. The same values as the scalar split. */
+__attribute__((target("avx2"))) static inline void cnn_wino_split_row_f_avx2(
+        const float *src, ptrdiff_t lo, ptrdiff_t n, float *restrict ev, float *restrict od,
+        ptrdiff_t HW) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i none = _mm256_set1_epi32(-1), count = _mm256_set1_epi32((int)n);
+    for (ptrdiff_t j0 = 0; j0 < HW; j0 += 8) {
+        const ptrdiff_t first = 2 * j0 - lo;   /* the x index of lane 0 */
+        const __m256i ia = _mm256_add_epi32(lane, _mm256_set1_epi32((int)first));
+        const __m256i ib = _mm256_add_epi32(ia, _mm256_set1_epi32(8));
+        const __m256i ma = _mm256_and_si256(_mm256_cmpgt_epi32(ia, none),
+                                            _mm256_cmpgt_epi32(count, ia));
+        const __m256i mb = _mm256_and_si256(_mm256_cmpgt_epi32(ib, none),
+                                            _mm256_cmpgt_epi32(count, ib));
+        const float *at = (const float *)((const char *)src + first * (ptrdiff_t)sizeof(float));
+        const __m256 p0 = _mm256_maskload_ps(at, ma), p1 = _mm256_maskload_ps(at + 8, mb);
+        __m256 e = _mm256_shuffle_ps(p0, p1, 0x88), o = _mm256_shuffle_ps(p0, p1, 0xDD);
+        e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
+        o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
+        if (j0 + 8 <= HW) {
+            _mm256_storeu_ps(ev + j0, e);
+            _mm256_storeu_ps(od + j0, o);
+        } else {
+            float te[8], to[8];
+            _mm256_storeu_ps(te, e);
+            _mm256_storeu_ps(to, o);
+            for (ptrdiff_t j = j0; j < HW; j++) { ev[j] = te[j - j0]; od[j] = to[j - j0]; }
+        }
+    }
+}
+#endif
+
 #define T float
 #define CNN_WINO_SFX f
+#define CNN_WINO_FLOAT 1
 #include "_winograd_clones.h"
+#undef CNN_WINO_FLOAT
 #undef CNN_WINO_SFX
 #undef T
 
 #define T double
 #define CNN_WINO_SFX d
+#define CNN_WINO_FLOAT 0
 #include "_winograd_clones.h"
+#undef CNN_WINO_FLOAT
 #undef CNN_WINO_SFX
 #undef T
 

@@ -11,6 +11,10 @@
  * rounds, quiet machine). CPUs with AVX-512F run the AVX2 clone (CNN_DISPATCH_NO512). */
 #if CNN_HAVE_CLONES
 #define CNN_WINO_ISA avx2
+#if CNN_WINO_FLOAT
+#define CNN_WINO_SPLIT_ROW cnn_wino_split_row_f_avx2
+#endif
 #include "_winograd_impl.h"
+#undef CNN_WINO_SPLIT_ROW
 #undef CNN_WINO_ISA
 #endif

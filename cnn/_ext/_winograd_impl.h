@@ -85,8 +85,13 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(input)(const T *restrict x, const T *re
                 for (ptrdiff_t k = 0; k < n_even; k++) de[k] = mrow[2 * k];
                 for (ptrdiff_t k = 0; k < n_odd; k++) dd[k] = mrow[2 * k + 1];
             } else {
+#ifdef CNN_WINO_SPLIT_ROW
+                (void)de; (void)dd;
+                CNN_WINO_SPLIT_ROW(xr, pl, ns, ev, od, HW);
+#else
                 for (ptrdiff_t k = 0; k < n_even; k++) de[k] = xr[2 * k];
                 for (ptrdiff_t k = 0; k < n_odd; k++) dd[k] = xr[2 * k + 1];
+#endif
             }
         }
         /* One output stream per transformed element e = 4r + s. */
