@@ -12,6 +12,7 @@
 #ifndef CNN_FUSED_H
 #define CNN_FUSED_H
 
+#include <math.h>
 #include <stddef.h>
 
 #include "_simd.h"
@@ -87,5 +88,39 @@ CNN_FOR_EACH_ISA_NO512(CNN_DEFINE_MAXPOOL_PLANE, cnn_maxpool_plane_f, float)
 CNN_FOR_EACH_ISA_NO512(CNN_DEFINE_MAXPOOL_PLANE, cnn_maxpool_plane_d, double)
 #define cnn_maxpool_plane_f CNN_DISPATCH_NO512_PORTABLE(cnn_maxpool_plane_f)
 #define cnn_maxpool_plane_d CNN_DISPATCH_NO512_PORTABLE(cnn_maxpool_plane_d)
+
+/* max(cur, max |y[0..n)|), NaN if cur or any y[i] is NaN: the running max |y| that the fused
+ * kernels hand to the next conv's Winograd overflow test. Sixteen lanes of running maxima and
+ * NaN flags, so the vectoriser takes it (a max is exact in any order, and |v| is taken as
+ * v < 0 ? -v : v, so -0 counts as 0 as before). */
+#define CNN_DEFINE_MAX_ABS(ISA, NAME, T)                                                     \
+CNN_ATTR(ISA) static double NAME##_##ISA(const T *restrict y, ptrdiff_t n, double cur) {    \
+    T mx[16] = {0}, bad[16] = {0}, m = 0;                                                    \
+    ptrdiff_t i = 0;                                                                         \
+    for (; i + 16 <= n; i += 16) {                                                           \
+        for (int l = 0; l < 16; l++) {                                                       \
+            const T v = y[i + l], a = v < 0 ? -v : v;                                        \
+            bad[l] = v != v ? (T)1 : bad[l];                                                 \
+            mx[l] = a > mx[l] ? a : mx[l];                                                   \
+        }                                                                                    \
+    }                                                                                        \
+    int nan = cur != cur;                                                                    \
+    for (; i < n; i++) {                                                                     \
+        const T v = y[i], a = v < 0 ? -v : v;                                                \
+        nan |= v != v;                                                                       \
+        m = a > m ? a : m;                                                                   \
+    }                                                                                        \
+    for (int l = 0; l < 16; l++) {                                                           \
+        nan |= bad[l] != 0;                                                                  \
+        m = mx[l] > m ? mx[l] : m;                                                           \
+    }                                                                                        \
+    if (nan) return (double)NAN;                                                             \
+    return cur > (double)m ? cur : (double)m;                                                \
+}
+
+CNN_FOR_EACH_ISA(CNN_DEFINE_MAX_ABS, cnn_max_abs_into_f, float)
+CNN_FOR_EACH_ISA(CNN_DEFINE_MAX_ABS, cnn_max_abs_into_d, double)
+#define cnn_max_abs_into_f CNN_DISPATCH(cnn_max_abs_into_f)
+#define cnn_max_abs_into_d CNN_DISPATCH(cnn_max_abs_into_d)
 
 #endif

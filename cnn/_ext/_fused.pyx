@@ -72,6 +72,17 @@ cdef extern from "_simd.h":
 cnn_kernel_isa()
 
 
+# The direct kernel with the 2x2 pool in its epilogue (its unpooled twin, shared with the
+# training forward, is declared in _conv_common.pxd).
+cdef extern from "_direct.h":
+    void cnn_direct3x3_c1_pool22_f(const float *x, const float *w, const float *b, int relu,
+                                   float *y, int K, int H, int W, int pt, int pl, int OH,
+                                   int OW, float *scratch) noexcept nogil
+    void cnn_direct3x3_c1_pool22_d(const double *x, const double *w, const double *b,
+                                   int relu, double *y, int K, int H, int W, int pt, int pl,
+                                   int OH, int OW, double *scratch) noexcept nogil
+
+
 cdef extern from "_fused.h":
     void cnn_maxpool_plane_f(const float *x, Py_ssize_t H, Py_ssize_t W, float *y,
                              Py_ssize_t OH, Py_ssize_t OW, int kh, int kw, int sh, int sw,
@@ -79,6 +90,8 @@ cdef extern from "_fused.h":
     void cnn_maxpool_plane_d(const double *x, Py_ssize_t H, Py_ssize_t W, double *y,
                              Py_ssize_t OH, Py_ssize_t OW, int kh, int kw, int sh, int sw,
                              int pt, int pl) noexcept nogil
+    double cnn_max_abs_into_f(const float *y, Py_ssize_t n, double cur) noexcept nogil
+    double cnn_max_abs_into_d(const double *y, Py_ssize_t n, double cur) noexcept nogil
 
 
 cdef inline void _pool_plane(const floating *x, Py_ssize_t H, Py_ssize_t W, floating *y,
@@ -100,19 +113,12 @@ cdef inline void _pool_image(const floating *z, floating *y, int K, int OH, int 
                     PH, PW, kh, kw, sh, sw, pt, pl)
 
 
-cdef double _max_abs_into(const floating *y, Py_ssize_t n, double cur) noexcept nogil:
+cdef inline double _max_abs_into(const floating *y, Py_ssize_t n, double cur) noexcept nogil:
     """max(cur, max |y[:n]|), NaN if cur or any y is NaN."""
-    cdef Py_ssize_t i
-    cdef floating v, m = 0
-    cdef int nan = cur != cur
-    for i in range(n):
-        v = y[i]
-        nan = nan | (v != v)
-        v = -v if v < 0 else v
-        m = v if v > m else m
-    if nan:
-        return NAN
-    return cur if cur > m else <double> m
+    if floating is float:
+        return cnn_max_abs_into_f(y, n, cur)
+    else:
+        return cnn_max_abs_into_d(y, n, cur)
 
 
 def pool_plane_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
@@ -194,6 +200,9 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
         and pl == 0 and OH == H and OW == W
     cdef int n, blk, n0, n1, e, T, th, tw, tpi, G, n_items
     cdef bint pooled = pkh > 0
+    # the 2x2 / stride-2 unpadded pool (floor) that the direct kernel does in its epilogue
+    cdef bint pool22 = pooled and pkh == 2 and pkw == 2 and psh == 2 and psw == 2 \
+        and ppt == 0 and ppl == 0 and PH == OH // 2 and PW == OW // 2
     cdef bint track = maxes is not None
     cdef Py_ssize_t item0, item1
     cdef int tid
@@ -260,6 +269,14 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                     if pooled:
                         _pool_image(zz + (n - n0) * conv_img, yptr + n * out_img, K, OH, OW,
                                     PH, PW, pkh, pkw, psh, psw, ppt, ppl)
+            elif method == M_DIRECT and pool22:
+                n = blk  # pooled in the kernel's epilogue: the conv plane is never stored
+                if floating is float:
+                    cnn_direct3x3_c1_pool22_f(xptr + n * in_img, wptr, bptr, relu,
+                                              yptr + n * out_img, K, H, W, pt, pl, OH, OW, base)
+                else:
+                    cnn_direct3x3_c1_pool22_d(xptr + n * in_img, wptr, bptr, relu,
+                                              yptr + n * out_img, K, H, W, pt, pl, OH, OW, base)
             elif method == M_DIRECT:
                 n = blk
                 if floating is float:
