@@ -100,9 +100,10 @@ CNN_ATTR(ISA) static void cnn_direct3x3_c1_run_##SUFFIX##_##ISA(                
             }                                                                                 \
             for (ptrdiff_t cb = 0; cb < nb; cb++) {                                           \
                 V acc[2][2][KB];                  /* [row][parity][filter] */                 \
+                const V nz = -(V){0};             /* -0 + b == b in every lane, b = -0 too */ \
                 _Pragma("GCC unroll 16")                                                      \
                 for (int q = 0; q < KB; q++) {                                                \
-                    acc[0][0][q] = acc[0][1][q] = acc[1][0][q] = acc[1][1][q] = (V){0} + bk[q]; \
+                    acc[0][0][q] = acc[0][1][q] = acc[1][0][q] = acc[1][1][q] = nz + bk[q];   \
                 }                                                                             \
                 _Pragma("GCC unroll 4")                                                       \
                 for (int i = 0; i < 4; i++) {     /* padded row 2 sp + i */                   \
