@@ -163,7 +163,7 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                       floating[:, :, ::1] U,            # (16, K, C) Winograd weights, or None
                       int method, int sh, int sw, int pt, int pl, int OH, int OW, bint relu,
                       int pkh, int pkw, int psh, int psw, int ppt, int ppl, int num_threads,
-                      double[::1] maxes=None):
+                      double[::1] maxes=None, int ksplit=1):
     """y = maxpool(act(conv(x, w) + b)); the conv has stride (sh, sw), top/left padding
     (pt, pl) and output planes (OH, OW), the pool windows (pkh, pkw), strides (psh, psw) and
     top/left padding (ppt, ppl).
@@ -180,6 +180,11 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     largest ``|y|`` over the items that thread wrote, NaN if one held a NaN (taken while the
     item is in cache: the next conv's Winograd overflow test needs ``max |y|``, and this saves
     it a pass over ``y``). Its max over the entries is ``max |y|`` exactly, for any schedule.
+
+    ``ksplit`` (IM2COL only) cuts each image's filters into that many blocks, each a work item
+    of its own (its own im2col, GEMM rows, bias/ReLU and pool), so a batch of one image can
+    use two threads. The caller picks it from the shapes, never from the thread count: the
+    GEMM's rounding may depend on the rows it is given, the result must not depend on threads.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -204,7 +209,8 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef bint pool22 = pooled and pkh == 2 and pkw == 2 and psh == 2 and psw == 2 \
         and ppt == 0 and ppl == 0 and PH == OH // 2 and PW == OW // 2
     cdef bint track = maxes is not None
-    cdef Py_ssize_t item0, item1
+    cdef Py_ssize_t item0, item1, trk_off, trk_len
+    cdef int ks, k0, k1, kblk
     cdef int tid
     cdef Py_ssize_t pad_size = 0, v_size = 0, ssize = scratch.shape[1]
     cdef floating *pad
@@ -219,7 +225,10 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     tw = (OW + 1) // 2
     tpi = <int> CNN_WINO_TILES(th, tw)
     G = _wino_group(N, tpi) if method == M_WINOGRAD else 1
-    n_items = (N + G - 1) // G
+    ks = max(1, min(ksplit, K)) if method == M_IM2COL else 1
+    kblk = (K + ks - 1) // ks
+    ks = (K + kblk - 1) // kblk
+    n_items = (N + G - 1) // G * ks
     num_threads = max(1, min(num_threads, n_items))
     if method == M_WINOGRAD:
         pad_size = CNN_WINO_PAD_SIZE(th, tw) + 4 * <Py_ssize_t> tpi
@@ -289,7 +298,10 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                     _pool_image(zz, yptr + n * out_img, K, OH, OW, PH, PW, pkh, pkw, psh, psw,
                                 ppt, ppl)
             else:
-                n = blk
+                n = blk // ks  # filters k0:k1 of image n
+                k0 = (blk % ks) * kblk
+                k1 = min(K, k0 + kblk)
+                zz = z if pooled else yptr + <Py_ssize_t> n * conv_img
                 if one_by_one:
                     src = xptr + n * in_img
                 else:
@@ -300,14 +312,24 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                         cnn_im2col_d(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt, pl,
                                      OH, OW, 1, 1)
                     src = base
-                _gemm(False, False, K, P, CKK, 1, wptr, CKK, src, P, 0, zz, P)
-                _bias_act(zz, bptr, has_bias, relu, K, P)
+                _gemm(False, False, k1 - k0, P, CKK, 1, wptr + <Py_ssize_t> k0 * CKK, CKK, src,
+                      P, 0, zz + <Py_ssize_t> k0 * P, P)
+                _bias_act(zz + <Py_ssize_t> k0 * P, bptr + k0 if has_bias else NULL, has_bias,
+                          relu, k1 - k0, P)
                 if pooled:
-                    _pool_image(zz, yptr + n * out_img, K, OH, OW, PH, PW, pkh, pkw, psh, psw,
-                                ppt, ppl)
+                    _pool_image(zz + <Py_ssize_t> k0 * P,
+                                yptr + n * out_img + <Py_ssize_t> k0 * PH * PW, k1 - k0, OH, OW,
+                                PH, PW, pkh, pkw, psh, psw, ppt, ppl)
             if track:
-                item0 = <Py_ssize_t> blk * G
-                item1 = min(<Py_ssize_t> N, item0 + G)
+                # the part of y this item wrote: whole images, or filters k0:k1 of one
+                if ks > 1:
+                    trk_off = (blk // ks) * out_img + <Py_ssize_t> ((blk % ks) * kblk) * PH * PW
+                    trk_len = <Py_ssize_t> (min(K, (blk % ks + 1) * kblk) - (blk % ks) * kblk) \
+                        * PH * PW
+                else:
+                    item0 = <Py_ssize_t> blk * G
+                    item1 = min(<Py_ssize_t> N, item0 + G)
+                    trk_off = item0 * out_img
+                    trk_len = (item1 - item0) * out_img
                 tid = omp_get_thread_num()
-                maxes[tid] = _max_abs_into(yptr + item0 * out_img, (item1 - item0) * out_img,
-                                           maxes[tid])
+                maxes[tid] = _max_abs_into(yptr + trk_off, trk_len, maxes[tid])
