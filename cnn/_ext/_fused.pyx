@@ -11,8 +11,10 @@ The convolution of an item is the same arithmetic as the training kernels of ``_
 (the same im2col + GEMM per image, the same Winograd blocks of images, the same direct
 one-channel kernel, the same bias/ReLU pass), and the pool keeps the same values as
 ``_pool.pyx`` (see ``_fused.h``): the result is bit-identical to ``conv2d`` then
-``maxpool2d`` with the same algorithm. Work items are handed out dynamically; which thread
-runs one never changes its result.
+``maxpool2d`` with the same algorithm. The direct kernel with a 2x2 / stride-2 pool pools in
+its own epilogue, from registers (``_direct.h``): its conv output is not stored even in
+scratch. Work items are handed out dynamically; which thread runs one never changes its
+result.
 
 Validation lives in the inference plan (:mod:`cnn._inference`), which builds these calls
 from built layers; these kernels trust their arguments.
