@@ -213,6 +213,7 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef bint track = maxes is not None
     cdef Py_ssize_t item0, item1, trk_off, trk_len
     cdef int ks, k0, k1, kblk
+    cdef int[::1] last_img  # per thread: the image whose im2col columns its scratch holds
     cdef int tid
     cdef Py_ssize_t pad_size = 0, v_size = 0, ssize = scratch.shape[1]
     cdef floating *pad
@@ -240,6 +241,7 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                 cnn_wino_weights_f(wptr, &U[0, 0, 0], K, C, False)
             else:
                 cnn_wino_weights_d(wptr, &U[0, 0, 0], K, C, False)
+    last_img = np.full(num_threads, -1, dtype=np.intc)
     if track:
         for tid in range(maxes.shape[0]):
             maxes[tid] = 0
@@ -307,12 +309,15 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                 if one_by_one:
                     src = xptr + n * in_img
                 else:
-                    if floating is float:
-                        cnn_im2col_f(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt, pl,
-                                     OH, OW, 1, 1)
-                    else:
-                        cnn_im2col_d(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt, pl,
-                                     OH, OW, 1, 1)
+                    # the next filter block of the image this thread just unrolled: reuse it
+                    if last_img[omp_get_thread_num()] != n:
+                        if floating is float:
+                            cnn_im2col_f(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt,
+                                         pl, OH, OW, 1, 1)
+                        else:
+                            cnn_im2col_d(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt,
+                                         pl, OH, OW, 1, 1)
+                        last_img[omp_get_thread_num()] = n
                     src = base
                 _gemm(False, False, k1 - k0, P, CKK, 1, wptr + <Py_ssize_t> k0 * CKK, CKK, src,
                       P, 0, zz + <Py_ssize_t> k0 * P, P)
