@@ -25,10 +25,11 @@
  * bit: ReLU keeps NaNs and the order of the values, and maps every value <= 0 to +0. The
  * unpooled plane is never stored.
  *
- * A vector store of a row may run past the row's last valid column into cells of the same
- * plane that are written later (the next output row's first columns); a store that would
- * leave the plane, or (no pool, several column blocks) run from the first row of a pair into
- * the second, already written by earlier blocks, is done element by element.
+ * A vector store of a row may run past the row's last valid column into the next row's first
+ * columns, which are written later: the column blocks of a row pair run last block first, so
+ * the spill of row 2 sp's last block into row 2 sp + 1 is overwritten by that row's first
+ * block, and row 2 sp + 1's (or a pooled row's) spill lands in the next pair's rows. A store
+ * that would leave the plane is done element by element.
  */
 #ifndef CNN_DIRECT_H
 #define CNN_DIRECT_H
@@ -101,7 +102,7 @@ CNN_ATTR(ISA) static void cnn_direct3x3_c1_run_##SUFFIX##_##ISA(                
                 for (int t = 0; t < 9; t++) wk[q][t] = q < nk ? w[(ptrdiff_t)(k0 + q) * 9 + t] : 0; \
                 bk[q] = (q < nk && b) ? b[k0 + q] : 0;                                        \
             }                                                                                 \
-            for (ptrdiff_t cb = 0; cb < nb; cb++) {                                           \
+            for (ptrdiff_t cb = nb - 1; cb >= 0; cb--) {  /* last block first: see above */   \
                 V acc[2][2][KB];                  /* [row][parity][filter] */                 \
                 const V nz = -(V){0};             /* -0 + b == b in every lane, b = -0 too */ \
                 _Pragma("GCC unroll 16")                                                      \
@@ -145,6 +146,11 @@ CNN_ATTR(ISA) static void cnn_direct3x3_c1_run_##SUFFIX##_##ISA(                
                     }                                                                         \
                 } else {                                                                      \
                     const ptrdiff_t c0 = cb * 2 * L, n = OW - c0 < 2 * L ? OW - c0 : 2 * L;   \
+                    M ilo, ihi;                   /* interleave even and odd lanes */         \
+                    for (int t = 0; t < L / 2; t++) {                                         \
+                        ilo[2 * t] = t; ilo[2 * t + 1] = L + t;                               \
+                        ihi[2 * t] = L / 2 + t; ihi[2 * t + 1] = L + L / 2 + t;               \
+                    }                                                                         \
                     for (int rr = 0; rr < 2; rr++) {                                          \
                         if (2 * sp + rr >= OH) break;                                         \
                         for (int q = 0; q < nk; q++) {                                        \
@@ -153,12 +159,17 @@ CNN_ATTR(ISA) static void cnn_direct3x3_c1_run_##SUFFIX##_##ISA(                
                                 ev = (V)((M)ev & ~(ev <= 0));                                 \
                                 od = (V)((M)od & ~(od <= 0));                                 \
                             }                                                                 \
-                            T te[L], to[L], out[2 * L];                                       \
-                            memcpy(te, &ev, sizeof(V)); memcpy(to, &od, sizeof(V));           \
-                            for (int t = 0; t < L; t++) { out[2 * t] = te[t]; out[2 * t + 1] = to[t]; } \
-                            T *yq = y + (ptrdiff_t)(k0 + q) * plane, *yr = yq + (2 * sp + rr) * YW; \
-                            /* row 2 sp + 1 may hold earlier blocks already: no spill into it */ \
-                            CNN_DIRECT_STORE(yr + c0, out, n, 2 * L, (rr == 0 && nb > 1) ? yr + OW : yq + plane, T); \
+                            const V lo = __builtin_shuffle(ev, od, ilo);                      \
+                            const V hi = __builtin_shuffle(ev, od, ihi);                      \
+                            T *yq = y + (ptrdiff_t)(k0 + q) * plane;                          \
+                            T *dst = yq + (2 * sp + rr) * YW + c0;                            \
+                            if (dst + 2 * L <= yq + plane) {                                  \
+                                memcpy(dst, &lo, sizeof(V)); memcpy(dst + L, &hi, sizeof(V)); \
+                            } else {                                                          \
+                                T out[2 * L];                                                 \
+                                memcpy(out, &lo, sizeof(V)); memcpy(out + L, &hi, sizeof(V)); \
+                                for (ptrdiff_t t = 0; t < n; t++) dst[t] = out[t];            \
+                            }                                                                 \
                         }                                                                     \
                     }                                                                         \
                 }                                                                             \
