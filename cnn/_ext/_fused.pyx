@@ -52,6 +52,9 @@ cdef enum:
     M_DIRECT = 2
 
 IM2COL, WINOGRAD, DIRECT = M_IM2COL, M_WINOGRAD, M_DIRECT
+
+cdef enum:
+    MAX_REUSE_THREADS = 256  # threads that track their im2col image (see conv_pool_forward)
 # Tiles per Winograd block (_conv_common.pxd), for the plan's choice of algorithm.
 WINOGRAD_BLOCK_TILES = WINO_TILES
 
@@ -213,7 +216,9 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef bint track = maxes is not None
     cdef Py_ssize_t item0, item1, trk_off, trk_len
     cdef int ks, k0, k1, kblk
-    cdef int[::1] last_img  # per thread: the image whose im2col columns its scratch holds
+    # per thread: the image whose im2col columns its scratch holds (-1: none; threads past
+    # MAX_REUSE_THREADS never reuse); on the stack, so a call allocates nothing
+    cdef int last_img[MAX_REUSE_THREADS]
     cdef int tid
     cdef Py_ssize_t pad_size = 0, v_size = 0, ssize = scratch.shape[1]
     cdef floating *pad
@@ -241,7 +246,8 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                 cnn_wino_weights_f(wptr, &U[0, 0, 0], K, C, False)
             else:
                 cnn_wino_weights_d(wptr, &U[0, 0, 0], K, C, False)
-    last_img = np.full(num_threads, -1, dtype=np.intc)
+    for tid in range(MAX_REUSE_THREADS):
+        last_img[tid] = -1
     if track:
         for tid in range(maxes.shape[0]):
             maxes[tid] = 0
@@ -310,14 +316,16 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                     src = xptr + n * in_img
                 else:
                     # the next filter block of the image this thread just unrolled: reuse it
-                    if last_img[omp_get_thread_num()] != n:
+                    tid = omp_get_thread_num()
+                    if tid >= MAX_REUSE_THREADS or last_img[tid] != n:
                         if floating is float:
                             cnn_im2col_f(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt,
                                          pl, OH, OW, 1, 1)
                         else:
                             cnn_im2col_d(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt,
                                          pl, OH, OW, 1, 1)
-                        last_img[omp_get_thread_num()] = n
+                        if tid < MAX_REUSE_THREADS:
+                            last_img[tid] = n
                     src = base
                 _gemm(False, False, k1 - k0, P, CKK, 1, wptr + <Py_ssize_t> k0 * CKK, CKK, src,
                       P, 0, zz + <Py_ssize_t> k0 * P, P)
