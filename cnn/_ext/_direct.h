@@ -50,6 +50,54 @@
 #define CNN_DIRECT_KB_avx512f 2
 #define CNN_DIRECT_KB_avx2 4
 #define CNN_DIRECT_KB_default 4
+/* GNU C vectors (gcc, clang); elsewhere (MSVC, or CNN_DIRECT_NO_VECTOR for tests) one lane,
+ * V = T, with the same operations written for scalars. Per lane the arithmetic is the same.
+ *   CNN_DV_TYPE(V, T, VB):   declares the vector type V of VB bytes of T
+ *   CNN_DV_TAKE(u, z):       z if z > u or (z is NaN and u is not), else u (the pool's rule)
+ *   CNN_DV_RELU(v):          v <= 0 ? +0 : v lane by lane (NaN kept)
+ *   CNN_DV_ZIP(lo, hi, ev, od, V, L): lo, hi = the lanes ev[0], od[0], ev[1], od[1], ... */
+#if defined(__GNUC__) && !defined(CNN_DIRECT_NO_VECTOR)
+#define CNN_DIRECT_VECTOR 1
+#define CNN_DV_TYPE(V, T, VB) typedef T V __attribute__((vector_size(VB)));
+#define CNN_DV_MASK(V) __typeof__((V){0} == (V){0})
+#define CNN_DV_TAKE(V, u, z)                                                              \
+    ((V)(((CNN_DV_MASK(V))(z) & (~((z) <= (u)) & ((u) == (u))))                            \
+         | ((CNN_DV_MASK(V))(u) & ~(~((z) <= (u)) & ((u) == (u))))))
+#define CNN_DV_RELU(V, v) ((V)((CNN_DV_MASK(V))(v) & ~((v) <= 0)))
+#if defined(__clang__)  /* no __builtin_shuffle: through memory */
+#define CNN_DV_ZIP(lo, hi, ev, od, V, L)                                                  \
+    do {                                                                                  \
+        __typeof__((ev)[0]) te_[L], to_[L], z_[2 * (L)];                                  \
+        memcpy(te_, &(ev), sizeof(V)); memcpy(to_, &(od), sizeof(V));                     \
+        for (int t_ = 0; t_ < (L); t_++) { z_[2 * t_] = te_[t_]; z_[2 * t_ + 1] = to_[t_]; } \
+        memcpy(&(lo), z_, sizeof(V)); memcpy(&(hi), z_ + (L), sizeof(V));                 \
+    } while (0)
+#else                    /* two permutes */
+#define CNN_DV_ZIP(lo, hi, ev, od, V, L)                                                  \
+    do {                                                                                  \
+        CNN_DV_MASK(V) lo_, hi_;                                                          \
+        for (int t_ = 0; t_ < (L) / 2; t_++) {                                            \
+            lo_[2 * t_] = t_; lo_[2 * t_ + 1] = (L) + t_;                                 \
+            hi_[2 * t_] = (L) / 2 + t_; hi_[2 * t_ + 1] = (L) + (L) / 2 + t_;             \
+        }                                                                                 \
+        (lo) = __builtin_shuffle((ev), (od), lo_); (hi) = __builtin_shuffle((ev), (od), hi_); \
+    } while (0)
+#endif
+#else
+#define CNN_DIRECT_VECTOR 0
+#undef CNN_DIRECT_VB_avx512f
+#undef CNN_DIRECT_VB_avx2
+#undef CNN_DIRECT_VB_default
+#define CNN_DIRECT_VB_avx512f 0
+#define CNN_DIRECT_VB_avx2 0
+#define CNN_DIRECT_VB_default 0
+#define CNN_DV_TYPE(V, T, VB) typedef T V;
+#define CNN_DV_TAKE(V, u, z) ((!((z) <= (u)) && (u) == (u)) ? (z) : (u))
+#define CNN_DV_RELU(V, v) ((v) <= 0 ? (V)0 : (v))
+#define CNN_DV_ZIP(lo, hi, ev, od, V, L) do { (lo) = (ev); (hi) = (od); } while (0)
+#endif
+/* Lanes of V (one without vectors). */
+#define CNN_DV_LANES(VB, T) ((VB) ? (int)((VB) / sizeof(T)) : 1)
 /* The widest block: 2 x 16 float columns. */
 #define CNN_DIRECT_MAX_LANES 16
 
@@ -69,15 +117,14 @@
         }                                                                                 \
     } while (0)
 
-#define CNN_DEFINE_DIRECT(ISA, SUFFIX, T)                                                      \
-typedef T cnn_direct_v_##SUFFIX##_##ISA __attribute__((vector_size(CNN_DIRECT_VB_##ISA)));    \
+#define CNN_DEFINE_DIRECT(ISA, SUFFIX, T)                                                     \
+CNN_DV_TYPE(cnn_direct_v_##SUFFIX##_##ISA, T, CNN_DIRECT_VB_##ISA)                            \
 CNN_ATTR(ISA) static void cnn_direct3x3_c1_run_##SUFFIX##_##ISA(                              \
         const T *restrict x, const T *restrict w, const T *restrict b, int relu,              \
         T *restrict y, int K, int H, int W, int pt, int pl, int OH, int OW,                   \
         T *restrict scratch, int pool) {                                                      \
     typedef cnn_direct_v_##SUFFIX##_##ISA V;                                                  \
-    typedef __typeof__((V){0} == (V){0}) M;  /* the lane masks of V */                        \
-    enum { L = CNN_DIRECT_VB_##ISA / (int)sizeof(T), KB = CNN_DIRECT_KB_##ISA };              \
+    enum { L = CNN_DV_LANES(CNN_DIRECT_VB_##ISA, T), KB = CNN_DIRECT_KB_##ISA };              \
     const ptrdiff_t nb = ((ptrdiff_t)OW + 2 * L - 1) / (2 * L);  /* column blocks */          \
     const ptrdiff_t LW = nb * L + 1, PR = 2 * (((ptrdiff_t)OH + 1) / 2) + 2;                  \
     const ptrdiff_t YH = pool ? OH / 2 : OH, YW = pool ? OW / 2 : OW, plane = YH * YW;        \
@@ -104,7 +151,8 @@ CNN_ATTR(ISA) static void cnn_direct3x3_c1_run_##SUFFIX##_##ISA(                
             }                                                                                 \
             for (ptrdiff_t cb = nb - 1; cb >= 0; cb--) {  /* last block first: see above */   \
                 V acc[2][2][KB];                  /* [row][parity][filter] */                 \
-                const V nz = -(V){0};             /* -0 + b == b in every lane, b = -0 too */ \
+                V nz;                             /* -0 + b == b in every lane, b = -0 too */ \
+                { T z0[L]; for (int t = 0; t < L; t++) z0[t] = -(T)0; memcpy(&nz, z0, sizeof(V)); } \
                 _Pragma("GCC unroll 16")                                                      \
                 for (int q = 0; q < KB; q++) {                                                \
                     acc[0][0][q] = acc[0][1][q] = acc[1][0][q] = acc[1][1][q] = nz + bk[q];   \
@@ -135,10 +183,9 @@ CNN_ATTR(ISA) static void cnn_direct3x3_c1_run_##SUFFIX##_##ISA(                
                         V v[4] = {acc[0][0][q], acc[0][1][q], acc[1][0][q], acc[1][1][q]};    \
                         for (int h = 0; h < 3; h++) {  /* (a, b), (c, d), then the two */     \
                             const V u = h < 2 ? v[2 * h] : v[0], z = h < 2 ? v[2 * h + 1] : v[1]; \
-                            const M take = ~(z <= u) & (u == u); /* z > u, or z NaN, u not */ \
-                            v[h < 2 ? h : 0] = (V)(((M)z & take) | ((M)u & ~take));           \
+                            v[h < 2 ? h : 0] = CNN_DV_TAKE(V, u, z);                          \
                         }                                                                     \
-                        if (relu) v[0] = (V)((M)v[0] & ~(v[0] <= 0));                         \
+                        if (relu) v[0] = CNN_DV_RELU(V, v[0]);                                \
                         T out[L];                                                             \
                         memcpy(out, &v[0], sizeof(V));                                        \
                         T *yq = y + (ptrdiff_t)(k0 + q) * plane;                              \
@@ -146,21 +193,16 @@ CNN_ATTR(ISA) static void cnn_direct3x3_c1_run_##SUFFIX##_##ISA(                
                     }                                                                         \
                 } else {                                                                      \
                     const ptrdiff_t c0 = cb * 2 * L, n = OW - c0 < 2 * L ? OW - c0 : 2 * L;   \
-                    M ilo, ihi;                   /* interleave even and odd lanes */         \
-                    for (int t = 0; t < L / 2; t++) {                                         \
-                        ilo[2 * t] = t; ilo[2 * t + 1] = L + t;                               \
-                        ihi[2 * t] = L / 2 + t; ihi[2 * t + 1] = L + L / 2 + t;               \
-                    }                                                                         \
                     for (int rr = 0; rr < 2; rr++) {                                          \
                         if (2 * sp + rr >= OH) break;                                         \
                         for (int q = 0; q < nk; q++) {                                        \
                             V ev = acc[rr][0][q], od = acc[rr][1][q];                         \
                             if (relu) {                                                       \
-                                ev = (V)((M)ev & ~(ev <= 0));                                 \
-                                od = (V)((M)od & ~(od <= 0));                                 \
+                                ev = CNN_DV_RELU(V, ev);                                      \
+                                od = CNN_DV_RELU(V, od);                                      \
                             }                                                                 \
-                            const V lo = __builtin_shuffle(ev, od, ilo);                      \
-                            const V hi = __builtin_shuffle(ev, od, ihi);                      \
+                            V lo, hi;                                                         \
+                            CNN_DV_ZIP(lo, hi, ev, od, V, L);                                 \
                             T *yq = y + (ptrdiff_t)(k0 + q) * plane;                          \
                             T *dst = yq + (2 * sp + rr) * YW + c0;                            \
                             if (dst + 2 * L <= yq + plane) {                                  \
