@@ -9,6 +9,10 @@ max. Sizes are chosen to hit every block edge: widths of one and of several colu
 drops the last row / column), filter counts that are not a multiple of the filter block.
 """
 
+import os
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 from scipy.signal import correlate2d
@@ -187,3 +191,53 @@ def test_other_pools_still_take_the_stored_plane():
     _fused.conv_pool_forward(x, w, b, y, np.empty((2, size), np.float32), None, _fused.DIRECT,
                              1, 1, 1, 1, OH, OW, True, 3, 3, 2, 2, 0, 0, 2)
     np.testing.assert_array_equal(y, want)
+
+
+_HARNESS = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <math.h>
+#include "_direct.h"
+int main(int argc, char **argv) {
+    int N = 3, H = 13, W = 37, K = 7, pt = 1, pl = 2, OH = 13, OW = 38;
+    float *x = malloc(sizeof(float) * N * H * W), w[63], b[7];
+    srand(1);
+    for (int i = 0; i < N * H * W; i++) x[i] = (float)rand() / RAND_MAX - 0.5f;
+    x[40] = NAN;
+    for (int i = 0; i < 63; i++) w[i] = (float)rand() / RAND_MAX - 0.5f;
+    for (int i = 0; i < 7; i++) b[i] = (float)rand() / RAND_MAX - 0.5f;
+    float *y = calloc(K * OH * OW, sizeof(float));
+    float *yp = calloc(K * (OH / 2) * (OW / 2), sizeof(float));
+    float *s = malloc(sizeof(float) * CNN_DIRECT_SCRATCH(OH, OW));
+    FILE *f = fopen(argv[1], "wb");
+    for (int n = 0; n < N; n++)
+        for (int relu = 0; relu < 2; relu++) {
+            cnn_direct3x3_c1_f(x + n * H * W, w, b, relu, y, K, H, W, pt, pl, OH, OW, s);
+            cnn_direct3x3_c1_pool22_f(x + n * H * W, w, b, relu, yp, K, H, W, pt, pl, OH, OW, s);
+            fwrite(y, sizeof(float), K * OH * OW, f);
+            fwrite(yp, sizeof(float), K * (OH / 2) * (OW / 2), f);
+        }
+    fclose(f);
+    return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build the C harness")
+def test_scalar_fallback_gives_the_vector_kernels_bits(tmp_path):
+    """Compilers without GNU C vectors (MSVC) get the one-lane build of _direct.h: the same
+    bytes as the vector build (forced here with CNN_DIRECT_NO_VECTOR)."""
+    src = tmp_path / "harness.c"
+    src.write_text(_HARNESS)
+    inc = os.path.dirname(_fused.__file__)
+    if not os.path.exists(os.path.join(inc, "_direct.h")):
+        pytest.skip("the kernel headers are not installed beside the extensions")
+    outs = []
+    for flags in ([], ["-DCNN_DIRECT_NO_VECTOR", "-DCNN_NO_TARGET_CLONES"]):
+        exe, out = tmp_path / f"h{len(outs)}", tmp_path / f"o{len(outs)}"
+        subprocess.run(["gcc", "-O2", "-fno-trapping-math", "-I", inc, *flags, str(src), "-o",
+                        str(exe), "-lm"], check=True, capture_output=True)
+        subprocess.run([str(exe), str(out)], check=True)
+        outs.append(np.fromfile(out, dtype=np.float32))
+    assert outs[0].size == 3 * 2 * 7 * (13 * 38 + 6 * 19) and np.isnan(outs[0]).any()
+    assert outs[0].tobytes() == outs[1].tobytes()
