@@ -51,6 +51,10 @@ _METHOD_CODES = {"im2col": _fused.IM2COL, "winograd": _fused.WINOGRAD, "direct":
 _WINO_MIN_TILES = _fused.WINOGRAD_BLOCK_TILES
 
 
+# Filters per work item when an im2col conv of one image is cut in two (see _Conv).
+_SPLIT_MIN_FILTERS = 16
+
+
 def _wino_tiles(out_hw):
     """Winograd tile slots of one image (CNN_WINO_TILES of _winograd.h)."""
     th, tw = (out_hw[0] + 1) // 2, (out_hw[1] + 1) // 2
@@ -216,6 +220,10 @@ class _Conv(_Weighted):
         self.layer_method = self.method  # what the layer's own forward chooses
         if self.method == "winograd" and n * _wino_tiles(self.out_hw) < _WINO_MIN_TILES:
             self.method = "im2col"
+        # im2col on one image: two work items of half the filters each, so two threads share
+        # it. From the shapes only (the GEMM's rounding may depend on its rows): one image and
+        # at least _SPLIT_MIN_FILTERS filters per half.
+        self.ksplit = 2 if n == 1 and w_shape[0] >= 2 * _SPLIT_MIN_FILTERS else 1
         self.reduction = w_shape[1]
         # the fused kernel serves dilation 1, groups 1; with no pool (code 0) it writes the
         # conv output itself, from preallocated scratch (the _conv kernels allocate theirs)
@@ -264,7 +272,8 @@ class _Conv(_Weighted):
                                      self.U if method == "winograd" else None,
                                      _METHOD_CODES[method], self.stride[0], self.stride[1],
                                      pt, pl, self.out_hw[0], self.out_hw[1], self.relu,
-                                     *self.pool, self.threads, self.maxes)
+                                     *self.pool, self.threads, self.maxes,
+                                     self.ksplit if method == "im2col" else 1)
             return y
         # groups or dilation: im2col (the only algorithm conv_algorithm allows for them)
         _conv.conv2d_forward(x, w, b, y, self.stride[0], self.stride[1], pt, pl, self.relu,

@@ -205,3 +205,36 @@ def test_fused_kernel_reports_max_abs_of_its_output(method, dtype):
     _fused.conv_pool_forward(x, w, None, y, np.empty((2, size), dtype), U, CODES[method], 1, 1,
                              pads[0], pads[2], *out_hw, True, 0, 0, 1, 1, 0, 0, 2, maxes)
     assert np.isnan(maxes.max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pooled", [True, False])
+def test_im2col_filter_split_items(pooled, dtype):
+    """ksplit cuts each image's filters into work items (a batch of one on two threads): the
+    conv + pool of the reference, the same bits for any thread count, max |y| of all of y."""
+    rng = np.random.default_rng(17)
+    N, C, K = 2, 5, 37                               # 37 filters: blocks of 19 + 18, 13 + 12 + 12
+    x = rng.standard_normal((N, C, 9, 11)).astype(dtype)
+    w = rng.standard_normal((K, C, 3, 3)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    pads, out_hw = _conv_geometry(x.shape, w.shape, (1, 1), "same")
+    pool = (2, 2, 2, 2, 0, 0) if pooled else (0, 0, 1, 1, 0, 0)
+    y_hw = (4, 5) if pooled else out_hw
+    z = np.maximum(reference.conv2d(*(a.astype(np.float64) for a in (x, w, b)), (1, 1), "same"),
+                   0)
+    ref = reference.maxpool2d(z, (2, 2), (2, 2), (0, 0, 0, 0))[0] if pooled else z
+    size = _fused.scratch_size(_fused.IM2COL, N, C, K, 3, 3, *out_hw)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for ksplit in (1, 2, 3, 64):
+        outs = []
+        for threads in (1, 2, 3):
+            y = np.full((N, K) + y_hw, np.nan, dtype=dtype)
+            maxes = np.full(threads, -1.0)
+            _fused.conv_pool_forward(x, w, b, y, np.empty((threads, size), dtype), None,
+                                     _fused.IM2COL, 1, 1, pads[0], pads[2], *out_hw, True, *pool,
+                                     threads, maxes, ksplit)
+            assert maxes.max() == np.abs(y).max()
+            outs.append(y)
+        for y in outs[1:]:
+            np.testing.assert_array_equal(y, outs[0])
+        np.testing.assert_allclose(outs[0], ref, rtol=tol, atol=tol * np.abs(ref).max())

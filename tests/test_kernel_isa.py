@@ -3,8 +3,8 @@ results whichever runs.
 
 Each clone is forced in a child process with ``CNN_KERNEL_ISA`` (it caps the choice); the
 children run every cloned kernel (Winograd forward, weight and input gradients, the direct
-one-channel conv, the 2x2 max-pool, batch-norm training forward and backward, the elementwise
-ReLU and sums) on the same seeded data and save the results, which must
+one-channel conv and its pooled twin, the 2x2 max-pool, batch-norm training forward and
+backward, the elementwise ReLU and sums) on the same seeded data and save the results, which must
 agree to the bit. The oracle tests of those kernels run in this process, on the best clone.
 """
 import os
@@ -95,6 +95,7 @@ import sys
 import numpy as np
 import cnn
 from cnn import functional as F
+from cnn._ext import _fused
 cnn.set_num_threads(2)
 rng = np.random.default_rng(7)
 out = {"isa": np.array(cnn.show_config()["kernel_isa"])}
@@ -117,6 +118,20 @@ for dt in (np.float32, np.float64):
     for pad in ("same", "valid"):
         out[f"direct_{pad}_{name}"] = F.conv2d(x1, w1, b1, padding=pad, activation="relu",
                                                 algorithm="direct")
+    # several column blocks of every clone, no ReLU (signed values)
+    x1w = rng.standard_normal((3, 1, 9, 45)).astype(dt)
+    out[f"direct_wide_{name}"] = F.conv2d(x1w, w1, b1, padding="valid", algorithm="direct")
+    # the direct conv with the 2x2 pool in its epilogue (the inference plan's fused path)
+    net1 = cnn.Sequential([cnn.layers.Conv2D(7, 3, padding="same", activation="relu"),
+                           cnn.layers.MaxPool2D(2)], input_shape=(1, 29, 45), seed=4, dtype=dt)
+    x1p = rng.standard_normal((3, 1, 29, 45)).astype(dt)
+    out[f"direct_pool_predict_{name}"] = net1.predict(x1p)
+    x1p[1, 0, 5, 7] = np.nan                                # the kernel itself: NaN, no ReLU
+    yq = np.empty((3, 7, 14, 22), dtype=dt)
+    sq = np.empty((2, _fused.scratch_size(_fused.DIRECT, 3, 1, 7, 3, 3, 29, 45)), dtype=dt)
+    _fused.conv_pool_forward(x1p, w1, b1, yq, sq, None, _fused.DIRECT, 1, 1, 1, 1, 29, 45,
+                             False, 2, 2, 2, 2, 0, 0, 2)
+    out[f"direct_pool_nan_{name}"] = yq
     xp = rng.standard_normal((4, 6, 37, 35)).astype(dt)
     xp[0, 0, :4, :4] = 1.0                                  # ties: the first cell wins
     yp, arg = F.maxpool2d(xp, 2, padding="valid")

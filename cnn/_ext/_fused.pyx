@@ -11,8 +11,10 @@ The convolution of an item is the same arithmetic as the training kernels of ``_
 (the same im2col + GEMM per image, the same Winograd blocks of images, the same direct
 one-channel kernel, the same bias/ReLU pass), and the pool keeps the same values as
 ``_pool.pyx`` (see ``_fused.h``): the result is bit-identical to ``conv2d`` then
-``maxpool2d`` with the same algorithm. Work items are handed out dynamically; which thread
-runs one never changes its result.
+``maxpool2d`` with the same algorithm. The direct kernel with a 2x2 / stride-2 pool pools in
+its own epilogue, from registers (``_direct.h``): its conv output is not stored even in
+scratch. Work items are handed out dynamically; which thread runs one never changes its
+result.
 
 Validation lives in the inference plan (:mod:`cnn._inference`), which builds these calls
 from built layers; these kernels trust their arguments.
@@ -45,6 +47,9 @@ cdef enum:
     M_DIRECT = 2
 
 IM2COL, WINOGRAD, DIRECT = M_IM2COL, M_WINOGRAD, M_DIRECT
+
+cdef enum:
+    MAX_REUSE_THREADS = 256  # threads that track their im2col image (see conv_pool_forward)
 # Tiles per Winograd block (_conv_common.pxd), for the plan's choice of algorithm.
 WINOGRAD_BLOCK_TILES = WINO_TILES
 
@@ -65,6 +70,17 @@ cdef extern from "_simd.h":
 
 # Pick the kernel clones now, before any thread runs a kernel (see _simd.h).
 cnn_kernel_isa()
+
+
+# The direct kernel with the 2x2 pool in its epilogue (its unpooled twin, shared with the
+# training forward, is declared in _conv_common.pxd).
+cdef extern from "_direct.h":
+    void cnn_direct3x3_c1_pool22_f(const float *x, const float *w, const float *b, int relu,
+                                   float *y, int K, int H, int W, int pt, int pl, int OH,
+                                   int OW, float *scratch) noexcept nogil
+    void cnn_direct3x3_c1_pool22_d(const double *x, const double *w, const double *b,
+                                   int relu, double *y, int K, int H, int W, int pt, int pl,
+                                   int OH, int OW, double *scratch) noexcept nogil
 
 
 cdef extern from "_fused.h":
@@ -144,7 +160,7 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                       floating[:, :, ::1] U,            # (16, K, C) Winograd weights, or None
                       int method, int sh, int sw, int pt, int pl, int OH, int OW, bint relu,
                       int pkh, int pkw, int psh, int psw, int ppt, int ppl, int num_threads,
-                      double[::1] maxes=None):
+                      double[::1] maxes=None, int ksplit=1):
     """y = maxpool(act(conv(x, w) + b)); the conv has stride (sh, sw), top/left padding
     (pt, pl) and output planes (OH, OW), the pool windows (pkh, pkw), strides (psh, psw) and
     top/left padding (ppt, ppl).
@@ -161,6 +177,11 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     largest ``|y|`` over the items that thread wrote, NaN if one held a NaN (taken while the
     item is in cache: the next conv's Winograd overflow test needs ``max |y|``, and this saves
     it a pass over ``y``). Its max over the entries is ``max |y|`` exactly, for any schedule.
+
+    ``ksplit`` (IM2COL only) cuts each image's filters into that many blocks, each a work item
+    of its own (its own im2col, GEMM rows, bias/ReLU and pool), so a batch of one image can
+    use two threads. The caller picks it from the shapes, never from the thread count: the
+    GEMM's rounding may depend on the rows it is given, the result must not depend on threads.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -182,11 +203,16 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
         and pl == 0 and OH == H and OW == W
     cdef int n, blk, n0, n1, tpi, G, n_items
     cdef bint pooled = pkh > 0
-    # a 2x2, stride-2, unpadded pool of a Winograd conv: each window is one output tile
-    cdef bint pool2 = (method == M_WINOGRAD and pkh == 2 and pkw == 2 and psh == 2 and psw == 2
-                       and ppt == 0 and ppl == 0 and PH == OH // 2 and PW == OW // 2)
+    # the 2x2 / stride-2 unpadded pool (floor) that the direct kernel does in its epilogue and
+    # the Winograd kernel in its output transform (each window is one output tile)
+    cdef bint pool22 = pooled and pkh == 2 and pkw == 2 and psh == 2 and psw == 2 \
+        and ppt == 0 and ppl == 0 and PH == OH // 2 and PW == OW // 2
     cdef bint track = maxes is not None
-    cdef Py_ssize_t item0, item1
+    cdef Py_ssize_t item0, item1, trk_off, trk_len
+    cdef int ks, k0, k1, kblk
+    # per thread: the image whose im2col columns its scratch holds (-1: none; threads past
+    # MAX_REUSE_THREADS never reuse); on the stack, so a call allocates nothing
+    cdef int last_img[MAX_REUSE_THREADS]
     cdef int tid
     cdef Py_ssize_t pad_size = 0, v_size = 0, ssize = scratch.shape[1]
     if N == 0 or K == 0 or P == 0 or PH * PW == 0:
@@ -196,7 +222,10 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     yptr = &y[0, 0, 0, 0]
     tpi = <int> CNN_WINO_TILES((OH + 1) // 2, (OW + 1) // 2)
     G = _wino_group(N, tpi, C) if method == M_WINOGRAD else 1
-    n_items = (N + G - 1) // G
+    ks = max(1, min(ksplit, K)) if method == M_IM2COL else 1
+    kblk = (K + ks - 1) // ks
+    ks = (K + kblk - 1) // kblk
+    n_items = (N + G - 1) // G * ks
     num_threads = max(1, min(num_threads, n_items))
     if method == M_WINOGRAD:
         _wino_block_sizes(N, C, K, OH, OW, &pad_size, &v_size)
@@ -205,6 +234,8 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                 cnn_wino_weights_f(wptr, &U[0, 0, 0], K, C, False)
             else:
                 cnn_wino_weights_d(wptr, &U[0, 0, 0], K, C, False)
+    for tid in range(MAX_REUSE_THREADS):
+        last_img[tid] = -1
     if track:
         for tid in range(maxes.shape[0]):
             maxes[tid] = 0
@@ -220,17 +251,25 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
             if method == M_WINOGRAD:
                 n0 = blk * G
                 n1 = min(N, n0 + G)
-                if pool2:
+                if pool22:
                     _wino_block(xptr + n0 * in_img, NULL, uptr, bptr, relu,
                                 yptr + n0 * out_img, n1 - n0, C, H, W, K, OH, OW, pt, pl,
                                 base, pad_size, v_size, True)
                 else:
                     _wino_block(xptr + n0 * in_img, NULL, uptr, bptr, relu, zz, n1 - n0,
                                 C, H, W, K, OH, OW, pt, pl, base, pad_size, v_size, False)
-                if pooled and not pool2:
+                if pooled and not pool22:
                     for n in range(n0, n1):
                         _pool_image(zz + (n - n0) * conv_img, yptr + n * out_img, K, OH, OW,
                                     PH, PW, pkh, pkw, psh, psw, ppt, ppl)
+            elif method == M_DIRECT and pool22:
+                n = blk  # pooled in the kernel's epilogue: the conv plane is never stored
+                if floating is float:
+                    cnn_direct3x3_c1_pool22_f(xptr + n * in_img, wptr, bptr, relu,
+                                              yptr + n * out_img, K, H, W, pt, pl, OH, OW, base)
+                else:
+                    cnn_direct3x3_c1_pool22_d(xptr + n * in_img, wptr, bptr, relu,
+                                              yptr + n * out_img, K, H, W, pt, pl, OH, OW, base)
             elif method == M_DIRECT:
                 n = blk
                 if floating is float:
@@ -243,25 +282,43 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                     _pool_image(zz, yptr + n * out_img, K, OH, OW, PH, PW, pkh, pkw, psh, psw,
                                 ppt, ppl)
             else:
-                n = blk
+                n = blk // ks  # filters k0:k1 of image n
+                k0 = (blk % ks) * kblk
+                k1 = min(K, k0 + kblk)
+                zz = z if pooled else yptr + <Py_ssize_t> n * conv_img
                 if one_by_one:
                     src = xptr + n * in_img
                 else:
-                    if floating is float:
-                        cnn_im2col_f(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt, pl,
-                                     OH, OW, 1, 1)
-                    else:
-                        cnn_im2col_d(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt, pl,
-                                     OH, OW, 1, 1)
+                    # the next filter block of the image this thread just unrolled: reuse it
+                    tid = omp_get_thread_num()
+                    if tid >= MAX_REUSE_THREADS or last_img[tid] != n:
+                        if floating is float:
+                            cnn_im2col_f(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt,
+                                         pl, OH, OW, 1, 1)
+                        else:
+                            cnn_im2col_d(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt,
+                                         pl, OH, OW, 1, 1)
+                        if tid < MAX_REUSE_THREADS:
+                            last_img[tid] = n
                     src = base
-                _gemm(False, False, K, P, CKK, 1, wptr, CKK, src, P, 0, zz, P)
-                _bias_act(zz, bptr, has_bias, relu, K, P)
+                _gemm(False, False, k1 - k0, P, CKK, 1, wptr + <Py_ssize_t> k0 * CKK, CKK, src,
+                      P, 0, zz + <Py_ssize_t> k0 * P, P)
+                _bias_act(zz + <Py_ssize_t> k0 * P, bptr + k0 if has_bias else NULL, has_bias,
+                          relu, k1 - k0, P)
                 if pooled:
-                    _pool_image(zz, yptr + n * out_img, K, OH, OW, PH, PW, pkh, pkw, psh, psw,
-                                ppt, ppl)
+                    _pool_image(zz + <Py_ssize_t> k0 * P,
+                                yptr + n * out_img + <Py_ssize_t> k0 * PH * PW, k1 - k0, OH, OW,
+                                PH, PW, pkh, pkw, psh, psw, ppt, ppl)
             if track:
-                item0 = <Py_ssize_t> blk * G
-                item1 = min(<Py_ssize_t> N, item0 + G)
+                # the part of y this item wrote: whole images, or filters k0:k1 of one
+                if ks > 1:
+                    trk_off = (blk // ks) * out_img + <Py_ssize_t> ((blk % ks) * kblk) * PH * PW
+                    trk_len = <Py_ssize_t> (min(K, (blk % ks + 1) * kblk) - (blk % ks) * kblk) \
+                        * PH * PW
+                else:
+                    item0 = <Py_ssize_t> blk * G
+                    item1 = min(<Py_ssize_t> N, item0 + G)
+                    trk_off = item0 * out_img
+                    trk_len = (item1 - item0) * out_img
                 tid = omp_get_thread_num()
-                maxes[tid] = _max_abs_into(yptr + item0 * out_img, (item1 - item0) * out_img,
-                                           maxes[tid])
+                maxes[tid] = _max_abs_into(yptr + trk_off, trk_len, maxes[tid])
