@@ -2,7 +2,7 @@
 import platform
 import sys
 
-from cnn import _ext, _threads
+from cnn import _threads
 from cnn._ext import _conv, _openmp
 from cnn._version import __version__
 
@@ -25,10 +25,7 @@ def show_config(print_out=False):
     ``python``, ``numpy``, ``scipy``, ``platform``, ``flush_to_zero`` (True would mean a
     library set FTZ/DAZ, breaking subnormals), ``kernel_isa`` (the kernel clone chosen at
     load time: ``"avx512f"``, ``"avx2"`` or ``"default"``, the best the CPU has in that
-    order, capped by the environment variable ``CNN_KERNEL_ISA``), ``omp_wait_policy`` (how
-    the OpenMP runtime's idle threads wait: ``"passive"``, cnn's default; ``"environment"``,
-    set by ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``; ``"already loaded"``, the runtime of a
-    library imported before cnn, with its settings).
+    order, capped by the environment variable ``CNN_KERNEL_ISA``).
     """
     import numpy
     import scipy
@@ -50,7 +47,6 @@ def show_config(print_out=False):
         "platform": platform.platform(),
         "flush_to_zero": sys.float_info.min / 2 == 0.0,
         "kernel_isa": _conv.kernel_isa(),
-        "omp_wait_policy": _ext.WAIT_POLICY,
     }
     if print_out:
         print(format_config(config))
