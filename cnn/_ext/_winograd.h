@@ -43,6 +43,29 @@
 #define CNN_WINO_CLONE(name) CNN_WINO_CAT3(name, CNN_WINO_SFX, CNN_WINO_ISA)
 #define CNN_WINO_ATTR CNN_WINO_ATTR_(CNN_WINO_ISA)
 
+/* For the output transforms, in a function of float type T: the 16 streams m0..m15 of M[e] for
+ * output channel ko (the e-th at M + e*KM + ko*ldm + t0), and, at slot u, the tile's four outputs
+ * v00, v01, v10, v11 = act((A^T M A) + bk): A^T M combines rows (m_{4r+s}) for each column s,
+ * then (A^T M) A the columns; bias bk, and ReLU when relu (NaN stays NaN). */
+#define CNN_WINO_M_STREAMS(M, ko, ldm, t0, KM)                                               \
+    const T *restrict m0 = (M) + (ptrdiff_t)(ko) * (ldm) + (t0), *restrict m1 = m0 + (KM);   \
+    const T *restrict m2 = m1 + (KM), *restrict m3 = m2 + (KM), *restrict m4 = m3 + (KM);    \
+    const T *restrict m5 = m4 + (KM), *restrict m6 = m5 + (KM), *restrict m7 = m6 + (KM);    \
+    const T *restrict m8 = m7 + (KM), *restrict m9 = m8 + (KM), *restrict m10 = m9 + (KM);   \
+    const T *restrict m11 = m10 + (KM), *restrict m12 = m11 + (KM);                          \
+    const T *restrict m13 = m12 + (KM), *restrict m14 = m13 + (KM), *restrict m15 = m14 + (KM);
+#define CNN_WINO_TILE_VALUES(u)                                                              \
+    T z00 = m0[u] + m4[u] + m8[u], z01 = m1[u] + m5[u] + m9[u];                              \
+    T z02 = m2[u] + m6[u] + m10[u], z03 = m3[u] + m7[u] + m11[u];                            \
+    T z10 = m4[u] - m8[u] - m12[u], z11 = m5[u] - m9[u] - m13[u];                            \
+    T z12 = m6[u] - m10[u] - m14[u], z13 = m7[u] - m11[u] - m15[u];                          \
+    T v00 = z00 + z01 + z02 + bk, v01 = z01 - z02 - z03 + bk;                                \
+    T v10 = z10 + z11 + z12 + bk, v11 = z11 - z12 - z13 + bk;                                \
+    if (relu) {                                                                              \
+        v00 = v00 <= 0 ? (T)0 : v00; v01 = v01 <= 0 ? (T)0 : v01;                            \
+        v10 = v10 <= 0 ? (T)0 : v10; v11 = v11 <= 0 ? (T)0 : v11;                            \
+    }
+
 #if CNN_HAVE_CLONES
 #include <immintrin.h>
 /* One row of the input transform's parity split, float32, AVX2: ev[j] = p[2j], od[j] = p[2j+1]

@@ -137,26 +137,10 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(output)(const T *restrict M, T *restric
     const int full = OW / 2;   /* tiles whose two columns are both inside y */
     for (int ko = 0; ko < Kout; ko++) {
         const T bk = bias ? bias[ko] : (T)0;
-        const T *restrict m0 = M + (ptrdiff_t)ko * ldm + t0, *restrict m1 = m0 + KM;
-        const T *restrict m2 = m1 + KM, *restrict m3 = m2 + KM, *restrict m4 = m3 + KM;
-        const T *restrict m5 = m4 + KM, *restrict m6 = m5 + KM, *restrict m7 = m6 + KM;
-        const T *restrict m8 = m7 + KM, *restrict m9 = m8 + KM, *restrict m10 = m9 + KM;
-        const T *restrict m11 = m10 + KM, *restrict m12 = m11 + KM, *restrict m13 = m12 + KM;
-        const T *restrict m14 = m13 + KM, *restrict m15 = m14 + KM;
+        CNN_WINO_M_STREAMS(M, ko, ldm, t0, KM)
         CNN_IVDEP
         for (ptrdiff_t u = 0; u < U; u++) {
-            /* A^T M: combine rows (m_{4r+s}), for each column s */
-            T z00 = m0[u] + m4[u] + m8[u], z01 = m1[u] + m5[u] + m9[u];
-            T z02 = m2[u] + m6[u] + m10[u], z03 = m3[u] + m7[u] + m11[u];
-            T z10 = m4[u] - m8[u] - m12[u], z11 = m5[u] - m9[u] - m13[u];
-            T z12 = m6[u] - m10[u] - m14[u], z13 = m7[u] - m11[u] - m15[u];
-            /* (A^T M) A: combine columns; then bias and ReLU */
-            T v00 = z00 + z01 + z02 + bk, v01 = z01 - z02 - z03 + bk;
-            T v10 = z10 + z11 + z12 + bk, v11 = z11 - z12 - z13 + bk;
-            if (relu) {
-                v00 = v00 <= 0 ? (T)0 : v00; v01 = v01 <= 0 ? (T)0 : v01;
-                v10 = v10 <= 0 ? (T)0 : v10; v11 = v11 <= 0 ? (T)0 : v11;
-            }
+            CNN_WINO_TILE_VALUES(u)
             o00[u] = v00; o01[u] = v01; o10[u] = v10; o11[u] = v11;
         }
         T *restrict yk = y + (ptrdiff_t)ko * OH * OW;
@@ -193,31 +177,14 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(output_pool)(const T *restrict M, T *re
     const ptrdiff_t U = (ptrdiff_t)(PH < th ? PH : th) * HW;
     for (int ko = 0; ko < Kout; ko++) {
         const T bk = bias ? bias[ko] : (T)0;
-        const T *restrict m0 = M + (ptrdiff_t)ko * ldm + t0, *restrict m1 = m0 + KM;
-        const T *restrict m2 = m1 + KM, *restrict m3 = m2 + KM, *restrict m4 = m3 + KM;
-        const T *restrict m5 = m4 + KM, *restrict m6 = m5 + KM, *restrict m7 = m6 + KM;
-        const T *restrict m8 = m7 + KM, *restrict m9 = m8 + KM, *restrict m10 = m9 + KM;
-        const T *restrict m11 = m10 + KM, *restrict m12 = m11 + KM, *restrict m13 = m12 + KM;
-        const T *restrict m14 = m13 + KM, *restrict m15 = m14 + KM;
-/* the tile's four outputs at slot u, after bias and ReLU (NaN stays NaN) */
-#define CNN_WINO_TILE_VALUES_(u)                                                             \
-            T z00 = m0[u] + m4[u] + m8[u], z01 = m1[u] + m5[u] + m9[u];                      \
-            T z02 = m2[u] + m6[u] + m10[u], z03 = m3[u] + m7[u] + m11[u];                    \
-            T z10 = m4[u] - m8[u] - m12[u], z11 = m5[u] - m9[u] - m13[u];                    \
-            T z12 = m6[u] - m10[u] - m14[u], z13 = m7[u] - m11[u] - m15[u];                  \
-            T v00 = z00 + z01 + z02 + bk, v01 = z01 - z02 - z03 + bk;                        \
-            T v10 = z10 + z11 + z12 + bk, v11 = z11 - z12 - z13 + bk;                        \
-            if (relu) {                                                                      \
-                v00 = v00 <= 0 ? (T)0 : v00; v01 = v01 <= 0 ? (T)0 : v01;                    \
-                v10 = v10 <= 0 ? (T)0 : v10; v11 = v11 <= 0 ? (T)0 : v11;                    \
-            }
+        CNN_WINO_M_STREAMS(M, ko, ldm, t0, KM)
         /* As in the max-pool: plain comparisons first, noting whether the plane may hold a NaN
            (a NaN among the four makes their sum NaN; so do +inf and -inf, harmlessly); only
            then is it redone with the NaN-aware rule. In this form the first pass vectorises. */
         int nan = 0;
         CNN_IVDEP
         for (ptrdiff_t u = 0; u < U; u++) {
-            CNN_WINO_TILE_VALUES_(u)
+            CNN_WINO_TILE_VALUES(u)
             T best = v00;
             best = v01 > best ? v01 : best;
             best = v10 > best ? v10 : best;
@@ -228,7 +195,7 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(output_pool)(const T *restrict M, T *re
         }
         if (nan) {
             for (ptrdiff_t u = 0; u < U; u++) {
-                CNN_WINO_TILE_VALUES_(u)
+                CNN_WINO_TILE_VALUES(u)
                 T best = v00;
                 int gt = (v01 > best) | ((v01 != v01) & (best == best));
                 best = gt ? v01 : best;
@@ -238,7 +205,6 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(output_pool)(const T *restrict M, T *re
                 o[u] = gt ? v11 : best;
             }
         }
-#undef CNN_WINO_TILE_VALUES_
         T *restrict yk = yp + (ptrdiff_t)ko * PH * PW;
         for (ptrdiff_t a = 0; a < PH; a++)
             for (ptrdiff_t b = 0; b < PW; b++) yk[a * PW + b] = o[a * HW + b];
