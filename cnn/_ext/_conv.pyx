@@ -28,7 +28,7 @@ from libc.string cimport memset, memcpy
 
 from cnn._ext._blas cimport _gemm
 from cnn._ext._conv_common cimport (
-    WINO_TILES, _bias_act, _wino_group,
+    _bias_act, _wino_group,
     CNN_DIRECT_SCRATCH,
     CNN_WINO_PAD_SIZE,
     CNN_WINO_TILES,

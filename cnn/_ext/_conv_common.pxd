@@ -23,11 +23,10 @@ cdef enum:
 cdef inline int _wino_group(int N, int tiles_per_image, int Cin) noexcept nogil:
     """Images per Winograd block (see WINO_TILES and WINO_V_BYTES; ``Cin = 0``: no bound on
     V's bytes, for the weight gradient, whose BLAS GEMMs reduce over the block's tiles)."""
-    cdef int g = (WINO_TILES + tiles_per_image - 1) // tiles_per_image
-    cdef long long fit = g
-    if Cin > 0:
-        fit = WINO_V_BYTES // (64 * <long long> Cin * tiles_per_image)
-    return max(1, min(N, min(g, <int> min(fit, <long long> g))))
+    cdef long long g = (WINO_TILES + tiles_per_image - 1) // tiles_per_image
+    if Cin > 0:  # V holds 16 float32 values (64 bytes) per channel and tile
+        g = min(g, WINO_V_BYTES // (64 * <long long> Cin * tiles_per_image))
+    return <int> max(1, min(<long long> N, g))
 
 
 cdef inline void _bias_act(floating *y, const floating *b, bint has_bias, bint relu,

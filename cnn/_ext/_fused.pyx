@@ -23,7 +23,6 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport NAN
 
 from cnn._ext._blas cimport _gemm
 from cnn._ext._conv_common cimport (
