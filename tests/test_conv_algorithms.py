@@ -86,6 +86,31 @@ def test_property_forward_and_dx_match_scipy(problem):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding, hw", [(0, (9, 13)), (1, (8, 6)), (2, (7, 11)), ("same", (14, 14))])
+def test_masked_backward_with_hostile_relu_output(rng, dtype, padding, hw):
+    """The ReLU mask ``y > 0`` inside the transforms' parity split: NaN, -0.0, +0.0 and
+    negative cells of ``y`` all mask, at every top/left padding, odd and even widths."""
+    x = rng.standard_normal((3, 5) + hw).astype(dtype)
+    w = rng.standard_normal((6, 5, 3, 3)).astype(dtype)
+    pads = pads_conv(padding, 3, 3)
+    z = scipy_conv2d(x, w, None, pads, (1, 1))
+    y = rng.standard_normal(z.shape).astype(dtype)
+    y.flat[::5] = np.nan
+    y.flat[1::7] = -0.0
+    y.flat[2::9] = 0.0
+    dy = rng.standard_normal(z.shape).astype(dtype)
+    masked = np.where(y > 0, dy, 0).astype(dtype)
+    _, dx_scale, dw_scale, db_scale = _scales(x, w, None, masked, pads)
+    edx, edw, edb = scipy_conv2d_backward(masked, x, w, pads, (1, 1))
+    dx, dw, db = F.conv2d_backward(dy, x, w, padding=padding, activation="relu", y=y,
+                                   algorithm="winograd")
+    assert np.isfinite(dx).all() and np.isfinite(dw).all() and np.isfinite(db).all()
+    assert_close(dx, edx, dtype, scale=dx_scale)
+    assert_close(dw, edw, dtype, scale=dw_scale)
+    assert_close(db, edb, dtype, scale=db_scale)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("xs, ws", [
     ((8, 32, 14, 14), (64, 32, 3, 3)),   # the DESIGN model's second conv
     ((2, 64, 56, 56), (64, 64, 3, 3)),   # the bench's big case, two images

@@ -112,6 +112,23 @@ for dt in (np.float32, np.float64):
                                    algorithm="winograd")
     out.update({f"wino_y_{name}": y, f"wino_dx_{name}": dx, f"wino_dw_{name}": dw,
                 f"wino_db_{name}": db})
+    # the masked backward products (the parity split's masked rows) with a ReLU output holding
+    # NaN, -0.0, +0.0 and negatives, at every top/left padding Winograd takes, odd and even widths
+    from cnn._ext import _conv
+    for pt, (hm, wm) in ((0, (9, 13)), (1, (8, 6)), (2, (7, 11))):
+        xm = rng.standard_normal((3, 5, hm, wm)).astype(dt)
+        wmk = rng.standard_normal((6, 5, 3, 3)).astype(dt)
+        om = (hm + 2 * pt - 2, wm + 2 * pt - 2)
+        ro = rng.standard_normal((3, 6) + om).astype(dt)
+        ro.flat[::5] = np.nan
+        ro.flat[1::7] = -0.0
+        ro.flat[2::9] = 0.0
+        dym = rng.standard_normal(ro.shape).astype(dt)
+        dxm, dwm, dbm = np.empty_like(xm), np.empty_like(wmk), np.empty(6, dt)
+        _conv.conv2d_input_grad_winograd(dym, wmk, ro, dxm, pt, pt, 2)
+        _conv.conv2d_weight_grad_winograd(dym, xm, ro, dwm, dbm, pt, pt, 2)
+        out.update({f"wino_mask{pt}_dx_{name}": dxm, f"wino_mask{pt}_dw_{name}": dwm,
+                    f"wino_mask{pt}_db_{name}": dbm})
     x1 = rng.standard_normal((5, 1, 29, 31)).astype(dt)
     w1 = rng.standard_normal((7, 1, 3, 3)).astype(dt)
     b1 = rng.standard_normal(7).astype(dt)

@@ -68,13 +68,15 @@
 
 #if CNN_HAVE_CLONES
 #include <immintrin.h>
-/* One row of the input transform's parity split, float32, AVX2: ev[j] = p[2j], od[j] = p[2j+1]
- * for j < HW, where p is the zero-padded row, p[s] = src[s - lo] for lo <= s < lo + n, else 0.
+/* One row of a transform's parity split, float32, AVX2: ev[j] = p[2j], od[j] = p[2j+1] for
+ * j < HW, where p is the zero-padded row, p[s] = src[s - lo] for lo <= s < lo + n, else 0; with
+ * mask not NULL (the same row of the ReLU output), p[s] = 0 also where mask[s - lo] <= 0 or is
+ * NaN (an ordered compare and a bitwise and: src's bits or +0.0, as `mask > 0 ? src : 0`).
  * Masked loads (lanes outside the row are never read) and one permute per 16 columns; both
  * sub-rows are written whole, pad cells included. The same values as the scalar split. */
 __attribute__((target("avx2"))) static inline void cnn_wino_split_row_f_avx2(
-        const float *src, ptrdiff_t lo, ptrdiff_t n, float *restrict ev, float *restrict od,
-        ptrdiff_t HW) {
+        const float *src, const float *mask, ptrdiff_t lo, ptrdiff_t n, float *restrict ev,
+        float *restrict od, ptrdiff_t HW) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i none = _mm256_set1_epi32(-1), count = _mm256_set1_epi32((int)n);
     for (ptrdiff_t j0 = 0; j0 < HW; j0 += 8) {
@@ -86,7 +88,15 @@ __attribute__((target("avx2"))) static inline void cnn_wino_split_row_f_avx2(
         const __m256i mb = _mm256_and_si256(_mm256_cmpgt_epi32(ib, none),
                                             _mm256_cmpgt_epi32(count, ib));
         const float *at = (const float *)((const char *)src + first * (ptrdiff_t)sizeof(float));
-        const __m256 p0 = _mm256_maskload_ps(at, ma), p1 = _mm256_maskload_ps(at + 8, mb);
+        __m256 p0 = _mm256_maskload_ps(at, ma), p1 = _mm256_maskload_ps(at + 8, mb);
+        if (mask) {
+            const float *mt =
+                (const float *)((const char *)mask + first * (ptrdiff_t)sizeof(float));
+            const __m256 zero = _mm256_setzero_ps();
+            p0 = _mm256_and_ps(p0, _mm256_cmp_ps(_mm256_maskload_ps(mt, ma), zero, _CMP_GT_OQ));
+            p1 = _mm256_and_ps(p1, _mm256_cmp_ps(_mm256_maskload_ps(mt + 8, mb), zero,
+                                                 _CMP_GT_OQ));
+        }
         __m256 e = _mm256_shuffle_ps(p0, p1, 0x88), o = _mm256_shuffle_ps(p0, p1, 0xDD);
         e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
         o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));

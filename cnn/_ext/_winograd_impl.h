@@ -76,6 +76,10 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(input)(const T *restrict x, const T *re
             T *restrict od = ((r & 1) ? oo : eo) + (r >> 1) * HW;
             T *restrict de = ((pl & 1) ? od : ev) + at_even;
             T *restrict dd = ((pl & 1) ? ev : od) + at_odd;
+#ifdef CNN_WINO_SPLIT_ROW
+            (void)de; (void)dd; (void)mrow; (void)n_even; (void)n_odd;
+            CNN_WINO_SPLIT_ROW(xr, mc ? mc + (r - pt) * W : NULL, pl, ns, ev, od, HW);
+#else
             if (mc) {
                 /* the masked row first, unit-stride (a select the vectoriser takes; in the
                    stride-2 loops it ran one element at a time, with a branch) */
@@ -85,14 +89,10 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(input)(const T *restrict x, const T *re
                 for (ptrdiff_t k = 0; k < n_even; k++) de[k] = mrow[2 * k];
                 for (ptrdiff_t k = 0; k < n_odd; k++) dd[k] = mrow[2 * k + 1];
             } else {
-#ifdef CNN_WINO_SPLIT_ROW
-                (void)de; (void)dd;
-                CNN_WINO_SPLIT_ROW(xr, pl, ns, ev, od, HW);
-#else
                 for (ptrdiff_t k = 0; k < n_even; k++) de[k] = xr[2 * k];
                 for (ptrdiff_t k = 0; k < n_odd; k++) dd[k] = xr[2 * k + 1];
-#endif
             }
+#endif
         }
         /* One output stream per transformed element e = 4r + s. */
         T *restrict v0 = V + (ptrdiff_t)ci * ldv + t0, *restrict v1 = v0 + CV;
@@ -237,6 +237,11 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(grad)(const T *restrict dy, const T *re
             const T *restrict mr = mk ? mk + r * OW : NULL;
             T *restrict ev = ((r & 1) ? oe : ee) + (r >> 1) * HW;
             T *restrict od = ((r & 1) ? oo : eo) + (r >> 1) * HW;
+#ifdef CNN_WINO_SPLIT_ROW
+            /* the split writes whole sub-rows of HW cells: those past the row stay zero */
+            (void)grow; (void)je1; (void)jo1;
+            CNN_WINO_SPLIT_ROW(gr, mr, 0, OW, ev, od, HW);
+#else
             /* one loop for both parities (rows are short: loop count matters), then the last
                even column of an odd-width row */
             if (mr) {
@@ -249,6 +254,7 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(grad)(const T *restrict dy, const T *re
                 for (ptrdiff_t j = 0; j < jo1; j++) { ev[j] = gr[2 * j]; od[j] = gr[2 * j + 1]; }
                 if (je1 > jo1) ev[jo1] = gr[2 * jo1];
             }
+#endif
         }
         T *restrict d0 = D + (ptrdiff_t)ko * ldd + t0, *restrict d1 = d0 + KD;
         T *restrict d2 = d1 + KD, *restrict d3 = d2 + KD, *restrict d4 = d3 + KD;
