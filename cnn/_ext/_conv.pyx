@@ -31,6 +31,7 @@ from cnn._ext._conv_common cimport (
     _bias_act, _wino_group,
     CNN_DIRECT_SCRATCH,
     CNN_WINO_PAD_SIZE,
+    CNN_WINO_GRAD_PAD_SIZE,
     CNN_WINO_TILES,
     _col2im,
     _im2col,
@@ -439,7 +440,7 @@ def conv2d_weight_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N
     cdef int C1 = C + 1
     cdef Py_ssize_t T_max = <Py_ssize_t> G * tpi
     cdef Py_ssize_t MW = 16 * <Py_ssize_t> K * C1
-    cdef Py_ssize_t pad_size = max(CNN_WINO_PAD_SIZE(th, tw), 4 * <Py_ssize_t> tpi + OW)
+    cdef Py_ssize_t pad_size = max(CNN_WINO_PAD_SIZE(th, tw), CNN_WINO_GRAD_PAD_SIZE(th, tw, OW))
     cdef Py_ssize_t v_size = 16 * <Py_ssize_t> C1 * T_max
     cdef Py_ssize_t in_img = <Py_ssize_t> C * H * W, out_img = <Py_ssize_t> K * OH * OW
     cdef const floating *mask = &relu_out[0, 0, 0, 0] if relu_out is not None else NULL

@@ -86,6 +86,7 @@ cdef inline void _col2im(const floating *cols, floating *dx,
 cdef extern from "_winograd.h":
     Py_ssize_t CNN_WINO_TILES(Py_ssize_t th, Py_ssize_t tw) noexcept nogil
     Py_ssize_t CNN_WINO_PAD_SIZE(Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+    Py_ssize_t CNN_WINO_GRAD_PAD_SIZE(Py_ssize_t th, Py_ssize_t tw, Py_ssize_t OW) noexcept nogil
     void cnn_wino_weights_f(const float *w, float *U, int Kout, int Cin, int flip) noexcept nogil
     void cnn_wino_weights_d(const double *w, double *U, int Kout, int Cin, int flip) noexcept nogil
     void cnn_wino_input_f(const float *x, const float *mask, float *pad, float *V, int Cin,

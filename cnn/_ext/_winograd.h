@@ -27,10 +27,18 @@
 
 #include "_simd.h"
 
-/* Tile slots of one image, and the elements of the `pad` scratch of the input transform. */
+/* Tile slots of one image, and the elements of the `pad` scratch of the input transform (two
+ * split planes and a row) and of the gradient transform (two split planes of 4 x th x (tw + 1)
+ * and a row of OW). */
 #define CNN_WINO_TILES(th, tw) ((ptrdiff_t)(th) * ((ptrdiff_t)(tw) + 1))
-#define CNN_WINO_PAD_SIZE(th, tw) \
-    (4 * (((ptrdiff_t)(th) + 1) * ((ptrdiff_t)(tw) + 1) + 1) + 2 * ((ptrdiff_t)(tw) + 1))
+/* Spare cells after each split sub-plane: the vector split's last store (see below) may run up
+ * to 7 cells past a sub-row, and the input transform reads one cell past its sub-plane. */
+#define CNN_WINO_SPLIT_SLACK 8
+#define CNN_WINO_INPUT_SUB(th, tw) \
+    (((ptrdiff_t)(th) + 1) * ((ptrdiff_t)(tw) + 1) + CNN_WINO_SPLIT_SLACK)
+#define CNN_WINO_GRAD_SUB(th, tw) (CNN_WINO_TILES(th, tw) + CNN_WINO_SPLIT_SLACK)
+#define CNN_WINO_PAD_SIZE(th, tw) (8 * CNN_WINO_INPUT_SUB(th, tw) + 2 * ((ptrdiff_t)(tw) + 1))
+#define CNN_WINO_GRAD_PAD_SIZE(th, tw, OW) (8 * CNN_WINO_GRAD_SUB(th, tw) + (ptrdiff_t)(OW))
 
 /* Names: cnn_wino_<name>_<f|d> for the functions built once, cnn_wino_<name>_<f|d>_<isa> for
  * the clones of the vectorised transforms (see _simd.h), dispatched under the plain name. */
@@ -73,7 +81,10 @@
  * mask not NULL (the same row of the ReLU output), p[s] = 0 also where mask[s - lo] <= 0 or is
  * NaN (an ordered compare and a bitwise and: src's bits or +0.0, as `mask > 0 ? src : 0`).
  * Masked loads (lanes outside the row are never read) and one permute per 16 columns; both
- * sub-rows are written whole, pad cells included. The same values as the scalar split. */
+ * sub-rows are written whole, pad cells included, in whole vectors: ev and od need room for HW
+ * rounded up to 8 cells, and the cells past HW get zeros (their columns lie past the padded row:
+ * the callers leave CNN_WINO_SPLIT_SLACK spare cells after each sub-plane). The same values as
+ * the scalar split. */
 __attribute__((target("avx2"))) static inline void cnn_wino_split_row_f_avx2(
         const float *src, const float *mask, ptrdiff_t lo, ptrdiff_t n, float *restrict ev,
         float *restrict od, ptrdiff_t HW) {
@@ -100,15 +111,8 @@ __attribute__((target("avx2"))) static inline void cnn_wino_split_row_f_avx2(
         __m256 e = _mm256_shuffle_ps(p0, p1, 0x88), o = _mm256_shuffle_ps(p0, p1, 0xDD);
         e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
         o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
-        if (j0 + 8 <= HW) {
-            _mm256_storeu_ps(ev + j0, e);
-            _mm256_storeu_ps(od + j0, o);
-        } else {
-            float te[8], to[8];
-            _mm256_storeu_ps(te, e);
-            _mm256_storeu_ps(to, o);
-            for (ptrdiff_t j = j0; j < HW; j++) { ev[j] = te[j - j0]; od[j] = to[j - j0]; }
-        }
+        _mm256_storeu_ps(ev + j0, e);
+        _mm256_storeu_ps(od + j0, o);
     }
 }
 #endif

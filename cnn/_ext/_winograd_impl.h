@@ -36,64 +36,83 @@ static void CNN_WINO_FN(weights)(const T *restrict w, T *restrict U, int Kout, i
 
 #endif
 
+/* The parity split of one channel plane xc (H, W) of the input transform (masked by mc when not
+ * NULL) into the sub-planes ee, eo, oe, oo of buf (see input): real rows [r0, r1), ns real x
+ * columns; pad cells are left as they are (zero). mrow is a row of scratch. */
+CNN_WINO_ATTR static inline void CNN_WINO_CLONE(split_input)(
+        const T *restrict xc, const T *restrict mc, T *restrict buf, T *restrict mrow, int W,
+        int pt, int pl, ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t ns, ptrdiff_t HW, ptrdiff_t SUB) {
+    T *restrict ee = buf, *restrict eo = buf + SUB, *restrict oe = buf + 2 * SUB;
+    T *restrict oo = buf + 3 * SUB;
+    /* x column 2k sits at padded column 2k + pl: parity pl & 1, index k + pl / 2; x column
+       2k + 1 at parity (pl + 1) & 1, index k + (pl + 1) / 2. */
+    const ptrdiff_t n_even = (ns + 1) / 2, n_odd = ns / 2;
+    const ptrdiff_t at_even = pl / 2, at_odd = ((ptrdiff_t)pl + 1) / 2;
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const T *restrict xr = xc + (r - pt) * W;
+        T *restrict ev = ((r & 1) ? oe : ee) + (r >> 1) * HW;
+        T *restrict od = ((r & 1) ? oo : eo) + (r >> 1) * HW;
+#ifdef CNN_WINO_SPLIT_ROW
+        (void)mrow; (void)n_even; (void)n_odd; (void)at_even; (void)at_odd;
+        CNN_WINO_SPLIT_ROW(xr, mc ? mc + (r - pt) * W : NULL, pl, ns, ev, od, HW);
+#else
+        T *restrict de = ((pl & 1) ? od : ev) + at_even;
+        T *restrict dd = ((pl & 1) ? ev : od) + at_odd;
+        if (mc) {
+            /* the masked row first, unit-stride (a select the vectoriser takes; in the
+               stride-2 loops it ran one element at a time, with a branch) */
+            const T *restrict mr = mc + (r - pt) * W;
+            CNN_IVDEP
+            for (ptrdiff_t k = 0; k < ns; k++) mrow[k] = mr[k] > 0 ? xr[k] : 0;
+            for (ptrdiff_t k = 0; k < n_even; k++) de[k] = mrow[2 * k];
+            for (ptrdiff_t k = 0; k < n_odd; k++) dd[k] = mrow[2 * k + 1];
+        } else {
+            for (ptrdiff_t k = 0; k < n_even; k++) de[k] = xr[2 * k];
+            for (ptrdiff_t k = 0; k < n_odd; k++) dd[k] = xr[2 * k + 1];
+        }
+#endif
+    }
+}
+
 /* V[e][ci][t0 + a*(tw+1) + b] = (B^T d B)[e] for every channel ci and tile (a, b) of one
  * image, b < tw, stored at V + e*lde + ci*ldv + t (lde >= Cin * ldv). The column b = tw of each
  * tile row is junk (computed, never used): it lets the loop run flat over all tiles of the
  * image, unit-stride, in long vectors.
  * x is the image (Cin, H, W); if mask is not NULL (same shape), cells where mask <= 0 (or NaN)
- * read as 0: the ReLU derivative applied to dy on the way in. pad is scratch for the zero-padded
- * plane split by row and column parity into four sub-planes of (th + 1) x (tw + 1), plus one
- * spare element each, and a row of 2 * (tw + 1) for the masked copy of an x row (see
- * CNN_WINO_PAD_SIZE): padded (r, s) sits in sub-plane (r % 2, s % 2) at (r / 2, s / 2), so the
- * 4x4 tile (a, b) is rows a, a + 1 and columns b, b + 1 of all four. A real row's even and odd
- * x columns go to the sub-planes of their padded parity in two stride-2 loops with plain bounds
- * (the vectoriser's deinterleave), the pad cells staying zero. */
+ * read as 0: the ReLU derivative applied to dy on the way in. pad is scratch for two copies of
+ * the zero-padded plane split by row and column parity into four sub-planes of (th + 1) x
+ * (tw + 1), plus CNN_WINO_SPLIT_SLACK spare cells each, and a row of 2 * (tw + 1) for the masked copy of an x
+ * row (see CNN_WINO_PAD_SIZE): padded (r, s) sits in sub-plane (r % 2, s % 2) at (r / 2, s / 2),
+ * so the 4x4 tile (a, b) is rows a, a + 1 and columns b, b + 1 of all four. A real row's even and
+ * odd x columns go to the sub-planes of their padded parity (AVX2 float32: one masked-load pass,
+ * see _winograd.h; else two stride-2 loops with plain bounds, the vectoriser's deinterleave),
+ * the pad cells staying zero. Channel ci + 1 is split into the other copy before channel ci is
+ * transformed: the transform's unaligned loads then never wait on the split's fresh stores
+ * (perf showed the store-forwarding stalls). */
 CNN_WINO_ATTR static void CNN_WINO_CLONE(input)(const T *restrict x, const T *restrict mask,
                                T *restrict pad, T *restrict V, int Cin, int H, int W,
                                int pt, int pl, int th, int tw, ptrdiff_t ldv, ptrdiff_t lde,
                                ptrdiff_t t0) {
-    const ptrdiff_t HW = (ptrdiff_t)tw + 1, SUB = ((ptrdiff_t)th + 1) * HW + 1;
+    const ptrdiff_t HW = (ptrdiff_t)tw + 1, SUB = CNN_WINO_INPUT_SUB(th, tw);
     const ptrdiff_t PH = 2 * ((ptrdiff_t)th + 1), PW = 2 * HW;
-    const ptrdiff_t CV = lde, U = (ptrdiff_t)th * HW;
-    T *restrict ee = pad, *restrict eo = pad + SUB, *restrict oe = pad + 2 * SUB;
-    T *restrict oo = pad + 3 * SUB, *restrict mrow = pad + 4 * SUB;
+    const ptrdiff_t CV = lde, U = (ptrdiff_t)th * HW, plane = (ptrdiff_t)H * W;
+    T *restrict mrow = pad + 8 * SUB;
     /* Real rows/columns of the padded plane: [r0, r1) x [pl, s1); x columns [0, ns). */
     ptrdiff_t r0 = pt < PH ? pt : PH, r1 = (ptrdiff_t)pt + H < PH ? (ptrdiff_t)pt + H : PH;
     ptrdiff_t s1 = (ptrdiff_t)pl + W < PW ? (ptrdiff_t)pl + W : PW;
     if (r1 < r0) r1 = r0;
     const ptrdiff_t ns = s1 > pl ? s1 - pl : 0;
-    /* x column 2k sits at padded column 2k + pl: parity pl & 1, index k + pl / 2; x column
-       2k + 1 at parity (pl + 1) & 1, index k + (pl + 1) / 2. */
-    const ptrdiff_t n_even = (ns + 1) / 2, n_odd = ns / 2;
-    const ptrdiff_t at_even = pl / 2, at_odd = ((ptrdiff_t)pl + 1) / 2;
-    memset(pad, 0, (size_t)(4 * SUB) * sizeof(T));
+    memset(pad, 0, (size_t)(8 * SUB) * sizeof(T));
+    if (Cin > 0)
+        CNN_WINO_CLONE(split_input)(x, mask, pad, mrow, W, pt, pl, r0, r1, ns, HW, SUB);
     for (int ci = 0; ci < Cin; ci++) {
-        const T *restrict xc = x + (ptrdiff_t)ci * H * W;
-        const T *restrict mc = mask ? mask + (ptrdiff_t)ci * H * W : NULL;
-        for (ptrdiff_t r = r0; r < r1; r++) {
-            const T *restrict xr = xc + (r - pt) * W;
-            T *restrict ev = ((r & 1) ? oe : ee) + (r >> 1) * HW;
-            T *restrict od = ((r & 1) ? oo : eo) + (r >> 1) * HW;
-            T *restrict de = ((pl & 1) ? od : ev) + at_even;
-            T *restrict dd = ((pl & 1) ? ev : od) + at_odd;
-#ifdef CNN_WINO_SPLIT_ROW
-            (void)de; (void)dd; (void)mrow; (void)n_even; (void)n_odd;
-            CNN_WINO_SPLIT_ROW(xr, mc ? mc + (r - pt) * W : NULL, pl, ns, ev, od, HW);
-#else
-            if (mc) {
-                /* the masked row first, unit-stride (a select the vectoriser takes; in the
-                   stride-2 loops it ran one element at a time, with a branch) */
-                const T *restrict mr = mc + (r - pt) * W;
-                CNN_IVDEP
-                for (ptrdiff_t k = 0; k < ns; k++) mrow[k] = mr[k] > 0 ? xr[k] : 0;
-                for (ptrdiff_t k = 0; k < n_even; k++) de[k] = mrow[2 * k];
-                for (ptrdiff_t k = 0; k < n_odd; k++) dd[k] = mrow[2 * k + 1];
-            } else {
-                for (ptrdiff_t k = 0; k < n_even; k++) de[k] = xr[2 * k];
-                for (ptrdiff_t k = 0; k < n_odd; k++) dd[k] = xr[2 * k + 1];
-            }
-#endif
-        }
+        if (ci + 1 < Cin)
+            CNN_WINO_CLONE(split_input)(x + (ci + 1) * plane,
+                                        mask ? mask + (ci + 1) * plane : NULL,
+                                        pad + ((ci + 1) & 1) * 4 * SUB, mrow, W, pt, pl, r0, r1,
+                                        ns, HW, SUB);
+        const T *restrict ee = pad + (ci & 1) * 4 * SUB, *restrict eo = ee + SUB;
+        const T *restrict oe = ee + 2 * SUB, *restrict oo = ee + 3 * SUB;
         /* One output stream per transformed element e = 4r + s. */
         T *restrict v0 = V + (ptrdiff_t)ci * ldv + t0, *restrict v1 = v0 + CV;
         T *restrict v2 = v1 + CV, *restrict v3 = v2 + CV, *restrict v4 = v3 + CV;
@@ -211,51 +230,68 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(output_pool)(const T *restrict M, T *re
     }
 }
 
+/* The parity split of one plane gk (OH, OW) of dy (masked by mk when not NULL) into the
+ * sub-planes ee, eo, oe, oo of buf (th x (tw + 1) cells each, SUB apart; see grad); grow is a
+ * row of scratch. */
+CNN_WINO_ATTR static inline void CNN_WINO_CLONE(split_grad)(
+        const T *restrict gk, const T *restrict mk, T *restrict buf, T *restrict grow, int OH,
+        int OW, ptrdiff_t HW, ptrdiff_t SUB) {
+    T *restrict ee = buf, *restrict eo = buf + SUB, *restrict oe = buf + 2 * SUB;
+    T *restrict oo = buf + 3 * SUB;
+    const ptrdiff_t je1 = (OW + 1) / 2, jo1 = OW / 2;
+    for (ptrdiff_t r = 0; r < OH; r++) {
+        const T *restrict gr = gk + r * OW;
+        const T *restrict mr = mk ? mk + r * OW : NULL;
+        T *restrict ev = ((r & 1) ? oe : ee) + (r >> 1) * HW;
+        T *restrict od = ((r & 1) ? oo : eo) + (r >> 1) * HW;
+#ifdef CNN_WINO_SPLIT_ROW
+        /* the split writes whole sub-rows of HW cells: those past the row stay zero */
+        (void)grow; (void)je1; (void)jo1;
+        CNN_WINO_SPLIT_ROW(gr, mr, 0, OW, ev, od, HW);
+#else
+        /* one loop for both parities (rows are short: loop count matters), then the last
+           even column of an odd-width row */
+        if (mr) {
+            /* the masked row first, unit-stride (see the input transform) */
+            CNN_IVDEP
+            for (ptrdiff_t j = 0; j < OW; j++) grow[j] = mr[j] > 0 ? gr[j] : 0;
+            for (ptrdiff_t j = 0; j < jo1; j++) { ev[j] = grow[2 * j]; od[j] = grow[2 * j + 1]; }
+            if (je1 > jo1) ev[jo1] = grow[2 * jo1];
+        } else {
+            for (ptrdiff_t j = 0; j < jo1; j++) { ev[j] = gr[2 * j]; od[j] = gr[2 * j + 1]; }
+            if (je1 > jo1) ev[jo1] = gr[2 * jo1];
+        }
+#endif
+    }
+}
+
 /* D[e][ko][t0 + a*(tw+1) + b] = (A g A^T)[e] for every channel ko and tile (a, b) of one image,
  * with g the 2x2 block [2a, 2a+2) x [2b, 2b+2) of the output gradient dy (Kout, OH, OW), zero past
  * its edges, so junk slots b = tw hold exact zeros. If mask is not NULL (same shape as dy), cells
  * where mask <= 0 (or NaN) read as 0. A = (A^T)^T is 4x2: rows (1, 0), (1, 1), (1, -1), (0, -1).
  * With V from CNN_WINO_FN(input), the weight gradient of the image is
  *     dW = G^T [ sum_t D_t (.) V_t ] G    (Lavin & Gray's F(3x3, 2x2) with the same points).
- * pad is scratch of 4 * th * (tw + 1) + OW elements: g split by row and column parity, and a row
- * for the masked copy of a dy row. */
+ * pad is scratch of CNN_WINO_GRAD_PAD_SIZE(th, tw, OW) elements: two copies of g split by row
+ * and column parity, four sub-planes of th x (tw + 1) cells and CNN_WINO_SPLIT_SLACK spare ones
+ * each (channel ko + 1 is split into one while ko is transformed from the other, as
+ * in the input transform), and a row for the masked copy of a dy row. */
 CNN_WINO_ATTR static void CNN_WINO_CLONE(grad)(const T *restrict dy, const T *restrict mask,
                                                 T *restrict pad, T *restrict D, int Kout, int OH,
                                                 int OW, int th, int tw, ptrdiff_t ldd,
                                                 ptrdiff_t t0) {
     const ptrdiff_t HW = (ptrdiff_t)tw + 1, U = (ptrdiff_t)th * HW;
-    const ptrdiff_t KD = (ptrdiff_t)Kout * ldd;
-    T *restrict ee = pad, *restrict eo = pad + U, *restrict oe = pad + 2 * U;
-    T *restrict oo = pad + 3 * U, *restrict grow = pad + 4 * U;
-    const ptrdiff_t je1 = (OW + 1) / 2, jo1 = OW / 2;
-    memset(pad, 0, (size_t)(4 * U) * sizeof(T));
+    const ptrdiff_t KD = (ptrdiff_t)Kout * ldd, plane = (ptrdiff_t)OH * OW;
+    const ptrdiff_t SUB = CNN_WINO_GRAD_SUB(th, tw);
+    T *restrict grow = pad + 8 * SUB;
+    memset(pad, 0, (size_t)(8 * SUB) * sizeof(T));
+    if (Kout > 0)
+        CNN_WINO_CLONE(split_grad)(dy, mask, pad, grow, OH, OW, HW, SUB);
     for (int ko = 0; ko < Kout; ko++) {
-        const T *restrict gk = dy + (ptrdiff_t)ko * OH * OW;
-        const T *restrict mk = mask ? mask + (ptrdiff_t)ko * OH * OW : NULL;
-        for (ptrdiff_t r = 0; r < OH; r++) {
-            const T *restrict gr = gk + r * OW;
-            const T *restrict mr = mk ? mk + r * OW : NULL;
-            T *restrict ev = ((r & 1) ? oe : ee) + (r >> 1) * HW;
-            T *restrict od = ((r & 1) ? oo : eo) + (r >> 1) * HW;
-#ifdef CNN_WINO_SPLIT_ROW
-            /* the split writes whole sub-rows of HW cells: those past the row stay zero */
-            (void)grow; (void)je1; (void)jo1;
-            CNN_WINO_SPLIT_ROW(gr, mr, 0, OW, ev, od, HW);
-#else
-            /* one loop for both parities (rows are short: loop count matters), then the last
-               even column of an odd-width row */
-            if (mr) {
-                /* the masked row first, unit-stride (see the input transform) */
-                CNN_IVDEP
-                for (ptrdiff_t j = 0; j < OW; j++) grow[j] = mr[j] > 0 ? gr[j] : 0;
-                for (ptrdiff_t j = 0; j < jo1; j++) { ev[j] = grow[2 * j]; od[j] = grow[2 * j + 1]; }
-                if (je1 > jo1) ev[jo1] = grow[2 * jo1];
-            } else {
-                for (ptrdiff_t j = 0; j < jo1; j++) { ev[j] = gr[2 * j]; od[j] = gr[2 * j + 1]; }
-                if (je1 > jo1) ev[jo1] = gr[2 * jo1];
-            }
-#endif
-        }
+        if (ko + 1 < Kout)
+            CNN_WINO_CLONE(split_grad)(dy + (ko + 1) * plane, mask ? mask + (ko + 1) * plane : NULL,
+                                       pad + ((ko + 1) & 1) * 4 * SUB, grow, OH, OW, HW, SUB);
+        const T *restrict ee = pad + (ko & 1) * 4 * SUB, *restrict eo = ee + SUB;
+        const T *restrict oe = ee + 2 * SUB, *restrict oo = ee + 3 * SUB;
         T *restrict d0 = D + (ptrdiff_t)ko * ldd + t0, *restrict d1 = d0 + KD;
         T *restrict d2 = d1 + KD, *restrict d3 = d2 + KD, *restrict d4 = d3 + KD;
         T *restrict d5 = d4 + KD, *restrict d6 = d5 + KD, *restrict d7 = d6 + KD;
