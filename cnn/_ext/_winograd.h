@@ -115,6 +115,103 @@ __attribute__((target("avx2"))) static inline void cnn_wino_split_row_f_avx2(
         _mm256_storeu_ps(od + j0, o);
     }
 }
+
+/* The input transform's tile loop, float32, AVX2 (see CNN_WINO_CLONE(input) in _winograd_impl.h
+ * for the maths): v_e[u] = (B^T d B)[e] of tile u < U for the 16 streams v_e = v0 + e * CV, from
+ * the split sub-planes ee, eo, oe, oo (row length HW). The same adds and subtracts in the same
+ * order as the portable loop, so the same bits. Written out because the portable loop needs 20
+ * live pointers: the compiler kept them on the stack and reloaded one before every store. Here
+ * the 16 results of 8 tiles stay in registers and go out through one pointer stepped by CV. The
+ * last partial vector is a masked store (the slots past U belong to the next image or stream). */
+__attribute__((target("avx2"))) static inline void cnn_wino_input_tiles_f_avx2(
+        const float *restrict ee, const float *restrict eo, const float *restrict oe,
+        const float *restrict oo, ptrdiff_t HW, ptrdiff_t U, float *restrict v0, ptrdiff_t CV) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (ptrdiff_t u = 0; u < U; u += 8) {
+        const ptrdiff_t n = u + HW;
+#define CNN_LD(p, i) _mm256_loadu_ps((p) + (i))
+        const __m256 q00 = _mm256_sub_ps(CNN_LD(ee, u), CNN_LD(ee, u + 1));
+        const __m256 q01 = _mm256_add_ps(CNN_LD(eo, u), CNN_LD(ee, u + 1));
+        const __m256 q02 = _mm256_sub_ps(CNN_LD(ee, u + 1), CNN_LD(eo, u));
+        const __m256 q03 = _mm256_sub_ps(CNN_LD(eo, u), CNN_LD(eo, u + 1));
+        const __m256 q10 = _mm256_sub_ps(CNN_LD(oe, u), CNN_LD(oe, u + 1));
+        const __m256 q11 = _mm256_add_ps(CNN_LD(oo, u), CNN_LD(oe, u + 1));
+        const __m256 q12 = _mm256_sub_ps(CNN_LD(oe, u + 1), CNN_LD(oo, u));
+        const __m256 q13 = _mm256_sub_ps(CNN_LD(oo, u), CNN_LD(oo, u + 1));
+        const __m256 q20 = _mm256_sub_ps(CNN_LD(ee, n), CNN_LD(ee, n + 1));
+        const __m256 q21 = _mm256_add_ps(CNN_LD(eo, n), CNN_LD(ee, n + 1));
+        const __m256 q22 = _mm256_sub_ps(CNN_LD(ee, n + 1), CNN_LD(eo, n));
+        const __m256 q23 = _mm256_sub_ps(CNN_LD(eo, n), CNN_LD(eo, n + 1));
+        const __m256 q30 = _mm256_sub_ps(CNN_LD(oe, n), CNN_LD(oe, n + 1));
+        const __m256 q31 = _mm256_add_ps(CNN_LD(oo, n), CNN_LD(oe, n + 1));
+        const __m256 q32 = _mm256_sub_ps(CNN_LD(oe, n + 1), CNN_LD(oo, n));
+        const __m256 q33 = _mm256_sub_ps(CNN_LD(oo, n), CNN_LD(oo, n + 1));
+#undef CNN_LD
+        const __m256 r[16] = {
+            _mm256_sub_ps(q00, q20), _mm256_sub_ps(q01, q21), _mm256_sub_ps(q02, q22),
+            _mm256_sub_ps(q03, q23), _mm256_add_ps(q10, q20), _mm256_add_ps(q11, q21),
+            _mm256_add_ps(q12, q22), _mm256_add_ps(q13, q23), _mm256_sub_ps(q20, q10),
+            _mm256_sub_ps(q21, q11), _mm256_sub_ps(q22, q12), _mm256_sub_ps(q23, q13),
+            _mm256_sub_ps(q10, q30), _mm256_sub_ps(q11, q31), _mm256_sub_ps(q12, q32),
+            _mm256_sub_ps(q13, q33)};
+        /* the empty asm keeps p one register: without it gcc turns the 16 stores back into 16
+           pointers, spilled (perf) */
+        float *p = v0 + u;
+        if (u + 8 <= U) {
+            for (int e = 0; e < 16; e++) {
+                _mm256_storeu_ps(p, r[e]);
+                p += CV;
+                __asm__("" : "+r"(p));
+            }
+        } else {
+            const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(U - u)), lane);
+            for (int e = 0; e < 16; e++) {
+                _mm256_maskstore_ps(p, m, r[e]);
+                p += CV;
+                __asm__("" : "+r"(p));
+            }
+        }
+    }
+}
+
+/* The gradient transform's tile loop, float32, AVX2 (see CNN_WINO_CLONE(grad)): d_e[u] =
+ * (A g A^T)[e] of tile u < U for the 16 streams d_e = d0 + e * KD, from the split sub-planes ee,
+ * eo, oe, oo of dy. The same operations as the portable loop (a negation is a sign flip there
+ * too), written out for the reason given at cnn_wino_input_tiles_f_avx2. */
+__attribute__((target("avx2"))) static inline void cnn_wino_grad_tiles_f_avx2(
+        const float *restrict ee, const float *restrict eo, const float *restrict oe,
+        const float *restrict oo, ptrdiff_t U, float *restrict d0, ptrdiff_t KD) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (ptrdiff_t u = 0; u < U; u += 8) {
+        const __m256 g00 = _mm256_loadu_ps(ee + u), g01 = _mm256_loadu_ps(eo + u);
+        const __m256 g10 = _mm256_loadu_ps(oe + u), g11 = _mm256_loadu_ps(oo + u);
+        const __m256 p00 = g00, p01 = g01;
+        const __m256 p10 = _mm256_add_ps(g00, g10), p11 = _mm256_add_ps(g01, g11);
+        const __m256 p20 = _mm256_sub_ps(g00, g10), p21 = _mm256_sub_ps(g01, g11);
+        const __m256 p30 = _mm256_xor_ps(g10, sign), p31 = _mm256_xor_ps(g11, sign);
+        const __m256 r[16] = {
+            p00, _mm256_add_ps(p00, p01), _mm256_sub_ps(p00, p01), _mm256_xor_ps(p01, sign),
+            p10, _mm256_add_ps(p10, p11), _mm256_sub_ps(p10, p11), _mm256_xor_ps(p11, sign),
+            p20, _mm256_add_ps(p20, p21), _mm256_sub_ps(p20, p21), _mm256_xor_ps(p21, sign),
+            p30, _mm256_add_ps(p30, p31), _mm256_sub_ps(p30, p31), _mm256_xor_ps(p31, sign)};
+        float *p = d0 + u;
+        if (u + 8 <= U) {
+            for (int e = 0; e < 16; e++) {
+                _mm256_storeu_ps(p, r[e]);
+                p += KD;
+                __asm__("" : "+r"(p));
+            }
+        } else {
+            const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(U - u)), lane);
+            for (int e = 0; e < 16; e++) {
+                _mm256_maskstore_ps(p, m, r[e]);
+                p += KD;
+                __asm__("" : "+r"(p));
+            }
+        }
+    }
+}
 #endif
 
 #define T float

@@ -13,8 +13,12 @@
 #define CNN_WINO_ISA avx2
 #if CNN_WINO_FLOAT
 #define CNN_WINO_SPLIT_ROW cnn_wino_split_row_f_avx2
+#define CNN_WINO_INPUT_TILES cnn_wino_input_tiles_f_avx2
+#define CNN_WINO_GRAD_TILES cnn_wino_grad_tiles_f_avx2
 #endif
 #include "_winograd_impl.h"
 #undef CNN_WINO_SPLIT_ROW
+#undef CNN_WINO_INPUT_TILES
+#undef CNN_WINO_GRAD_TILES
 #undef CNN_WINO_ISA
 #endif

@@ -113,6 +113,9 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(input)(const T *restrict x, const T *re
                                         ns, HW, SUB);
         const T *restrict ee = pad + (ci & 1) * 4 * SUB, *restrict eo = ee + SUB;
         const T *restrict oe = ee + 2 * SUB, *restrict oo = ee + 3 * SUB;
+#ifdef CNN_WINO_INPUT_TILES
+        CNN_WINO_INPUT_TILES(ee, eo, oe, oo, HW, U, V + (ptrdiff_t)ci * ldv + t0, CV);
+#else
         /* One output stream per transformed element e = 4r + s. */
         T *restrict v0 = V + (ptrdiff_t)ci * ldv + t0, *restrict v1 = v0 + CV;
         T *restrict v2 = v1 + CV, *restrict v3 = v2 + CV, *restrict v4 = v3 + CV;
@@ -139,6 +142,7 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(input)(const T *restrict x, const T *re
             v8[u] = q20 - q10;  v9[u] = q21 - q11;  v10[u] = q22 - q12; v11[u] = q23 - q13;
             v12[u] = q10 - q30; v13[u] = q11 - q31; v14[u] = q12 - q32; v15[u] = q13 - q33;
         }
+#endif
     }
 }
 
@@ -292,6 +296,9 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(grad)(const T *restrict dy, const T *re
                                        pad + ((ko + 1) & 1) * 4 * SUB, grow, OH, OW, HW, SUB);
         const T *restrict ee = pad + (ko & 1) * 4 * SUB, *restrict eo = ee + SUB;
         const T *restrict oe = ee + 2 * SUB, *restrict oo = ee + 3 * SUB;
+#ifdef CNN_WINO_GRAD_TILES
+        CNN_WINO_GRAD_TILES(ee, eo, oe, oo, U, D + (ptrdiff_t)ko * ldd + t0, KD);
+#else
         T *restrict d0 = D + (ptrdiff_t)ko * ldd + t0, *restrict d1 = d0 + KD;
         T *restrict d2 = d1 + KD, *restrict d3 = d2 + KD, *restrict d4 = d3 + KD;
         T *restrict d5 = d4 + KD, *restrict d6 = d5 + KD, *restrict d7 = d6 + KD;
@@ -310,6 +317,7 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(grad)(const T *restrict dy, const T *re
             d8[u] = p20;  d9[u] = p20 + p21;  d10[u] = p20 - p21; d11[u] = -p21;
             d12[u] = p30; d13[u] = p30 + p31; d14[u] = p30 - p31; d15[u] = -p31;
         }
+#endif
     }
 }
 
