@@ -128,13 +128,26 @@ def linear(x, w, b, relu):
     return y
 
 
-def linear_backward(dy, x, w, need_dx, relu_out):
+def gradient_buffers(w, dw=None, db=None):
+    """``(dw, db)`` for a weight gradient and its bias gradient (K = ``w.shape[0]``): the given
+    arrays where they fit the kernels (C-contiguous, ``w``'s dtype, shapes ``w.shape`` and
+    ``(K,)``), new ones otherwise. Layers pass their own ``grads`` arrays, so a step writes the
+    gradients in place instead of into fresh pages that are then copied."""
+    def fits(a, shape):
+        return (a is not None and a.shape == shape and a.dtype == w.dtype
+                and a.flags.c_contiguous and a.flags.writeable)
+    dw = dw if fits(dw, w.shape) else np.empty_like(w)
+    db = db if fits(db, w.shape[:1]) else np.empty(w.shape[0], dtype=w.dtype)
+    return dw, db
+
+
+def linear_backward(dy, x, w, need_dx, relu_out, dw=None, db=None):
     """``(dx | None, dw, db)`` of :func:`linear`; ``relu_out`` is the forward output of a fused
-    ReLU (masks ``dy``) or None."""
+    ReLU (masks ``dy``) or None. ``dw``/``db``: arrays to write the gradients into (see
+    :func:`gradient_buffers`), or None for new ones."""
     masked = None if relu_out is None else np.empty_like(dy)
     dx = np.empty_like(x) if need_dx else None
-    dw = np.empty_like(w)
-    db = np.empty(w.shape[0], dtype=x.dtype)
+    dw, db = gradient_buffers(w, dw, db)
     _dense.dense_backward(dy, x, w, dx, dw, db, relu_out, masked,
                           threads_for(2 * dy.size * w.shape[1]))
     return dx, dw, db
@@ -212,9 +225,10 @@ def conv2d(x, w, b, stride, pads, out_hw, relu, algorithm="auto", dilation=(1, 1
 
 
 def conv2d_backward(dy, x, w, stride, pads, need_dx, relu_out, algorithm="auto", dilation=(1, 1),
-                    groups=1):
+                    groups=1, dw=None, db=None):
     """``(dx | None, dw, db)`` of :func:`conv2d`, dw/db summed over the batch in a fixed
-    order; one algorithm choice for the three products."""
+    order; one algorithm choice for the three products. ``dw``/``db``: arrays to write the
+    gradients into (see :func:`gradient_buffers`), or None for new ones."""
     sh, sw = stride
     pt, pl = pads[0], pads[2]
     H, W = x.shape[2:]
@@ -227,8 +241,7 @@ def conv2d_backward(dy, x, w, stride, pads, need_dx, relu_out, algorithm="auto",
         winograd = winograd_cannot_overflow(max_dy, max_abs(x), x.shape[0] * H * W, x.dtype) \
             and (not need_dx or winograd_cannot_overflow(max_dy, max_abs(w), w.shape[0], x.dtype))
     dx = np.empty_like(x) if need_dx else None
-    dw = np.empty_like(w)
-    db = np.empty(w.shape[0], dtype=x.dtype)
+    dw, db = gradient_buffers(w, dw, db)
     if winograd:
         threads = threads_for(dy.size * w[0].size)
         _conv.conv2d_weight_grad_winograd(dy, x, relu_out, dw, db, pt, pl, threads)

@@ -114,8 +114,9 @@ class _WeightedLayer(_ActivatedLayer):
     def _kernel(self, x, b, activation):
         raise NotImplementedError
 
-    def _kernel_backward(self, grad, x, activation, y):
-        """``(dx | None, dw, db)``; ``activation``/``y`` as in the functional backward."""
+    def _kernel_backward(self, grad, x, activation, y, dw, db):
+        """``(dx | None, dw, db)``; ``activation``/``y`` as in the functional backward; ``dw``,
+        ``db``: the arrays to write the gradients into where they fit (else new ones)."""
         raise NotImplementedError
 
     def _set_weight_options(self, use_bias, kernel_initializer):
@@ -168,11 +169,15 @@ class _WeightedLayer(_ActivatedLayer):
         return self._backward_z(grad, relu_output=a)
 
     def _backward_z(self, grad_z, relu_output=None):
+        grads = self.grads
         dx, dw, db = self._kernel_backward(grad_z, self._cache[0],
-                                           None if relu_output is None else "relu", relu_output)
-        np.copyto(self.grads[0], dw)
-        if self.use_bias:
-            np.copyto(self.grads[1], db)
+                                           None if relu_output is None else "relu", relu_output,
+                                           grads[0], grads[1] if self.use_bias else None)
+        # written in place when the grads arrays fit the kernels (they do unless replaced)
+        if dw is not grads[0]:
+            np.copyto(grads[0], dw)
+        if self.use_bias and db is not grads[1]:
+            np.copyto(grads[1], db)
         return dx
 
 
@@ -224,9 +229,10 @@ class Dense(_WeightedLayer):
     def _kernel(self, x, b, activation):
         return _ops.linear(x, self.params[0], b, activation == "relu")
 
-    def _kernel_backward(self, grad, x, activation, y):
+    def _kernel_backward(self, grad, x, activation, y, dw, db):
         return _ops.linear_backward(np.ascontiguousarray(grad), x, self.params[0],
-                                    self.need_input_grad, y if activation == "relu" else None)
+                                    self.need_input_grad, y if activation == "relu" else None,
+                                    dw, db)
 
     def get_config(self):
         return {"units": self.units, "activation": _activation_config(self.activation),
@@ -316,11 +322,11 @@ class Conv2D(_WeightedLayer):
         return _ops.conv2d(x, self.params[0], b, self.stride, self.pads, self._out_hw,
                            activation == "relu", "auto", self.dilation, self.groups)
 
-    def _kernel_backward(self, grad, x, activation, y):
+    def _kernel_backward(self, grad, x, activation, y, dw, db):
         return _ops.conv2d_backward(np.ascontiguousarray(grad), x, self.params[0], self.stride,
                                     self.pads, self.need_input_grad,
                                     y if activation == "relu" else None, "auto", self.dilation,
-                                    self.groups)
+                                    self.groups, dw, db)
 
     def get_config(self):
         padding = list(self.padding) if isinstance(self.padding, tuple) else self.padding
