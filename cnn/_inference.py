@@ -36,6 +36,7 @@ import numpy as np
 
 from cnn import _ops, _threads, graph, layers
 from cnn._ext import _conv, _dense, _fused
+from cnn._ext._scratch import aligned_rows
 
 __all__ = ["InferencePlan", "plan_signature", "plan_for"]
 
@@ -251,7 +252,7 @@ class _Conv(_Weighted):
         if s is None:
             K, C, kh, kw = self.layer.params[0].shape
             size = _fused.scratch_size(_METHOD_CODES[method], self.n, C, K, kh, kw, *self.out_hw)
-            s = self.scratch[method] = np.empty((self.threads, size), dtype=self.dtype)
+            s = self.scratch[method] = aligned_rows(self.threads, size, self.dtype)
         return s
 
     def __call__(self, args):

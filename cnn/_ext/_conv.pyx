@@ -27,8 +27,9 @@ from cython.parallel cimport parallel, prange
 from libc.string cimport memset, memcpy
 
 from cnn._ext._blas cimport _gemm
+from cnn._ext._scratch import aligned_rows
 from cnn._ext._conv_common cimport (
-    _bias_act, _wino_group,
+    _bias_act, _round16, _wino_group,
     CNN_DIRECT_SCRATCH,
     CNN_WINO_PAD_SIZE,
     CNN_WINO_GRAD_PAD_SIZE,
@@ -379,7 +380,7 @@ def conv2d_forward_winograd(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
         return
     num_threads = max(1, min(num_threads, N))
     U = np.empty((16, K, C), dtype=_dtype(x))
-    scratch = np.empty((num_threads, _wino_scratch_size(N, C, K, OH, OW)), dtype=_dtype(x))
+    scratch = aligned_rows(num_threads, _wino_scratch_size(N, C, K, OH, OW), _dtype(x))
     with nogil:
         _wino_weights(&w[0, 0, 0, 0], &U[0, 0, 0], K, C, False)
         _wino_conv(&x[0, 0, 0, 0], NULL, &U[0, 0, 0], bptr, relu, &y[0, 0, 0, 0],
@@ -410,7 +411,7 @@ def conv2d_input_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N,
         return
     num_threads = max(1, min(num_threads, N))
     U = np.empty((16, C, K), dtype=_dtype(dy))
-    scratch = np.empty((num_threads, _wino_scratch_size(N, K, C, H, W)), dtype=_dtype(dy))
+    scratch = aligned_rows(num_threads, _wino_scratch_size(N, K, C, H, W), _dtype(dy))
     with nogil:
         _wino_weights(&w[0, 0, 0, 0], &U[0, 0, 0], C, K, True)
         _wino_conv(&dy[0, 0, 0, 0], mask, &U[0, 0, 0], NULL, False, &dx[0, 0, 0, 0],
@@ -440,7 +441,8 @@ def conv2d_weight_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N
     cdef int C1 = C + 1
     cdef Py_ssize_t T_max = <Py_ssize_t> G * tpi
     cdef Py_ssize_t MW = 16 * <Py_ssize_t> K * C1
-    cdef Py_ssize_t pad_size = max(CNN_WINO_PAD_SIZE(th, tw), CNN_WINO_GRAD_PAD_SIZE(th, tw, OW))
+    cdef Py_ssize_t pad_size = _round16(max(CNN_WINO_PAD_SIZE(th, tw),
+                                                 CNN_WINO_GRAD_PAD_SIZE(th, tw, OW)))
     cdef Py_ssize_t v_size = 16 * <Py_ssize_t> C1 * T_max
     cdef Py_ssize_t in_img = <Py_ssize_t> C * H * W, out_img = <Py_ssize_t> K * OH * OW
     cdef const floating *mask = &relu_out[0, 0, 0, 0] if relu_out is not None else NULL
@@ -463,8 +465,8 @@ def conv2d_weight_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N
     partials = np.empty((n_chunks, MW), dtype=_dtype(x))
     part = &partials[0, 0]
     num_threads = max(1, min(num_threads, n_chunks))
-    scratch = np.empty((num_threads, pad_size + v_size + 16 * <Py_ssize_t> K * T_max),
-                       dtype=_dtype(x))
+    scratch = aligned_rows(num_threads, pad_size + v_size + 16 * <Py_ssize_t> K * T_max,
+                           _dtype(x))
     pad = V = D = NULL
     with nogil, parallel(num_threads=num_threads):
         pad = &scratch[omp_get_thread_num(), 0]

@@ -29,6 +29,12 @@ cdef inline int _wino_group(int N, int tiles_per_image, int Cin) noexcept nogil:
     return <int> max(1, min(<long long> N, g))
 
 
+cdef inline Py_ssize_t _round16(Py_ssize_t n) noexcept nogil:
+    """n rounded up to a multiple of 16 elements (64 bytes of float32): offsets in a scratch row
+    from :func:`cnn._ext._scratch.aligned_rows` that keep a 64-byte line boundary."""
+    return (n + 15) // 16 * 16
+
+
 cdef inline void _bias_act(floating *y, const floating *b, bint has_bias, bint relu,
                            int K, int P) noexcept nogil:
     """y[k, p] = act(y[k, p] + b[k]) in place for one image."""
@@ -189,7 +195,7 @@ cdef inline Py_ssize_t _wino_block_sizes(int N, int Cin, int Kout, int OH, int O
     (``v_size``) and M (16, Kout, S), S the block's tile slots rounded up for the GEMM kernel."""
     cdef Py_ssize_t th = (OH + 1) // 2, tw = (OW + 1) // 2, tpi = CNN_WINO_TILES(th, tw)
     cdef Py_ssize_t S = CNN_WINO_GEMM_PAD(_wino_group(N, <int> tpi, Cin) * tpi)
-    pad_size[0] = CNN_WINO_PAD_SIZE(th, tw) + 4 * tpi
+    pad_size[0] = _round16(CNN_WINO_PAD_SIZE(th, tw) + 4 * tpi)   # V and M start on a line
     v_size[0] = 16 * <Py_ssize_t> Cin * S
     return pad_size[0] + v_size[0] + 16 * <Py_ssize_t> Kout * S
 
