@@ -443,11 +443,12 @@ def conv2d_weight_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N
     cdef Py_ssize_t MW = 16 * <Py_ssize_t> K * C1
     cdef Py_ssize_t pad_size = _round16(max(CNN_WINO_PAD_SIZE(th, tw),
                                                  CNN_WINO_GRAD_PAD_SIZE(th, tw, OW)))
-    cdef Py_ssize_t v_size = 16 * <Py_ssize_t> C1 * T_max
+    cdef Py_ssize_t v_size = 16 * <Py_ssize_t> C1 * _round16(T_max)   # rows of LD <= this
     cdef Py_ssize_t in_img = <Py_ssize_t> C * H * W, out_img = <Py_ssize_t> K * OH * OW
     cdef const floating *mask = &relu_out[0, 0, 0, 0] if relu_out is not None else NULL
     cdef bint need_db = db is not None
     cdef int n_chunks, chunk, n0, n1, b0, b1, n, e, T, j
+    cdef Py_ssize_t LD
     cdef Py_ssize_t i
     cdef floating[:, ::1] partials, scratch
     cdef floating *part
@@ -465,7 +466,7 @@ def conv2d_weight_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N
     partials = np.empty((n_chunks, MW), dtype=_dtype(x))
     part = &partials[0, 0]
     num_threads = max(1, min(num_threads, n_chunks))
-    scratch = aligned_rows(num_threads, pad_size + v_size + 16 * <Py_ssize_t> K * T_max,
+    scratch = aligned_rows(num_threads, pad_size + v_size + 16 * <Py_ssize_t> K * _round16(T_max),
                            _dtype(x))
     pad = V = D = NULL
     with nogil, parallel(num_threads=num_threads):
@@ -479,18 +480,19 @@ def conv2d_weight_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N
             while b0 < n1:
                 b1 = min(n1, b0 + G)
                 T = (b1 - b0) * tpi
+                LD = _round16(T)   # rows of V and D start on 64-byte lines
                 for n in range(b0, b1):
-                    _wino_input(xp + n * in_img, NULL, pad, V, C, H, W, pt, pl, th, tw, T,
-                                <Py_ssize_t> C1 * T, <Py_ssize_t> (n - b0) * tpi)
+                    _wino_input(xp + n * in_img, NULL, pad, V, C, H, W, pt, pl, th, tw, LD,
+                                <Py_ssize_t> C1 * LD, <Py_ssize_t> (n - b0) * tpi)
                     _wino_grad(dyp + n * out_img, mask + n * out_img if mask != NULL else NULL,
-                               pad, D, K, OH, OW, th, tw, T, <Py_ssize_t> (n - b0) * tpi)
+                               pad, D, K, OH, OW, th, tw, LD, <Py_ssize_t> (n - b0) * tpi)
                 for e in range(16):
                     # the row of ones (channel C of V) makes column C of Mw the sums of D
                     for i in range(T):
-                        V[(<Py_ssize_t> e * C1 + C) * T + i] = 1
+                        V[(<Py_ssize_t> e * C1 + C) * LD + i] = 1
                     # Mw[e] (K, C + 1) (+)= D[e] (K, T) @ V[e]^T (T, C + 1)
-                    _gemm(False, True, K, C1, T, 1, D + <Py_ssize_t> e * K * T, T,
-                          V + <Py_ssize_t> e * C1 * T, T, 0 if b0 == n0 else 1,
+                    _gemm(False, True, K, C1, T, 1, D + <Py_ssize_t> e * K * LD, <int> LD,
+                          V + <Py_ssize_t> e * C1 * LD, <int> LD, 0 if b0 == n0 else 1,
                           part + chunk * MW + <Py_ssize_t> e * K * C1, C1)
                 b0 = b1
 
