@@ -533,7 +533,7 @@ def conv2d_forward_direct_c1(const floating[:, :, :, ::1] x,   # IN  (N, 1, H, W
     if N == 0 or K == 0 or OH == 0 or OW == 0:
         return
     num_threads = max(1, min(num_threads, N))
-    scratch = np.empty((num_threads, ssize), dtype=_dtype(x))
+    scratch = aligned_rows(num_threads, ssize, _dtype(x))
     xptr = &x[0, 0, 0, 0]
     wptr = &w[0, 0, 0, 0]
     yptr = &y[0, 0, 0, 0]
