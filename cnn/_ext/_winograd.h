@@ -34,18 +34,6 @@
 /* Spare cells after each split sub-plane: the vector split's last store (see below) may run up
  * to 7 cells past a sub-row, and the input transform reads one cell past its sub-plane. */
 #define CNN_WINO_SPLIT_SLACK 8
-/* The n elements at p asked into the cache, a line at a time: the transforms fetch the plane two
- * channels ahead of the one they split (a hint; nothing without GCC/Clang builtins). */
-#if defined(__GNUC__)
-#define CNN_WINO_PREFETCH(p, n)                                                              \
-    do {                                                                                     \
-        const char *pf_ = (const char *)(p);                                                 \
-        const ptrdiff_t nb_ = (ptrdiff_t)(n) * (ptrdiff_t)sizeof(*(p));                      \
-        for (ptrdiff_t i_ = 0; i_ < nb_; i_ += 64) __builtin_prefetch(pf_ + i_, 0, 3);       \
-    } while (0)
-#else
-#define CNN_WINO_PREFETCH(p, n) ((void)0)
-#endif
 #define CNN_WINO_INPUT_SUB(th, tw) \
     (((ptrdiff_t)(th) + 1) * ((ptrdiff_t)(tw) + 1) + CNN_WINO_SPLIT_SLACK)
 #define CNN_WINO_GRAD_SUB(th, tw) (CNN_WINO_TILES(th, tw) + CNN_WINO_SPLIT_SLACK)

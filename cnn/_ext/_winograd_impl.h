@@ -106,10 +106,6 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(input)(const T *restrict x, const T *re
     if (Cin > 0)
         CNN_WINO_CLONE(split_input)(x, mask, pad, mrow, W, pt, pl, r0, r1, ns, HW, SUB);
     for (int ci = 0; ci < Cin; ci++) {
-        if (ci + 2 < Cin) {   /* the split stalled on x's loads from memory (perf) */
-            CNN_WINO_PREFETCH(x + (ci + 2) * plane, plane);
-            if (mask) CNN_WINO_PREFETCH(mask + (ci + 2) * plane, plane);
-        }
         if (ci + 1 < Cin)
             CNN_WINO_CLONE(split_input)(x + (ci + 1) * plane,
                                         mask ? mask + (ci + 1) * plane : NULL,
@@ -295,10 +291,6 @@ CNN_WINO_ATTR static void CNN_WINO_CLONE(grad)(const T *restrict dy, const T *re
     if (Kout > 0)
         CNN_WINO_CLONE(split_grad)(dy, mask, pad, grow, OH, OW, HW, SUB);
     for (int ko = 0; ko < Kout; ko++) {
-        if (ko + 2 < Kout) {
-            CNN_WINO_PREFETCH(dy + (ko + 2) * plane, plane);
-            if (mask) CNN_WINO_PREFETCH(mask + (ko + 2) * plane, plane);
-        }
         if (ko + 1 < Kout)
             CNN_WINO_CLONE(split_grad)(dy + (ko + 1) * plane, mask ? mask + (ko + 1) * plane : NULL,
                                        pad + ((ko + 1) & 1) * 4 * SUB, grow, OH, OW, HW, SUB);
