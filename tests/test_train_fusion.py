@@ -271,13 +271,14 @@ def _bn_mlp(dtype, seed):
 
 
 def _graph_bn(dtype, seed):
-    """A residual net with a three-way Add, BN without scale, and a ReLU as the last step."""
+    """A residual net with a three-way Add, BN without scale or without shift, and one
+    Activation layer called three times: fused after the two BNs, not after a conv."""
     inputs = cnn.Input((2, 9, 9))
-    h = layers.Activation("relu")(layers.BatchNormalization(scale=False)(
-        layers.Conv2D(4, 3, padding="same")(inputs)))
-    r = layers.Conv2D(4, 3, padding="same")(h)
+    relu = layers.Activation("relu")
+    h = relu(layers.BatchNormalization(scale=False)(layers.Conv2D(4, 3, padding="same")(inputs)))
+    r = relu(layers.Conv2D(4, 3, padding="same")(h))
     h = layers.Activation("relu")(layers.Add()([h, r, layers.Conv2D(4, 1)(h)]))
-    h = layers.Activation("relu")(layers.BatchNormalization(center=False)(h))
+    h = relu(layers.BatchNormalization(center=False)(h))
     return cnn.Model(inputs, layers.Dense(3, activation="softmax")(layers.Flatten()(h)),
                      seed=seed, dtype=dtype)
 
@@ -357,8 +358,9 @@ def test_hooks_see_every_layer_of_a_fused_model():
         model.predict(x[:2])
     assert events[True] == events[False]
     acts = [e for e in events[True] if e[2] is layers.Activation]
-    # 3 fused activations: begin + end forward and backward in training, forward in predict
-    assert len(acts) == 3 * 6
+    # 4 activation calls (3 fused): begin + end forward and backward in training, forward in
+    # predict
+    assert len(acts) == 4 * 6
 
 
 def test_fusion_is_not_saved_and_layers_alone_are_unchanged(tmp_path, rng):
