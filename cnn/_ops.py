@@ -320,35 +320,40 @@ def _ncs(a):
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 
-def batch_norm_train(x, gamma, beta, eps):
-    """``(y, mean, var)``: x normalised by its batch statistics per channel; mean and the
-    biased variance (float64, (C,)) are what the backward needs."""
+def batch_norm_train(x, gamma, beta, eps, relu=False):
+    """``(y, mean, var)``: x normalised by its batch statistics per channel (then ``max(., 0)``
+    with ``relu``, in the same pass); mean and the biased variance (float64, (C,)) are what the
+    backward needs."""
     C = x.shape[1]
     y = np.empty_like(x)
     mean = np.empty(C, dtype=np.float64)
     var = np.empty(C, dtype=np.float64)
     _norm.batchnorm_forward_train(_ncs(x), gamma, beta, _ncs(y), mean, var, float(eps),
-                                  threads_for(3 * x.size))
+                                  threads_for(3 * x.size), relu)
     return y, mean, var
 
 
-def batch_norm_train_backward(dy, x, gamma, mean, var, eps, need_dx, need_dgamma, need_dbeta):
+def batch_norm_train_backward(dy, x, gamma, mean, var, eps, need_dx, need_dgamma, need_dbeta,
+                              relu_out=None):
     """``(dx | None, dgamma | None, dbeta | None)`` of :func:`batch_norm_train` (dgamma and
-    dbeta summed over the batch, dx through the batch statistics too)."""
+    dbeta summed over the batch, dx through the batch statistics too); ``relu_out``, the output
+    of a forward with ``relu`` (or None), masks ``dy`` inside the same passes."""
     C = x.shape[1]
     dx = np.empty_like(x) if need_dx else None
     dgamma = np.empty(C, dtype=x.dtype) if need_dgamma else None
     dbeta = np.empty(C, dtype=x.dtype) if need_dbeta else None
     _norm.batchnorm_backward_train(_ncs(dy), _ncs(x), gamma, mean, var,
                                    None if dx is None else _ncs(dx), dgamma, dbeta, float(eps),
-                                   threads_for(4 * x.size))
+                                   threads_for(4 * x.size),
+                                   None if relu_out is None else _ncs(relu_out))
     return dx, dgamma, dbeta
 
 
-def batch_norm_eval(x, scale, shift):
-    """``x * scale[c] + shift[c]`` per channel (scale, shift float64 (C,))."""
+def batch_norm_eval(x, scale, shift, relu=False):
+    """``x * scale[c] + shift[c]`` per channel (scale, shift float64 (C,)); then ``max(., 0)``
+    in the same pass with ``relu``."""
     y = np.empty_like(x)
-    _norm.channel_affine(_ncs(x), scale, shift, _ncs(y), threads_for(x.size))
+    _norm.channel_affine(_ncs(x), scale, shift, _ncs(y), threads_for(x.size), relu)
     return y
 
 

@@ -10,6 +10,9 @@ import numpy as np
 from . import _ops, _registry
 from . import _validation as V
 from ._layer import Layer
+from .activations import ReLU
+
+_RELU = ReLU()  # the fused ReLU of Add._forward_relu (stateless)
 
 __all__ = ["Add", "Concatenate"]
 
@@ -70,8 +73,21 @@ class Add(_Merge):
         return shapes[0]
 
     def forward(self, xs, training=False):
+        return self._forward(xs, training, False)
+
+    def _forward_relu(self, xs, training=False):
+        """``max(forward(xs), 0)``, with the bits of ``Activation("relu")`` after
+        :meth:`forward` (two inputs: in one pass); :meth:`backward` then takes the gradient of
+        that output, masks it once and hands the masked gradient to every input. A model calls
+        this when the ReLU after this call is fused into it (see :mod:`cnn._train_fusion`)."""
+        return self._forward(xs, training, True)
+
+    def _forward(self, xs, training, relu):
         n = self._check_inputs(xs)
-        if all(x.flags.c_contiguous for x in xs):
+        contiguous = all(x.flags.c_contiguous for x in xs)
+        if relu and contiguous and len(xs) == 2:
+            out = _ops.add_relu(xs[0], xs[1], np.empty_like(xs[0]))
+        elif contiguous:
             # the bits of np.add and += below, in threaded passes (into one new array)
             out = _ops.add(xs[0], xs[1])
             for x in xs[2:]:
@@ -80,12 +96,16 @@ class Add(_Merge):
             out = np.add(xs[0], xs[1])
             for x in xs[2:]:
                 out += x
-        self._cache = n if training else None
+        if relu and not (contiguous and len(xs) == 2):
+            out = _RELU.forward(out)
+        self._cache = (n, out if relu else None) if training else None
         return out
 
     def backward(self, grad):
-        n = self._cached()
+        n, relu_out = self._cached()
         self._check_grad(grad, n)
+        if relu_out is not None:  # one mask for every input
+            grad = _RELU.backward(relu_out, relu_out, grad)
         return [grad] * len(self.input_shapes)
 
 

@@ -30,7 +30,7 @@ import threading
 
 import numpy as np
 
-from . import _inference, _interrupt, _registry, _threads
+from . import _inference, _interrupt, _registry, _threads, _train_fusion
 from . import _validation as V
 from . import graph as _graph
 from . import losses as _losses
@@ -72,13 +72,15 @@ class HookHandle:
 
 
 class _Step:
-    """One node of the execution plan, resolved for the loops."""
+    """One node of the execution plan, resolved for the loops; ``fused`` is None, or how a
+    ReLU is fused into this call (see :mod:`cnn._train_fusion`)."""
 
-    __slots__ = ("layer", "inputs", "output", "frees", "shared")
+    __slots__ = ("layer", "inputs", "output", "frees", "shared", "fused")
 
     def __init__(self, layer, inputs, output, shared):
         self.layer, self.inputs, self.output, self.shared = layer, inputs, output, shared
         self.frees = ()
+        self.fused = None
 
 
 class Model(ModelChecks, GraphConfig, ModelWeights):
@@ -176,6 +178,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         self._lock = threading.RLock()
         self._checked = None
         self._fused = False
+        self._relu_fusion = True  # private switch (tests): fuse ReLUs into BN / Add in training
         self._gradient_hooks = []
         self._layer_hooks = []
         self._steps = []
@@ -235,7 +238,14 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         self._checked = None
         self._node_caches = {}
         self._inference_plans = {}
+        _train_fusion.assign(steps, self._relu_fusion)
         self._update_fused()
+
+    def _set_relu_fusion(self, enabled):
+        """Fuse (True, the default) or not each ReLU that follows a BatchNormalization or an
+        Add into it in training and eager forward passes (:mod:`cnn._train_fusion`)."""
+        self._relu_fusion = bool(enabled)
+        _train_fusion.assign(self._steps, self._relu_fusion)
 
     def _ensure_built(self, x):
         if not self.built:
@@ -348,8 +358,13 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         hooks = self._layer_hooks
         if hooks:
             self._notify("forward_begin", k, layer)
-        out = layer.forward_preactivation(inputs, training) if logits else layer.forward(inputs, training)
-        if step.shared and training:
+        if logits:
+            out = layer.forward_preactivation(inputs, training)
+        elif step.fused is None:
+            out = layer.forward(inputs, training)
+        else:
+            out = _train_fusion.forward(step, inputs, training)
+        if step.shared and training and step.fused is None:
             self._node_caches[k] = layer._cache
         if hooks:
             self._notify("forward_end", k, layer)
@@ -362,7 +377,8 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         if self._chain:
             if not self._layer_hooks and not logits:
                 for step in steps:
-                    x = step.layer.forward(x, training)
+                    x = (step.layer.forward(x, training) if step.fused is None
+                         else _train_fusion.forward(step, x, training))
                 return x
             for k, step in enumerate(steps):
                 x = self._call(k, step, x, training, logits and k == last)
@@ -381,11 +397,14 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
 
     def _call_backward(self, k, step, grad, preactivation=False):
         layer = step.layer
-        if step.shared:
+        if step.shared and step.fused is None:
             layer._cache = self._node_caches[k]
         if self._layer_hooks:
             self._notify("backward_begin", k, layer)
-        grad = layer.backward_preactivation(grad) if preactivation else layer.backward(grad)
+        if preactivation:
+            grad = layer.backward_preactivation(grad)
+        else:
+            grad = layer.backward(grad) if step.fused is None else _train_fusion.backward(step, grad)
         if self._layer_hooks:
             self._notify("backward_end", k, layer)
         return grad

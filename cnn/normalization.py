@@ -94,6 +94,16 @@ class BatchNormalization(Layer):
         return gamma, beta
 
     def forward(self, x, training=False):
+        return self._forward(x, training, False)
+
+    def _forward_relu(self, x, training=False):
+        """``max(forward(x), 0)`` in the normalising pass, with the bits of
+        ``Activation("relu")`` after :meth:`forward`; :meth:`backward` then takes the gradient
+        of that output and applies the ReLU's derivative itself. A model calls this when the
+        ReLU after this call is fused into it (see :mod:`cnn._train_fusion`)."""
+        return self._forward(x, training, True)
+
+    def _forward(self, x, training, relu):
         self._check_input(x)
         x = np.ascontiguousarray(x)
         gamma, beta = self._gamma_beta()
@@ -104,26 +114,28 @@ class BatchNormalization(Layer):
                 running_var.astype(np.float64) + self.eps)
             scale = np.ascontiguousarray(np.broadcast_to(scale, running_var.shape))
             shift = (0.0 if beta is None else beta.astype(np.float64)) - running_mean * scale
-            return _ops.batch_norm_eval(x, scale, np.ascontiguousarray(shift, dtype=np.float64))
+            return _ops.batch_norm_eval(x, scale, np.ascontiguousarray(shift, dtype=np.float64),
+                                        relu)
         m = x.shape[0] * int(np.prod(self.input_shape[1:]))
         if m < 2:
             raise ValueError(f"BatchNormalization in training needs more than 1 value per "
                              f"channel (as PyTorch), got input shape {x.shape}: use a larger "
                              f"batch, or evaluate with training=False")
-        y, mean, var = _ops.batch_norm_train(x, gamma, beta, self.eps)
+        y, mean, var = _ops.batch_norm_train(x, gamma, beta, self.eps, relu)
         keep = self.momentum
         running_mean[...] = keep * running_mean + (1.0 - keep) * mean
         running_var[...] = keep * running_var + (1.0 - keep) * (var * (m / (m - 1.0)))
-        self._cache = (x, mean, var)
+        # a fused ReLU's output is its mask in the backward
+        self._cache = (x, mean, var, y if relu else None)
         return y
 
     def backward(self, grad):
-        x, mean, var = self._cached()
+        x, mean, var, relu_out = self._cached()
         self._check_grad(grad, x.shape[0])
         gamma, _ = self._gamma_beta()
         dx, dgamma, dbeta = _ops.batch_norm_train_backward(
             np.ascontiguousarray(grad), x, gamma, mean, var, self.eps, self.need_input_grad,
-            self.scale, self.center)
+            self.scale, self.center, relu_out)
         if self.scale:
             np.copyto(self.grads[0], dgamma)
         if self.center:
