@@ -81,14 +81,14 @@ CNN_WINO_ATTR static inline void CNN_WINO_CLONE(split_input)(
  * x is the image (Cin, H, W); if mask is not NULL (same shape), cells where mask <= 0 (or NaN)
  * read as 0: the ReLU derivative applied to dy on the way in. pad is scratch for two copies of
  * the zero-padded plane split by row and column parity into four sub-planes of (th + 1) x
- * (tw + 1), plus CNN_WINO_SPLIT_SLACK spare cells each, and a row of 2 * (tw + 1) for the masked copy of an x
- * row (see CNN_WINO_PAD_SIZE): padded (r, s) sits in sub-plane (r % 2, s % 2) at (r / 2, s / 2),
- * so the 4x4 tile (a, b) is rows a, a + 1 and columns b, b + 1 of all four. A real row's even and
- * odd x columns go to the sub-planes of their padded parity (AVX2 float32: one masked-load pass,
- * see _winograd.h; else two stride-2 loops with plain bounds, the vectoriser's deinterleave),
- * the pad cells staying zero. Channel ci + 1 is split into the other copy before channel ci is
- * transformed: the transform's unaligned loads then never wait on the split's fresh stores
- * (perf showed the store-forwarding stalls). */
+ * (tw + 1), plus CNN_WINO_SPLIT_SLACK spare cells each, and a row of 2 * (tw + 1) for the masked
+ * copy of an x row (see CNN_WINO_PAD_SIZE): padded (r, s) sits in sub-plane (r % 2, s % 2) at
+ * (r / 2, s / 2), so the 4x4 tile (a, b) is rows a, a + 1 and columns b, b + 1 of all four. A
+ * real row's even and odd x columns go to the sub-planes of their padded parity (AVX2 float32:
+ * one masked-load pass, see _winograd.h; else two stride-2 loops with plain bounds, the
+ * vectoriser's deinterleave), the pad cells staying zero. Channel ci + 1 is split into the other
+ * copy before channel ci is transformed: the transform's unaligned loads then never wait on the
+ * split's fresh stores (perf showed the store-forwarding stalls). */
 CNN_WINO_ATTR static void CNN_WINO_CLONE(input)(const T *restrict x, const T *restrict mask,
                                T *restrict pad, T *restrict V, int Cin, int H, int W,
                                int pt, int pl, int th, int tw, ptrdiff_t ldv, ptrdiff_t lde,
