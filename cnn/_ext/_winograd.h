@@ -32,7 +32,8 @@
  * and a row of OW). */
 #define CNN_WINO_TILES(th, tw) ((ptrdiff_t)(th) * ((ptrdiff_t)(tw) + 1))
 /* Spare cells after each split sub-plane: the vector split's last store (see below) may run up
- * to 7 cells past a sub-row, and the input transform reads one cell past its sub-plane. */
+ * to 7 cells past a sub-row, and the tile loops' last vector loads up to 7 cells past the cells
+ * the transforms use (values that only reach the masked-off lanes). */
 #define CNN_WINO_SPLIT_SLACK 8
 #define CNN_WINO_INPUT_SUB(th, tw) \
     (((ptrdiff_t)(th) + 1) * ((ptrdiff_t)(tw) + 1) + CNN_WINO_SPLIT_SLACK)
