@@ -213,6 +213,89 @@ __attribute__((target("avx2"))) static inline void cnn_wino_grad_tiles_f_avx2(
         }
     }
 }
+
+/* The same two tile loops with AVX-512F registers (16 tiles a vector; the tails masked both
+ * ways, so no load reaches past the cells the AVX2 loops read). Called from the AVX2 clone of
+ * the transforms when the process runs AVX-512F kernels (cnn_kernel_isa): the rest of those
+ * transforms measured slower as an AVX-512F clone (see _winograd_clones.h). Same operations,
+ * same bits. */
+__attribute__((target("avx512f"))) static void cnn_wino_input_tiles_f_avx512f(
+        const float *restrict ee, const float *restrict eo, const float *restrict oe,
+        const float *restrict oo, ptrdiff_t HW, ptrdiff_t U, float *restrict v0, ptrdiff_t CV) {
+    for (ptrdiff_t u = 0; u < U; u += 16) {
+        const ptrdiff_t n = u + HW;
+        const __mmask16 k = u + 16 <= U ? (__mmask16)0xFFFF : (__mmask16)((1u << (U - u)) - 1);
+#define CNN_LD(p, i) _mm512_maskz_loadu_ps(k, (p) + (i))
+        const __m512 q00 = _mm512_sub_ps(CNN_LD(ee, u), CNN_LD(ee, u + 1));
+        const __m512 q01 = _mm512_add_ps(CNN_LD(eo, u), CNN_LD(ee, u + 1));
+        const __m512 q02 = _mm512_sub_ps(CNN_LD(ee, u + 1), CNN_LD(eo, u));
+        const __m512 q03 = _mm512_sub_ps(CNN_LD(eo, u), CNN_LD(eo, u + 1));
+        const __m512 q10 = _mm512_sub_ps(CNN_LD(oe, u), CNN_LD(oe, u + 1));
+        const __m512 q11 = _mm512_add_ps(CNN_LD(oo, u), CNN_LD(oe, u + 1));
+        const __m512 q12 = _mm512_sub_ps(CNN_LD(oe, u + 1), CNN_LD(oo, u));
+        const __m512 q13 = _mm512_sub_ps(CNN_LD(oo, u), CNN_LD(oo, u + 1));
+        const __m512 q20 = _mm512_sub_ps(CNN_LD(ee, n), CNN_LD(ee, n + 1));
+        const __m512 q21 = _mm512_add_ps(CNN_LD(eo, n), CNN_LD(ee, n + 1));
+        const __m512 q22 = _mm512_sub_ps(CNN_LD(ee, n + 1), CNN_LD(eo, n));
+        const __m512 q23 = _mm512_sub_ps(CNN_LD(eo, n), CNN_LD(eo, n + 1));
+        const __m512 q30 = _mm512_sub_ps(CNN_LD(oe, n), CNN_LD(oe, n + 1));
+        const __m512 q31 = _mm512_add_ps(CNN_LD(oo, n), CNN_LD(oe, n + 1));
+        const __m512 q32 = _mm512_sub_ps(CNN_LD(oe, n + 1), CNN_LD(oo, n));
+        const __m512 q33 = _mm512_sub_ps(CNN_LD(oo, n), CNN_LD(oo, n + 1));
+#undef CNN_LD
+        const __m512 r[16] = {
+            _mm512_sub_ps(q00, q20), _mm512_sub_ps(q01, q21), _mm512_sub_ps(q02, q22),
+            _mm512_sub_ps(q03, q23), _mm512_add_ps(q10, q20), _mm512_add_ps(q11, q21),
+            _mm512_add_ps(q12, q22), _mm512_add_ps(q13, q23), _mm512_sub_ps(q20, q10),
+            _mm512_sub_ps(q21, q11), _mm512_sub_ps(q22, q12), _mm512_sub_ps(q23, q13),
+            _mm512_sub_ps(q10, q30), _mm512_sub_ps(q11, q31), _mm512_sub_ps(q12, q32),
+            _mm512_sub_ps(q13, q33)};
+        float *p = v0 + u;
+        for (int e = 0; e < 16; e++) {
+            _mm512_mask_storeu_ps(p, k, r[e]);
+            p += CV;
+            __asm__("" : "+r"(p));
+        }
+    }
+}
+
+__attribute__((target("avx512f"))) static void cnn_wino_grad_tiles_f_avx512f(
+        const float *restrict ee, const float *restrict eo, const float *restrict oe,
+        const float *restrict oo, ptrdiff_t U, float *restrict d0, ptrdiff_t KD) {
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+#define CNN_NEG(x) _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), sign))
+    for (ptrdiff_t u = 0; u < U; u += 16) {
+        const __mmask16 k = u + 16 <= U ? (__mmask16)0xFFFF : (__mmask16)((1u << (U - u)) - 1);
+        const __m512 g00 = _mm512_maskz_loadu_ps(k, ee + u), g01 = _mm512_maskz_loadu_ps(k, eo + u);
+        const __m512 g10 = _mm512_maskz_loadu_ps(k, oe + u), g11 = _mm512_maskz_loadu_ps(k, oo + u);
+        const __m512 p00 = g00, p01 = g01;
+        const __m512 p10 = _mm512_add_ps(g00, g10), p11 = _mm512_add_ps(g01, g11);
+        const __m512 p20 = _mm512_sub_ps(g00, g10), p21 = _mm512_sub_ps(g01, g11);
+        const __m512 p30 = CNN_NEG(g10), p31 = CNN_NEG(g11);
+        const __m512 r[16] = {
+            p00, _mm512_add_ps(p00, p01), _mm512_sub_ps(p00, p01), CNN_NEG(p01),
+            p10, _mm512_add_ps(p10, p11), _mm512_sub_ps(p10, p11), CNN_NEG(p11),
+            p20, _mm512_add_ps(p20, p21), _mm512_sub_ps(p20, p21), CNN_NEG(p21),
+            p30, _mm512_add_ps(p30, p31), _mm512_sub_ps(p30, p31), CNN_NEG(p31)};
+        float *p = d0 + u;
+        for (int e = 0; e < 16; e++) {
+            _mm512_mask_storeu_ps(p, k, r[e]);
+            p += KD;
+            __asm__("" : "+r"(p));
+        }
+    }
+#undef CNN_NEG
+}
+
+/* The tile loops the AVX2 clone of the transforms calls: AVX-512F where the process runs it. */
+#define CNN_WINO_INPUT_TILES_BEST(ee, eo, oe, oo, HW, U, v0, CV)                             \
+    (cnn_kernel_isa() >= CNN_ISA_AVX512F                                                     \
+         ? cnn_wino_input_tiles_f_avx512f(ee, eo, oe, oo, HW, U, v0, CV)                     \
+         : cnn_wino_input_tiles_f_avx2(ee, eo, oe, oo, HW, U, v0, CV))
+#define CNN_WINO_GRAD_TILES_BEST(ee, eo, oe, oo, U, d0, KD)                                  \
+    (cnn_kernel_isa() >= CNN_ISA_AVX512F                                                     \
+         ? cnn_wino_grad_tiles_f_avx512f(ee, eo, oe, oo, U, d0, KD)                          \
+         : cnn_wino_grad_tiles_f_avx2(ee, eo, oe, oo, U, d0, KD))
 #endif
 
 #define T float
