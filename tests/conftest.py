@@ -227,6 +227,25 @@ def child_env(**extra):
     return env
 
 
+def run_under_clones(script, tmp_path, isas):
+    """Run ``script`` (Python source that saves its arrays with ``np.savez(sys.argv[1], ...)``,
+    an ``isa`` entry among them) in one child per kernel-clone cap of ``isas`` (CNN_KERNEL_ISA);
+    returns ``{cap: {name: array}}``. A child that fails fails the test with its stderr."""
+    import subprocess
+    import sys
+
+    runs = {}
+    for isa in isas:
+        path = tmp_path / f"{isa}.npz"
+        out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                             text=True, env=child_env(CNN_KERNEL_ISA=isa), timeout=300,
+                             cwd=str(tmp_path))
+        assert out.returncode == 0, out.stderr
+        with np.load(path) as f:
+            runs[isa] = {k: f[k] for k in f.files}
+    return runs
+
+
 # Open MPI refuses root and more ranks than cores without these; MPICH ignores them.
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
            "OMPI_MCA_rmaps_base_oversubscribe": "1",

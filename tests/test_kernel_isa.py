@@ -13,9 +13,8 @@ import subprocess
 import sys
 import sysconfig
 
-import numpy as np
 import pytest
-from conftest import child_env
+from conftest import child_env, run_under_clones
 
 import cnn
 
@@ -186,16 +185,9 @@ np.savez(sys.argv[1], **out)
 @pytest.mark.skipif(not X86_LINUX, reason="the clones are built for x86-64 (gcc) only")
 def test_clones_give_bit_identical_results(tmp_path):
     best = _best_isa()
-    runs = {}
-    for isa in ORDER[:ORDER.index(best) + 1]:
-        path = tmp_path / f"{isa}.npz"
-        out = subprocess.run([sys.executable, "-c", _RUN_KERNELS, str(path)], capture_output=True,
-                             text=True, env=child_env(CNN_KERNEL_ISA=isa), timeout=300,
-                             cwd=str(tmp_path))
-        assert out.returncode == 0, out.stderr
-        with np.load(path) as f:
-            runs[isa] = {k: f[k] for k in f.files}
-        assert str(runs[isa]["isa"]) == isa
+    runs = run_under_clones(_RUN_KERNELS, tmp_path, ORDER[:ORDER.index(best) + 1])
+    for isa, got in runs.items():
+        assert str(got["isa"]) == isa
     assert len(runs) >= 2 or best == "default"
     ref = runs["default"]
     for isa, got in runs.items():

@@ -6,12 +6,10 @@ kernels. Fusion must give the same bits (outputs, losses, every gradient, runnin
 SGD trajectories), in float32 and float64, with NaN/inf/-0.0 values, on 1 and 2 threads and
 on every kernel clone; the rules of which calls fuse; hooks; save/load/config untouched.
 """
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import DTYPES, child_env
+from conftest import DTYPES, run_under_clones
 
 import cnn
 from cnn import _ops, _train_fusion, layers, models, optimizers
@@ -198,15 +196,8 @@ def test_bn_relu_kernel_clones_bit_identical(tmp_path):
     """Each kernel clone (forced with CNN_KERNEL_ISA in a child) equals BN then ReLU, and all
     clones agree to the bit."""
     runs = {}
-    for cap in ("default", "avx2", "avx512f"):
-        path = tmp_path / f"{cap}.npz"
-        out = subprocess.run([sys.executable, "-c", _CLONE_CHILD, str(path)], capture_output=True,
-                             text=True, env=child_env(CNN_KERNEL_ISA=cap), timeout=300,
-                             cwd=str(tmp_path))
-        assert out.returncode == 0, out.stderr
-        with np.load(path) as f:
-            got = {k: f[k] for k in f.files}
-        runs[str(got.pop("isa"))] = got
+    for got in run_under_clones(_CLONE_CHILD, tmp_path, ("default", "avx2", "avx512f")).values():
+        runs[str(got.pop("isa"))] = got   # keyed by the clone that ran (capped by the CPU)
     assert "default" in runs
     for isa, got in runs.items():
         for key, value in runs["default"].items():
