@@ -187,7 +187,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                 # 1x1, stride 1, no padding: the input plane already is the column matrix.
                 src = xptr + <Py_ssize_t> n * C * H * W
             else:
-                _im2col(xptr + <Py_ssize_t> n * C * H * W, cols, C, H, W, kh, kw, sh, sw,
+                _im2col(xptr + <Py_ssize_t> n * C * H * W, cols, P, C, H, W, kh, kw, sh, sw,
                         pt, pl, OH, OW, dil_h, dil_w)
                 src = cols
             for g in range(G):
@@ -278,7 +278,7 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
                         memcpy(cols + g * BLK, &x[n, g * Cg, 0, 0],
                                <size_t> CgKK * P * sizeof(floating))
                     else:
-                        _im2col(&x[n, g * Cg, 0, 0], cols + g * BLK, Cg, H, W, kh, kw, sh, sw,
+                        _im2col(&x[n, g * Cg, 0, 0], cols + g * BLK, P, Cg, H, W, kh, kw, sh, sw,
                                 pt, pl, OH, OW, dil_h, dil_w)
                     # partial [dW_g | db_g] (Kg, CgKK + 1) (+)= dY_ng (Kg, P) @ [cols_g; 1]^T
                     _gemm(False, True, Kg, CgKK1, P, 1, dyn + <Py_ssize_t> g * Kg * P, P,
@@ -293,7 +293,7 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
                               (dxn if direct else dcols) + <Py_ssize_t> g * CgKK * P, P)
                     if not direct:
                         # the groups' blocks lie in channel order: one col2im for all of them
-                        _col2im(dcols, dxn, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW,
+                        _col2im(dcols, P, dxn, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW,
                                 dil_h, dil_w)
 
     # Fixed-order reduction of the chunk partials: element-parallel, each element summed

@@ -54,39 +54,40 @@ cdef inline void _bias_act(floating *y, const floating *b, bint has_bias, bint r
 
 
 cdef extern from "_im2col.h":
-    void cnn_im2col_f(const float *x, float *cols, int C, int H, int W, int kh, int kw,
+    void cnn_im2col_f(const float *x, float *cols, Py_ssize_t ld, int C, int H, int W, int kh, int kw,
                       int sh, int sw, int pt, int pl, int OH, int OW, int dh,
                       int dw) noexcept nogil
-    void cnn_im2col_d(const double *x, double *cols, int C, int H, int W, int kh, int kw,
+    void cnn_im2col_d(const double *x, double *cols, Py_ssize_t ld, int C, int H, int W, int kh, int kw,
                       int sh, int sw, int pt, int pl, int OH, int OW, int dh,
                       int dw) noexcept nogil
-    void cnn_col2im_f(const float *cols, float *dx, int C, int H, int W, int kh, int kw,
+    void cnn_col2im_f(const float *cols, Py_ssize_t ld, float *dx, int C, int H, int W, int kh, int kw,
                       int sh, int sw, int pt, int pl, int OH, int OW, int dh,
                       int dw) noexcept nogil
-    void cnn_col2im_d(const double *cols, double *dx, int C, int H, int W, int kh, int kw,
+    void cnn_col2im_d(const double *cols, Py_ssize_t ld, double *dx, int C, int H, int W, int kh, int kw,
                       int sh, int sw, int pt, int pl, int OH, int OW, int dh,
                       int dw) noexcept nogil
 
 
-cdef inline void _im2col(const floating *x, floating *cols,
+cdef inline void _im2col(const floating *x, floating *cols, Py_ssize_t ld,
                          int C, int H, int W, int kh, int kw, int sh, int sw,
                          int pt, int pl, int OH, int OW, int dil_h, int dil_w) noexcept nogil:
-    """cols[(c*kh + i)*kw + j, oh*OW + ow] = xpad[c, oh*sh + i*dil_h, ow*sw + j*dil_w]
-    (see _im2col.h)."""
+    """cols[(c*kh + i)*kw + j, oh*OW + ow] = xpad[c, oh*sh + i*dil_h, ow*sw + j*dil_w], the
+    rows ``ld`` apart (``ld >= OH*OW``; see _im2col.h)."""
     if floating is float:
-        cnn_im2col_f(x, cols, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
+        cnn_im2col_f(x, cols, ld, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
     else:
-        cnn_im2col_d(x, cols, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
+        cnn_im2col_d(x, cols, ld, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
 
 
-cdef inline void _col2im(const floating *cols, floating *dx,
+cdef inline void _col2im(const floating *cols, Py_ssize_t ld, floating *dx,
                          int C, int H, int W, int kh, int kw, int sh, int sw,
                          int pt, int pl, int OH, int OW, int dil_h, int dil_w) noexcept nogil:
-    """dx = 0, then dx[c, ih, iw] += cols[row, p] over every (row, p) im2col read (c, ih, iw) from."""
+    """dx = 0, then dx[c, ih, iw] += cols[row, p] over every (row, p) im2col read (c, ih, iw)
+    from; the rows of cols lie ``ld`` apart."""
     if floating is float:
-        cnn_col2im_f(cols, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
+        cnn_col2im_f(cols, ld, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
     else:
-        cnn_col2im_d(cols, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
+        cnn_col2im_d(cols, ld, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
 
 
 cdef extern from "_winograd.h":

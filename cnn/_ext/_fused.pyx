@@ -292,10 +292,10 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                     tid = omp_get_thread_num()
                     if tid >= MAX_REUSE_THREADS or last_img[tid] != n:
                         if floating is float:
-                            cnn_im2col_f(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt,
+                            cnn_im2col_f(xptr + n * in_img, base, P, C, H, W, kh, kw, sh, sw, pt,
                                          pl, OH, OW, 1, 1)
                         else:
-                            cnn_im2col_d(xptr + n * in_img, base, C, H, W, kh, kw, sh, sw, pt,
+                            cnn_im2col_d(xptr + n * in_img, base, P, C, H, W, kh, kw, sh, sw, pt,
                                          pl, OH, OW, 1, 1)
                         if tid < MAX_REUSE_THREADS:
                             last_img[tid] = n

@@ -1,8 +1,8 @@
 /* im2col / col2im for one image, NCHW, C-contiguous; one definition per float type.
  *
- * cols[(c*kh + i)*kw + j, oh*OW + ow] = xpad[c, oh*sh + i*dh, ow*sw + j*dw], where xpad is x
- * with pt rows on top and pl columns on the left (the bottom/right padding is implied by OH,
- * OW) and (dh, dw) the dilation (1 for a plain kernel).
+ * cols[(c*kh + i)*kw + j, oh*OW + ow] = xpad[c, oh*sh + i*dh, ow*sw + j*dw], the rows of cols
+ * ld >= OH*OW apart, where xpad is x with pt rows on top and pl columns on the left (the
+ * bottom/right padding is implied by OH, OW) and (dh, dw) the dilation (1 for a plain kernel).
  * Written in plain C loops with `restrict` rather than memcpy/memset calls: the rows are
  * short (an output row, e.g. 14 or 28 values), so library calls per row cost more than the
  * copy, and these loops vectorise.
@@ -11,7 +11,16 @@
 #define CNN_IM2COL_H
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* The rows added here are short (4-32 values): gcc would turn the plane-clearing loop into a
+   memset call, costing more than the loop. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CNN_INLINE_LOOPS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+#else
+#define CNN_INLINE_LOOPS
+#endif
 
 /* ceil(a / b) for b > 0 and any a. */
 static inline ptrdiff_t cnn_ceil_div(ptrdiff_t a, ptrdiff_t b) {
@@ -30,14 +39,39 @@ static inline void cnn_valid_cols(int W, int OW, int sw, int pl, int j,
     *hi = h;
 }
 
+/* col2im with column strides above one accumulates into "phase planes" of the padded input
+   channel, plane r holding the cells xpad[h, q*sw + r], so that every tap's row adds into one
+   contiguous run instead of a strided scatter; the planes are then merged back into dx. (The
+   same planes did not speed up im2col: its short rows cost the same either way.) Plane sizes:
+   Hn rows (the padded rows any tap reaches) and Wq columns each. */
+static inline void cnn_phase_plane_size(int kh, int kw, int sh, int sw, int OH, int OW,
+                                        int dh, int dw, ptrdiff_t *Hn, ptrdiff_t *Wq) {
+    *Hn = (ptrdiff_t)(OH - 1) * sh + (ptrdiff_t)(kh - 1) * dh + 1;
+    *Wq = (ptrdiff_t)OW + ((ptrdiff_t)(kw - 1) * dw) / sw;
+}
+
 #define CNN_DEFINE_IM2COL(SUFFIX, T)                                                       \
-static void cnn_im2col_##SUFFIX(const T *restrict x, T *restrict cols, int C, int H, int W, \
+/* The phase planes' scratch: sw planes, then the column bounds lo[sw], hi[sw]. NULL when   \
+   out of memory. */                                                                       \
+static T *cnn_phase_alloc_##SUFFIX(int W, int sw, int pl, ptrdiff_t Hn, ptrdiff_t Wq,       \
+                                   ptrdiff_t **lo, ptrdiff_t **hi) {                       \
+    T *planes = (T *)malloc((size_t)sw * Hn * Wq * sizeof(T) + 2 * (size_t)sw * sizeof(ptrdiff_t)); \
+    if (planes == NULL) return NULL;                                                       \
+    *lo = (ptrdiff_t *)(planes + (size_t)sw * Hn * Wq);                                    \
+    *hi = *lo + sw;                                                                        \
+    for (int r = 0; r < sw; r++) cnn_valid_cols(W, (int)Wq, sw, pl, r, *lo + r, *hi + r);  \
+    return planes;                                                                         \
+}                                                                                          \
+                                                                                           \
+static void cnn_im2col_##SUFFIX(const T *restrict x, T *restrict cols, ptrdiff_t ld,        \
+                                int C, int H, int W,                                       \
                                 int kh, int kw, int sh, int sw, int pt, int pl,            \
                                 int OH, int OW, int dh, int dw) {                          \
     T *restrict dst = cols;                                                                \
+    ptrdiff_t gap = ld - (ptrdiff_t)OH * OW; /* from the end of one row to the next */     \
     for (int c = 0; c < C; c++)                                                            \
     for (int i = 0; i < kh * dh; i += dh)                                                  \
-    for (int j = 0; j < kw * dw; j += dw) {                                                \
+    for (int j = 0; j < kw * dw; j += dw, dst += gap) {                                    \
         ptrdiff_t lo, hi, off = (ptrdiff_t)j - pl;                                         \
         cnn_valid_cols(W, OW, sw, pl, j, &lo, &hi);                                        \
         if (sh == 1 && sw == 1 && OW == W) {                                               \
@@ -81,16 +115,63 @@ static void cnn_im2col_##SUFFIX(const T *restrict x, T *restrict cols, int C, in
     }                                                                                      \
 }                                                                                          \
                                                                                            \
+/* col2im through the phase planes: each plane cell gathers the same terms in the same     \
+   order as the direct loop below, so the two agree bit for bit. Returns 0 when the planes  \
+   could not be allocated. */                                                              \
+CNN_INLINE_LOOPS static int cnn_col2im_phased_##SUFFIX(                                    \
+        const T *restrict cols, ptrdiff_t ld, T *restrict dx, int C, int H, int W, int kh, \
+        int kw, int sh, int sw, int pt, int pl, int OH, int OW, int dh, int dw) {          \
+    ptrdiff_t Hn, Wq, *lo, *hi;                                                            \
+    cnn_phase_plane_size(kh, kw, sh, sw, OH, OW, dh, dw, &Hn, &Wq);                        \
+    ptrdiff_t psz = Hn * Wq;                                                               \
+    T *planes = cnn_phase_alloc_##SUFFIX(W, sw, pl, Hn, Wq, &lo, &hi);                     \
+    if (planes == NULL) return 0;                                                          \
+    const T *restrict src = cols;                                                          \
+    ptrdiff_t h_end = Hn < (ptrdiff_t)H + pt ? Hn : (ptrdiff_t)H + pt;                     \
+    memset(dx, 0, (size_t)C * H * W * sizeof(T));                                          \
+    for (int c = 0; c < C; c++) {                                                          \
+        for (ptrdiff_t e = 0; e < sw * psz; e++) planes[e] = 0;                            \
+        for (int i = 0; i < kh * dh; i += dh)                                              \
+        for (int j = 0; j < kw * dw; j += dw, src += ld) {                                 \
+            T *restrict acc = planes + (j % sw) * psz + (ptrdiff_t)i * Wq + j / sw;        \
+            for (int oh = 0; oh < OH; oh++) {                                              \
+                T *restrict a = acc + (ptrdiff_t)oh * sh * Wq;                             \
+                const T *restrict s = src + (ptrdiff_t)oh * OW;                            \
+                for (int ow = 0; ow < OW; ow++) a[ow] += s[ow];                            \
+            }                                                                              \
+        }                                                                                  \
+        T *restrict dxc = dx + (ptrdiff_t)c * H * W;                                       \
+        for (int r = 0; r < sw; r++) {                                                     \
+            ptrdiff_t l = lo[r], u = hi[r], off = (ptrdiff_t)r - pl;                       \
+            for (ptrdiff_t h = pt; h < h_end; h++) {                                       \
+                const T *restrict a = planes + r * psz + h * Wq;                           \
+                T *restrict row = dxc + (h - pt) * W;                                      \
+                if (sw == 2)                                                               \
+                    for (ptrdiff_t q = l; q < u; q++) row[2 * q + off] = a[q];             \
+                else                                                                       \
+                    for (ptrdiff_t q = l; q < u; q++) row[q * sw + off] = a[q];            \
+            }                                                                              \
+        }                                                                                  \
+    }                                                                                      \
+    free(planes);                                                                          \
+    return 1;                                                                              \
+}                                                                                          \
+                                                                                           \
 /* dx = 0, then dx[c, ih, iw] += cols[row, p] for every cell im2col read (c, ih, iw) from.
    Here and above, i and j are the tap offsets (row/column index times the dilation). */ \
-static void cnn_col2im_##SUFFIX(const T *restrict cols, T *restrict dx, int C, int H, int W, \
+static void cnn_col2im_##SUFFIX(const T *restrict cols, ptrdiff_t ld, T *restrict dx,      \
+                                int C, int H, int W,                                       \
                                 int kh, int kw, int sh, int sw, int pt, int pl,            \
                                 int OH, int OW, int dh, int dw) {                          \
+    if (sw > 1 && cnn_col2im_phased_##SUFFIX(cols, ld, dx, C, H, W, kh, kw, sh, sw, pt, pl, \
+                                             OH, OW, dh, dw))                              \
+        return;                                                                            \
     const T *restrict src = cols;                                                          \
+    ptrdiff_t gap = ld - (ptrdiff_t)OH * OW;                                               \
     memset(dx, 0, (size_t)C * H * W * sizeof(T));                                          \
     for (int c = 0; c < C; c++)                                                            \
     for (int i = 0; i < kh * dh; i += dh)                                                  \
-    for (int j = 0; j < kw * dw; j += dw) {                                                \
+    for (int j = 0; j < kw * dw; j += dw, src += gap) {                                    \
         ptrdiff_t lo, hi, off = (ptrdiff_t)j - pl;                                         \
         cnn_valid_cols(W, OW, sw, pl, j, &lo, &hi);                                        \
         for (int oh = 0; oh < OH; oh++, src += OW) {                                       \
