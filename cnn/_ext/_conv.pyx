@@ -1,4 +1,5 @@
-"""Conv2D kernels: im2col + one GEMM per image, OpenMP over the batch.
+"""Conv2D kernels: im2col + one GEMM per image (per block of images for small outputs),
+OpenMP over the batch.
 
 Layout (all C-contiguous, NCHW):
     x  (N, C, H, W)      w  (K, C, kh, kw)     y  (N, K, OH, OW)
@@ -29,7 +30,7 @@ from libc.string cimport memset, memcpy
 from cnn._ext._blas cimport _gemm
 from cnn._ext._scratch import aligned_rows
 from cnn._ext._conv_common cimport (
-    _bias_act, _round16, _wino_group,
+    _bias_act, _images_per_gemm, _round16, _wino_group,
     CNN_DIRECT_SCRATCH,
     CNN_WINO_PAD_SIZE,
     CNN_WINO_GRAD_PAD_SIZE,
@@ -137,6 +138,14 @@ def relu_backward(const floating[::1] g,   # IN  (n,) gradient w.r.t. the ReLU's
         _relu_mask(&g[lo], &a[lo], &out[lo], min(RELU_CHUNK, n - lo))
 
 
+cdef inline void _copy_rows(const floating *src, Py_ssize_t ld, floating *dst, int rows,
+                            int n) noexcept nogil:
+    """dst (rows, n), contiguous = the first n columns of src (rows, ld)."""
+    cdef int r
+    for r in range(rows):
+        memcpy(dst + <Py_ssize_t> r * n, src + r * ld, <size_t> n * sizeof(floating))
+
+
 cdef object _dtype(const floating[:, :, :, ::1] like):
     """The NumPy dtype matching the fused type ``floating``."""
     return np.float32 if floating is float else np.float64
@@ -153,7 +162,9 @@ def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
 
     The bottom/right padding is implied by y's shape. ``b`` may be None. With groups, the
     im2col rows of group g (its C/groups channels) are one contiguous block, so group g is
-    one GEMM ``y[n, g*Kg:(g+1)*Kg] = w[g*Kg:(g+1)*Kg] @ cols[g block]``.
+    one GEMM ``y[n, g*Kg:(g+1)*Kg] = w[g*Kg:(g+1)*Kg] @ cols[g block]``. Small output planes
+    are unrolled a block of images at a time (:func:`_images_per_gemm`), their columns side by
+    side, so that one GEMM covers the block; the product is then copied out per image.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -167,34 +178,53 @@ def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef const floating *src
     cdef floating *yptr
     cdef floating *cols
+    cdef floating *prod
+    cdef floating *dst
     cdef floating[:, ::1] scratch
-    cdef int n, g
+    cdef int n, g, blk, n0, nb, i, B, n_blocks
+    cdef Py_ssize_t LD
     cdef bint direct = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
         and OH == H and OW == W
     if N == 0 or K == 0 or P == 0:
         return
+    B = 1 if direct else _images_per_gemm(N, P)
+    n_blocks = (N + B - 1) // B
+    LD = <Py_ssize_t> B * P
     xptr = &x[0, 0, 0, 0]
     wptr = &w[0, 0, 0, 0]
     yptr = &y[0, 0, 0, 0]
-    num_threads = max(1, min(num_threads, N))
+    num_threads = max(1, min(num_threads, n_blocks))
     # Scratch is allocated here, under the GIL, so running out of memory is a clean MemoryError.
-    scratch = np.empty((num_threads, 1 if direct else CKK * P), dtype=_dtype(x))
-    cols = NULL
+    # Per thread: the block's columns (CKK, B*P), then (B > 1) its product (K, B*P).
+    scratch = aligned_rows(num_threads, 1 if direct else _round16(CKK * LD)
+                           + (K * LD if B > 1 else 0), _dtype(x))
+    cols = prod = NULL
     with nogil, parallel(num_threads=num_threads):
         cols = &scratch[omp_get_thread_num(), 0]
-        for n in prange(N, schedule='dynamic'):
+        prod = cols + _round16(CKK * LD)
+        for blk in prange(n_blocks, schedule='dynamic'):
+            n0 = blk * B
+            nb = min(B, N - n0)
             if direct:
                 # 1x1, stride 1, no padding: the input plane already is the column matrix.
-                src = xptr + <Py_ssize_t> n * C * H * W
+                src = xptr + <Py_ssize_t> n0 * C * H * W
             else:
-                _im2col(xptr + <Py_ssize_t> n * C * H * W, cols, P, C, H, W, kh, kw, sh, sw,
-                        pt, pl, OH, OW, dil_h, dil_w)
+                for i in range(nb):
+                    _im2col(xptr + <Py_ssize_t> (n0 + i) * C * H * W, cols + <Py_ssize_t> i * P,
+                            LD, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
                 src = cols
+            dst = yptr + <Py_ssize_t> n0 * K * P if B == 1 else prod
             for g in range(G):
-                _gemm(False, False, Kg, P, CgKK, 1, wptr + <Py_ssize_t> g * Kg * CgKK, CgKK,
-                      src + <Py_ssize_t> g * CgKK * P, P,
-                      0, yptr + (<Py_ssize_t> n * K + g * Kg) * P, P)
-            _bias_act(yptr + <Py_ssize_t> n * K * P, bptr, has_bias, relu, K, P)
+                _gemm(False, False, Kg, nb * P, CgKK, 1, wptr + <Py_ssize_t> g * Kg * CgKK, CgKK,
+                      src + <Py_ssize_t> g * CgKK * LD, <int> LD,
+                      0, dst + <Py_ssize_t> g * Kg * LD, <int> LD)
+            if B == 1:
+                _bias_act(dst, bptr, has_bias, relu, K, P)
+            else:
+                for i in range(nb):
+                    _copy_rows(prod + <Py_ssize_t> i * P, LD, yptr + <Py_ssize_t> (n0 + i) * K * P,
+                               K, P)
+                    _bias_act(yptr + <Py_ssize_t> (n0 + i) * K * P, bptr, has_bias, relu, K, P)
 
 
 def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
@@ -213,9 +243,11 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
     ``relu_out > 0`` per image in a private buffer (ReLU'(0) = 0). dw and db are sums
     over the batch (callers wanting the batch mean fold 1/N into dy).
 
-    Each group's column block carries one extra row of ones, so one GEMM per image and
-    group, ``[dW_g | db_g] (Kg, CgKK + 1) += dY_ng (Kg, P) @ [cols_g; 1]^T``, yields the bias
-    gradient along with the weight gradient (Kg = K/groups, CgKK = C/groups*kh*kw).
+    Each group's column block carries one extra row of ones, so one GEMM per block of images
+    and group, ``[dW_g | db_g] (Kg, CgKK + 1) += dY_g (Kg, P') @ [cols_g; 1]^T``, yields the
+    bias gradient along with the weight gradient (Kg = K/groups, CgKK = C/groups*kh*kw). As in
+    the forward, small output planes put the columns of a block of images side by side (P' =
+    images * P, see :func:`_images_per_gemm`), the block's dy gathered beside them.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -223,18 +255,20 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
     cdef int G = groups, Kg = K // groups, Cg = C // groups
     cdef int P = OH * OW, CKK = C * kh * kw, CgKK = Cg * kh * kw, CgKK1 = CgKK + 1
     cdef Py_ssize_t WSZ = <Py_ssize_t> K * CgKK, PSZ = <Py_ssize_t> K * CgKK1
-    cdef Py_ssize_t BLK = <Py_ssize_t> CgKK1 * P
     cdef bint need_dx = dx is not None
     cdef bint need_db = db is not None
     cdef bint masked = relu_out is not None
     cdef bint direct = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
         and OH == H and OW == W
-    cdef int n_chunks, chunk, n, n0, n1, k, p, j, g
+    cdef int B = 1 if direct else _images_per_gemm(N, P)
+    cdef Py_ssize_t LD = <Py_ssize_t> B * P, BLK = CgKK1 * LD
+    cdef bint gather = masked or B > 1
+    cdef int n_chunks, chunk, n, n0, n1, k, p, j, g, i, b0, nb, blk
     cdef Py_ssize_t e
     cdef floating acc
     cdef floating *cols
     cdef floating *dcols
-    cdef floating *gmask
+    cdef floating *dyblk
     cdef const floating *dyn
     cdef const floating *wptr = &w[0, 0, 0, 0]
     cdef floating *part
@@ -249,52 +283,68 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
         if need_dx and N > 0:
             memset(&dx[0, 0, 0, 0], 0, <Py_ssize_t> N * C * H * W * sizeof(floating))
         return
-    n_chunks = min(N, N_CHUNKS)
+    # chunks of at least B images (on average), so that a chunk fills its GEMMs
+    n_chunks = min(N_CHUNKS, (N + B - 1) // B)
     partials = np.empty((n_chunks, PSZ), dtype=_dtype(x))
     part = &partials[0, 0]
     num_threads = max(1, min(num_threads, n_chunks))
-    # Per-thread scratch: G blocks [cols_g; 1] (CgKK + 1, P), dcols (CKK, P), masked dy (K, P).
-    scratch = np.empty((num_threads, G * BLK + (CKK * P if need_dx and not direct else 0)
-                        + (K * P if masked else 0)), dtype=_dtype(x))
+    # Per-thread scratch for a block of up to B images, their columns side by side (LD apart):
+    # G blocks [cols_g; 1] (CgKK + 1, LD), dcols (CKK, LD), the block's (masked) dy (K, LD).
+    scratch = aligned_rows(num_threads, _round16(G * BLK)
+                           + _round16(CKK * LD if need_dx and not direct else 0)
+                           + (K * LD if gather else 0), _dtype(x))
     for e in range(num_threads):
         for g in range(G):
-            for p in range(P):
-                scratch[e, g * BLK + <Py_ssize_t> CgKK * P + p] = 1
-    cols = dcols = gmask = NULL
+            for p in range(LD):
+                scratch[e, g * BLK + <Py_ssize_t> CgKK * LD + p] = 1
+    cols = dcols = dyblk = NULL
     with nogil, parallel(num_threads=num_threads):
         cols = &scratch[omp_get_thread_num(), 0]
-        dcols = cols + G * BLK
-        gmask = dcols + (CKK * P if need_dx and not direct else 0)
+        dcols = cols + _round16(G * BLK)
+        dyblk = dcols + _round16(CKK * LD if need_dx and not direct else 0)
         for chunk in prange(n_chunks, schedule='dynamic'):
             n0 = <int> ((<long long> N * chunk) // n_chunks)
             n1 = <int> ((<long long> N * (chunk + 1)) // n_chunks)
-            for n in range(n0, n1):
-                dyn = &dy[n, 0, 0, 0]
-                if masked:
-                    _relu_mask(dyn, &relu_out[n, 0, 0, 0], gmask, <Py_ssize_t> K * P)
-                    dyn = gmask
+            for blk in range((n1 - n0 + B - 1) // B):
+                b0 = n0 + blk * B
+                nb = min(B, n1 - b0)
+                if gather:
+                    # the block's dy (K, nb*P), masked by the ReLU's output when fused
+                    for i in range(nb):
+                        for k in range(K):
+                            if masked:
+                                _relu_mask(&dy[b0 + i, k, 0, 0], &relu_out[b0 + i, k, 0, 0],
+                                           dyblk + k * LD + <Py_ssize_t> i * P, P)
+                            else:
+                                memcpy(dyblk + k * LD + <Py_ssize_t> i * P, &dy[b0 + i, k, 0, 0],
+                                       <size_t> P * sizeof(floating))
+                    dyn = dyblk
+                else:
+                    dyn = &dy[b0, 0, 0, 0]
                 for g in range(G):
                     if direct:
-                        memcpy(cols + g * BLK, &x[n, g * Cg, 0, 0],
+                        memcpy(cols + g * BLK, &x[b0, g * Cg, 0, 0],
                                <size_t> CgKK * P * sizeof(floating))
                     else:
-                        _im2col(&x[n, g * Cg, 0, 0], cols + g * BLK, P, Cg, H, W, kh, kw, sh, sw,
-                                pt, pl, OH, OW, dil_h, dil_w)
-                    # partial [dW_g | db_g] (Kg, CgKK + 1) (+)= dY_ng (Kg, P) @ [cols_g; 1]^T
-                    _gemm(False, True, Kg, CgKK1, P, 1, dyn + <Py_ssize_t> g * Kg * P, P,
-                          cols + g * BLK, P, 0 if n == n0 else 1,
+                        for i in range(nb):
+                            _im2col(&x[b0 + i, g * Cg, 0, 0], cols + g * BLK + <Py_ssize_t> i * P,
+                                    LD, Cg, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
+                    # partial [dW_g | db_g] (Kg, CgKK + 1) (+)= dY_g (Kg, nb*P) @ [cols_g; 1]^T
+                    _gemm(False, True, Kg, CgKK1, nb * P, 1, dyn + g * Kg * LD, <int> LD,
+                          cols + g * BLK, <int> LD, 0 if b0 == n0 else 1,
                           part + chunk * PSZ + <Py_ssize_t> g * Kg * CgKK1, CgKK1)
                 if need_dx:
-                    dxn = &dx[n, 0, 0, 0]
+                    dxn = &dx[b0, 0, 0, 0]
                     for g in range(G):
-                        # dcols_g (CgKK, P) = W_g^T (CgKK, Kg) @ dY_ng (Kg, P)
-                        _gemm(True, False, CgKK, P, Kg, 1, wptr + <Py_ssize_t> g * Kg * CgKK,
-                              CgKK, dyn + <Py_ssize_t> g * Kg * P, P, 0,
-                              (dxn if direct else dcols) + <Py_ssize_t> g * CgKK * P, P)
+                        # dcols_g (CgKK, nb*P) = W_g^T (CgKK, Kg) @ dY_g (Kg, nb*P)
+                        _gemm(True, False, CgKK, nb * P, Kg, 1, wptr + <Py_ssize_t> g * Kg * CgKK,
+                              CgKK, dyn + g * Kg * LD, <int> LD, 0,
+                              (dxn if direct else dcols) + g * CgKK * LD, <int> LD)
                     if not direct:
-                        # the groups' blocks lie in channel order: one col2im for all of them
-                        _col2im(dcols, P, dxn, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW,
-                                dil_h, dil_w)
+                        # the groups' blocks lie in channel order: one col2im per image
+                        for i in range(nb):
+                            _col2im(dcols + <Py_ssize_t> i * P, LD, &dx[b0 + i, 0, 0, 0], C, H, W,
+                                    kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
 
     # Fixed-order reduction of the chunk partials: element-parallel, each element summed
     # over chunks 0, 1, 2, ... so the result never depends on the schedule.

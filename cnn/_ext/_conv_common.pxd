@@ -29,6 +29,19 @@ cdef inline int _wino_group(int N, int tiles_per_image, int Cin) noexcept nogil:
     return <int> max(1, min(<long long> N, g))
 
 
+# Columns per GEMM that the im2col path aims for: below it, OpenBLAS's per-call costs (packing
+# the whole weight matrix for a few dozen columns) dominate; see _images_per_gemm.
+cdef enum:
+    GEMM_COLS = 256
+
+
+cdef inline int _images_per_gemm(int N, int P) noexcept nogil:
+    """Images whose im2col columns share one GEMM: enough for about GEMM_COLS columns when an
+    image has P < GEMM_COLS output pixels, else 1. A function of the shapes only, so a result
+    never depends on the thread count."""
+    return max(1, min(N, GEMM_COLS // max(P, 1)))
+
+
 cdef inline Py_ssize_t _round16(Py_ssize_t n) noexcept nogil:
     """n rounded up to a multiple of 16 elements (64 bytes of float32): offsets in a scratch row
     from :func:`cnn._ext._scratch.aligned_rows` that keep a 64-byte line boundary."""

@@ -23,10 +23,12 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from libc.string cimport memcpy
 
 from cnn._ext._blas cimport _gemm
 from cnn._ext._conv_common cimport (
-    WINO_TILES, _bias_act, _wino_block, _wino_block_sizes, _wino_group,
+    WINO_TILES, _bias_act, _images_per_gemm, _round16, _wino_block, _wino_block_sizes,
+    _wino_group,
     CNN_DIRECT_SCRATCH,
     CNN_WINO_TILES,
     cnn_direct3x3_c1_d,
@@ -137,7 +139,8 @@ def pool_plane_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
 def scratch_size(int method, int N, int C, int K, int kh, int kw, int OH, int OW):
     """Elements of one thread's scratch for :func:`conv_pool_forward` with ``method``.
 
-    im2col: the column matrix (C*kh*kw, OH*OW) and the conv output (K, OH*OW); direct: the
+    im2col: the column matrix (C*kh*kw, OH*OW) and the conv output (K, OH*OW), both for the
+    block of images that share one GEMM (_images_per_gemm, as in ``conv2d``); direct: the
     direct kernel's padded plane and accumulators and the conv output; Winograd: the padded
     plane, an output row, V (16, C, T), M (16, K, T) and the conv output of a block of images.
     """
@@ -148,7 +151,10 @@ def scratch_size(int method, int N, int C, int K, int kh, int kw, int OH, int OW
                 + _wino_group(N, <int> tpi, C) * K * P)
     if method == M_DIRECT:
         return CNN_DIRECT_SCRATCH(OH, OW) + K * P
-    return <Py_ssize_t> C * kh * kw * P + K * P
+    cdef Py_ssize_t B = _images_per_gemm(N, <int> P)  # (an upper bound for 1x1 convs)
+    if B == 1:
+        return <Py_ssize_t> C * kh * kw * P + K * P
+    return _round16(<Py_ssize_t> C * kh * kw * B * P) + K * B * P
 
 
 def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
@@ -200,7 +206,10 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef Py_ssize_t conv_img = <Py_ssize_t> K * P
     cdef bint one_by_one = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 \
         and pl == 0 and OH == H and OW == W
-    cdef int n, blk, n0, n1, tpi, G, n_items
+    cdef int n, blk, n0, n1, tpi, G, n_items, k
+    cdef Py_ssize_t LD
+    cdef floating *prod
+    cdef floating *plane
     cdef bint pooled = pkh > 0
     # the 2x2 / stride-2 unpadded pool (floor) that the direct kernel does in its epilogue and
     # the Winograd kernel in its output transform (each window is one output tile)
@@ -220,7 +229,13 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     wptr = &w[0, 0, 0, 0]
     yptr = &y[0, 0, 0, 0]
     tpi = <int> CNN_WINO_TILES((OH + 1) // 2, (OW + 1) // 2)
-    G = _wino_group(N, tpi, C) if method == M_WINOGRAD else 1
+    if method == M_WINOGRAD:
+        G = _wino_group(N, tpi, C)
+    elif method == M_IM2COL and not one_by_one:
+        G = _images_per_gemm(N, P)  # the blocks of conv2d's GEMMs: the same bits
+    else:
+        G = 1
+    LD = <Py_ssize_t> G * P
     ks = max(1, min(ksplit, K)) if method == M_IM2COL else 1
     kblk = (K + ks - 1) // ks
     ks = (K + kblk - 1) // kblk
@@ -280,7 +295,7 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                 if pooled:
                     _pool_image(zz, yptr + n * out_img, K, OH, OW, PH, PW, pkh, pkw, psh, psw,
                                 ppt, ppl)
-            else:
+            elif G == 1:
                 n = blk // ks  # filters k0:k1 of image n
                 k0 = (blk % ks) * kblk
                 k1 = min(K, k0 + kblk)
@@ -308,16 +323,52 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                     _pool_image(zz + <Py_ssize_t> k0 * P,
                                 yptr + n * out_img + <Py_ssize_t> k0 * PH * PW, k1 - k0, OH, OW,
                                 PH, PW, pkh, pkw, psh, psw, ppt, ppl)
+            else:
+                # filters k0:k1 of images n0:n1, their columns side by side (LD apart): one
+                # GEMM into prod (K, LD), then per image and filter a plane of prod to pool or
+                # to copy into y
+                n0 = (blk // ks) * G
+                n1 = min(N, n0 + G)
+                k0 = (blk % ks) * kblk
+                k1 = min(K, k0 + kblk)
+                prod = base + _round16(CKK * LD)
+                tid = omp_get_thread_num()
+                if tid >= MAX_REUSE_THREADS or last_img[tid] != n0:
+                    for n in range(n0, n1):
+                        if floating is float:
+                            cnn_im2col_f(xptr + n * in_img, base + <Py_ssize_t> (n - n0) * P, LD,
+                                         C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, 1, 1)
+                        else:
+                            cnn_im2col_d(xptr + n * in_img, base + <Py_ssize_t> (n - n0) * P, LD,
+                                         C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, 1, 1)
+                    if tid < MAX_REUSE_THREADS:
+                        last_img[tid] = n0
+                _gemm(False, False, k1 - k0, (n1 - n0) * P, CKK, 1, wptr + <Py_ssize_t> k0 * CKK,
+                      CKK, base, <int> LD, 0, prod + k0 * LD, <int> LD)
+                for k in range(k0, k1):
+                    _bias_act(prod + k * LD, bptr + k if has_bias else NULL, has_bias, relu, 1,
+                              (n1 - n0) * P)
+                for n in range(n0, n1):
+                    for k in range(k0, k1):
+                        plane = prod + k * LD + <Py_ssize_t> (n - n0) * P
+                        if pooled:
+                            _pool_plane(plane, OH, OW, yptr + n * out_img + <Py_ssize_t> k * PH * PW,
+                                        PH, PW, pkh, pkw, psh, psw, ppt, ppl)
+                        else:
+                            memcpy(yptr + n * out_img + <Py_ssize_t> k * P, plane,
+                                   <size_t> P * sizeof(floating))
             if track:
-                # the part of y this item wrote: whole images, or filters k0:k1 of one
+                # the part of y this item wrote: whole images, or filters k0:k1 of a block of
+                # images (one run of y per image)
+                tid = omp_get_thread_num()
+                item0 = (blk // ks) * G
+                item1 = min(<Py_ssize_t> N, item0 + G)
                 if ks > 1:
-                    trk_off = (blk // ks) * out_img + <Py_ssize_t> ((blk % ks) * kblk) * PH * PW
                     trk_len = <Py_ssize_t> (min(K, (blk % ks + 1) * kblk) - (blk % ks) * kblk) \
                         * PH * PW
+                    for n in range(<int> item0, <int> item1):
+                        trk_off = n * out_img + <Py_ssize_t> ((blk % ks) * kblk) * PH * PW
+                        maxes[tid] = _max_abs_into(yptr + trk_off, trk_len, maxes[tid])
                 else:
-                    item0 = <Py_ssize_t> blk * G
-                    item1 = min(<Py_ssize_t> N, item0 + G)
-                    trk_off = item0 * out_img
-                    trk_len = (item1 - item0) * out_img
-                tid = omp_get_thread_num()
-                maxes[tid] = _max_abs_into(yptr + trk_off, trk_len, maxes[tid])
+                    maxes[tid] = _max_abs_into(yptr + item0 * out_img,
+                                               (item1 - item0) * out_img, maxes[tid])
