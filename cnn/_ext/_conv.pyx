@@ -37,6 +37,7 @@ from cnn._ext._conv_common cimport (
     CNN_WINO_TILES,
     _col2im,
     _im2col,
+    cnn_col2im_work_size,
     _wino_grad,
     _wino_input,
     _wino_block,
@@ -269,6 +270,7 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
     cdef floating *cols
     cdef floating *dcols
     cdef floating *dyblk
+    cdef floating *work
     cdef const floating *dyn
     cdef const floating *wptr = &w[0, 0, 0, 0]
     cdef floating *part
@@ -289,19 +291,23 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
     part = &partials[0, 0]
     num_threads = max(1, min(num_threads, n_chunks))
     # Per-thread scratch for a block of up to B images, their columns side by side (LD apart):
-    # G blocks [cols_g; 1] (CgKK + 1, LD), dcols (CKK, LD), the block's (masked) dy (K, LD).
-    scratch = aligned_rows(num_threads, _round16(G * BLK)
-                           + _round16(CKK * LD if need_dx and not direct else 0)
-                           + (K * LD if gather else 0), _dtype(x))
+    # G blocks [cols_g; 1] (CgKK + 1, LD), dcols (CKK, LD), the block's (masked) dy (K, LD),
+    # col2im's workspace.
+    cdef Py_ssize_t DCOLS = _round16(CKK * LD) if need_dx and not direct else 0
+    cdef Py_ssize_t DYBLK = _round16(K * LD) if gather else 0
+    cdef Py_ssize_t WORK = cnn_col2im_work_size(kh, kw, sh, sw, OH, OW, dil_h, dil_w) \
+        if need_dx and not direct else 0
+    scratch = aligned_rows(num_threads, _round16(G * BLK) + DCOLS + DYBLK + WORK, _dtype(x))
     for e in range(num_threads):
         for g in range(G):
             for p in range(LD):
                 scratch[e, g * BLK + <Py_ssize_t> CgKK * LD + p] = 1
-    cols = dcols = dyblk = NULL
+    cols = dcols = dyblk = work = NULL
     with nogil, parallel(num_threads=num_threads):
         cols = &scratch[omp_get_thread_num(), 0]
         dcols = cols + _round16(G * BLK)
-        dyblk = dcols + _round16(CKK * LD if need_dx and not direct else 0)
+        dyblk = dcols + DCOLS
+        work = dyblk + DYBLK
         for chunk in prange(n_chunks, schedule='dynamic'):
             n0 = <int> ((<long long> N * chunk) // n_chunks)
             n1 = <int> ((<long long> N * (chunk + 1)) // n_chunks)
@@ -343,8 +349,8 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
                     if not direct:
                         # the groups' blocks lie in channel order: one col2im per image
                         for i in range(nb):
-                            _col2im(dcols + <Py_ssize_t> i * P, LD, &dx[b0 + i, 0, 0, 0], C, H, W,
-                                    kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
+                            _col2im(dcols + <Py_ssize_t> i * P, LD, &dx[b0 + i, 0, 0, 0], work,
+                                    C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
 
     # Fixed-order reduction of the chunk partials: element-parallel, each element summed
     # over chunks 0, 1, 2, ... so the result never depends on the schedule.

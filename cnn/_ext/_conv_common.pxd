@@ -73,12 +73,14 @@ cdef extern from "_im2col.h":
     void cnn_im2col_d(const double *x, double *cols, Py_ssize_t ld, int C, int H, int W, int kh, int kw,
                       int sh, int sw, int pt, int pl, int OH, int OW, int dh,
                       int dw) noexcept nogil
-    void cnn_col2im_f(const float *cols, Py_ssize_t ld, float *dx, int C, int H, int W, int kh, int kw,
-                      int sh, int sw, int pt, int pl, int OH, int OW, int dh,
-                      int dw) noexcept nogil
-    void cnn_col2im_d(const double *cols, Py_ssize_t ld, double *dx, int C, int H, int W, int kh, int kw,
-                      int sh, int sw, int pt, int pl, int OH, int OW, int dh,
-                      int dw) noexcept nogil
+    void cnn_col2im_f(const float *cols, Py_ssize_t ld, float *dx, float *work, int C, int H,
+                      int W, int kh, int kw, int sh, int sw, int pt, int pl, int OH, int OW,
+                      int dh, int dw) noexcept nogil
+    void cnn_col2im_d(const double *cols, Py_ssize_t ld, double *dx, double *work, int C, int H,
+                      int W, int kh, int kw, int sh, int sw, int pt, int pl, int OH, int OW,
+                      int dh, int dw) noexcept nogil
+    Py_ssize_t cnn_col2im_work_size(int kh, int kw, int sh, int sw, int OH, int OW, int dh,
+                                    int dw) noexcept nogil
 
 
 cdef inline void _im2col(const floating *x, floating *cols, Py_ssize_t ld,
@@ -92,15 +94,16 @@ cdef inline void _im2col(const floating *x, floating *cols, Py_ssize_t ld,
         cnn_im2col_d(x, cols, ld, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
 
 
-cdef inline void _col2im(const floating *cols, Py_ssize_t ld, floating *dx,
+cdef inline void _col2im(const floating *cols, Py_ssize_t ld, floating *dx, floating *work,
                          int C, int H, int W, int kh, int kw, int sh, int sw,
                          int pt, int pl, int OH, int OW, int dil_h, int dil_w) noexcept nogil:
     """dx = 0, then dx[c, ih, iw] += cols[row, p] over every (row, p) im2col read (c, ih, iw)
-    from; the rows of cols lie ``ld`` apart."""
+    from; the rows of cols lie ``ld`` apart. ``work``: ``cnn_col2im_work_size(...)`` elements
+    of scratch (the column-stride phase planes; NULL allowed when that is 0)."""
     if floating is float:
-        cnn_col2im_f(cols, ld, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
+        cnn_col2im_f(cols, ld, dx, work, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
     else:
-        cnn_col2im_d(cols, ld, dx, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
+        cnn_col2im_d(cols, ld, dx, work, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
 
 
 cdef extern from "_winograd.h":

@@ -11,7 +11,6 @@
 #define CNN_IM2COL_H
 
 #include <stddef.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* The rows added here are short (4-32 values): gcc would turn the plane-clearing loop into a
@@ -50,19 +49,17 @@ static inline void cnn_phase_plane_size(int kh, int kw, int sh, int sw, int OH, 
     *Wq = (ptrdiff_t)OW + ((ptrdiff_t)(kw - 1) * dw) / sw;
 }
 
+/* Elements of T that cnn_col2im_* needs in its `work` argument: the sw phase planes; 0 for
+   column stride 1 (work may then be NULL). */
+static inline ptrdiff_t cnn_col2im_work_size(int kh, int kw, int sh, int sw, int OH, int OW,
+                                             int dh, int dw) {
+    ptrdiff_t Hn, Wq;
+    if (sw <= 1) return 0;
+    cnn_phase_plane_size(kh, kw, sh, sw, OH, OW, dh, dw, &Hn, &Wq);
+    return (ptrdiff_t)sw * Hn * Wq;
+}
+
 #define CNN_DEFINE_IM2COL(SUFFIX, T)                                                       \
-/* The phase planes' scratch: sw planes, then the column bounds lo[sw], hi[sw]. NULL when   \
-   out of memory. */                                                                       \
-static T *cnn_phase_alloc_##SUFFIX(int W, int sw, int pl, ptrdiff_t Hn, ptrdiff_t Wq,       \
-                                   ptrdiff_t **lo, ptrdiff_t **hi) {                       \
-    T *planes = (T *)malloc((size_t)sw * Hn * Wq * sizeof(T) + 2 * (size_t)sw * sizeof(ptrdiff_t)); \
-    if (planes == NULL) return NULL;                                                       \
-    *lo = (ptrdiff_t *)(planes + (size_t)sw * Hn * Wq);                                    \
-    *hi = *lo + sw;                                                                        \
-    for (int r = 0; r < sw; r++) cnn_valid_cols(W, (int)Wq, sw, pl, r, *lo + r, *hi + r);  \
-    return planes;                                                                         \
-}                                                                                          \
-                                                                                           \
 static void cnn_im2col_##SUFFIX(const T *restrict x, T *restrict cols, ptrdiff_t ld,        \
                                 int C, int H, int W,                                       \
                                 int kh, int kw, int sh, int sw, int pt, int pl,            \
@@ -115,17 +112,16 @@ static void cnn_im2col_##SUFFIX(const T *restrict x, T *restrict cols, ptrdiff_t
     }                                                                                      \
 }                                                                                          \
                                                                                            \
-/* col2im through the phase planes: each plane cell gathers the same terms in the same     \
-   order as the direct loop below, so the two agree bit for bit. Returns 0 when the planes  \
-   could not be allocated. */                                                              \
-CNN_INLINE_LOOPS static int cnn_col2im_phased_##SUFFIX(                                    \
-        const T *restrict cols, ptrdiff_t ld, T *restrict dx, int C, int H, int W, int kh, \
-        int kw, int sh, int sw, int pt, int pl, int OH, int OW, int dh, int dw) {          \
-    ptrdiff_t Hn, Wq, *lo, *hi;                                                            \
+/* col2im through the phase planes (in `planes`, cnn_col2im_work_size elements): each plane  \
+   cell gathers the same terms in the same order as the direct loop below, so the two agree \
+   bit for bit. */                                                                         \
+CNN_INLINE_LOOPS static void cnn_col2im_phased_##SUFFIX(                                   \
+        const T *restrict cols, ptrdiff_t ld, T *restrict dx, T *restrict planes, int C,   \
+        int H, int W, int kh, int kw, int sh, int sw, int pt, int pl, int OH, int OW,      \
+        int dh, int dw) {                                                                  \
+    ptrdiff_t Hn, Wq;                                                                      \
     cnn_phase_plane_size(kh, kw, sh, sw, OH, OW, dh, dw, &Hn, &Wq);                        \
     ptrdiff_t psz = Hn * Wq;                                                               \
-    T *planes = cnn_phase_alloc_##SUFFIX(W, sw, pl, Hn, Wq, &lo, &hi);                     \
-    if (planes == NULL) return 0;                                                          \
     const T *restrict src = cols;                                                          \
     ptrdiff_t h_end = Hn < (ptrdiff_t)H + pt ? Hn : (ptrdiff_t)H + pt;                     \
     memset(dx, 0, (size_t)C * H * W * sizeof(T));                                          \
@@ -142,7 +138,9 @@ CNN_INLINE_LOOPS static int cnn_col2im_phased_##SUFFIX(                         
         }                                                                                  \
         T *restrict dxc = dx + (ptrdiff_t)c * H * W;                                       \
         for (int r = 0; r < sw; r++) {                                                     \
-            ptrdiff_t l = lo[r], u = hi[r], off = (ptrdiff_t)r - pl;                       \
+            /* plane r's column q is padded column q*sw + r; [l, u) the real ones */       \
+            ptrdiff_t l, u, off = (ptrdiff_t)r - pl;                                       \
+            cnn_valid_cols(W, (int)Wq, sw, pl, r, &l, &u);                                 \
             for (ptrdiff_t h = pt; h < h_end; h++) {                                       \
                 const T *restrict a = planes + r * psz + h * Wq;                           \
                 T *restrict row = dxc + (h - pt) * W;                                      \
@@ -153,19 +151,20 @@ CNN_INLINE_LOOPS static int cnn_col2im_phased_##SUFFIX(                         
             }                                                                              \
         }                                                                                  \
     }                                                                                      \
-    free(planes);                                                                          \
-    return 1;                                                                              \
 }                                                                                          \
                                                                                            \
 /* dx = 0, then dx[c, ih, iw] += cols[row, p] for every cell im2col read (c, ih, iw) from.
-   Here and above, i and j are the tap offsets (row/column index times the dilation). */ \
+   Here and above, i and j are the tap offsets (row/column index times the dilation). `work`
+   holds cnn_col2im_work_size elements (NULL allowed when that is 0). */                  \
 static void cnn_col2im_##SUFFIX(const T *restrict cols, ptrdiff_t ld, T *restrict dx,      \
-                                int C, int H, int W,                                       \
+                                T *restrict work, int C, int H, int W,                     \
                                 int kh, int kw, int sh, int sw, int pt, int pl,            \
                                 int OH, int OW, int dh, int dw) {                          \
-    if (sw > 1 && cnn_col2im_phased_##SUFFIX(cols, ld, dx, C, H, W, kh, kw, sh, sw, pt, pl, \
-                                             OH, OW, dh, dw))                              \
+    if (sw > 1) {                                                                          \
+        cnn_col2im_phased_##SUFFIX(cols, ld, dx, work, C, H, W, kh, kw, sh, sw, pt, pl,    \
+                                   OH, OW, dh, dw);                                        \
         return;                                                                            \
+    }                                                                                      \
     const T *restrict src = cols;                                                          \
     ptrdiff_t gap = ld - (ptrdiff_t)OH * OW;                                               \
     memset(dx, 0, (size_t)C * H * W * sizeof(T));                                          \
