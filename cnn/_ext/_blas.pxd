@@ -4,3 +4,6 @@ cdef void _gemm(bint trans_a, bint trans_b, int m, int n, int k,
                 floating alpha, const floating *a, int lda,
                 const floating *b, int ldb,
                 floating beta, floating *c, int ldc) noexcept nogil
+
+cdef void _gemv(bint trans_a, int m, int n, floating alpha, const floating *a, int lda,
+                const floating *x, floating beta, floating *y) noexcept nogil

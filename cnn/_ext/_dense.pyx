@@ -8,13 +8,17 @@ block, the blocks shared out among cnn's OpenMP threads. Blocking over features 
 batch rows means each call packs only its own slice of the weights. So the work stays in one thread pool (no
 second BLAS pool competing for the cores), and since the blocks do not depend on the
 thread count (BLAS's rounding does depend on the shape it is given), neither do the
-results: bit-identical for any number of threads.
+results: bit-identical for any number of threads. A batch of one row (the latency case)
+takes GEMV instead of GEMM for ``y`` and ``dx``: a GEMM packs its whole slice of the
+weights on every call, which at one row costs several times the product (see
+:func:`cnn._ext._blas._gemv`); the choice depends on N alone, so it too is the same at
+every thread count.
 Validation lives in :mod:`cnn.functional`.
 """
 from cython cimport floating
 from cython.parallel cimport prange
 
-from cnn._ext._blas cimport _gemm
+from cnn._ext._blas cimport _gemm, _gemv
 
 # A dimension of n units (or features) is cut into at most MAX_BLOCKS blocks of at least
 # MIN_BLOCK: a function of the shape alone, never of the thread count (see above). Few,
@@ -70,8 +74,11 @@ def dense_forward(const floating[:, ::1] x,   # IN  (N, I)
         o0 = t * ob
         o1 = min(O, o0 + ob)
         # y[:, o0:o1] = x @ w[o0:o1].T
-        _gemm(False, True, <int> N, <int> (o1 - o0), <int> I, 1, &x[0, 0], <int> I,
-              &w[o0, 0], <int> I, 0, &y[0, o0], <int> O)
+        if N == 1:
+            _gemv(False, <int> (o1 - o0), <int> I, 1, &w[o0, 0], <int> I, &x[0, 0], 0, &y[0, o0])
+        else:
+            _gemm(False, True, <int> N, <int> (o1 - o0), <int> I, 1, &x[0, 0], <int> I,
+                  &w[o0, 0], <int> I, 0, &y[0, o0], <int> O)
         if has_bias or relu:
             for n in range(N):
                 for o in range(o0, o1):
@@ -122,8 +129,11 @@ def dense_backward(const floating[:, ::1] dy,        # IN  (N, O)
         i1 = min(I, i0 + ib)
         if need_dx and i1 > i0:
             # dx[:, i0:i1] = g @ w[:, i0:i1]
-            _gemm(False, False, <int> N, <int> (i1 - i0), <int> O, 1, g, <int> O,
-                  &w[0, i0], <int> I, 0, &dx[0, i0], <int> I)
+            if N == 1:
+                _gemv(True, <int> O, <int> (i1 - i0), 1, &w[0, i0], <int> I, g, 0, &dx[0, i0])
+            else:
+                _gemm(False, False, <int> N, <int> (i1 - i0), <int> O, 1, g, <int> O,
+                      &w[0, i0], <int> I, 0, &dx[0, i0], <int> I)
         o0 = t * ob
         o1 = min(O, o0 + ob)
         if o1 > o0:
