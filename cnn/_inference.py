@@ -221,6 +221,10 @@ class _Conv(_Weighted):
         self.layer_method = self.method  # what the layer's own forward chooses
         if self.method == "winograd" and n * _wino_tiles(self.out_hw) < _WINO_MIN_TILES:
             self.method = "im2col"
+        # Where the plan already leaves the layer's kernel (Winograd below one block), its
+        # im2col product runs on cnn's own register-blocked GEMM (float32): at batch 1 OpenBLAS
+        # spends as long packing the columns as multiplying them.
+        self.own_gemm = (self.method != self.layer_method and np.dtype(dtype) == np.float32)
         # im2col on one image: two work items of half the filters each, so two threads share
         # it. From the shapes only (the GEMM's rounding may depend on its rows): one image and
         # at least _SPLIT_MIN_FILTERS filters per half.
@@ -251,7 +255,8 @@ class _Conv(_Weighted):
         s = self.scratch.get(method)
         if s is None:
             K, C, kh, kw = self.layer.params[0].shape
-            size = _fused.scratch_size(_METHOD_CODES[method], self.n, C, K, kh, kw, *self.out_hw)
+            size = _fused.scratch_size(_METHOD_CODES[method], self.n, C, K, kh, kw, *self.out_hw,
+                                       own_gemm=self.own_gemm and method == "im2col")
             s = self.scratch[method] = aligned_rows(self.threads, size, self.dtype)
         return s
 
@@ -274,7 +279,8 @@ class _Conv(_Weighted):
                                      _METHOD_CODES[method], self.stride[0], self.stride[1],
                                      pt, pl, self.out_hw[0], self.out_hw[1], self.relu,
                                      *self.pool, self.threads, self.maxes,
-                                     self.ksplit if method == "im2col" else 1)
+                                     self.ksplit if method == "im2col" else 1,
+                                     own_gemm=self.own_gemm and method == "im2col")
             return y
         # groups or dilation: im2col (the only algorithm conv_algorithm allows for them)
         _conv.conv2d_forward(x, w, b, y, self.stride[0], self.stride[1], pt, pl, self.relu,

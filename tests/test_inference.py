@@ -101,6 +101,9 @@ def test_design_cnn_runs_two_fused_conv_pool_kernels():
     assert groups[:2] == [["Conv2D", "MaxPool2D"], ["Conv2D", "MaxPool2D"]]
     assert [op.method for op in plan.ops[:2]] == ["direct", "winograd"]
     assert m._inference_plan(1).ops[1].method == "im2col"  # batch 1: no Winograd block
+    # ... and, having left the layer's kernel anyway, cnn's own GEMM (float32 only)
+    assert m._inference_plan(1).ops[1].own_gemm and not plan.ops[1].own_gemm
+    assert not zoo("cnn", np.float64)._inference_plan(1).ops[1].own_gemm
 
 
 def test_bn_models_fold_every_batchnorm():

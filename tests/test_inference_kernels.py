@@ -238,3 +238,39 @@ def test_im2col_filter_split_items(pooled, dtype):
         for y in outs[1:]:
             np.testing.assert_array_equal(y, outs[0])
         np.testing.assert_allclose(outs[0], ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+@pytest.mark.parametrize("geometry", [((5, 9, 17), 37, 3, 1, "same"),    # 37: a row tail of 5
+                                      ((3, 16, 13), 16, 5, 2, "valid")])
+def test_im2col_own_gemm(geometry, pooled):
+    """own_gemm (float32, one image per GEMM): the register-blocked product instead of BLAS.
+    Against the float64 reference, the same bits for any thread count and filter split,
+    and max |y| of all of y."""
+    (C, H, W), K, k, s, padding = geometry
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((1, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C, k, k)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    pads, out_hw = _conv_geometry(x.shape, w.shape, (s, s), padding)
+    ph, pw = out_hw[0] // 2, out_hw[1] // 2
+    pool = (2, 2, 2, 2, 0, 0) if pooled else (0, 0, 1, 1, 0, 0)
+    y_hw = (ph, pw) if pooled else out_hw
+    z = np.maximum(reference.conv2d(*(a.astype(np.float64) for a in (x, w, b)), (s, s),
+                                    padding), 0)
+    ref = reference.maxpool2d(z, (2, 2), (2, 2), (0, 0, 0, 0))[0] if pooled else z
+    size = _fused.scratch_size(_fused.IM2COL, 1, C, K, k, k, *out_hw, own_gemm=True)
+    assert size > _fused.scratch_size(_fused.IM2COL, 1, C, K, k, k, *out_hw)
+    outs = []
+    for ksplit in (1, 2, 3):
+        for threads in (1, 2, 3):
+            y = np.full((1, K) + y_hw, np.nan, dtype=np.float32)
+            maxes = np.full(threads, -1.0)
+            _fused.conv_pool_forward(x, w, b, y, np.full((threads, size), np.nan, np.float32),
+                                     None, _fused.IM2COL, s, s, pads[0], pads[2], *out_hw, True,
+                                     *pool, threads, maxes, ksplit, own_gemm=True)
+            assert maxes.max() == np.abs(y).max()
+            outs.append(y)
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])
+    np.testing.assert_allclose(outs[0], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())

@@ -202,7 +202,7 @@ cdef extern from "_wino_gemm.h":
     int CNN_WINO_GEMM_ROWS
     void cnn_wino_gemm_f(const float *U, Py_ssize_t lde_u, int Cin, int rows, const float *V,
                          Py_ssize_t ldv, Py_ssize_t lde_v, Py_ssize_t S, float *M,
-                         Py_ssize_t ldm, Py_ssize_t lde_m) noexcept nogil
+                         Py_ssize_t ldm, Py_ssize_t lde_m, int products) noexcept nogil
 
 
 cdef inline Py_ssize_t _wino_block_sizes(int N, int Cin, int Kout, int OH, int OW,
@@ -254,7 +254,7 @@ cdef inline void _wino_block(const floating *x, const floating *mask, const floa
         while ko < Kout:
             rows = min(<int> CNN_WINO_GEMM_ROWS, Kout - ko)
             cnn_wino_gemm_f(U + <Py_ssize_t> ko * Cin, <Py_ssize_t> Kout * Cin, Cin, rows,
-                            V, S, <Py_ssize_t> Cin * S, S, M, S, <Py_ssize_t> rows * S)
+                            V, S, <Py_ssize_t> Cin * S, S, M, S, <Py_ssize_t> rows * S, 16)
             for n in range(n_img):
                 _wino_out(M, y + n * out_img + ko * plane, bias + ko if bias != NULL else NULL,
                           relu, rows, OH, OW, th, tw, S, <Py_ssize_t> n * tpi, o, pool2)

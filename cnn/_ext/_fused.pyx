@@ -23,13 +23,16 @@ import numpy as np
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from cnn._ext._blas cimport _gemm
 from cnn._ext._conv_common cimport (
     WINO_TILES, _bias_act, _images_per_gemm, _round16, _wino_block, _wino_block_sizes,
     _wino_group,
     CNN_DIRECT_SCRATCH,
+    CNN_WINO_GEMM_PAD,
+    CNN_WINO_GEMM_ROWS,
+    cnn_wino_gemm_f,
     CNN_WINO_TILES,
     cnn_direct3x3_c1_d,
     cnn_direct3x3_c1_f,
@@ -136,11 +139,13 @@ def pool_plane_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
                     OH, OW, kh, kw, sh, sw, pt, pl)
 
 
-def scratch_size(int method, int N, int C, int K, int kh, int kw, int OH, int OW):
+def scratch_size(int method, int N, int C, int K, int kh, int kw, int OH, int OW,
+                 bint own_gemm=False):
     """Elements of one thread's scratch for :func:`conv_pool_forward` with ``method``.
 
     im2col: the column matrix (C*kh*kw, OH*OW) and the conv output (K, OH*OW), both for the
-    block of images that share one GEMM (_images_per_gemm, as in ``conv2d``); direct: the
+    block of images that share one GEMM (_images_per_gemm, as in ``conv2d``), with
+    ``own_gemm`` their rows padded for the register-blocked kernel; direct: the
     direct kernel's padded plane and accumulators and the conv output; Winograd: the padded
     plane, an output row, V (16, C, T), M (16, K, T) and the conv output of a block of images.
     """
@@ -152,9 +157,47 @@ def scratch_size(int method, int N, int C, int K, int kh, int kw, int OH, int OW
     if method == M_DIRECT:
         return CNN_DIRECT_SCRATCH(OH, OW) + K * P
     cdef Py_ssize_t B = _images_per_gemm(N, <int> P)  # (an upper bound for 1x1 convs)
+    cdef Py_ssize_t SP = CNN_WINO_GEMM_PAD(P)
+    if B == 1 and own_gemm:  # the columns and the product, rows of SP; then the conv output
+        return _round16(<Py_ssize_t> C * kh * kw * SP) + K * SP + K * P
     if B == 1:
         return <Py_ssize_t> C * kh * kw * P + K * P
     return _round16(<Py_ssize_t> C * kh * kw * B * P) + K * B * P
+
+cdef void _own_gemm_item(const floating *x, const floating *w, const floating *bias, bint relu,
+                         floating *base, Py_ssize_t SP, floating *y, int k0, int k1,
+                         int C, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
+                         int OH, int OW, int PH, int PW, bint pooled, int pkh, int pkw, int psh,
+                         int psw, int ppt, int ppl, bint cols_ready) noexcept nogil:
+    """Filters k0:k1 of one image, float32: im2col into ``base`` (C*kh*kw, SP) unless
+    ``cols_ready``, the product (k1 - k0, SP) by cnn_wino_gemm_f 8 filters at a time after it,
+    then bias and ReLU, and the pool (or the copy) of each plane into y (K, PH, PW)."""
+    cdef int P = OH * OW, CKK = C * kh * kw, k, kg, rows
+    cdef Py_ssize_t r
+    cdef floating *prod = base + _round16(<Py_ssize_t> CKK * SP)
+    cdef floating *plane
+    if floating is double:
+        return  # float32 only (conv_pool_forward never asks for it on float64)
+    else:
+        if not cols_ready:
+            cnn_im2col_f(x, base, SP, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, 1, 1)
+            if SP > P:  # the slots past the plane: zeros, so the padded products stay finite
+                for r in range(CKK):
+                    memset(base + r * SP + P, 0, (SP - P) * sizeof(float))
+        kg = k0
+        while kg < k1:
+            rows = min(<int> CNN_WINO_GEMM_ROWS, k1 - kg)
+            cnn_wino_gemm_f(w + <Py_ssize_t> kg * CKK, 0, CKK, rows, base, SP, 0, SP,
+                            prod + <Py_ssize_t> (kg - k0) * SP, SP, 0, 1)
+            kg += rows
+        for k in range(k0, k1):
+            plane = prod + <Py_ssize_t> (k - k0) * SP
+            _bias_act(plane, bias + k if bias != NULL else NULL, bias != NULL, relu, 1, P)
+            if pooled:
+                _pool_plane(plane, OH, OW, y + <Py_ssize_t> k * PH * PW, PH, PW, pkh, pkw,
+                            psh, psw, ppt, ppl)
+            else:
+                memcpy(y + <Py_ssize_t> k * P, plane, <size_t> P * sizeof(float))
 
 
 def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
@@ -165,7 +208,7 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                       floating[:, :, ::1] U,            # (16, K, C) Winograd weights, or None
                       int method, int sh, int sw, int pt, int pl, int OH, int OW, bint relu,
                       int pkh, int pkw, int psh, int psw, int ppt, int ppl, int num_threads,
-                      double[::1] maxes=None, int ksplit=1):
+                      double[::1] maxes=None, int ksplit=1, bint own_gemm=False):
     """y = maxpool(act(conv(x, w) + b)); the conv has stride (sh, sw), top/left padding
     (pt, pl) and output planes (OH, OW), the pool windows (pkh, pkw), strides (psh, psw) and
     top/left padding (ppt, ppl).
@@ -187,6 +230,13 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     of its own (its own im2col, GEMM rows, bias/ReLU and pool), so a batch of one image can
     use two threads. The caller picks it from the shapes, never from the thread count: the
     GEMM's rounding may depend on the rows it is given, the result must not depend on threads.
+
+    ``own_gemm`` (float32 im2col with one image per GEMM, not 1x1; ignored elsewhere) runs the
+    product by the register-blocked kernel of _wino_gemm.h instead of BLAS: on small products
+    (the batch-1 conv) OpenBLAS packs the column matrix on every call, which costs it as long
+    as the multiply. Other bits than BLAS's (each output one FMA chain over C*kh*kw), so the
+    plan uses it only where it already departs from the layer's kernel. ``scratch`` must then
+    be sized by :func:`scratch_size` with ``own_gemm``.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -223,6 +273,8 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef int last_img[MAX_REUSE_THREADS]
     cdef int tid
     cdef Py_ssize_t pad_size = 0, v_size = 0, ssize = scratch.shape[1]
+    # the own GEMM's column and product rows: P rounded up to its 16-slot vectors
+    cdef Py_ssize_t SP = CNN_WINO_GEMM_PAD(OH * OW)
     if N == 0 or K == 0 or P == 0 or PH * PW == 0:
         return
     xptr = &x[0, 0, 0, 0]
@@ -236,6 +288,8 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     else:
         G = 1
     LD = <Py_ssize_t> G * P
+    own_gemm = own_gemm and floating is float and method == M_IM2COL and G == 1 \
+        and not one_by_one
     ks = max(1, min(ksplit, K)) if method == M_IM2COL else 1
     kblk = (K + ks - 1) // ks
     ks = (K + kblk - 1) // kblk
@@ -300,7 +354,15 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                 k0 = (blk % ks) * kblk
                 k1 = min(K, k0 + kblk)
                 zz = z if pooled else yptr + <Py_ssize_t> n * conv_img
-                if one_by_one:
+                if own_gemm:
+                    tid = omp_get_thread_num()
+                    _own_gemm_item(xptr + n * in_img, wptr, bptr, relu, base, SP,
+                                   yptr + n * out_img, k0, k1, C, H, W, kh, kw, sh, sw, pt, pl,
+                                   OH, OW, PH, PW, pooled, pkh, pkw, psh, psw, ppt, ppl,
+                                   tid < MAX_REUSE_THREADS and last_img[tid] == n)
+                    if tid < MAX_REUSE_THREADS:
+                        last_img[tid] = n
+                elif one_by_one:
                     src = xptr + n * in_img
                 else:
                     # the next filter block of the image this thread just unrolled: reuse it
@@ -315,14 +377,15 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                         if tid < MAX_REUSE_THREADS:
                             last_img[tid] = n
                     src = base
-                _gemm(False, False, k1 - k0, P, CKK, 1, wptr + <Py_ssize_t> k0 * CKK, CKK, src,
-                      P, 0, zz + <Py_ssize_t> k0 * P, P)
-                _bias_act(zz + <Py_ssize_t> k0 * P, bptr + k0 if has_bias else NULL, has_bias,
-                          relu, k1 - k0, P)
-                if pooled:
-                    _pool_image(zz + <Py_ssize_t> k0 * P,
-                                yptr + n * out_img + <Py_ssize_t> k0 * PH * PW, k1 - k0, OH, OW,
-                                PH, PW, pkh, pkw, psh, psw, ppt, ppl)
+                if not own_gemm:
+                    _gemm(False, False, k1 - k0, P, CKK, 1, wptr + <Py_ssize_t> k0 * CKK, CKK,
+                          src, P, 0, zz + <Py_ssize_t> k0 * P, P)
+                    _bias_act(zz + <Py_ssize_t> k0 * P, bptr + k0 if has_bias else NULL,
+                              has_bias, relu, k1 - k0, P)
+                    if pooled:
+                        _pool_image(zz + <Py_ssize_t> k0 * P,
+                                    yptr + n * out_img + <Py_ssize_t> k0 * PH * PW, k1 - k0, OH,
+                                    OW, PH, PW, pkh, pkw, psh, psw, ppt, ppl)
             else:
                 # filters k0:k1 of images n0:n1, their columns side by side (LD apart): one
                 # GEMM into prod (K, LD), then per image and filter a plane of prod to pool or

@@ -1,9 +1,11 @@
 /* The 16 products of a Winograd F(2x2, 3x3) block, float32, register-blocked:
  *
- *     M[e][r][s] = sum_{c < Cin} U[e][r][c] * V[e][c][s]    e < 16, r < rows <= 8, s < S,
+ *     M[e][r][s] = sum_{c < Cin} U[e][r][c] * V[e][c][s]    e < products, r < rows <= 8, s < S,
  *
  * with U[e][r][c] at U[e * lde_u + r * Cin + c], V[e][c][s] at V[e * lde_v + c * ldv + s] and
  * M[e][r][s] at M[e * lde_m + r * ldm + s]. S must be a multiple of CNN_WINO_GEMM_SLOTS (16).
+ * products is 16 for a Winograd block; 1 makes it a plain GEMM (the im2col product of a small
+ * batch at inference, where OpenBLAS spends as long packing the columns as multiplying).
  *
  * Why not BLAS: a tile of 8 rows x 32 slots stays in registers while c runs, and the caller
  * runs the output transform on 8 rows at a time while their M is in cache, so the block's full
@@ -55,8 +57,8 @@ CNN_DEFINE_WINO_GEMM_ROWS(default, )
 static void cnn_wino_gemm_f_default(const float *restrict U, ptrdiff_t lde_u, int Cin, int rows,
                                     const float *restrict V, ptrdiff_t ldv, ptrdiff_t lde_v,
                                     ptrdiff_t S, float *restrict M, ptrdiff_t ldm,
-                                    ptrdiff_t lde_m) {
-    for (int e = 0; e < 16; e++)
+                                    ptrdiff_t lde_m, int products) {
+    for (int e = 0; e < products; e++)
         cnn_wino_gemm_rows_f_default(U + e * lde_u, Cin, rows, V + e * lde_v, ldv, S,
                                      M + e * lde_m, ldm);
 }
@@ -70,8 +72,8 @@ CNN_DEFINE_WINO_GEMM_ROWS(avx2, __attribute__((target("avx2,fma"))))
 __attribute__((target("avx512f"))) static void cnn_wino_gemm_f_avx512f(
         const float *restrict U, ptrdiff_t lde_u, int Cin, int rows, const float *restrict V,
         ptrdiff_t ldv, ptrdiff_t lde_v, ptrdiff_t S, float *restrict M, ptrdiff_t ldm,
-        ptrdiff_t lde_m) {
-    for (int e = 0; e < 16; e++) {
+        ptrdiff_t lde_m, int products) {
+    for (int e = 0; e < products; e++) {
         const float *restrict u = U + e * lde_u;
         const float *restrict v = V + e * lde_v;
         float *restrict m = M + e * lde_m;
@@ -141,8 +143,8 @@ __attribute__((target("avx512f"))) static void cnn_wino_gemm_f_avx512f(
 __attribute__((target("avx2,fma"))) static void cnn_wino_gemm_f_avx2(
         const float *restrict U, ptrdiff_t lde_u, int Cin, int rows, const float *restrict V,
         ptrdiff_t ldv, ptrdiff_t lde_v, ptrdiff_t S, float *restrict M, ptrdiff_t ldm,
-        ptrdiff_t lde_m) {
-    for (int e = 0; e < 16; e++) {
+        ptrdiff_t lde_m, int products) {
+    for (int e = 0; e < products; e++) {
         const float *restrict u = U + e * lde_u;
         const float *restrict v = V + e * lde_v;
         float *restrict m = M + e * lde_m;
