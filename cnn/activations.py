@@ -59,10 +59,7 @@ def softmax(z):
     _check_z(z)
     if z.ndim != 2:
         raise ValueError(f"z must be 2-D (N, classes) for softmax, got shape {z.shape}")
-    e = z - z.max(axis=1, keepdims=True)
-    np.exp(e, out=e)
-    e /= e.sum(axis=1, keepdims=True)
-    return e
+    return _ops.softmax_rows(np.ascontiguousarray(z))
 
 
 class Activation(Configurable):

@@ -202,3 +202,37 @@ def test_relu_backward_kernel_is_the_selection_bit_for_bit(dtype, size):
     got = A.ReLU().backward(z, None, g.astype(other))
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, np.where(z > 0, g.astype(other), 0).astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_kernel_matches_numpy_and_keeps_its_nans(dtype):
+    """The one-call softmax kernel: NumPy's formula in float64 to rounding, a NaN or an inf
+    that meets another inf makes the row NaN (as NumPy's), -inf entries give 0, the bits do
+    not depend on the thread count (rows shared out past 64K values), and a non-contiguous
+    input is fine."""
+    import cnn
+    rng = np.random.default_rng(5)
+    z = (rng.standard_normal((300, 1000)) * 30).astype(dtype)
+    z64 = z.astype(np.float64)
+    e = np.exp(z64 - z64.max(axis=1, keepdims=True))
+    want = e / e.sum(axis=1, keepdims=True)
+    old = cnn.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            cnn.set_num_threads(threads)
+            outs.append(A.softmax(z))
+    finally:
+        cnn.set_num_threads(old)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(outs[0], want, rtol=tol * 10, atol=tol)
+    assert outs[0].dtype == dtype
+    np.testing.assert_allclose(A.softmax(z[:, ::3]), A.softmax(np.ascontiguousarray(z[:, ::3])),
+                               rtol=0, atol=0)
+    inf, nan = np.inf, np.nan
+    odd = np.array([[1, nan, 2], [inf, 0, 1], [-inf, -inf, -inf], [-inf, 0, 1], [nan, 0, 1]],
+                   dtype=dtype)
+    s = A.softmax(odd)
+    assert np.isnan(s[[0, 1, 2, 4]]).all()
+    np.testing.assert_allclose(s[3], [0, 1 / (1 + math.e), math.e / (1 + math.e)], rtol=tol * 10)

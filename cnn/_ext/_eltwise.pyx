@@ -1,5 +1,6 @@
 """Elementwise kernels of the layers between the convolutions: ReLU, the sum of two tensors
-(the ``Add`` layer and the gradient sum where a graph tensor is read twice) and their fusion.
+(the ``Add`` layer and the gradient sum where a graph tensor is read twice) and their fusion;
+and the row softmax of the output layer.
 
 Arrays are 1-D views of C-contiguous tensors of one float type, ``(n,)``. Work is cut into
 items of ``CHUNK`` values, a count set by ``n`` alone, handed out to the threads dynamically
@@ -11,6 +12,7 @@ Validation lives in the callers (:mod:`cnn._ops` is called with checked arrays o
 """
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.math cimport exp, expf
 
 
 cdef extern from "_eltwise.h":
@@ -107,3 +109,38 @@ def add_relu(const floating[::1] a,   # IN  (n,)
             cnn_add_relu_f(&a[lo], &b[lo], &out[lo], min(<Py_ssize_t> CHUNK, n - lo))
         else:
             cnn_add_relu_d(&a[lo], &b[lo], &out[lo], min(<Py_ssize_t> CHUNK, n - lo))
+
+
+def softmax_rows(const floating[:, ::1] z,   # IN  (N, classes)
+                 floating[:, ::1] out,       # OUT (N, classes), may be z itself
+                 int num_threads):
+    """out[n] = exp(z[n] - max z[n]) / sum exp(z[n] - max z[n]), row by row.
+
+    One call in place of NumPy's five (max, subtract, exp, sum, divide; about 12 us on a
+    (1, 10) batch, most of it call overhead, against a whole batch-1 predict of 0.15 ms). A NaN
+    anywhere in a row makes the row NaN, as NumPy's; rows are independent, so the bits do not
+    depend on the thread count (rows shared out over threads past 64K values).
+    """
+    cdef Py_ssize_t N = z.shape[0], C = z.shape[1], n, c
+    cdef floating m, v, s
+    if N == 0 or C == 0:
+        return
+    num_threads = max(1, min(num_threads, <int> (N * C // 65536) + 1, <int> N))
+    for n in prange(N, nogil=True, schedule='static', num_threads=num_threads):
+        m = z[n, 0]
+        for c in range(1, C):
+            v = z[n, c]
+            if v > m or v != v:
+                m = v
+            if m != m:
+                break
+        s = 0
+        for c in range(C):
+            if floating is float:
+                v = expf(z[n, c] - m)
+            else:
+                v = exp(z[n, c] - m)
+            out[n, c] = v
+            s = s + v
+        for c in range(C):
+            out[n, c] = out[n, c] / s
