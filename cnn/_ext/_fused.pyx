@@ -164,6 +164,7 @@ def scratch_size(int method, int N, int C, int K, int kh, int kw, int OH, int OW
         return <Py_ssize_t> C * kh * kw * P + K * P
     return _round16(<Py_ssize_t> C * kh * kw * B * P) + K * B * P
 
+
 cdef void _own_gemm_item(const floating *x, const floating *w, const floating *bias, bint relu,
                          floating *base, Py_ssize_t SP, floating *y, int k0, int k1,
                          int C, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
