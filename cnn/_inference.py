@@ -219,16 +219,28 @@ class _Conv(_Weighted):
                                           (self.pads[0], self.pads[2]), self.out_hw, False,
                                           self.dilation, self.groups)
         self.layer_method = self.method  # what the layer's own forward chooses
+        float32 = np.dtype(dtype) == np.float32
         if self.method == "winograd" and n * _wino_tiles(self.out_hw) < _WINO_MIN_TILES:
             self.method = "im2col"
         # Where the plan already leaves the layer's kernel (Winograd below one block), its
         # im2col product runs on cnn's own register-blocked GEMM (float32): at batch 1 OpenBLAS
         # spends as long packing the columns as multiplying them.
-        self.own_gemm = (self.method != self.layer_method and np.dtype(dtype) == np.float32)
+        self.own_gemm = self.method != self.layer_method and float32
         # im2col on one image: two work items of half the filters each, so two threads share
         # it. From the shapes only (the GEMM's rounding may depend on its rows): one image and
-        # at least _SPLIT_MIN_FILTERS filters per half.
+        # at least _SPLIT_MIN_FILTERS filters per half. The own GEMM cuts the image's rows
+        # instead (each thread then unrolls only its half); its bits depend on neither, so its
+        # bands follow the thread count.
         self.ksplit = 2 if n == 1 and w_shape[0] >= 2 * _SPLIT_MIN_FILTERS else 1
+        self.rsplit = 1
+        if self.own_gemm and n == 1:
+            self.ksplit, self.rsplit = 1, self.threads
+        # float32 Winograd on fewer blocks of images than threads (the DESIGN CNN's 14x14 conv
+        # at batch 7 to 13 is one block): each block's filters cut into work items (whole
+        # 8-row groups; the bits do not depend on the cut)
+        blocks = _fused.winograd_blocks(n, w_shape[1], *self.out_hw)
+        self.wino_ksplit = (max(1, self.threads // blocks)
+                            if float32 and blocks < self.threads else 1)
         self.reduction = w_shape[1]
         # the fused kernel serves dilation 1, groups 1; with no pool (code 0) it writes the
         # conv output itself, from preallocated scratch (the _conv kernels allocate theirs)
@@ -279,8 +291,9 @@ class _Conv(_Weighted):
                                      _METHOD_CODES[method], self.stride[0], self.stride[1],
                                      pt, pl, self.out_hw[0], self.out_hw[1], self.relu,
                                      *self.pool, self.threads, self.maxes,
-                                     self.ksplit if method == "im2col" else 1,
-                                     own_gemm=self.own_gemm and method == "im2col")
+                                     self.ksplit if method == "im2col" else self.wino_ksplit,
+                                     own_gemm=self.own_gemm and method == "im2col",
+                                     rsplit=self.rsplit)
             return y
         # groups or dilation: im2col (the only algorithm conv_algorithm allows for them)
         _conv.conv2d_forward(x, w, b, y, self.stride[0], self.stride[1], pt, pl, self.relu,

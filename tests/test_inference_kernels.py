@@ -240,37 +240,81 @@ def test_im2col_filter_split_items(pooled, dtype):
         np.testing.assert_allclose(outs[0], ref, rtol=tol, atol=tol * np.abs(ref).max())
 
 
-@pytest.mark.parametrize("pooled", [True, False])
+@pytest.mark.parametrize("pool", [None, (2, 2, 0), (3, 2, 1)])   # (window, stride, pad)
 @pytest.mark.parametrize("geometry", [((5, 9, 17), 37, 3, 1, "same"),    # 37: a row tail of 5
                                       ((3, 16, 13), 16, 5, 2, "valid")])
-def test_im2col_own_gemm(geometry, pooled):
+def test_im2col_own_gemm(geometry, pool):
     """own_gemm (float32, one image per GEMM): the register-blocked product instead of BLAS.
-    Against the float64 reference, the same bits for any thread count and filter split,
-    and max |y| of all of y."""
+    Against the float64 reference, the same bits for any thread count, filter split and row
+    bands (also where 3x3 / stride-2 pool windows overlap across bands), and max |y| of all
+    of y."""
     (C, H, W), K, k, s, padding = geometry
     rng = np.random.default_rng(23)
     x = rng.standard_normal((1, C, H, W)).astype(np.float32)
     w = rng.standard_normal((K, C, k, k)).astype(np.float32)
     b = rng.standard_normal(K).astype(np.float32)
     pads, out_hw = _conv_geometry(x.shape, w.shape, (s, s), padding)
-    ph, pw = out_hw[0] // 2, out_hw[1] // 2
-    pool = (2, 2, 2, 2, 0, 0) if pooled else (0, 0, 1, 1, 0, 0)
-    y_hw = (ph, pw) if pooled else out_hw
     z = np.maximum(reference.conv2d(*(a.astype(np.float64) for a in (x, w, b)), (s, s),
                                     padding), 0)
-    ref = reference.maxpool2d(z, (2, 2), (2, 2), (0, 0, 0, 0))[0] if pooled else z
+    if pool is None:
+        codes, ref = (0, 0, 1, 1, 0, 0), z
+    else:
+        pk, ps, pp = pool
+        codes = (pk, pk, ps, ps, pp, pp)
+        ref = reference.maxpool2d(z, (pk, pk), (ps, ps), (pp,) * 4)[0]
     size = _fused.scratch_size(_fused.IM2COL, 1, C, K, k, k, *out_hw, own_gemm=True)
     assert size > _fused.scratch_size(_fused.IM2COL, 1, C, K, k, k, *out_hw)
     outs = []
-    for ksplit in (1, 2, 3):
+    for ksplit, rsplit in [(1, 1), (2, 1), (3, 1), (1, 2), (1, 3), (1, 64), (2, 3)]:
         for threads in (1, 2, 3):
-            y = np.full((1, K) + y_hw, np.nan, dtype=np.float32)
+            y = np.full(ref.shape, np.nan, dtype=np.float32)
             maxes = np.full(threads, -1.0)
             _fused.conv_pool_forward(x, w, b, y, np.full((threads, size), np.nan, np.float32),
                                      None, _fused.IM2COL, s, s, pads[0], pads[2], *out_hw, True,
-                                     *pool, threads, maxes, ksplit, own_gemm=True)
+                                     *codes, threads, maxes, ksplit, own_gemm=True,
+                                     rsplit=rsplit)
             assert maxes.max() == np.abs(y).max()
             outs.append(y)
     for y in outs[1:]:
         np.testing.assert_array_equal(y, outs[0])
     np.testing.assert_allclose(outs[0], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("pool", [None, (2, 2, 0), (3, 2, 1)])   # (window, stride, pad)
+@pytest.mark.parametrize("n", [1, 15])          # 15: two blocks of images (13 + 2)
+def test_winograd_filter_split_items(n, pool):
+    """float32 Winograd with ksplit: filter blocks (whole 8-row groups) as work items, each
+    running the input transform unless its thread's last item left it in scratch. The bits of
+    the training kernel (conv2d_forward_winograd, then the pool) for every split and thread
+    count (the 2x2 pool in the output transform too), the float64 reference to rounding, and
+    max |y| of all of y."""
+    rng = np.random.default_rng(29)
+    C, H, W, K = 6, 10, 9, 37                    # 37 filters: blocks of 8, 16 or 24, and a tail
+    x = rng.standard_normal((n, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    pads, out_hw = _conv_geometry(x.shape, w.shape, (1, 1), "same")
+    z = np.empty((n, K) + out_hw, np.float32)
+    _conv.conv2d_forward_winograd(x, w, b, z, pads[0], pads[2], True, 1)
+    z64 = np.maximum(reference.conv2d(*(a.astype(np.float64) for a in (x, w, b)), (1, 1),
+                                      "same"), 0)
+    if pool is None:
+        codes, want, ref = (0, 0, 1, 1, 0, 0), z, z64
+    else:
+        pk, ps, pp = pool
+        codes = (pk, pk, ps, ps, pp, pp)
+        _, ppads, pool_hw = _pool_geometry(out_hw, (pk, pk), (ps, ps), (pp,) * 4)
+        want = _ops.maxpool2d(z, (pk, pk), (ps, ps), ppads, pool_hw)[0]
+        ref = reference.maxpool2d(z64, (pk, pk), (ps, ps), (pp,) * 4)[0]
+    size = _fused.scratch_size(_fused.WINOGRAD, n, C, K, 3, 3, *out_hw)
+    for ksplit in (1, 2, 3, 5, 64):
+        for threads in (1, 2, 3):
+            y = np.full(want.shape, np.nan, dtype=np.float32)
+            maxes = np.full(threads, -1.0)
+            U = np.full((16, K, C), np.nan, np.float32)
+            _fused.conv_pool_forward(x, w, b, y, np.full((threads, size), np.nan, np.float32),
+                                     U, _fused.WINOGRAD, 1, 1, pads[0], pads[2], *out_hw, True,
+                                     *codes, threads, maxes, ksplit)
+            np.testing.assert_array_equal(y, want)
+            assert maxes.max() == np.abs(y).max()
+    np.testing.assert_allclose(want, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())

@@ -407,7 +407,7 @@ cdef void _wino_conv(const floating *x, const floating *mask, const floating *U,
             _wino_block(x + n0 * in_img, mask + n0 * in_img if mask != NULL else NULL, U,
                         bias, relu, y + n0 * out_img, min(N, n0 + G) - n0, Cin, H, W, Kout,
                         OH, OW, pt, pl, &scratch[omp_get_thread_num(), 0], pad_size, v_size,
-                        False)
+                        False, 0, Kout, False)
 
 
 cdef Py_ssize_t _wino_scratch_size(int N, int Cin, int Kout, int OH, int OW):

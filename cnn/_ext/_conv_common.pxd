@@ -110,8 +110,10 @@ cdef extern from "_winograd.h":
     Py_ssize_t CNN_WINO_TILES(Py_ssize_t th, Py_ssize_t tw) noexcept nogil
     Py_ssize_t CNN_WINO_PAD_SIZE(Py_ssize_t th, Py_ssize_t tw) noexcept nogil
     Py_ssize_t CNN_WINO_GRAD_PAD_SIZE(Py_ssize_t th, Py_ssize_t tw, Py_ssize_t OW) noexcept nogil
-    void cnn_wino_weights_f(const float *w, float *U, int Kout, int Cin, int flip) noexcept nogil
-    void cnn_wino_weights_d(const double *w, double *U, int Kout, int Cin, int flip) noexcept nogil
+    void cnn_wino_weights_f(const float *w, float *U, int Kout, int Cin, int flip, int k0,
+                            int k1) noexcept nogil
+    void cnn_wino_weights_d(const double *w, double *U, int Kout, int Cin, int flip, int k0,
+                            int k1) noexcept nogil
     void cnn_wino_input_f(const float *x, const float *mask, float *pad, float *V, int Cin,
                           int H, int W, int pt, int pl, int th, int tw, Py_ssize_t ldv,
                           Py_ssize_t lde, Py_ssize_t t0) noexcept nogil
@@ -143,9 +145,9 @@ cdef extern from "_winograd.h":
 cdef inline void _wino_weights(const floating *w, floating *U, int Kout, int Cin,
                                bint flip) noexcept nogil:
     if floating is float:
-        cnn_wino_weights_f(w, U, Kout, Cin, flip)
+        cnn_wino_weights_f(w, U, Kout, Cin, flip, 0, Kout)
     else:
-        cnn_wino_weights_d(w, U, Kout, Cin, flip)
+        cnn_wino_weights_d(w, U, Kout, Cin, flip, 0, Kout)
 
 
 cdef inline void _wino_input(const floating *x, const floating *mask, floating *pad,
@@ -221,10 +223,12 @@ cdef inline void _wino_block(const floating *x, const floating *mask, const floa
                              const floating *bias, bint relu, floating *y, int n_img,
                              int Cin, int H, int W, int Kout, int OH, int OW, int pt, int pl,
                              floating *scratch, Py_ssize_t pad_size, Py_ssize_t v_size,
-                             bint pool2) noexcept nogil:
+                             bint pool2, int k0, int k1, bint v_ready) noexcept nogil:
     """y (n_img, Kout, OH, OW) = act(conv3x3(x (n_img, Cin, H, W) [masked]) + bias) by
     Winograd F(2x2, 3x3), stride 1, for one block of images on one thread; with ``pool2``, y
     (n_img, Kout, OH // 2, OW // 2) is its 2x2, stride-2 max-pool, taken in the output transform.
+    Only the output channels k0:k1 are written (0, Kout: all). ``v_ready``: the scratch's V
+    already holds this block's input transform (the thread's last call was on the same block).
 
     ``U`` holds the transformed weights (16, Kout, Cin); ``mask`` (same shape as x) or NULL;
     ``scratch`` one thread's row laid out as :func:`_wino_block_sizes` says. float32: the 16
@@ -243,16 +247,18 @@ cdef inline void _wino_block(const floating *x, const floating *mask, const floa
     cdef floating *V = scratch + pad_size
     cdef floating *M = V + v_size
     cdef int n, e, ko, rows
-    for n in range(n_img):
-        _wino_input(x + n * in_img, mask + n * in_img if mask != NULL else NULL, pad, V,
-                    Cin, H, W, pt, pl, th, tw, S, <Py_ssize_t> Cin * S, <Py_ssize_t> n * tpi)
-    if S > T:  # the slots past the block's last tile: zeros, never read back
-        for r in range(16 * <Py_ssize_t> Cin):
-            memset(V + r * S + T, 0, (S - T) * sizeof(floating))
+    if not v_ready:
+        for n in range(n_img):
+            _wino_input(x + n * in_img, mask + n * in_img if mask != NULL else NULL, pad, V,
+                        Cin, H, W, pt, pl, th, tw, S, <Py_ssize_t> Cin * S,
+                        <Py_ssize_t> n * tpi)
+        if S > T:  # the slots past the block's last tile: zeros, never read back
+            for r in range(16 * <Py_ssize_t> Cin):
+                memset(V + r * S + T, 0, (S - T) * sizeof(floating))
     if floating is float:
-        ko = 0
-        while ko < Kout:
-            rows = min(<int> CNN_WINO_GEMM_ROWS, Kout - ko)
+        ko = k0
+        while ko < k1:
+            rows = min(<int> CNN_WINO_GEMM_ROWS, k1 - ko)
             cnn_wino_gemm_f(U + <Py_ssize_t> ko * Cin, <Py_ssize_t> Kout * Cin, Cin, rows,
                             V, S, <Py_ssize_t> Cin * S, S, M, S, <Py_ssize_t> rows * S, 16)
             for n in range(n_img):
@@ -260,13 +266,15 @@ cdef inline void _wino_block(const floating *x, const floating *mask, const floa
                           relu, rows, OH, OW, th, tw, S, <Py_ssize_t> n * tpi, o, pool2)
             ko += rows
     else:
+        rows = k1 - k0
         for e in range(16):
-            _gemm(False, False, Kout, <int> S, Cin, 1, U + <Py_ssize_t> e * Kout * Cin, Cin,
-                  V + <Py_ssize_t> e * Cin * S, <int> S, 0, M + <Py_ssize_t> e * Kout * S,
+            _gemm(False, False, rows, <int> S, Cin, 1,
+                  U + <Py_ssize_t> e * Kout * Cin + <Py_ssize_t> k0 * Cin, Cin,
+                  V + <Py_ssize_t> e * Cin * S, <int> S, 0, M + <Py_ssize_t> e * rows * S,
                   <int> S)
         for n in range(n_img):
-            _wino_out(M, y + n * out_img, bias, relu, Kout, OH, OW, th, tw, S,
-                      <Py_ssize_t> n * tpi, o, pool2)
+            _wino_out(M, y + n * out_img + k0 * plane, bias + k0 if bias != NULL else NULL,
+                      relu, rows, OH, OW, th, tw, S, <Py_ssize_t> n * tpi, o, pool2)
 
 
 cdef extern from "_direct.h":

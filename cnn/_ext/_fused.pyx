@@ -54,6 +54,7 @@ IM2COL, WINOGRAD, DIRECT = M_IM2COL, M_WINOGRAD, M_DIRECT
 
 cdef enum:
     MAX_REUSE_THREADS = 256  # threads that track their im2col image (see conv_pool_forward)
+    WINO_WEIGHT_CHUNK = 8    # filters per work item of the Winograd weight transform
 # Tiles per Winograd block (_conv_common.pxd), for the plan's choice of algorithm.
 WINOGRAD_BLOCK_TILES = WINO_TILES
 
@@ -139,6 +140,13 @@ def pool_plane_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
                     OH, OW, kh, kw, sh, sw, pt, pl)
 
 
+def winograd_blocks(int N, int C, int OH, int OW):
+    """Blocks of images (work items before any filter split) of a Winograd
+    :func:`conv_pool_forward` on N images of C channels and (OH, OW) outputs."""
+    cdef int G = _wino_group(N, <int> CNN_WINO_TILES((OH + 1) // 2, (OW + 1) // 2), C)
+    return (N + G - 1) // G
+
+
 def scratch_size(int method, int N, int C, int K, int kh, int kw, int OH, int OW,
                  bint own_gemm=False):
     """Elements of one thread's scratch for :func:`conv_pool_forward` with ``method``.
@@ -166,39 +174,52 @@ def scratch_size(int method, int N, int C, int K, int kh, int kw, int OH, int OW
 
 
 cdef void _own_gemm_item(const floating *x, const floating *w, const floating *bias, bint relu,
-                         floating *base, Py_ssize_t SP, floating *y, int k0, int k1,
-                         int C, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl,
-                         int OH, int OW, int PH, int PW, bint pooled, int pkh, int pkw, int psh,
-                         int psw, int ppt, int ppl, bint cols_ready) noexcept nogil:
-    """Filters k0:k1 of one image, float32: im2col into ``base`` (C*kh*kw, SP) unless
-    ``cols_ready``, the product (k1 - k0, SP) by cnn_wino_gemm_f 8 filters at a time after it,
-    then bias and ReLU, and the pool (or the copy) of each plane into y (K, PH, PW)."""
-    cdef int P = OH * OW, CKK = C * kh * kw, k, kg, rows
-    cdef Py_ssize_t r
+                         floating *base, Py_ssize_t SP, floating *y, int k0, int k1, int r0,
+                         int r1, int C, int H, int W, int kh, int kw, int sh, int sw, int pt,
+                         int pl, int OH, int OW, int PH, int PW, bint pooled, int pkh, int pkw,
+                         int psh, int psw, int ppt, int ppl, bint cols_ready) noexcept nogil:
+    """Filters k0:k1 and output rows r0:r1 (pooled rows when ``pooled``) of one image,
+    float32: im2col of the conv rows they need into ``base`` (rows of the band's slots
+    rounded up to 16) unless ``cols_ready``, the product by cnn_wino_gemm_f 8 filters at a
+    time after the full image's columns (``SP`` slots a row), then bias and ReLU, and the
+    pool (or the copy) of each filter's band into y (K, PH, PW).
+
+    Each output is one FMA chain over C*kh*kw whatever the band, so bands that share conv
+    rows (overlapping pool windows) compute them twice with the same bits."""
+    cdef int CKK = C * kh * kw, k, kg, rows, c0 = r0, c1 = r1
+    cdef Py_ssize_t r, P, SB
     cdef floating *prod = base + _round16(<Py_ssize_t> CKK * SP)
     cdef floating *plane
     if floating is double:
         return  # float32 only (conv_pool_forward never asks for it on float64)
     else:
+        if pooled:  # the conv rows under pooled rows r0:r1, clipped to the plane
+            c0 = max(0, r0 * psh - ppt)
+            c1 = min(OH, (r1 - 1) * psh - ppt + pkh)
+        P = <Py_ssize_t> (c1 - c0) * OW
+        SB = CNN_WINO_GEMM_PAD(P)
         if not cols_ready:
-            cnn_im2col_f(x, base, SP, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, 1, 1)
-            if SP > P:  # the slots past the plane: zeros, so the padded products stay finite
+            cnn_im2col_f(x, base, SB, C, H, W, kh, kw, sh, sw, pt - c0 * sh, pl, c1 - c0, OW,
+                         1, 1)
+            if SB > P:  # the slots past the band: zeros, so the padded products stay finite
                 for r in range(CKK):
-                    memset(base + r * SP + P, 0, (SP - P) * sizeof(float))
+                    memset(base + r * SB + P, 0, (SB - P) * sizeof(float))
         kg = k0
         while kg < k1:
             rows = min(<int> CNN_WINO_GEMM_ROWS, k1 - kg)
-            cnn_wino_gemm_f(w + <Py_ssize_t> kg * CKK, 0, CKK, rows, base, SP, 0, SP,
-                            prod + <Py_ssize_t> (kg - k0) * SP, SP, 0, 1)
+            cnn_wino_gemm_f(w + <Py_ssize_t> kg * CKK, 0, CKK, rows, base, SB, 0, SB,
+                            prod + <Py_ssize_t> (kg - k0) * SB, SB, 0, 1)
             kg += rows
         for k in range(k0, k1):
-            plane = prod + <Py_ssize_t> (k - k0) * SP
+            plane = prod + <Py_ssize_t> (k - k0) * SB
             _bias_act(plane, bias + k if bias != NULL else NULL, bias != NULL, relu, 1, P)
             if pooled:
-                _pool_plane(plane, OH, OW, y + <Py_ssize_t> k * PH * PW, PH, PW, pkh, pkw,
-                            psh, psw, ppt, ppl)
+                _pool_plane(plane, c1 - c0, OW,
+                            y + <Py_ssize_t> k * PH * PW + <Py_ssize_t> r0 * PW, r1 - r0, PW,
+                            pkh, pkw, psh, psw, ppt + c0 - r0 * psh, ppl)
             else:
-                memcpy(y + <Py_ssize_t> k * P, plane, <size_t> P * sizeof(float))
+                memcpy(y + <Py_ssize_t> k * OH * OW + <Py_ssize_t> c0 * OW, plane,
+                       <size_t> P * sizeof(float))
 
 
 def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
@@ -209,7 +230,8 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                       floating[:, :, ::1] U,            # (16, K, C) Winograd weights, or None
                       int method, int sh, int sw, int pt, int pl, int OH, int OW, bint relu,
                       int pkh, int pkw, int psh, int psw, int ppt, int ppl, int num_threads,
-                      double[::1] maxes=None, int ksplit=1, bint own_gemm=False):
+                      double[::1] maxes=None, int ksplit=1, bint own_gemm=False,
+                      int rsplit=1):
     """y = maxpool(act(conv(x, w) + b)); the conv has stride (sh, sw), top/left padding
     (pt, pl) and output planes (OH, OW), the pool windows (pkh, pkw), strides (psh, psw) and
     top/left padding (ppt, ppl).
@@ -227,10 +249,14 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     item is in cache: the next conv's Winograd overflow test needs ``max |y|``, and this saves
     it a pass over ``y``). Its max over the entries is ``max |y|`` exactly, for any schedule.
 
-    ``ksplit`` (IM2COL only) cuts each image's filters into that many blocks, each a work item
-    of its own (its own im2col, GEMM rows, bias/ReLU and pool), so a batch of one image can
-    use two threads. The caller picks it from the shapes, never from the thread count: the
-    GEMM's rounding may depend on the rows it is given, the result must not depend on threads.
+    ``ksplit`` (IM2COL, and WINOGRAD in float32) cuts each image's filters (each Winograd
+    block's) into that many blocks, each a work item of its own (its own im2col or input
+    transform unless the thread's last item left it in scratch, GEMM rows, bias/ReLU and pool),
+    so a batch of one image can use two threads. For IM2COL the caller picks it from the
+    shapes, never from the thread count: BLAS's rounding may depend on the rows it is given,
+    the result must not depend on threads. The float32 Winograd kernel's bits do not depend on
+    the filter block (blocks are whole multiples of its 8 rows), so there it may follow the
+    thread count.
 
     ``own_gemm`` (float32 im2col with one image per GEMM, not 1x1; ignored elsewhere) runs the
     product by the register-blocked kernel of _wino_gemm.h instead of BLAS: on small products
@@ -238,6 +264,11 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     as the multiply. Other bits than BLAS's (each output one FMA chain over C*kh*kw), so the
     plan uses it only where it already departs from the layer's kernel. ``scratch`` must then
     be sized by :func:`scratch_size` with ``own_gemm``.
+
+    ``rsplit`` (with ``own_gemm`` only; ignored elsewhere) cuts each image's rows of ``y``
+    into that many bands, each a work item that unrolls only the conv rows its band needs.
+    At batch 1 that halves the im2col of each of two threads against ``ksplit = 2``. The
+    own GEMM's bits do not depend on the band, so ``rsplit`` may follow the thread count.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -268,7 +299,9 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
         and ppt == 0 and ppl == 0 and PH == OH // 2 and PW == OW // 2
     cdef bint track = maxes is not None
     cdef Py_ssize_t item0, item1, trk_off, trk_len
-    cdef int ks, k0, k1, kblk
+    cdef int ks, k0, k1, kblk, rs, rblk, r0, r1, kr
+    cdef bint wino_split
+    cdef int wc, w_chunks
     # per thread: the image whose im2col columns its scratch holds (-1: none; threads past
     # MAX_REUSE_THREADS never reuse); on the stack, so a call allocates nothing
     cdef int last_img[MAX_REUSE_THREADS]
@@ -291,18 +324,21 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     LD = <Py_ssize_t> G * P
     own_gemm = own_gemm and floating is float and method == M_IM2COL and G == 1 \
         and not one_by_one
-    ks = max(1, min(ksplit, K)) if method == M_IM2COL else 1
+    # float32 Winograd: an output's bits do not depend on the filter block (float64 runs BLAS)
+    wino_split = floating is float and method == M_WINOGRAD
+    ks = max(1, min(ksplit, K)) if method == M_IM2COL or wino_split else 1
     kblk = (K + ks - 1) // ks
+    if wino_split:  # whole blocks of the GEMM kernel's rows
+        kblk = (kblk + CNN_WINO_GEMM_ROWS - 1) // CNN_WINO_GEMM_ROWS * CNN_WINO_GEMM_ROWS
     ks = (K + kblk - 1) // kblk
-    n_items = (N + G - 1) // G * ks
+    rs = max(1, min(rsplit, PH)) if own_gemm else 1
+    rblk = (PH + rs - 1) // rs
+    rs = (PH + rblk - 1) // rblk
+    kr = ks * rs  # the items of one image (or block of images): filter blocks x row bands
+    n_items = (N + G - 1) // G * kr
     num_threads = max(1, min(num_threads, n_items))
     if method == M_WINOGRAD:
         _wino_block_sizes(N, C, K, OH, OW, &pad_size, &v_size)
-        with nogil:
-            if floating is float:
-                cnn_wino_weights_f(wptr, &U[0, 0, 0], K, C, False)
-            else:
-                cnn_wino_weights_d(wptr, &U[0, 0, 0], K, C, False)
     for tid in range(MAX_REUSE_THREADS):
         last_img[tid] = -1
     if track:
@@ -310,27 +346,46 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
             maxes[tid] = 0
     uptr = &U[0, 0, 0] if method == M_WINOGRAD else NULL
     base = z = zz = NULL
+    w_chunks = (K + WINO_WEIGHT_CHUNK - 1) // WINO_WEIGHT_CHUNK if method == M_WINOGRAD else 0
     with nogil, parallel(num_threads=num_threads):
         base = &scratch[omp_get_thread_num(), 0]
         # the conv output of the item sits at the end of the thread's row
         z = base + ssize - <Py_ssize_t> G * conv_img
+        # the Winograd weights U, shared by the threads (the loop ends on a barrier)
+        for wc in prange(w_chunks, schedule='static'):
+            if floating is float:
+                cnn_wino_weights_f(wptr, uptr, K, C, False, wc * WINO_WEIGHT_CHUNK,
+                                   min(K, (wc + 1) * WINO_WEIGHT_CHUNK))
+            else:
+                cnn_wino_weights_d(wptr, uptr, K, C, False, wc * WINO_WEIGHT_CHUNK,
+                                   min(K, (wc + 1) * WINO_WEIGHT_CHUNK))
         for blk in prange(n_items, schedule='dynamic'):
             # the item's conv output: the thread's scratch, or (no pool) straight into y
-            zz = z if pooled else yptr + <Py_ssize_t> blk * G * conv_img
+            zz = z if pooled else yptr + <Py_ssize_t> (blk // kr) * G * conv_img
             if method == M_WINOGRAD:
-                n0 = blk * G
+                # filters k0:k1 of the block of images n0:n1; the thread's V is reused when
+                # its last item was the same block
+                n0 = (blk // ks) * G
                 n1 = min(N, n0 + G)
+                k0 = (blk % ks) * kblk
+                k1 = min(K, k0 + kblk)
+                tid = omp_get_thread_num()
                 if pool22:
                     _wino_block(xptr + n0 * in_img, NULL, uptr, bptr, relu,
                                 yptr + n0 * out_img, n1 - n0, C, H, W, K, OH, OW, pt, pl,
-                                base, pad_size, v_size, True)
+                                base, pad_size, v_size, True, k0, k1,
+                                tid < MAX_REUSE_THREADS and last_img[tid] == n0)
                 else:
                     _wino_block(xptr + n0 * in_img, NULL, uptr, bptr, relu, zz, n1 - n0,
-                                C, H, W, K, OH, OW, pt, pl, base, pad_size, v_size, False)
+                                C, H, W, K, OH, OW, pt, pl, base, pad_size, v_size, False,
+                                k0, k1, tid < MAX_REUSE_THREADS and last_img[tid] == n0)
+                if tid < MAX_REUSE_THREADS:
+                    last_img[tid] = n0
                 if pooled and not pool22:
                     for n in range(n0, n1):
-                        _pool_image(zz + (n - n0) * conv_img, yptr + n * out_img, K, OH, OW,
-                                    PH, PW, pkh, pkw, psh, psw, ppt, ppl)
+                        _pool_image(zz + (n - n0) * conv_img + <Py_ssize_t> k0 * P,
+                                    yptr + n * out_img + <Py_ssize_t> k0 * PH * PW, k1 - k0,
+                                    OH, OW, PH, PW, pkh, pkw, psh, psw, ppt, ppl)
             elif method == M_DIRECT and pool22:
                 n = blk  # pooled in the kernel's epilogue: the conv plane is never stored
                 if floating is float:
@@ -351,16 +406,18 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                     _pool_image(zz, yptr + n * out_img, K, OH, OW, PH, PW, pkh, pkw, psh, psw,
                                 ppt, ppl)
             elif G == 1:
-                n = blk // ks  # filters k0:k1 of image n
-                k0 = (blk % ks) * kblk
+                n = blk // kr  # filters k0:k1, rows r0:r1 of y, of image n
+                k0 = (blk % kr) // rs * kblk
                 k1 = min(K, k0 + kblk)
+                r0 = (blk % rs) * rblk
+                r1 = min(PH, r0 + rblk)
                 zz = z if pooled else yptr + <Py_ssize_t> n * conv_img
                 if own_gemm:
                     tid = omp_get_thread_num()
                     _own_gemm_item(xptr + n * in_img, wptr, bptr, relu, base, SP,
-                                   yptr + n * out_img, k0, k1, C, H, W, kh, kw, sh, sw, pt, pl,
-                                   OH, OW, PH, PW, pooled, pkh, pkw, psh, psw, ppt, ppl,
-                                   tid < MAX_REUSE_THREADS and last_img[tid] == n)
+                                   yptr + n * out_img, k0, k1, r0, r1, C, H, W, kh, kw, sh, sw,
+                                   pt, pl, OH, OW, PH, PW, pooled, pkh, pkw, psh, psw, ppt, ppl,
+                                   rs == 1 and tid < MAX_REUSE_THREADS and last_img[tid] == n)
                     if tid < MAX_REUSE_THREADS:
                         last_img[tid] = n
                 elif one_by_one:
@@ -391,7 +448,7 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                 # filters k0:k1 of images n0:n1, their columns side by side (LD apart): one
                 # GEMM into prod (K, LD), then per image and filter a plane of prod to pool or
                 # to copy into y
-                n0 = (blk // ks) * G
+                n0 = (blk // kr) * G  # (kr == ks here: no row bands)
                 n1 = min(N, n0 + G)
                 k0 = (blk % ks) * kblk
                 k1 = min(K, k0 + kblk)
@@ -422,16 +479,25 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                             memcpy(yptr + n * out_img + <Py_ssize_t> k * P, plane,
                                    <size_t> P * sizeof(floating))
             if track:
-                # the part of y this item wrote: whole images, or filters k0:k1 of a block of
-                # images (one run of y per image)
+                # the part of y this item wrote: whole images, filters k0:k1 of a block of
+                # images (one run of y per image), or rows r0:r1 of filters k0:k1 of one image
+                # (one run per filter)
                 tid = omp_get_thread_num()
-                item0 = (blk // ks) * G
+                item0 = (blk // kr) * G
                 item1 = min(<Py_ssize_t> N, item0 + G)
-                if ks > 1:
-                    trk_len = <Py_ssize_t> (min(K, (blk % ks + 1) * kblk) - (blk % ks) * kblk) \
-                        * PH * PW
+                k0 = (blk % kr) // rs * kblk
+                k1 = min(K, k0 + kblk)
+                if rs > 1:
+                    r0 = (blk % rs) * rblk
+                    r1 = min(PH, r0 + rblk)
+                    for k in range(k0, k1):
+                        trk_off = item0 * out_img + <Py_ssize_t> k * PH * PW + r0 * PW
+                        maxes[tid] = _max_abs_into(yptr + trk_off, <Py_ssize_t> (r1 - r0) * PW,
+                                                   maxes[tid])
+                elif ks > 1:
+                    trk_len = <Py_ssize_t> (k1 - k0) * PH * PW
                     for n in range(<int> item0, <int> item1):
-                        trk_off = n * out_img + <Py_ssize_t> ((blk % ks) * kblk) * PH * PW
+                        trk_off = n * out_img + <Py_ssize_t> k0 * PH * PW
                         maxes[tid] = _max_abs_into(yptr + trk_off, trk_len, maxes[tid])
                 else:
                     maxes[tid] = _max_abs_into(yptr + item0 * out_img,
