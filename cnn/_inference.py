@@ -235,12 +235,15 @@ class _Conv(_Weighted):
         self.rsplit = 1
         if self.own_gemm and n == 1:
             self.ksplit, self.rsplit = 1, self.threads
-        # float32 Winograd on fewer blocks of images than threads (the DESIGN CNN's 14x14 conv
-        # at batch 7 to 13 is one block): each block's filters cut into work items (whole
-        # 8-row groups; the bits do not depend on the cut)
-        blocks = _fused.winograd_blocks(n, w_shape[1], *self.out_hw)
-        self.wino_ksplit = (max(1, self.threads // blocks)
-                            if float32 and blocks < self.threads else 1)
+        # The direct kernel, and float32 Winograd, on fewer work items than threads (one image;
+        # a batch in one Winograd block of images): each item's filters cut into groups of 8
+        # so that every thread has work (the bits do not depend on the cut).
+        items = {"direct": n, "winograd": _fused.winograd_blocks(n, w_shape[1], *self.out_hw)}
+        self.ksplits = {"im2col": self.ksplit}
+        for name, count in items.items():
+            splittable = name == "direct" or float32
+            self.ksplits[name] = (max(1, self.threads // count)
+                                  if splittable and count < self.threads else 1)
         self.reduction = w_shape[1]
         # the fused kernel serves dilation 1, groups 1; with no pool (code 0) it writes the
         # conv output itself, from preallocated scratch (the _conv kernels allocate theirs)
@@ -291,7 +294,7 @@ class _Conv(_Weighted):
                                      _METHOD_CODES[method], self.stride[0], self.stride[1],
                                      pt, pl, self.out_hw[0], self.out_hw[1], self.relu,
                                      *self.pool, self.threads, self.maxes,
-                                     self.ksplit if method == "im2col" else self.wino_ksplit,
+                                     self.ksplits[method],
                                      own_gemm=self.own_gemm and method == "im2col",
                                      rsplit=self.rsplit)
             return y

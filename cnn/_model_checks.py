@@ -6,6 +6,7 @@ up front; a batch of the shapes and dtypes last seen only has its values checked
 
 import numpy as np
 
+from . import _ops
 from . import _validation as V
 
 __all__ = ["ModelChecks"]
@@ -40,7 +41,7 @@ class ModelChecks:
             raise ValueError(f"{name} must have shape (N, {', '.join(map(str, self.input_shape))}) "
                              f"for this model, got {x.shape}")
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        if not np.isfinite(x).all():
+        if not _ops.all_finite(x):
             bad = int(np.count_nonzero(~np.isfinite(x)))
             raise ValueError(f"{name} must be finite, got {bad} NaN/inf value(s)")
         return x
@@ -110,7 +111,7 @@ class ModelChecks:
                type(yb), getattr(yb, "shape", None), getattr(yb, "dtype", None))
         if key == self._checked and xb.flags.c_contiguous:
             # Shapes and dtypes already validated: only the values are checked.
-            if not np.isfinite(xb).all():
+            if not _ops.all_finite(xb):
                 raise ValueError(f"{name_x} must be finite, got NaN/inf values")
             if yb.ndim == 1:
                 if yb.min() < 0 or yb.max() >= self.output_shape[0]:

@@ -42,6 +42,8 @@ def integer(value, name, low=None, *, optional=False):
     Messages: ``"<name> must be an int >= <low>, got <value>"`` (``"None or an int ..."`` when
     optional); TypeError for a non-integer, ValueError for one out of range.
     """
+    if type(value) is int and (low is None or value >= low):  # the common case, first
+        return value
     if value is None and optional:
         return None
     wanted = ("None or " if optional else "") + "an int" + ("" if low is None else f" >= {low}")

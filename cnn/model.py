@@ -603,8 +603,10 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
 
     def _predict_checked(self, x, batch_size):
         n = x.shape[0]
-        out = np.empty((n,) + self.output_shape, dtype=self.dtype)
         with self._lock:
+            if 0 < n <= batch_size and not self._layer_hooks:  # one batch: a copy of the plan's
+                return self._inference_plan(n).run(x).copy()   # buffer, no slices
+            out = np.empty((n,) + self.output_shape, dtype=self.dtype)
             if self._layer_hooks:  # every layer runs on its own, so the hooks see each one
                 for i in range(0, n, batch_size):
                     out[i:i + batch_size] = self._forward(x[i:i + batch_size], False)

@@ -281,21 +281,26 @@ def test_im2col_own_gemm(geometry, pool):
 
 
 @pytest.mark.parametrize("pool", [None, (2, 2, 0), (3, 2, 1)])   # (window, stride, pad)
-@pytest.mark.parametrize("n", [1, 15])          # 15: two blocks of images (13 + 2)
-def test_winograd_filter_split_items(n, pool):
-    """float32 Winograd with ksplit: filter blocks (whole 8-row groups) as work items, each
-    running the input transform unless its thread's last item left it in scratch. The bits of
-    the training kernel (conv2d_forward_winograd, then the pool) for every split and thread
-    count (the 2x2 pool in the output transform too), the float64 reference to rounding, and
-    max |y| of all of y."""
+@pytest.mark.parametrize("n", [1, 15])          # 15: two Winograd blocks of images (13 + 2)
+@pytest.mark.parametrize("method,dtype", [("winograd", np.float32), ("direct", np.float32),
+                                          ("direct", np.float64)])
+def test_filter_split_items_keep_the_kernel_bits(method, dtype, n, pool):
+    """ksplit on the direct kernel and on float32 Winograd: filter blocks (whole groups of 8)
+    as work items, Winograd's running its input transform unless its thread's last item left
+    it in scratch. The bits of the training kernel (then the pool) for every split and thread
+    count (the 2x2 pool in the epilogue or the output transform too), the float64 reference to
+    rounding, and max |y| of all of y."""
     rng = np.random.default_rng(29)
-    C, H, W, K = 6, 10, 9, 37                    # 37 filters: blocks of 8, 16 or 24, and a tail
-    x = rng.standard_normal((n, C, H, W)).astype(np.float32)
-    w = rng.standard_normal((K, C, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(K).astype(np.float32)
+    C = 6 if method == "winograd" else 1
+    H, W, K = 10, 9, 37                          # 37 filters: blocks of 8, 16 or 24, and a tail
+    x = rng.standard_normal((n, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C, 3, 3)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
     pads, out_hw = _conv_geometry(x.shape, w.shape, (1, 1), "same")
-    z = np.empty((n, K) + out_hw, np.float32)
-    _conv.conv2d_forward_winograd(x, w, b, z, pads[0], pads[2], True, 1)
+    z = np.empty((n, K) + out_hw, dtype)
+    kernel = (_conv.conv2d_forward_winograd if method == "winograd"
+              else _conv.conv2d_forward_direct_c1)
+    kernel(x, w, b, z, pads[0], pads[2], True, 1)
     z64 = np.maximum(reference.conv2d(*(a.astype(np.float64) for a in (x, w, b)), (1, 1),
                                       "same"), 0)
     if pool is None:
@@ -306,15 +311,16 @@ def test_winograd_filter_split_items(n, pool):
         _, ppads, pool_hw = _pool_geometry(out_hw, (pk, pk), (ps, ps), (pp,) * 4)
         want = _ops.maxpool2d(z, (pk, pk), (ps, ps), ppads, pool_hw)[0]
         ref = reference.maxpool2d(z64, (pk, pk), (ps, ps), (pp,) * 4)[0]
-    size = _fused.scratch_size(_fused.WINOGRAD, n, C, K, 3, 3, *out_hw)
+    size = _fused.scratch_size(CODES[method], n, C, K, 3, 3, *out_hw)
     for ksplit in (1, 2, 3, 5, 64):
         for threads in (1, 2, 3):
-            y = np.full(want.shape, np.nan, dtype=np.float32)
+            y = np.full(want.shape, np.nan, dtype=dtype)
             maxes = np.full(threads, -1.0)
-            U = np.full((16, K, C), np.nan, np.float32)
-            _fused.conv_pool_forward(x, w, b, y, np.full((threads, size), np.nan, np.float32),
-                                     U, _fused.WINOGRAD, 1, 1, pads[0], pads[2], *out_hw, True,
+            U = np.full((16, K, C), np.nan, dtype) if method == "winograd" else None
+            _fused.conv_pool_forward(x, w, b, y, np.full((threads, size), np.nan, dtype),
+                                     U, CODES[method], 1, 1, pads[0], pads[2], *out_hw, True,
                                      *codes, threads, maxes, ksplit)
             np.testing.assert_array_equal(y, want)
             assert maxes.max() == np.abs(y).max()
-    np.testing.assert_allclose(want, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    np.testing.assert_allclose(want, ref, rtol=tol, atol=tol * np.abs(ref).max())

@@ -140,6 +140,14 @@ def pool_plane_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
                     OH, OW, kh, kw, sh, sw, pt, pl)
 
 
+def max_abs(const floating[::1] a):
+    """max |a| (float), NaN if ``a`` holds a NaN, 0.0 if it is empty: one serial pass (the
+    integer kernel of _fused.h), for arrays small enough that a call's overhead counts."""
+    if a.shape[0] == 0:
+        return 0.0
+    return _max_abs_into(&a[0], a.shape[0], 0.0)  # (small: not worth releasing the GIL)
+
+
 def winograd_blocks(int N, int C, int OH, int OW):
     """Blocks of images (work items before any filter split) of a Winograd
     :func:`conv_pool_forward` on N images of C channels and (OH, OW) outputs."""
@@ -249,13 +257,13 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     item is in cache: the next conv's Winograd overflow test needs ``max |y|``, and this saves
     it a pass over ``y``). Its max over the entries is ``max |y|`` exactly, for any schedule.
 
-    ``ksplit`` (IM2COL, and WINOGRAD in float32) cuts each image's filters (each Winograd
-    block's) into that many blocks, each a work item of its own (its own im2col or input
-    transform unless the thread's last item left it in scratch, GEMM rows, bias/ReLU and pool),
-    so a batch of one image can use two threads. For IM2COL the caller picks it from the
+    ``ksplit`` (IM2COL, DIRECT, and WINOGRAD in float32) cuts each image's filters (each
+    Winograd block's) into that many blocks, each a work item of its own (its own im2col or
+    input transform unless the thread's last item left it in scratch, GEMM rows, bias/ReLU and
+    pool), so a batch of one image can use two threads. For IM2COL the caller picks it from the
     shapes, never from the thread count: BLAS's rounding may depend on the rows it is given,
-    the result must not depend on threads. The float32 Winograd kernel's bits do not depend on
-    the filter block (blocks are whole multiples of its 8 rows), so there it may follow the
+    the result must not depend on threads. The direct and the float32 Winograd kernels' bits
+    do not depend on the filter block (blocks of 8 filters there), so there it may follow the
     thread count.
 
     ``own_gemm`` (float32 im2col with one image per GEMM, not 1x1; ignored elsewhere) runs the
@@ -300,7 +308,7 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef bint track = maxes is not None
     cdef Py_ssize_t item0, item1, trk_off, trk_len
     cdef int ks, k0, k1, kblk, rs, rblk, r0, r1, kr
-    cdef bint wino_split
+    cdef bint wino_split, any_split
     cdef int wc, w_chunks
     # per thread: the image whose im2col columns its scratch holds (-1: none; threads past
     # MAX_REUSE_THREADS never reuse); on the stack, so a call allocates nothing
@@ -324,11 +332,13 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     LD = <Py_ssize_t> G * P
     own_gemm = own_gemm and floating is float and method == M_IM2COL and G == 1 \
         and not one_by_one
-    # float32 Winograd: an output's bits do not depend on the filter block (float64 runs BLAS)
+    # float32 Winograd and the direct kernel: an output's bits do not depend on the filter
+    # block (float64 Winograd runs BLAS)
     wino_split = floating is float and method == M_WINOGRAD
-    ks = max(1, min(ksplit, K)) if method == M_IM2COL or wino_split else 1
+    any_split = method == M_IM2COL or method == M_DIRECT or wino_split
+    ks = max(1, min(ksplit, K)) if any_split else 1
     kblk = (K + ks - 1) // ks
-    if wino_split:  # whole blocks of the GEMM kernel's rows
+    if method != M_IM2COL:  # whole blocks of the kernel's rows of filters (8: Winograd's GEMM)
         kblk = (kblk + CNN_WINO_GEMM_ROWS - 1) // CNN_WINO_GEMM_ROWS * CNN_WINO_GEMM_ROWS
     ks = (K + kblk - 1) // kblk
     rs = max(1, min(rsplit, PH)) if own_gemm else 1
@@ -386,25 +396,37 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                         _pool_image(zz + (n - n0) * conv_img + <Py_ssize_t> k0 * P,
                                     yptr + n * out_img + <Py_ssize_t> k0 * PH * PW, k1 - k0,
                                     OH, OW, PH, PW, pkh, pkw, psh, psw, ppt, ppl)
-            elif method == M_DIRECT and pool22:
-                n = blk  # pooled in the kernel's epilogue: the conv plane is never stored
-                if floating is float:
-                    cnn_direct3x3_c1_pool22_f(xptr + n * in_img, wptr, bptr, relu,
-                                              yptr + n * out_img, K, H, W, pt, pl, OH, OW, base)
-                else:
-                    cnn_direct3x3_c1_pool22_d(xptr + n * in_img, wptr, bptr, relu,
-                                              yptr + n * out_img, K, H, W, pt, pl, OH, OW, base)
             elif method == M_DIRECT:
-                n = blk
-                if floating is float:
-                    cnn_direct3x3_c1_f(xptr + n * in_img, wptr, bptr, relu, zz, K, H, W, pt, pl,
-                                       OH, OW, base)
+                n = blk // ks  # filters k0:k1 of image n (w is (K, 1, 3, 3))
+                k0 = (blk % ks) * kblk
+                k1 = min(K, k0 + kblk)
+                zz = z if pooled else yptr + <Py_ssize_t> n * conv_img
+                if pool22:  # pooled in the kernel's epilogue: the conv plane is never stored
+                    if floating is float:
+                        cnn_direct3x3_c1_pool22_f(xptr + n * in_img, wptr + 9 * k0,
+                                                  bptr + k0 if has_bias else NULL, relu,
+                                                  yptr + n * out_img + <Py_ssize_t> k0 * PH * PW,
+                                                  k1 - k0, H, W, pt, pl, OH, OW, base)
+                    else:
+                        cnn_direct3x3_c1_pool22_d(xptr + n * in_img, wptr + 9 * k0,
+                                                  bptr + k0 if has_bias else NULL, relu,
+                                                  yptr + n * out_img + <Py_ssize_t> k0 * PH * PW,
+                                                  k1 - k0, H, W, pt, pl, OH, OW, base)
                 else:
-                    cnn_direct3x3_c1_d(xptr + n * in_img, wptr, bptr, relu, zz, K, H, W, pt, pl,
-                                       OH, OW, base)
-                if pooled:
-                    _pool_image(zz, yptr + n * out_img, K, OH, OW, PH, PW, pkh, pkw, psh, psw,
-                                ppt, ppl)
+                    if floating is float:
+                        cnn_direct3x3_c1_f(xptr + n * in_img, wptr + 9 * k0,
+                                           bptr + k0 if has_bias else NULL, relu,
+                                           zz + <Py_ssize_t> k0 * P, k1 - k0, H, W, pt, pl, OH,
+                                           OW, base)
+                    else:
+                        cnn_direct3x3_c1_d(xptr + n * in_img, wptr + 9 * k0,
+                                           bptr + k0 if has_bias else NULL, relu,
+                                           zz + <Py_ssize_t> k0 * P, k1 - k0, H, W, pt, pl, OH,
+                                           OW, base)
+                    if pooled:
+                        _pool_image(zz + <Py_ssize_t> k0 * P,
+                                    yptr + n * out_img + <Py_ssize_t> k0 * PH * PW, k1 - k0, OH,
+                                    OW, PH, PW, pkh, pkw, psh, psw, ppt, ppl)
             elif G == 1:
                 n = blk // kr  # filters k0:k1, rows r0:r1 of y, of image n
                 k0 = (blk % kr) // rs * kblk
