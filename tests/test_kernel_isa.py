@@ -152,6 +152,13 @@ for dt in (np.float32, np.float64):
     xp[0, 0, :4, :4] = 1.0                                  # ties: the first cell wins
     yp, arg = F.maxpool2d(xp, 2, padding="valid")
     out[f"pool_y_{name}"], out[f"pool_arg_{name}"] = yp, arg
+    # rows of 7 windows (one masked step), small integers (ties everywhere), signed zeros, a
+    # NaN plane (redone by the NaN-aware loop)
+    xt = rng.integers(-2, 3, (3, 5, 14, 14)).astype(dt)
+    xt[xt == 0] = np.where(rng.random(int((xt == 0).sum())) < 0.5, -0.0, 0.0)
+    xt[2, 3, 5, 6] = np.nan
+    yt, argt = F.maxpool2d(xt, 2)
+    out[f"pool_ties_y_{name}"], out[f"pool_ties_arg_{name}"] = yt, argt
     for shape in ((6, 5, 13, 11), (37, 9)):                 # S = 143 (lanes + tail), S = 1
         xb = (rng.standard_normal(shape) * 3 + 1).astype(dt)
         gb = rng.standard_normal(shape[1]).astype(dt)
