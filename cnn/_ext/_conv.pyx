@@ -46,6 +46,7 @@ from cnn._ext._conv_common cimport (
     _wino_weights_grad,
     cnn_direct3x3_c1_d,
     cnn_direct3x3_c1_f,
+    cnn_wino_wgrad_f,
 )
 from cnn._ext._openmp cimport omp_get_thread_num
 
@@ -485,7 +486,8 @@ def conv2d_weight_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N
     ``dw = G^T [ sum over images and 2x2 output tiles of (A g A^T) (.) (B^T d B) ] G`` with
     ``g`` the tile of ``dy`` (masked by ``relu_out > 0`` when given) and ``d`` the 4x4 input
     tile: 16 GEMMs ``(K, T) @ (T, C + 1)`` per block of images, the extra column a row of ones
-    whose sums give ``db``. Images are split into ``N_CHUNKS`` fixed chunks; each chunk's partial
+    whose sums give ``db`` (float32: cnn's own kernel, ``_wino_wgrad.h``, which reads both
+    operands in place; BLAS packed them on every call; float64: BLAS). Images are split into ``N_CHUNKS`` fixed chunks; each chunk's partial
     sums are private and added in chunk order, so the result does not depend on the thread
     count (as in ``conv2d_backward``). Needs ``0 <= pt, pl <= 2``.
     """
@@ -547,9 +549,15 @@ def conv2d_weight_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N
                     for i in range(T):
                         V[(<Py_ssize_t> e * C1 + C) * LD + i] = 1
                     # Mw[e] (K, C + 1) (+)= D[e] (K, T) @ V[e]^T (T, C + 1)
-                    _gemm(False, True, K, C1, T, 1, D + <Py_ssize_t> e * K * LD, <int> LD,
-                          V + <Py_ssize_t> e * C1 * LD, <int> LD, 0 if b0 == n0 else 1,
-                          part + chunk * MW + <Py_ssize_t> e * K * C1, C1)
+                    if floating is float:
+                        cnn_wino_wgrad_f(D + <Py_ssize_t> e * K * LD, LD, K,
+                                         V + <Py_ssize_t> e * C1 * LD, LD, C1, T,
+                                         part + chunk * MW + <Py_ssize_t> e * K * C1,
+                                         b0 != n0)
+                    else:
+                        _gemm(False, True, K, C1, T, 1, D + <Py_ssize_t> e * K * LD, <int> LD,
+                              V + <Py_ssize_t> e * C1 * LD, <int> LD, 0 if b0 == n0 else 1,
+                              part + chunk * MW + <Py_ssize_t> e * K * C1, C1)
                 b0 = b1
 
     # Fixed-order reduction of the chunk partials into chunk 0's row (each element summed over

@@ -199,6 +199,12 @@ cdef inline void _wino_weights_grad(const floating *Mw, floating *dw, floating *
         cnn_wino_weights_grad_d(Mw, dw, db, Kout, Cin, ldw)
 
 
+cdef extern from "_wino_wgrad.h":
+    void cnn_wino_wgrad_f(const float *D, Py_ssize_t ldd, int Kout, const float *V,
+                          Py_ssize_t ldv, int C1, Py_ssize_t T, float *Mw,
+                          int accumulate) noexcept nogil
+
+
 cdef extern from "_wino_gemm.h":
     Py_ssize_t CNN_WINO_GEMM_PAD(Py_ssize_t t) noexcept nogil
     int CNN_WINO_GEMM_ROWS
