@@ -54,6 +54,15 @@ static void cnn_wino_wgrad_f_default(const float *restrict D, ptrdiff_t ldd, int
 #if CNN_HAVE_CLONES
 #include <immintrin.h>
 
+/* cnn_wgrad_hsum8 in registers (the scalar form cost as long as a block's products): the
+ * halves added lane by lane give p0+p4, p1+p5, p2+p6, p3+p7; then lanes 0+2 and 1+3; then
+ * those two. The same additions in the same order (addition commutes bit for bit). */
+__attribute__((target("avx2,fma"))) static inline float cnn_wgrad_hsum8_avx2(__m256 v) {
+    const __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
+}
+
 /* Rows r0..r0+3 of D and c0..c0+2 of V (indices past the end clamped to the last row; their
  * results are never stored). Tried: running t in chunks of 64-512 over all blocks so that the
  * chunk of V stays in L1, the partial sums waiting in memory between chunks: no faster on the
@@ -100,9 +109,7 @@ __attribute__((target("avx2,fma"))) static inline void cnn_wgrad_block_avx2(
                               {a30, a31, a32}};
     for (int i = 0; i < 4 && r0 + i < Kout; i++)
         for (int j = 0; j < 3 && c0 + j < C1; j++) {
-            float p[CNN_WGRAD_LANES];
-            _mm256_storeu_ps(p, acc[i][j]);
-            const float s = cnn_wgrad_hsum8(p);
+            const float s = cnn_wgrad_hsum8_avx2(acc[i][j]);
             float *m = Mw + (ptrdiff_t)(r0 + i) * C1 + c0 + j;
             *m = accumulate ? *m + s : s;
         }
