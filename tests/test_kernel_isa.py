@@ -128,6 +128,20 @@ for dt in (np.float32, np.float64):
         _conv.conv2d_weight_grad_winograd(dym, xm, ro, dwm, dbm, pt, pt, 2)
         out.update({f"wino_mask{pt}_dx_{name}": dxm, f"wino_mask{pt}_dw_{name}": dwm,
                     f"wino_mask{pt}_db_{name}": dbm})
+    # the im2col weight gradient (float32: the own kernel below 320 columns): 5 filters, 37
+    # columns, 90 reduction slots (masked tails of rows, columns and slots); and groups
+    xi = rng.standard_normal((3, 4, 11, 9)).astype(dt)
+    wi = rng.standard_normal((5, 4, 3, 3)).astype(dt)
+    yi = F.conv2d(xi, wi, None, stride=2, padding="same", activation="relu", algorithm="im2col")
+    dyi = rng.standard_normal(yi.shape).astype(dt)
+    for key, v in zip(("dx", "dw", "db"), F.conv2d_backward(
+            dyi, xi, wi, stride=2, padding="same", activation="relu", y=yi, algorithm="im2col")):
+        out[f"im2col_{key}_{name}"] = v
+    wg = rng.standard_normal((6, 2, 3, 3)).astype(dt)
+    dyg = rng.standard_normal((3, 6, 11, 9)).astype(dt)
+    for key, v in zip(("dx", "dw", "db"), F.conv2d_backward(dyg, xi, wg, padding="same",
+                                                            groups=2)):
+        out[f"im2col_groups_{key}_{name}"] = v
     x1 = rng.standard_normal((5, 1, 29, 31)).astype(dt)
     w1 = rng.standard_normal((7, 1, 3, 3)).astype(dt)
     b1 = rng.standard_normal(7).astype(dt)

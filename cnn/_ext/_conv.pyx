@@ -55,6 +55,15 @@ from cnn._ext._openmp cimport omp_get_thread_num
 cdef enum:
     N_CHUNKS = 16
 
+# The im2col weight gradient's product (Kg, CgKK + 1) (+)= dY (Kg, T) @ [cols; 1]^T in float32
+# runs on the Winograd weight-gradient kernel (_wino_wgrad.h) up to this many columns: OpenBLAS
+# packs both operands on every call, which dominates for few columns. The whole backward, CPU
+# samples over a fixed loop (perf, 2 threads, AMD Zen 3): -31 % (DESIGN CNN conv1, 10 columns),
+# -33 % (3 -> 32 channels, stride 2, 28), -19 % (LeNet-5 conv2, 151), -40 % (32 -> 64 channels,
+# stride 2, 289); at 577 columns a wash (+1 %, +6 %), so BLAS keeps the wider products.
+cdef enum:
+    OWN_WGRAD_MAX_COLS = 320
+
 
 cdef extern from *:
     """
@@ -337,9 +346,15 @@ def conv2d_backward(const floating[:, :, :, ::1] dy,  # IN  (N, K, OH, OW)
                             _im2col(&x[b0 + i, g * Cg, 0, 0], cols + g * BLK + <Py_ssize_t> i * P,
                                     LD, Cg, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
                     # partial [dW_g | db_g] (Kg, CgKK + 1) (+)= dY_g (Kg, nb*P) @ [cols_g; 1]^T
-                    _gemm(False, True, Kg, CgKK1, nb * P, 1, dyn + g * Kg * LD, <int> LD,
-                          cols + g * BLK, <int> LD, 0 if b0 == n0 else 1,
-                          part + chunk * PSZ + <Py_ssize_t> g * Kg * CgKK1, CgKK1)
+                    if floating is float and CgKK1 <= OWN_WGRAD_MAX_COLS:
+                        cnn_wino_wgrad_f(dyn + g * Kg * LD, LD, Kg, cols + g * BLK, LD, CgKK1,
+                                         <Py_ssize_t> nb * P,
+                                         part + chunk * PSZ + <Py_ssize_t> g * Kg * CgKK1,
+                                         b0 != n0)
+                    else:
+                        _gemm(False, True, Kg, CgKK1, nb * P, 1, dyn + g * Kg * LD, <int> LD,
+                              cols + g * BLK, <int> LD, 0 if b0 == n0 else 1,
+                              part + chunk * PSZ + <Py_ssize_t> g * Kg * CgKK1, CgKK1)
                 if need_dx:
                     dxn = &dx[b0, 0, 0, 0]
                     for g in range(G):
