@@ -605,7 +605,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         n = x.shape[0]
         with self._lock:
             if 0 < n <= batch_size and not self._layer_hooks:  # one batch: a copy of the plan's
-                return self._inference_plan(n).run(x).copy()   # buffer, no slices
+                return self._inference_plan(n).run(x).astype(self.dtype)  # buffer
             out = np.empty((n,) + self.output_shape, dtype=self.dtype)
             if self._layer_hooks:  # every layer runs on its own, so the hooks see each one
                 for i in range(0, n, batch_size):

@@ -41,7 +41,7 @@ from cnn._ext._conv_common cimport (
     cnn_wino_weights_d,
     cnn_wino_weights_f,
 )
-from cnn._ext._openmp cimport omp_get_thread_num
+from cnn._ext._openmp cimport cnn_omp_barrier, omp_get_thread_num
 
 
 # The algorithm codes of conv_pool_forward's ``method``.
@@ -361,14 +361,17 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
         base = &scratch[omp_get_thread_num(), 0]
         # the conv output of the item sits at the end of the thread's row
         z = base + ssize - <Py_ssize_t> G * conv_img
-        # the Winograd weights U, shared by the threads (the loop ends on a barrier)
-        for wc in prange(w_chunks, schedule='static'):
-            if floating is float:
-                cnn_wino_weights_f(wptr, uptr, K, C, False, wc * WINO_WEIGHT_CHUNK,
-                                   min(K, (wc + 1) * WINO_WEIGHT_CHUNK))
-            else:
-                cnn_wino_weights_d(wptr, uptr, K, C, False, wc * WINO_WEIGHT_CHUNK,
-                                   min(K, (wc + 1) * WINO_WEIGHT_CHUNK))
+        # the Winograd weights U, shared by the threads: every thread reads all of U next, so
+        # a barrier after the loop (the condition is the same for every thread)
+        if method == M_WINOGRAD:
+            for wc in prange(w_chunks, schedule='static'):
+                if floating is float:
+                    cnn_wino_weights_f(wptr, uptr, K, C, False, wc * WINO_WEIGHT_CHUNK,
+                                       min(K, (wc + 1) * WINO_WEIGHT_CHUNK))
+                else:
+                    cnn_wino_weights_d(wptr, uptr, K, C, False, wc * WINO_WEIGHT_CHUNK,
+                                       min(K, (wc + 1) * WINO_WEIGHT_CHUNK))
+            cnn_omp_barrier()
         for blk in prange(n_items, schedule='dynamic'):
             # the item's conv output: the thread's scratch, or (no pool) straight into y
             zz = z if pooled else yptr + <Py_ssize_t> (blk // kr) * G * conv_img
