@@ -231,15 +231,15 @@ class _Conv(_Weighted):
         # at least _SPLIT_MIN_FILTERS filters per half. The own GEMM cuts the image's rows
         # instead (each thread then unrolls only its half); its bits depend on neither, so its
         # bands follow the thread count.
-        self.ksplit = 2 if n == 1 and w_shape[0] >= 2 * _SPLIT_MIN_FILTERS else 1
+        im2col_ksplit = 2 if n == 1 and w_shape[0] >= 2 * _SPLIT_MIN_FILTERS else 1
         self.rsplit = 1
         if self.own_gemm and n == 1:
-            self.ksplit, self.rsplit = 1, self.threads
+            im2col_ksplit, self.rsplit = 1, self.threads
         # The direct kernel, and float32 Winograd, on fewer work items than threads (one image;
         # a batch in one Winograd block of images): each item's filters cut into groups of 8
         # so that every thread has work (the bits do not depend on the cut).
         items = {"direct": n, "winograd": _fused.winograd_blocks(n, w_shape[1], *self.out_hw)}
-        self.ksplits = {"im2col": self.ksplit}
+        self.ksplits = {"im2col": im2col_ksplit}
         for name, count in items.items():
             splittable = name == "direct" or float32
             self.ksplits[name] = (max(1, self.threads // count)

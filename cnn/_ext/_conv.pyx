@@ -55,9 +55,10 @@ from cnn._ext._openmp cimport omp_get_thread_num
 cdef enum:
     N_CHUNKS = 16
 
-# The im2col weight gradient's product (Kg, CgKK + 1) (+)= dY (Kg, T) @ [cols; 1]^T in float32
-# runs on the Winograd weight-gradient kernel (_wino_wgrad.h) up to this many columns: OpenBLAS
-# packs both operands on every call, which dominates for few columns. The whole backward, CPU
+# The weight-gradient products in float32 (im2col: (Kg, CgKK + 1) (+)= dY (Kg, T) @ [cols; 1]^T;
+# Winograd: the same with the transformed dY and x, C + 1 columns) run on cnn's own kernel
+# (_wino_wgrad.h) up to this many columns: OpenBLAS packs both operands on every call, which
+# dominates for few columns. The whole im2col backward, CPU
 # samples over a fixed loop (perf, 2 threads, AMD Zen 3): -31 % (DESIGN CNN conv1, 10 columns),
 # -33 % (3 -> 32 channels, stride 2, 28), -19 % (LeNet-5 conv2, 151), -40 % (32 -> 64 channels,
 # stride 2, 289); at 577 columns a wash (+1 %, +6 %), so BLAS keeps the wider products.
@@ -501,10 +502,11 @@ def conv2d_weight_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N
     ``dw = G^T [ sum over images and 2x2 output tiles of (A g A^T) (.) (B^T d B) ] G`` with
     ``g`` the tile of ``dy`` (masked by ``relu_out > 0`` when given) and ``d`` the 4x4 input
     tile: 16 GEMMs ``(K, T) @ (T, C + 1)`` per block of images, the extra column a row of ones
-    whose sums give ``db`` (float32: cnn's own kernel, ``_wino_wgrad.h``, which reads both
-    operands in place; BLAS packed them on every call; float64: BLAS). Images are split into ``N_CHUNKS`` fixed chunks; each chunk's partial
-    sums are private and added in chunk order, so the result does not depend on the thread
-    count (as in ``conv2d_backward``). Needs ``0 <= pt, pl <= 2``.
+    whose sums give ``db`` (float32 up to ``OWN_WGRAD_MAX_COLS`` columns: cnn's own kernel,
+    ``_wino_wgrad.h``, which reads both operands in place where BLAS packed them on every call;
+    else BLAS). Images are split into ``N_CHUNKS`` fixed chunks; each chunk's partial sums are
+    private and added in chunk order, so the result does not depend on the thread count (as in
+    ``conv2d_backward``). Needs ``0 <= pt, pl <= 2``.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = dy.shape[1], OH = dy.shape[2], OW = dy.shape[3]
@@ -564,7 +566,7 @@ def conv2d_weight_grad_winograd(const floating[:, :, :, ::1] dy,        # IN  (N
                     for i in range(T):
                         V[(<Py_ssize_t> e * C1 + C) * LD + i] = 1
                     # Mw[e] (K, C + 1) (+)= D[e] (K, T) @ V[e]^T (T, C + 1)
-                    if floating is float:
+                    if floating is float and C1 <= OWN_WGRAD_MAX_COLS:
                         cnn_wino_wgrad_f(D + <Py_ssize_t> e * K * LD, LD, K,
                                          V + <Py_ssize_t> e * C1 * LD, LD, C1, T,
                                          part + chunk * MW + <Py_ssize_t> e * K * C1,

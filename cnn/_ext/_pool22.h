@@ -83,7 +83,8 @@ __attribute__((target("avx2"))) static int cnn_pool22_row_f_avx2(
         } else {
             const __m256i cells = _mm256_set1_epi32((int)(2 * n));
             const __m256i m0 = _mm256_cmpgt_epi32(cells, lane);
-            const __m256i m1 = _mm256_cmpgt_epi32(cells, _mm256_add_epi32(lane, _mm256_set1_epi32(8)));
+            const __m256i m1 = _mm256_cmpgt_epi32(
+                cells, _mm256_add_epi32(lane, _mm256_set1_epi32(8)));
             p0 = _mm256_maskload_ps(p, m0); p1 = _mm256_maskload_ps(p + 8, m1);
             q0 = _mm256_maskload_ps(q, m0); q1 = _mm256_maskload_ps(q + 8, m1);
         }

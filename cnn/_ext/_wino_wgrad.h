@@ -5,8 +5,8 @@
  * with D[r][t] at D[r * ldd + t] (the transformed output gradient of one product, Kout rows)
  * and V[c][t] at V[c * ldv + t] (the transformed input, C1 rows, the last one a row of ones
  * whose sums give the bias gradient), Mw row-major (Kout, C1). ``accumulate`` 0 writes Mw,
- * 1 adds to it. The im2col weight gradient (_conv.pyx, float32, up to OWN_WGRAD_MAX_COLS
- * columns) is the same product with D = the block's dY and V = its [cols; 1].
+ * 1 adds to it. _conv.pyx calls it up to OWN_WGRAD_MAX_COLS columns, for this product and
+ * for the im2col weight gradient's (D = the block's dY, V = its [cols; 1]).
  *
  * Why not BLAS: the product is a long reduction (T = a block's tiles, ~400) into a small
  * output (Kout x C1, e.g. 64 x 33), so OpenBLAS's packing of both operands on every call

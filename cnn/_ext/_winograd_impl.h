@@ -3,9 +3,10 @@
  * built once), CNN_WINO_CLONE(name) (the name of this clone of a vectorised transform),
  * CNN_WINO_ATTR (its target attributes) and, in the one pass that defines the functions
  * built once, CNN_WINO_SHARED. See _winograd.h for the maths and the layouts. */
-/* U = G g G^T for every (ko, ci) with k0 <= ko < k1. flip == 0: g = w[ko, ci] with w (Kout, Cin, 3, 3).
- * flip == 1: g = w[ci, ko] rotated by 180 degrees, with w (Cin, Kout, 3, 3): the kernel of
- * the input gradient, whose "input" is dy (Cin = the forward K) and "output" dx.
+/* U = G g G^T for every (ko, ci) with k0 <= ko < k1. flip == 0: g = w[ko, ci] with w
+ * (Kout, Cin, 3, 3). flip == 1: g = w[ci, ko] rotated by 180 degrees, with w
+ * (Cin, Kout, 3, 3): the kernel of the input gradient, whose "input" is dy (Cin = the
+ * forward K) and "output" dx.
  *
  * A run of up to CNN_WINO_WEIGHTS_RUN channels of one ko goes through a small local block
  * first, then out as 16 contiguous runs: the 16 elements of one filter lie Kout * Cin apart
