@@ -173,6 +173,12 @@ for dt in (np.float32, np.float64):
     xt[2, 3, 5, 6] = np.nan
     yt, argt = F.maxpool2d(xt, 2)
     out[f"pool_ties_y_{name}"], out[f"pool_ties_arg_{name}"] = yt, argt
+    # rows of 14 windows (the AVX-512F copy's two-register masked step) and of 15 with 'same'
+    # padding (the window row starts one cell before the plane's row)
+    for shape, padding in (((2, 3, 28, 28), "valid"), ((2, 3, 29, 29), "same")):
+        xw = rng.integers(-3, 4, shape).astype(dt)
+        yw, argw = F.maxpool2d(xw, 2, padding=padding)
+        out[f"pool_{shape[-1]}_y_{name}"], out[f"pool_{shape[-1]}_arg_{name}"] = yw, argw
     for shape in ((6, 5, 13, 11), (37, 9)):                 # S = 143 (lanes + tail), S = 1
         xb = (rng.standard_normal(shape) * 3 + 1).astype(dt)
         gb = rng.standard_normal(shape[1]).astype(dt)

@@ -75,6 +75,18 @@ def test_matches_window_loop_and_reference(rng, dtype, xs, size, stride, padding
                                   y.reshape(xs[0], xs[1], -1))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding", ["valid", "tile", 1])
+def test_two_by_two_rows_of_every_length(rng, dtype, padding):
+    # The 2x2 / stride-2 row kernel steps 8 (AVX2) or 16 (AVX-512F) windows at a time with a
+    # masked last step: row lengths from 1 to 40 windows, small integers (ties), padding on
+    # the right only ("tile", odd widths) and on both sides (1: each window row starts one
+    # cell left of the plane's row, the edge windows taking the general loop).
+    for w in range(2, 82, 3):
+        x = rng.integers(-2, 3, (1, 2, 5, w)).astype(dtype)
+        _check_against_oracles(x, 2, None, padding, dtype, rng)
+
+
 def test_tile_covers_every_input_cell(rng):
     # "tile" leaves no row or column out: ceil(H / k) windows, and the last one holds the
     # bottom-right input cell (made the plane's maximum, so it must win that window).
