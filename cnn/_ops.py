@@ -89,22 +89,19 @@ def conv_algorithm(algorithm, w_shape, stride, pads, out_hw, backward, dilation=
     return algorithm
 
 
-# Below this many values max_abs makes one serial kernel call instead of NumPy's two
-# reductions (about 1.5 us of call overhead each: a batch-1 input, a layer's weights).
-_MAX_ABS_KERNEL_SIZE = 1 << 16
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def max_abs(a):
-    """``max|a|`` as a Python float in two read-only passes (NumPy's vectorised max and min: no
-    temporary array, and faster than a one-pass OpenMP kernel with a NaN test, measured), or
-    for a small C-contiguous float array one serial kernel pass; NaN if ``a`` holds a NaN,
-    0.0 if it is empty."""
+    """``max|a|`` as a Python float, NaN if ``a`` holds a NaN, 0.0 if it is empty.
+
+    A C-contiguous float32/float64 array takes one pass of the integer kernel of _fused.h (on
+    the knob's threads past 64K values per thread: the Winograd overflow guards of a training
+    step scan its largest tensors); anything else NumPy's max and min."""
     if a.size == 0:
         return 0.0
-    if (a.size <= _MAX_ABS_KERNEL_SIZE and a.dtype in _KERNEL_DTYPES
-            and a.flags.c_contiguous):
-        return _fused.max_abs(a.reshape(-1))
+    if a.dtype in _KERNEL_DTYPES and a.flags.c_contiguous:
+        return _fused.max_abs(a.reshape(-1), _threads.get_num_threads())
     return max(float(a.max()), -float(a.min()))
 
 
@@ -124,10 +121,9 @@ def winograd_cannot_overflow(max_a, max_b, reduction, dtype):
     through a 9-term output transform, so every intermediate is bounded by ``4 max|a|``,
     ``4 max|b|`` and ``81 * reduction * max|a| * max|b|``. When these stay below the dtype's
     largest value, Winograd is as finite as the direct sum; otherwise (or with a NaN/inf
-    operand) :func:`conv2d` and :func:`conv2d_backward` fall back to im2col. The cost is two
-    read-only passes over each operand (:func:`max_abs`; the backward scans ``dy`` once for both
-    products), about 3-4 % of a training step of the DESIGN CNN (measured: 0.5 ms per forward
-    and 1.4 ms per backward of its 14x14 layer at batch 256).
+    operand) :func:`conv2d` and :func:`conv2d_backward` fall back to im2col. The cost is one
+    read-only pass over each operand (:func:`max_abs`, on the knob's threads; the backward scans
+    ``dy`` once for both products).
     """
     big = float(np.finfo(dtype).max)
     # written so that NaN fails every test, and products that overflow to inf fail too

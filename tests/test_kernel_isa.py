@@ -191,6 +191,12 @@ for dt in (np.float32, np.float64):
             out[f"bn{len(shape)}_{key}_{name}"] = v
     # the elementwise kernels (_eltwise: ReLU, add, add-into, add + ReLU), past one work item
     from cnn import _ops
+    # max |a| (the integer kernel of _fused.h), serial and in parts; a NaN in the second part
+    am = rng.standard_normal(200001).astype(dt)
+    am[7] = -9.0
+    out[f"max_abs_{name}"] = np.array([_fused.max_abs(am, 1), _fused.max_abs(am, 2)])
+    am[150000] = np.nan
+    out[f"max_abs_nan_{name}"] = np.array([_fused.max_abs(am, 1), _fused.max_abs(am, 2)])
     ea = rng.standard_normal(40000).astype(dt)
     eb = rng.standard_normal(40000).astype(dt)
     ea[::7] = -0.0

@@ -140,12 +140,41 @@ def pool_plane_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
                     OH, OW, kh, kw, sh, sw, pt, pl)
 
 
-def max_abs(const floating[::1] a):
-    """max |a| (float), NaN if ``a`` holds a NaN, 0.0 if it is empty: one serial pass (the
-    integer kernel of _fused.h), for arrays small enough that a call's overhead counts."""
-    if a.shape[0] == 0:
+# max_abs: values per thread below which one serial pass beats waking a second thread (and
+# below which the GIL is kept: a pass over 256 KB takes a few microseconds).
+cdef Py_ssize_t _MAX_ABS_MIN_PART = 1 << 16
+
+
+def max_abs(const floating[::1] a, int num_threads=1):
+    """max |a| (float), NaN if ``a`` holds a NaN, 0.0 if it is empty: one pass of the integer
+    kernel of _fused.h, serial for a small array (a call's overhead counts there) and with the
+    GIL held, else cut into ``num_threads`` contiguous parts. An exact max: the result does not
+    depend on the thread count."""
+    cdef Py_ssize_t n = a.shape[0], part, lo, hi
+    cdef int t, parts
+    cdef double out = 0.0
+    cdef double[::1] part_max
+    if n == 0:
         return 0.0
-    return _max_abs_into(&a[0], a.shape[0], 0.0)  # (small: not worth releasing the GIL)
+    parts = max(1, min(num_threads, <int> (n // _MAX_ABS_MIN_PART)))
+    if parts == 1:
+        if n <= _MAX_ABS_MIN_PART:
+            return _max_abs_into(&a[0], n, 0.0)
+        with nogil:
+            out = _max_abs_into(&a[0], n, 0.0)
+        return out
+    part = (n + parts - 1) // parts
+    part_max = np.empty(parts, dtype=np.float64)
+    for t in prange(parts, nogil=True, schedule='static', num_threads=parts):
+        lo = t * part
+        hi = min(n, lo + part)
+        part_max[t] = _max_abs_into(&a[0] + lo, hi - lo, 0.0)
+    for t in range(parts):
+        if part_max[t] != part_max[t]:
+            return part_max[t]
+        if part_max[t] > out:
+            out = part_max[t]
+    return out
 
 
 def winograd_blocks(int N, int C, int OH, int OW):
