@@ -14,12 +14,13 @@ import numpy as np
 
 from cnn import _threads
 from cnn._ext import _conv, _dense, _eltwise, _fused, _norm, _optim, _pool
+from cnn._ext._scratch import aligned_rows
 
 __all__ = ["threads_for", "update_threads", "conv_algorithm", "linear", "linear_backward",
            "conv2d", "conv2d_backward", "maxpool2d", "maxpool2d_backward", "avgpool2d",
            "avgpool2d_backward", "global_avgpool2d", "global_avgpool2d_backward",
            "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "sgd_update",
-           "adam_update", "relu", "relu_backward", "add", "add_into", "add_relu"]
+           "adam_update", "relu", "relu_backward", "add", "add_into", "add_relu", "conv2d_maxpool"]
 
 # ----------------------------------------------------------------------------- thread policy
 
@@ -272,6 +273,48 @@ def conv2d_backward(dy, x, w, stride, pads, need_dx, relu_out, algorithm="auto",
                               threads_for(2 * dy.size * w[0].size), dilation[0], dilation[1],
                               groups)
     return dx, dw, db
+
+
+_FUSED_METHODS = {"im2col": _fused.IM2COL, "winograd": _fused.WINOGRAD, "direct": _fused.DIRECT}
+
+
+def conv2d_maxpool(x, w, b, stride, pads, out_hw, relu, pool_size, pool_stride, pool_pads,
+                   pool_hw, scratch=None):
+    """``(y, argmax)`` of :func:`maxpool2d` over :func:`conv2d` (dilation 1, groups 1), in one
+    kernel that pools each conv output plane while it is in cache and never writes the
+    unpooled (N, K, OH, OW) tensor: the same algorithm choice, thread count and bits as the two
+    calls (y: the pooled values; argmax: intp flat indices into each (OH, OW) plane).
+
+    ``scratch``: a dict the caller keeps between calls (the kernel's per-thread rows, by method
+    and shape), or None for new ones.
+    """
+    sh, sw = stride
+    pt, pl = pads[0], pads[2]
+    N, C = x.shape[:2]
+    K, _, kh, kw = w.shape
+    conv_size = N * K * out_hw[0] * out_hw[1]
+    threads = threads_for(conv_size * w[0].size)
+    method = conv_algorithm("auto", w.shape, stride, (pt, pl), out_hw, False)
+    if method == "winograd" and not winograd_cannot_overflow(max_abs(x), max_abs(w), C,
+                                                             x.dtype):
+        method = "im2col"
+    y = np.empty((N, K) + tuple(pool_hw), dtype=x.dtype)
+    argmax = np.empty(y.shape, dtype=np.intp)
+    code = _FUSED_METHODS[method]
+    size = _fused.scratch_size(code, N, C, K, kh, kw, *out_hw)
+    key = (method, threads, size, x.dtype)
+    rows = None if scratch is None else scratch.get(key)
+    if rows is None:
+        rows = aligned_rows(threads, size, x.dtype)
+        if scratch is not None:
+            scratch.clear()  # one shape at a time: a new batch size replaces the old rows
+            scratch[key] = rows
+    U = np.empty((16, K, C), dtype=x.dtype) if method == "winograd" else None
+    (pkh, pkw), (psh, psw) = pool_size, pool_stride
+    _fused.conv_pool_forward(x, w, b, y, rows, U, code, sh, sw, pt, pl, out_hw[0], out_hw[1],
+                             relu, pkh, pkw, psh, psw, pool_pads[0], pool_pads[2], threads,
+                             argmax=argmax)
+    return y, argmax
 
 
 # ----------------------------------------------------------------------------- max-pool

@@ -1,4 +1,5 @@
-"""Training-time fusion of a ReLU into the layer before it, in :class:`cnn.Model`'s loops.
+"""Training-time fusions in :class:`cnn.Model`'s loops: a ReLU into the layer before it, and
+a max-pool into the convolution before it.
 
 ``BatchNormalization -> Activation("relu")`` and ``Add -> Activation("relu")`` (every ReLU of a
 ResNet block) cost a pass over the tensor forward (read and write) and a masking pass backward.
@@ -9,6 +10,14 @@ for every input), and the activation's call becomes a pass-through: forward retu
 backward its gradient. The float operations are the unfused ones in the same order, so outputs,
 losses, gradients and trajectories are the same bits (tests/test_train_fusion.py).
 
+``Conv2D -> MaxPool2D`` (the DESIGN CNN's two pairs, LeNet's, VGG's): when the conv (ReLU or
+no activation, dilation 1, groups 1) is read by the pool alone, the pair runs as one kernel
+(:func:`cnn._ops.conv2d_maxpool`) that pools each conv output plane while it is in cache and
+never writes the unpooled tensor; backward, the pool's gradient is masked by the pooled ReLU
+output (the conv output at each window's winner: the unfused mask, read at the only places
+that receive gradient), scattered through the argmax, and the conv's backward takes it
+unmasked. The same bits again (tests/test_conv_pool_train.py).
+
 The decision is made when the model resolves its plan (:meth:`cnn.Model._set_graph`), never
 saved; a layer used on its own (``layer.forward``) is untouched. The inference plan
 (:mod:`cnn._inference`) has its own fusions and does not use this.
@@ -16,11 +25,11 @@ saved; a layer used on its own (``layer.forward``) is untouched. The inference p
 
 from collections import Counter
 
-from .layers import Activation
+from .layers import Activation, Conv2D, MaxPool2D
 from .merging import Add
 from .normalization import BatchNormalization
 
-__all__ = ["relu_pairs", "assign", "forward", "backward"]
+__all__ = ["relu_pairs", "pool_pairs", "assign", "forward", "backward"]
 
 # Exact types: a subclass may override forward, which the fused call would bypass.
 _PRODUCERS = (BatchNormalization, Add)
@@ -61,30 +70,68 @@ def relu_pairs(steps, output):
     return pairs
 
 
+def pool_pairs(steps, output):
+    """``[(conv, pool), ...]``: indices into ``steps`` of the Conv2D -> MaxPool2D calls to fuse.
+
+    A pair is an exact ``MaxPool2D`` called once, reading one tensor written by an exact
+    ``Conv2D`` called once whose activation is a ReLU or none, with dilation 1 and groups 1,
+    where that tensor is read by nothing else and is not the model's output.
+    """
+    readers = Counter(t for step in steps for t in step.inputs)
+    writer = {step.output: k for k, step in enumerate(steps)}
+    pairs = []
+    for k, step in enumerate(steps):
+        if type(step.layer) is not MaxPool2D or step.shared or len(step.inputs) != 1:
+            continue
+        t = step.inputs[0]
+        p = writer.get(t)
+        if p is None or readers[t] != 1 or t == output:
+            continue
+        conv = steps[p]
+        if type(conv.layer) is Conv2D and not conv.shared and conv.layer._poolable:
+            pairs.append((p, k))
+    return pairs
+
+
 def forward(step, inputs, training):
-    """The forward of a step with ``step.fused`` set: the producer's ``_forward_relu``, or
-    the activation's pass-through (its input, unchanged)."""
+    """The forward of a step with ``step.fused`` set: the producer's ``_forward_relu``, the
+    conv's ``_forward_pool`` (the pooled output), or the pass-through of the activation or
+    pool fused before it (its input, unchanged)."""
     if step.fused == "relu":
         return step.layer._forward_relu(inputs, training)
+    if step.fused == "pool":
+        return step.layer._forward_pool(inputs, step.partner, training)
     return inputs
 
 
 def backward(step, grad):
     """The backward of a step with ``step.fused`` set: the producer's own (its cache holds the
-    fused output, which masks ``grad``), or the activation's pass-through (``grad``, or None
-    where no call before it needs an input gradient, as its unfused backward)."""
+    fused output, which masks ``grad``); for a fused pool the masked scatter through its argmax
+    (``Conv2D._pooled_grad``), then the conv's unmasked backward; or the activation's
+    pass-through (``grad``, or None where no call before it needs an input gradient, as its
+    unfused backward)."""
     if step.fused == "relu":
         return step.layer.backward(grad)
+    if step.fused == "pooled":
+        return step.partner._pooled_grad(step.layer, grad)
+    if step.fused == "pool":
+        return step.layer._backward_pooled(grad)
     return grad if step.layer.need_input_grad else None
 
 
-def assign(steps, enabled=True):
-    """Set ``step.fused`` on every step of a plan (the last step writes the model's output):
-    ``"relu"`` for the producer of a pair of :func:`relu_pairs` (when ``enabled``), ``"skip"``
-    for its activation, None elsewhere. Returns the pairs."""
+def assign(steps, enabled=True, pool=True):
+    """Set ``step.fused`` (and ``step.partner``) on every step of a plan (the last step writes
+    the model's output): ``"relu"`` for the producer of a pair of :func:`relu_pairs` (when
+    ``enabled``), ``"skip"`` for its activation; ``"pool"`` for the conv of a pair of
+    :func:`pool_pairs` (when ``pool``), ``"pooled"`` for its pool, each the other's
+    ``partner``; None elsewhere. Returns the pairs."""
     for step in steps:
-        step.fused = None
+        step.fused = step.partner = None
     pairs = relu_pairs(steps, steps[-1].output) if enabled and steps else []
     for p, k in pairs:
         steps[p].fused, steps[k].fused = "relu", "skip"
-    return pairs
+    pooled = pool_pairs(steps, steps[-1].output) if pool and steps else []
+    for p, k in pooled:
+        steps[p].fused, steps[k].fused = "pool", "pooled"
+        steps[p].partner, steps[k].partner = steps[k].layer, steps[p].layer
+    return pairs + pooled

@@ -289,6 +289,8 @@ class Conv2D(_WeightedLayer):
                              "(N, classes) rows); put Flatten() and Dense(classes, "
                              "activation='softmax') after the convolutions")
         self._set_weight_options(use_bias, kernel_initializer)
+        self._pool_scratch = {}  # the fused conv + pool kernel's per-thread rows (_forward_pool)
+        self._pool_fused_call = False  # whether the last _forward_pool ran fused
 
     def compute_output_shape(self, input_shape):
         input_shape = V.item_shape(input_shape)
@@ -327,6 +329,58 @@ class Conv2D(_WeightedLayer):
                                     self.pads, self.need_input_grad,
                                     y if activation == "relu" else None, "auto", self.dilation,
                                     self.groups, dw, db)
+
+    # -- the training conv + max-pool (cnn._train_fusion: a model's Conv2D -> MaxPool2D pair)
+
+    @property
+    def _poolable(self):
+        """Whether a MaxPool2D after this layer may be fused into its call: a ReLU or no
+        activation, the fused kernel's convolutions (dilation 1, groups 1)."""
+        return ((self._fused_relu or self._identity) and tuple(self.dilation) == (1, 1)
+                and self.groups == 1)
+
+    def _forward_pool(self, x, pool, training):
+        """``pool.forward(self.forward(x, training), training)`` in one kernel that never
+        writes this layer's (N, K, OH, OW) output; with ``training`` both layers' caches are
+        set for :meth:`_pooled_grad` and :meth:`_backward_pooled`."""
+        if not self._poolable:  # the activation was replaced after the model chose the fusion
+            self._pool_fused_call = False
+            return pool.forward(self.forward(x, training), training)
+        self._check_input(x)
+        x = np.ascontiguousarray(x)
+        relu = self._fused_relu
+        size, stride, pads, pool_hw = pool._geometry
+        y, argmax = _ops.conv2d_maxpool(x, self.params[0], self.params[1] if self.use_bias
+                                        else None, self.stride, self.pads, self._out_hw, relu,
+                                        size, stride, pads, pool_hw, self._pool_scratch)
+        if training:
+            self._cache = (x, None, y if relu else None)
+            pool._cache = ((x.shape[0], self.filters) + self._out_hw, argmax)
+        else:
+            self._cache = pool._cache = None
+        self._pool_fused_call = True
+        return y
+
+    def _pooled_grad(self, pool, grad):
+        """The fused pool's backward: ``grad`` (dC/d pooled output) masked by the pooled ReLU
+        output (the conv output at each window's winner, so the same selection as the
+        unfused mask: only the winners receive gradient), then scattered through the argmax
+        into dC/dz, which :meth:`_backward_pooled` takes unmasked."""
+        if not self._pool_fused_call:
+            return pool.backward(grad)
+        pooled = self._cached()[2]
+        if pooled is not None:
+            pool._check_grad(grad, pooled.shape[0])
+            grad = self.activation.backward(pooled, pooled, grad)
+        return pool.backward(grad)
+
+    def _backward_pooled(self, grad_z):
+        """This layer's backward from dC/dz (already masked by :meth:`_pooled_grad`)."""
+        if not self._pool_fused_call:
+            return self.backward(grad_z)
+        x = self._cached()[0]
+        self._check_grad(grad_z, x.shape[0])
+        return self._backward_z(grad_z)
 
     def get_config(self):
         padding = list(self.padding) if isinstance(self.padding, tuple) else self.padding

@@ -73,14 +73,15 @@ class HookHandle:
 
 class _Step:
     """One node of the execution plan, resolved for the loops; ``fused`` is None, or how a
-    ReLU is fused into this call (see :mod:`cnn._train_fusion`)."""
+    ReLU or a max-pool is fused into this call (see :mod:`cnn._train_fusion`)."""
 
-    __slots__ = ("layer", "inputs", "output", "frees", "shared", "fused")
+    __slots__ = ("layer", "inputs", "output", "frees", "shared", "fused", "partner")
 
     def __init__(self, layer, inputs, output, shared):
         self.layer, self.inputs, self.output, self.shared = layer, inputs, output, shared
         self.frees = ()
         self.fused = None
+        self.partner = None  # the other layer of a fused Conv2D -> MaxPool2D pair
 
 
 class Model(ModelChecks, GraphConfig, ModelWeights):
@@ -179,6 +180,7 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         self._checked = None
         self._fused = False
         self._relu_fusion = True  # private switch (tests): fuse ReLUs into BN / Add in training
+        self._pool_fusion = True  # private switch (tests): fuse max-pools into convs in training
         self._gradient_hooks = []
         self._layer_hooks = []
         self._steps = []
@@ -238,14 +240,20 @@ class Model(ModelChecks, GraphConfig, ModelWeights):
         self._checked = None
         self._node_caches = {}
         self._inference_plans = {}
-        _train_fusion.assign(steps, self._relu_fusion)
+        _train_fusion.assign(steps, self._relu_fusion, self._pool_fusion)
         self._update_fused()
 
     def _set_relu_fusion(self, enabled):
         """Fuse (True, the default) or not each ReLU that follows a BatchNormalization or an
         Add into it in training and eager forward passes (:mod:`cnn._train_fusion`)."""
         self._relu_fusion = bool(enabled)
-        _train_fusion.assign(self._steps, self._relu_fusion)
+        _train_fusion.assign(self._steps, self._relu_fusion, self._pool_fusion)
+
+    def _set_pool_fusion(self, enabled):
+        """Fuse (True, the default) or not each MaxPool2D that follows a Conv2D into the conv's
+        call in training and eager forward passes (:mod:`cnn._train_fusion`)."""
+        self._pool_fusion = bool(enabled)
+        _train_fusion.assign(self._steps, self._relu_fusion, self._pool_fusion)
 
     def _ensure_built(self, x):
         if not self.built:

@@ -99,10 +99,25 @@ cdef extern from "_fused.h":
     double cnn_max_abs_d(const double *y, Py_ssize_t n, double cur) noexcept nogil
 
 
+cdef extern from "_pool22.h":
+    void cnn_maxpool_plane_arg_f(const float *x, Py_ssize_t H, Py_ssize_t W, float *y,
+                                 Py_ssize_t *arg, Py_ssize_t OH, Py_ssize_t OW, int kh, int kw,
+                                 int sh, int sw, int pt, int pl) noexcept nogil
+    void cnn_maxpool_plane_arg_d(const double *x, Py_ssize_t H, Py_ssize_t W, double *y,
+                                 Py_ssize_t *arg, Py_ssize_t OH, Py_ssize_t OW, int kh, int kw,
+                                 int sh, int sw, int pt, int pl) noexcept nogil
+
+
 cdef inline void _pool_plane(const floating *x, Py_ssize_t H, Py_ssize_t W, floating *y,
                              Py_ssize_t OH, Py_ssize_t OW, int kh, int kw, int sh, int sw,
-                             int pt, int pl) noexcept nogil:
-    if floating is float:
+                             int pt, int pl, Py_ssize_t *arg=NULL) noexcept nogil:
+    """Values only (inference), or with the argmax of the training pool when ``arg``."""
+    if arg != NULL:
+        if floating is float:
+            cnn_maxpool_plane_arg_f(x, H, W, y, arg, OH, OW, kh, kw, sh, sw, pt, pl)
+        else:
+            cnn_maxpool_plane_arg_d(x, H, W, y, arg, OH, OW, kh, kw, sh, sw, pt, pl)
+    elif floating is float:
         cnn_maxpool_plane_f(x, H, W, y, OH, OW, kh, kw, sh, sw, pt, pl)
     else:
         cnn_maxpool_plane_d(x, H, W, y, OH, OW, kh, kw, sh, sw, pt, pl)
@@ -110,12 +125,14 @@ cdef inline void _pool_plane(const floating *x, Py_ssize_t H, Py_ssize_t W, floa
 
 cdef inline void _pool_image(const floating *z, floating *y, int K, int OH, int OW, int PH,
                              int PW, int kh, int kw, int sh, int sw, int pt,
-                             int pl) noexcept nogil:
-    """Pool the K planes (OH, OW) of one image's conv output z into y (K, PH, PW)."""
+                             int pl, Py_ssize_t *arg=NULL) noexcept nogil:
+    """Pool the K planes (OH, OW) of one image's conv output z into y (K, PH, PW) (and their
+    argmax into arg (K, PH, PW), when given)."""
     cdef int k
     for k in range(K):
         _pool_plane(z + <Py_ssize_t> k * OH * OW, OH, OW, y + <Py_ssize_t> k * PH * PW,
-                    PH, PW, kh, kw, sh, sw, pt, pl)
+                    PH, PW, kh, kw, sh, sw, pt, pl,
+                    arg + <Py_ssize_t> k * PH * PW if arg != NULL else NULL)
 
 
 cdef inline double _max_abs_into(const floating *y, Py_ssize_t n, double cur) noexcept nogil:
@@ -268,7 +285,7 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                       int method, int sh, int sw, int pt, int pl, int OH, int OW, bint relu,
                       int pkh, int pkw, int psh, int psw, int ppt, int ppl, int num_threads,
                       double[::1] maxes=None, int ksplit=1, bint own_gemm=False,
-                      int rsplit=1):
+                      int rsplit=1, Py_ssize_t[:, :, :, ::1] argmax=None):
     """y = maxpool(act(conv(x, w) + b)); the conv has stride (sh, sw), top/left padding
     (pt, pl) and output planes (OH, OW), the pool windows (pkh, pkw), strides (psh, psw) and
     top/left padding (ppt, ppl).
@@ -306,6 +323,12 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     into that many bands, each a work item that unrolls only the conv rows its band needs.
     At batch 1 that halves the im2col of each of two threads against ``ksplit = 2``. The
     own GEMM's bits do not depend on the band, so ``rsplit`` may follow the thread count.
+
+    ``argmax`` (intp (N, K, PH, PW), with a pool; not with ``own_gemm``), when given,
+    receives the training max-pool's argmax (flat indices into each (OH, OW) conv output
+    plane; _pool22.h's rule, the pool layer's bits): the training conv + pool, which never
+    writes the unpooled tensor. Each conv output plane is then pooled from scratch (not in the
+    Winograd output transform or the direct kernel's epilogue).
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -332,8 +355,10 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef bint pooled = pkh > 0
     # the 2x2 / stride-2 unpadded pool (floor) that the direct kernel does in its epilogue and
     # the Winograd kernel in its output transform (each window is one output tile)
+    cdef bint with_arg = argmax is not None
+    cdef Py_ssize_t *aptr = NULL
     cdef bint pool22 = pooled and pkh == 2 and pkw == 2 and psh == 2 and psw == 2 \
-        and ppt == 0 and ppl == 0 and PH == OH // 2 and PW == OW // 2
+        and ppt == 0 and ppl == 0 and PH == OH // 2 and PW == OW // 2 and not with_arg
     cdef bint track = maxes is not None
     cdef Py_ssize_t item0, item1, trk_off, trk_len
     cdef int ks, k0, k1, kblk, rs, rblk, r0, r1, kr
@@ -346,8 +371,18 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef Py_ssize_t pad_size = 0, v_size = 0, ssize = scratch.shape[1]
     # the own GEMM's column and product rows: P rounded up to its 16-slot vectors
     cdef Py_ssize_t SP = CNN_WINO_GEMM_PAD(OH * OW)
+    if with_arg:
+        if not pooled or own_gemm:
+            raise ValueError("conv_pool_forward: argmax needs a pool and no own_gemm")
+        if (argmax.shape[0] != y.shape[0] or argmax.shape[1] != y.shape[1]
+                or argmax.shape[2] != y.shape[2] or argmax.shape[3] != y.shape[3]):
+            raise ValueError(f"conv_pool_forward: argmax has shape "
+                             f"{(argmax.shape[0], argmax.shape[1], argmax.shape[2], argmax.shape[3])}"
+                             f", y {(y.shape[0], y.shape[1], y.shape[2], y.shape[3])}")
     if N == 0 or K == 0 or P == 0 or PH * PW == 0:
         return
+    if with_arg:
+        aptr = &argmax[0, 0, 0, 0]
     xptr = &x[0, 0, 0, 0]
     wptr = &w[0, 0, 0, 0]
     yptr = &y[0, 0, 0, 0]
@@ -427,7 +462,9 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                     for n in range(n0, n1):
                         _pool_image(zz + (n - n0) * conv_img + <Py_ssize_t> k0 * P,
                                     yptr + n * out_img + <Py_ssize_t> k0 * PH * PW, k1 - k0,
-                                    OH, OW, PH, PW, pkh, pkw, psh, psw, ppt, ppl)
+                                    OH, OW, PH, PW, pkh, pkw, psh, psw, ppt, ppl,
+                                    aptr + n * out_img + <Py_ssize_t> k0 * PH * PW
+                                    if with_arg else NULL)
             elif method == M_DIRECT:
                 n = blk // ks  # filters k0:k1 of image n (w is (K, 1, 3, 3))
                 k0 = (blk % ks) * kblk
@@ -458,7 +495,9 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                     if pooled:
                         _pool_image(zz + <Py_ssize_t> k0 * P,
                                     yptr + n * out_img + <Py_ssize_t> k0 * PH * PW, k1 - k0, OH,
-                                    OW, PH, PW, pkh, pkw, psh, psw, ppt, ppl)
+                                    OW, PH, PW, pkh, pkw, psh, psw, ppt, ppl,
+                                    aptr + n * out_img + <Py_ssize_t> k0 * PH * PW
+                                    if with_arg else NULL)
             elif G == 1:
                 n = blk // kr  # filters k0:k1, rows r0:r1 of y, of image n
                 k0 = (blk % kr) // rs * kblk
@@ -497,7 +536,9 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                     if pooled:
                         _pool_image(zz + <Py_ssize_t> k0 * P,
                                     yptr + n * out_img + <Py_ssize_t> k0 * PH * PW, k1 - k0, OH,
-                                    OW, PH, PW, pkh, pkw, psh, psw, ppt, ppl)
+                                    OW, PH, PW, pkh, pkw, psh, psw, ppt, ppl,
+                                    aptr + n * out_img + <Py_ssize_t> k0 * PH * PW
+                                    if with_arg else NULL)
             else:
                 # filters k0:k1 of images n0:n1, their columns side by side (LD apart): one
                 # GEMM into prod (K, LD), then per image and filter a plane of prod to pool or
@@ -528,7 +569,9 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                         plane = prod + k * LD + <Py_ssize_t> (n - n0) * P
                         if pooled:
                             _pool_plane(plane, OH, OW, yptr + n * out_img + <Py_ssize_t> k * PH * PW,
-                                        PH, PW, pkh, pkw, psh, psw, ppt, ppl)
+                                        PH, PW, pkh, pkw, psh, psw, ppt, ppl,
+                                        aptr + n * out_img + <Py_ssize_t> k * PH * PW
+                                        if with_arg else NULL)
                         else:
                             memcpy(yptr + n * out_img + <Py_ssize_t> k * P, plane,
                                    <size_t> P * sizeof(floating))

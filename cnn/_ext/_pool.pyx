@@ -12,10 +12,12 @@ from libc.string cimport memset
 
 
 cdef extern from "_pool22.h":
-    int cnn_pool22_row_f(const float *r0, Py_ssize_t W, Py_ssize_t base, Py_ssize_t lo,
-                         Py_ssize_t hi, float *y, Py_ssize_t *arg) noexcept nogil
-    int cnn_pool22_row_d(const double *r0, Py_ssize_t W, Py_ssize_t base, Py_ssize_t lo,
-                         Py_ssize_t hi, double *y, Py_ssize_t *arg) noexcept nogil
+    void cnn_maxpool_plane_arg_f(const float *x, Py_ssize_t H, Py_ssize_t W, float *y,
+                                 Py_ssize_t *arg, Py_ssize_t OH, Py_ssize_t OW, int kh, int kw,
+                                 int sh, int sw, int pt, int pl) noexcept nogil
+    void cnn_maxpool_plane_arg_d(const double *x, Py_ssize_t H, Py_ssize_t W, double *y,
+                                 Py_ssize_t *arg, Py_ssize_t OH, Py_ssize_t OW, int kh, int kw,
+                                 int sh, int sw, int pt, int pl) noexcept nogil
 
 
 cdef extern from "_simd.h":
@@ -25,106 +27,30 @@ cdef extern from "_simd.h":
 cnn_kernel_isa()
 
 
-cdef inline int _pool22_row(const floating *r0, Py_ssize_t W, Py_ssize_t base, Py_ssize_t lo,
-                            Py_ssize_t hi, floating *y, Py_ssize_t *arg) noexcept nogil:
-    if floating is float:
-        return cnn_pool22_row_f(r0, W, base, lo, hi, y, arg)
-    else:
-        return cnn_pool22_row_d(r0, W, base, lo, hi, y, arg)
-
-
-cdef inline int _window_max(const floating *xp, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1,
-                            Py_ssize_t w0, Py_ssize_t w1, bint nan_aware, floating *out,
-                            Py_ssize_t *out_i) noexcept nogil:
-    """Max of xp[h0:h1, w0:w1] (row stride W) and the flat index of its first occurrence.
-
-    The fast form compares with a strict '>' only (first maximum wins) and reports whether
-    it saw a NaN; the NaN-aware form lets the first NaN win, as the documented contract says.
-    """
-    cdef Py_ssize_t ih, iw, best_i = h0 * W + w0
-    cdef floating v, best = xp[best_i]
-    cdef int gt, nan = 0
-    for ih in range(h0, h1):
-        for iw in range(w0, w1):
-            v = xp[ih * W + iw]
-            nan = nan | (v != v)
-            if nan_aware:
-                gt = (v > best) | ((v != v) & (best == best))
-            else:
-                gt = v > best
-            best = v if gt else best
-            best_i = (ih * W + iw) if gt else best_i
-    out[0] = best
-    out_i[0] = best_i
-    return nan
-
-
-cdef inline int _window_row(const floating *xp, Py_ssize_t W, Py_ssize_t h0, Py_ssize_t h1,
-                            int kw, int sw, int pl, Py_ssize_t ow0, Py_ssize_t ow1,
-                            bint nan_aware, floating *yrow, Py_ssize_t *arow) noexcept nogil:
-    """Windows ow0 <= ow < ow1 of one output row (rows h0:h1 of the plane), any geometry."""
-    cdef Py_ssize_t ow, w0, w1
-    cdef int nan = 0
-    for ow in range(ow0, ow1):
-        w0 = ow * sw - pl
-        w1 = w0 + kw
-        if w0 < 0:
-            w0 = 0
-        if w1 > W:
-            w1 = W
-        nan = nan | _window_max(xp, W, h0, h1, w0, w1, nan_aware, yrow + ow, arow + ow)
-    return nan
-
-
 def maxpool2d_forward(const floating[:, :, :, ::1] x,  # IN  (N, C, H, W)
                       floating[:, :, :, ::1] y,        # OUT (N, C, OH, OW)
                       Py_ssize_t[:, :, :, ::1] argmax, # OUT (N, C, OH, OW)
                       int kh, int kw, int sh, int sw, int pt, int pl, int num_threads):
+    """Each (H, W) plane of x pooled into y with the flat index of each window's winner in
+    argmax: the rule of _pool22.h's cnn_maxpool_plane_arg (shared with the training conv +
+    pool of _fused.pyx), one plane per work item."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t OH = y.shape[2], OW = y.shape[3]
-    cdef Py_ssize_t plane, oh, h0, h1, ow_lo, ow_hi
-    cdef int nan, attempt
-    cdef const floating *xp
-    cdef floating *yp
-    cdef Py_ssize_t *ap
-    # The 2x2 / stride-2 window (the common case) gets a vectorisable interior loop.
-    cdef bint fast22 = kh == 2 and kw == 2 and sh == 2 and sw == 2
+    cdef Py_ssize_t plane
     if N * C == 0 or OH * OW == 0:
         return
-    # Interior columns: windows that lie wholly inside [0, W).
-    ow_lo = (pl + sw - 1) // sw
-    ow_hi = (W + pl - kw) // sw + 1 if W + pl >= kw else 0
-    if ow_hi > OW:
-        ow_hi = OW
-    if ow_hi < ow_lo:
-        ow_hi = ow_lo
     for plane in prange(N * C, nogil=True, schedule='dynamic', chunksize=8,
                         num_threads=max(1, min(num_threads, N * C))):
-        xp = &x[0, 0, 0, 0] + plane * H * W
-        yp = &y[0, 0, 0, 0] + plane * OH * OW
-        ap = &argmax[0, 0, 0, 0] + plane * OH * OW
-        # attempt 0: fast comparisons; attempt 1 (only for a plane holding NaN): NaN-aware.
-        for attempt in range(2):
-            nan = 0
-            for oh in range(OH):
-                h0 = oh * sh - pt
-                h1 = h0 + kh
-                if h0 < 0:
-                    h0 = 0
-                if h1 > H:
-                    h1 = H
-                if attempt == 0 and fast22 and h1 - h0 == 2:
-                    nan = nan | _pool22_row(xp + h0 * W - pl, W, h0 * W - pl, ow_lo, ow_hi,
-                                            yp + oh * OW, ap + oh * OW)
-                    nan = nan | _window_row(xp, W, h0, h1, kw, sw, pl, 0, ow_lo, 0,
-                                            yp + oh * OW, ap + oh * OW)
-                    nan = nan | _window_row(xp, W, h0, h1, kw, sw, pl, ow_hi, OW, 0,
-                                            yp + oh * OW, ap + oh * OW)
-                else:
-                    nan = nan | _window_row(xp, W, h0, h1, kw, sw, pl, 0, OW, attempt == 1,
-                                            yp + oh * OW, ap + oh * OW)
-            if nan == 0:
-                break
+        if floating is float:
+            cnn_maxpool_plane_arg_f(&x[0, 0, 0, 0] + plane * H * W, H, W,
+                                    &y[0, 0, 0, 0] + plane * OH * OW,
+                                    &argmax[0, 0, 0, 0] + plane * OH * OW, OH, OW, kh, kw, sh,
+                                    sw, pt, pl)
+        else:
+            cnn_maxpool_plane_arg_d(&x[0, 0, 0, 0] + plane * H * W, H, W,
+                                    &y[0, 0, 0, 0] + plane * OH * OW,
+                                    &argmax[0, 0, 0, 0] + plane * OH * OW, OH, OW, kh, kw, sh,
+                                    sw, pt, pl)
 
 
 def maxpool2d_backward(const floating[:, :, :, ::1] dy,       # IN  (N, C, OH, OW)

@@ -190,4 +190,73 @@ __attribute__((target("avx512f"))) static int cnn_pool22_row_f_avx512f(
 #endif
 #define cnn_pool22_row_d CNN_DISPATCH_NO512_PORTABLE(cnn_pool22_row_d)
 
+/* One (H, W) plane max-pooled into (OH, OW) with the argmax (flat indices into the plane):
+ * the training max-pool's rule, in one place for _pool.pyx (the pooling layer) and _fused.pyx
+ * (the training conv + pool, pooling each conv output plane while it is in cache). Padded
+ * cells are never candidates, the first cell of a window in row-major order starts the running
+ * maximum and a strict '>' replaces it, and a NaN wins its window: a first pass with plain
+ * comparisons notes whether it saw a NaN, and only then is the plane redone NaN-aware. The
+ * 2x2 / stride-2 interior runs the row kernel above; the edges and other windows run the
+ * window loop. */
+#define CNN_DEFINE_POOL_PLANE_ARG(NAME, ROW22, T)                                            \
+static int NAME##_windows(const T *restrict x, ptrdiff_t W, ptrdiff_t h0, ptrdiff_t h1,     \
+                          int kw, int sw, int pl, ptrdiff_t ow0, ptrdiff_t ow1, int nan_aware, \
+                          T *restrict yr, ptrdiff_t *restrict ar) {                         \
+    int nan = 0;                                                                            \
+    for (ptrdiff_t ow = ow0; ow < ow1; ow++) {                                              \
+        ptrdiff_t w0 = ow * sw - pl, w1 = w0 + kw;                                          \
+        if (w0 < 0) w0 = 0;                                                                 \
+        if (w1 > W) w1 = W;                                                                 \
+        ptrdiff_t best_i = h0 * W + w0;                                                     \
+        T best = x[best_i];                                                                 \
+        for (ptrdiff_t ih = h0; ih < h1; ih++)                                              \
+            for (ptrdiff_t iw = w0; iw < w1; iw++) {                                        \
+                const T v = x[ih * W + iw];                                                 \
+                int gt;                                                                     \
+                nan |= v != v;                                                              \
+                if (nan_aware)                                                              \
+                    gt = (v > best) | ((v != v) & (best == best));                          \
+                else                                                                        \
+                    gt = v > best;                                                          \
+                best = gt ? v : best;                                                       \
+                best_i = gt ? ih * W + iw : best_i;                                         \
+            }                                                                               \
+        yr[ow] = best;                                                                      \
+        ar[ow] = best_i;                                                                    \
+    }                                                                                       \
+    return nan;                                                                             \
+}                                                                                           \
+                                                                                            \
+static void NAME(const T *restrict x, ptrdiff_t H, ptrdiff_t W, T *restrict y,              \
+                 ptrdiff_t *restrict arg, ptrdiff_t OH, ptrdiff_t OW, int kh, int kw, int sh, \
+                 int sw, int pt, int pl) {                                                  \
+    const int fast22 = kh == 2 && kw == 2 && sh == 2 && sw == 2;                            \
+    /* interior columns: windows that lie wholly inside [0, W) */                           \
+    ptrdiff_t ow_lo = (pl + sw - 1) / sw;                                                   \
+    ptrdiff_t ow_hi = W + pl >= kw ? (W + pl - kw) / sw + 1 : 0;                            \
+    if (ow_hi > OW) ow_hi = OW;                                                             \
+    if (ow_lo > OW) ow_lo = OW;                                                             \
+    if (ow_hi < ow_lo) ow_hi = ow_lo;                                                       \
+    for (int attempt = 0; attempt < 2; attempt++) {                                         \
+        int nan = 0;                                                                        \
+        for (ptrdiff_t oh = 0; oh < OH; oh++) {                                             \
+            ptrdiff_t h0 = oh * sh - pt, h1 = h0 + kh;                                      \
+            T *restrict yr = y + oh * OW;                                                   \
+            ptrdiff_t *restrict ar = arg + oh * OW;                                         \
+            if (h0 < 0) h0 = 0;                                                             \
+            if (h1 > H) h1 = H;                                                             \
+            if (attempt == 0 && fast22 && h1 - h0 == 2) {                                   \
+                nan |= ROW22(x + h0 * W - pl, W, h0 * W - pl, ow_lo, ow_hi, yr, ar);        \
+                nan |= NAME##_windows(x, W, h0, h1, kw, sw, pl, 0, ow_lo, 0, yr, ar);       \
+                nan |= NAME##_windows(x, W, h0, h1, kw, sw, pl, ow_hi, OW, 0, yr, ar);      \
+            } else {                                                                        \
+                nan |= NAME##_windows(x, W, h0, h1, kw, sw, pl, 0, OW, attempt, yr, ar);    \
+            }                                                                               \
+        }                                                                                   \
+        if (!nan) break;                                                                    \
+    }                                                                                       \
+}
+CNN_DEFINE_POOL_PLANE_ARG(cnn_maxpool_plane_arg_f, cnn_pool22_row_f, float)
+CNN_DEFINE_POOL_PLANE_ARG(cnn_maxpool_plane_arg_d, cnn_pool22_row_d, double)
+
 #endif
