@@ -111,12 +111,19 @@ def cnn_breakdown(model, batches, training, reps, warmups=2):
     loss and the optimizer rows; see :func:`cnn_layer_samples`."""
     s = cnn_layer_samples(model, batches, training, reps, warmups)
     batch = len(batches[0][0])
+    # layers whose forward runs inside the call before them (cnn._train_fusion: a max-pool in
+    # its conv's kernel, a ReLU in its BN/Add): their forward time is in that row, so no
+    # forward rate here ("[fused]")
+    fused = {id(step.layer) for step in model._steps if step.fused in ("pooled", "skip")}
     rows = []
     for i, layer in enumerate(model.layers):
         f, b = layer_flops(layer, batch)
-        rows.append({"layer": layer_label(layer), "forward_s": float(np.median(s["forward"][:, i])),
+        inside = id(layer) in fused
+        rows.append({"layer": layer_label(layer) + (" [fused]" if inside else ""),
+                     "forward_s": float(np.median(s["forward"][:, i])),
                      "backward_s": float(np.median(s["backward"][:, i])) if training else None,
-                     "forward_flops": int(f), "backward_flops": int(b) if training else None})
+                     "forward_flops": None if inside else int(f),
+                     "backward_flops": int(b) if training else None})
     if training:
         rows.append({"layer": "loss (softmax cross-entropy)", "forward_s": float(np.median(s["loss"])),
                      "backward_s": None})
@@ -140,8 +147,10 @@ def breakdown(case, ctx, cfg):
                                                  cfg["breakdown_reps"], torch)
         except Skip:
             return out
-        for row, ref in zip(rows, out["cnn"][:len(model.layers)]):  # one torch group per cnn layer
-            row["forward_flops"], row["backward_flops"] = ref["forward_flops"], ref["backward_flops"]
+        batch = len(batches[0][0])
+        for row, layer in zip(rows, model.layers):  # one torch group per cnn layer
+            f, b = layer_flops(layer, batch)
+            row["forward_flops"], row["backward_flops"] = int(f), int(b) if case.training else None
         out["torch"] = rows
     return out
 
