@@ -222,10 +222,12 @@ class _Conv(_Weighted):
         float32 = np.dtype(dtype) == np.float32
         if self.method == "winograd" and n * _wino_tiles(self.out_hw) < _WINO_MIN_TILES:
             self.method = "im2col"
-        # Where the plan already leaves the layer's kernel (Winograd below one block), its
-        # im2col product runs on cnn's own register-blocked GEMM (float32): at batch 1 OpenBLAS
-        # spends as long packing the columns as multiplying them.
-        self.own_gemm = self.method != self.layer_method and float32
+        # the im2col products that run on cnn's own register-blocked GEMM, as in the training
+        # forward (float32, deep enough; _conv_common._im2col_own_gemm)
+        K, C, kh, kw = w_shape
+        one_by_one = ((kh, kw) == (1, 1) and tuple(self.stride) == (1, 1)
+                      and tuple(self.pads) == (0, 0, 0, 0))
+        self.own_gemm = _fused.im2col_own_gemm(dtype, C, kh, kw, one_by_one)
         # im2col on one image: two work items of half the filters each, so two threads share
         # it. From the shapes only (the GEMM's rounding may depend on its rows): one image and
         # at least _SPLIT_MIN_FILTERS filters per half. The own GEMM cuts the image's rows
@@ -294,9 +296,7 @@ class _Conv(_Weighted):
                                      _METHOD_CODES[method], self.stride[0], self.stride[1],
                                      pt, pl, self.out_hw[0], self.out_hw[1], self.relu,
                                      *self.pool, self.threads, self.maxes,
-                                     self.ksplits[method],
-                                     own_gemm=self.own_gemm and method == "im2col",
-                                     rsplit=self.rsplit)
+                                     self.ksplits[method], rsplit=self.rsplit)
             return y
         # groups or dilation: im2col (the only algorithm conv_algorithm allows for them)
         _conv.conv2d_forward(x, w, b, y, self.stride[0], self.stride[1], pt, pl, self.relu,

@@ -200,6 +200,11 @@ def test_breakdown_rows_carry_the_counts_and_rates(rng):
     assert sum(r["forward_flops"] + r["backward_flops"] for r in rows[:len(model.layers)]) == \
         model_flops(model, 4, True)
     assert "forward_flops" not in rows[-1]  # the optimizer row counts nothing
+    # the max-pools run inside their convs' forward (cnn._train_fusion): marked, no forward rate
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert [r["fused"] for r in rows[:len(kinds)]] == [k == "MaxPool2D" for k in kinds]
+    pool = rows[kinds.index("MaxPool2D")]
+    assert breakdown.layer_rates(pool)[0] is None and breakdown.layer_rates(pool)[1] is not None
     fwd, bwd, cf, cb = breakdown.layer_rates({"forward_flops": 3e9, "forward_s": 0.5,
                                               "backward_flops": 0, "backward_s": 0.1}, ceiling=12.0)
     assert (fwd, bwd, cf, cb) == (6.0, None, 0.5, None)
@@ -207,6 +212,7 @@ def test_breakdown_rows_carry_the_counts_and_rates(rng):
     text = report.format_breakdown({"name": "x", "threads": 2, "results": {},
                                     "breakdown": {"cnn": rows, "sgemm_gflops": 100.0}})
     assert "fwd GF/s" in text and "%c" in text and "100.0 GFLOP/s at 2 threads" in text
+    assert text.count("MaxPool2D(2x2) [fused]") == 2
 
 
 # --- the machine facts ----------------------------------------------------------------------

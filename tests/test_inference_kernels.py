@@ -241,10 +241,10 @@ def test_im2col_filter_split_items(pooled, dtype):
 
 
 @pytest.mark.parametrize("pool", [None, (2, 2, 0), (3, 2, 1)])   # (window, stride, pad)
-@pytest.mark.parametrize("geometry", [((5, 9, 17), 37, 3, 1, "same"),    # 37: a row tail of 5
+@pytest.mark.parametrize("geometry", [((8, 9, 17), 37, 3, 1, "same"),    # 37: a row tail of 5
                                       ((3, 16, 13), 16, 5, 2, "valid")])
 def test_im2col_own_gemm(geometry, pool):
-    """own_gemm (float32, one image per GEMM): the register-blocked product instead of BLAS.
+    """float32 im2col, one image per GEMM: the register-blocked product instead of BLAS.
     Against the float64 reference, the same bits for any thread count, filter split and row
     bands (also where 3x3 / stride-2 pool windows overlap across bands), and max |y| of all
     of y."""
@@ -263,7 +263,12 @@ def test_im2col_own_gemm(geometry, pool):
         codes = (pk, pk, ps, ps, pp, pp)
         ref = reference.maxpool2d(z, (pk, pk), (ps, ps), (pp,) * 4)[0]
     size = _fused.scratch_size(_fused.IM2COL, 1, C, K, k, k, *out_hw, own_gemm=True)
-    assert size > _fused.scratch_size(_fused.IM2COL, 1, C, K, k, k, *out_hw)
+    assert size > _fused.scratch_size(_fused.IM2COL, 1, C, K, k, k, *out_hw, own_gemm=False)
+    with pytest.raises(ValueError, match="scratch rows"):
+        small = _fused.scratch_size(_fused.IM2COL, 1, C, K, k, k, *out_hw, own_gemm=False)
+        _fused.conv_pool_forward(x, w, b, np.empty(ref.shape, np.float32),
+                                 np.empty((1, small), np.float32), None, _fused.IM2COL, s, s,
+                                 pads[0], pads[2], *out_hw, True, *codes, 1)
     outs = []
     for ksplit, rsplit in [(1, 1), (2, 1), (3, 1), (1, 2), (1, 3), (1, 64), (2, 3)]:
         for threads in (1, 2, 3):
@@ -271,8 +276,7 @@ def test_im2col_own_gemm(geometry, pool):
             maxes = np.full(threads, -1.0)
             _fused.conv_pool_forward(x, w, b, y, np.full((threads, size), np.nan, np.float32),
                                      None, _fused.IM2COL, s, s, pads[0], pads[2], *out_hw, True,
-                                     *codes, threads, maxes, ksplit, own_gemm=True,
-                                     rsplit=rsplit)
+                                     *codes, threads, maxes, ksplit, rsplit=rsplit)
             assert maxes.max() == np.abs(y).max()
             outs.append(y)
     for y in outs[1:]:
@@ -324,3 +328,40 @@ def test_filter_split_items_keep_the_kernel_bits(method, dtype, n, pool):
             assert maxes.max() == np.abs(y).max()
     tol = 1e-4 if dtype == np.float32 else 1e-10
     np.testing.assert_allclose(want, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("shape, k, s", [((7, 32, 9, 9), 3, 2),     # 25 pixels: blocks of 10
+                                         ((5, 8, 12, 12), 3, 1),    # 144: blocks of 1
+                                         ((9, 24, 6, 7), 3, 2),     # 12: blocks of 9, ragged
+                                         ((3, 3, 16, 16), 3, 1)])   # 27 terms: BLAS
+def test_im2col_forward_on_the_own_gemm_in_blocks(shape, k, s):
+    """float32 im2col of at least 64 terms (_conv_common._im2col_own_gemm): the training
+    forward and the fused kernel run cnn's own product over blocks of images whose columns
+    are padded to 16 slots; against the float64 reference, the same bits in both kernels and
+    for any thread count."""
+    rng = np.random.default_rng(5)
+    N, C, H, W = shape
+    K = 19                                                   # a tail of 3 filters
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = (rng.standard_normal((K, C, k, k)) * 0.2).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    assert _fused.im2col_own_gemm(np.float32, C, k, k, False) == (C * k * k >= 64)
+    assert not _fused.im2col_own_gemm(np.float64, C, k, k, False)
+    want = np.maximum(reference.conv2d(*(a.astype(np.float64) for a in (x, w, b)), (s, s),
+                                       "same"), 0)
+    outs = []
+    old = cnn.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            cnn.set_num_threads(threads)
+            z = F.conv2d(x, w, b, stride=s, padding="same", activation="relu",
+                         algorithm="im2col")
+            y = fused(x, w, b, (s, s), "same", True, "im2col", (2, 2), None, "valid", threads)
+            assert y.tobytes() == unfused(x, w, b, (s, s), "same", True, "im2col", (2, 2), None,
+                                          "valid").tobytes()
+            outs.append(z)
+    finally:
+        cnn.set_num_threads(old)
+    for z in outs[1:]:
+        assert z.tobytes() == outs[0].tobytes()
+    np.testing.assert_allclose(outs[0], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

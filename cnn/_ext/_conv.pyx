@@ -30,7 +30,7 @@ from libc.string cimport memset, memcpy
 from cnn._ext._blas cimport _gemm
 from cnn._ext._scratch import aligned_rows
 from cnn._ext._conv_common cimport (
-    _bias_act, _images_per_gemm, _round16, _wino_group,
+    _bias_act, _im2col_own_gemm, _images_per_gemm, _round16, _wino_group,
     CNN_DIRECT_SCRATCH,
     CNN_WINO_PAD_SIZE,
     CNN_WINO_GRAD_PAD_SIZE,
@@ -47,6 +47,9 @@ from cnn._ext._conv_common cimport (
     cnn_direct3x3_c1_d,
     cnn_direct3x3_c1_f,
     cnn_wino_wgrad_f,
+    cnn_wino_gemm_f,
+    CNN_WINO_GEMM_PAD,
+    CNN_WINO_GEMM_ROWS,
 )
 from cnn._ext._openmp cimport omp_get_thread_num
 
@@ -176,7 +179,9 @@ def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     im2col rows of group g (its C/groups channels) are one contiguous block, so group g is
     one GEMM ``y[n, g*Kg:(g+1)*Kg] = w[g*Kg:(g+1)*Kg] @ cols[g block]``. Small output planes
     are unrolled a block of images at a time (:func:`_images_per_gemm`), their columns side by
-    side, so that one GEMM covers the block; the product is then copied out per image.
+    side, so that one GEMM covers the block; the product is then copied out per image. In
+    float32 with one group the product runs on cnn's own kernel (:func:`_im2col_own_gemm`,
+    rows of the block's columns rounded up to 16 slots, the padding zeroed), else on BLAS.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]
@@ -197,11 +202,15 @@ def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef Py_ssize_t LD
     cdef bint direct = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
         and OH == H and OW == W
+    cdef bint own = _im2col_own_gemm(floating is float, groups, direct, CKK)
+    cdef int kg, rows, r
     if N == 0 or K == 0 or P == 0:
         return
     B = 1 if direct else _images_per_gemm(N, P)
     n_blocks = (N + B - 1) // B
     LD = <Py_ssize_t> B * P
+    if own:
+        LD = CNN_WINO_GEMM_PAD(LD)
     xptr = &x[0, 0, 0, 0]
     wptr = &w[0, 0, 0, 0]
     yptr = &y[0, 0, 0, 0]
@@ -209,7 +218,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     # Scratch is allocated here, under the GIL, so running out of memory is a clean MemoryError.
     # Per thread: the block's columns (CKK, B*P), then (B > 1) its product (K, B*P).
     scratch = aligned_rows(num_threads, 1 if direct else _round16(CKK * LD)
-                           + (K * LD if B > 1 else 0), _dtype(x))
+                           + (K * LD if B > 1 or own else 0), _dtype(x))
     cols = prod = NULL
     with nogil, parallel(num_threads=num_threads):
         cols = &scratch[omp_get_thread_num(), 0]
@@ -225,6 +234,20 @@ def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                     _im2col(xptr + <Py_ssize_t> (n0 + i) * C * H * W, cols + <Py_ssize_t> i * P,
                             LD, C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, dil_h, dil_w)
                 src = cols
+            if own:
+                if LD > nb * P:  # the padded slots: zeros, so the products stay finite
+                    for r in range(CKK):
+                        memset(cols + r * LD + nb * P, 0, (LD - nb * P) * sizeof(floating))
+                for kg in range(0, K, 8):  # CNN_WINO_GEMM_ROWS filters at a time
+                    rows = min(8, K - kg)
+                    cnn_wino_gemm_f(<const float *> wptr + <Py_ssize_t> kg * CKK, 0, CKK, rows,
+                                    <const float *> cols, LD, 0, LD,
+                                    <float *> prod + <Py_ssize_t> kg * LD, LD, 0, 1)
+                for i in range(nb):
+                    _copy_rows(prod + <Py_ssize_t> i * P, LD, yptr + <Py_ssize_t> (n0 + i) * K * P,
+                               K, P)
+                    _bias_act(yptr + <Py_ssize_t> (n0 + i) * K * P, bptr, has_bias, relu, K, P)
+                continue
             dst = yptr + <Py_ssize_t> n0 * K * P if B == 1 else prod
             for g in range(G):
                 _gemm(False, False, Kg, nb * P, CgKK, 1, wptr + <Py_ssize_t> g * Kg * CgKK, CgKK,

@@ -42,6 +42,25 @@ cdef inline int _images_per_gemm(int N, int P) noexcept nogil:
     return max(1, min(N, GEMM_COLS // max(P, 1)))
 
 
+# Reduction depth (C*kh*kw) from which an im2col forward product runs on cnn's own kernel.
+cdef enum:
+    OWN_IM2COL_MIN_DEPTH = 64
+
+
+cdef inline bint _im2col_own_gemm(bint is_float, int groups, bint one_by_one,
+                                  int depth) noexcept nogil:
+    """Whether an im2col forward product runs on cnn's register-blocked kernel
+    (_wino_gemm.h) instead of BLAS: float32, one group, a column matrix of its own (a 1x1
+    stride-1 unpadded conv multiplies the input in place, on BLAS) and a reduction of at least
+    OWN_IM2COL_MIN_DEPTH = C*kh*kw terms. The training forward (_conv.conv2d_forward) and the
+    fused kernel (_fused.conv_pool_forward) both follow it, so predict keeps the training
+    forward's bits: each output is one FMA chain over C*kh*kw, whatever the block of images or
+    band of rows it is computed in. Measured (bench/RESULTS.md): it pays on the blocks of
+    stride-2 layers (64 x 288 x 256, where OpenBLAS packs both operands on every call), and
+    loses on shallow first layers over large planes (27 or 25 terms, 784-1024 columns)."""
+    return is_float and groups == 1 and not one_by_one and depth >= OWN_IM2COL_MIN_DEPTH
+
+
 cdef inline Py_ssize_t _round16(Py_ssize_t n) noexcept nogil:
     """n rounded up to a multiple of 16 elements (64 bytes of float32): offsets in a scratch row
     from :func:`cnn._ext._scratch.aligned_rows` that keep a 64-byte line boundary."""

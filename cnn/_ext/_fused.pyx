@@ -27,8 +27,8 @@ from libc.string cimport memcpy, memset
 
 from cnn._ext._blas cimport _gemm
 from cnn._ext._conv_common cimport (
-    WINO_TILES, _bias_act, _images_per_gemm, _round16, _wino_block, _wino_block_sizes,
-    _wino_group,
+    WINO_TILES, _bias_act, _im2col_own_gemm, _images_per_gemm, _round16, _wino_block,
+    _wino_block_sizes, _wino_group,
     CNN_DIRECT_SCRATCH,
     CNN_WINO_GEMM_PAD,
     CNN_WINO_GEMM_ROWS,
@@ -194,6 +194,12 @@ def max_abs(const floating[::1] a, int num_threads=1):
     return out
 
 
+def im2col_own_gemm(dtype, int C, int kh, int kw, bint one_by_one):
+    """Whether :func:`conv_pool_forward` (and the training forward) runs an IM2COL product of
+    this shape and dtype on cnn's own kernel (size its scratch with ``own_gemm`` of that)."""
+    return _im2col_own_gemm(np.dtype(dtype) == np.float32, 1, one_by_one, C * kh * kw)
+
+
 def winograd_blocks(int N, int C, int OH, int OW):
     """Blocks of images (work items before any filter split) of a Winograd
     :func:`conv_pool_forward` on N images of C channels and (OH, OW) outputs."""
@@ -202,12 +208,13 @@ def winograd_blocks(int N, int C, int OH, int OW):
 
 
 def scratch_size(int method, int N, int C, int K, int kh, int kw, int OH, int OW,
-                 bint own_gemm=False):
+                 own_gemm=None):
     """Elements of one thread's scratch for :func:`conv_pool_forward` with ``method``.
 
     im2col: the column matrix (C*kh*kw, OH*OW) and the conv output (K, OH*OW), both for the
     block of images that share one GEMM (_images_per_gemm, as in ``conv2d``), with
-    ``own_gemm`` their rows padded for the register-blocked kernel; direct: the
+    ``own_gemm`` their rows padded for the register-blocked kernel (the float32 product,
+    _conv_common's ``_im2col_own_gemm``; None: enough for either); direct: the
     direct kernel's padded plane and accumulators and the conv output; Winograd: the padded
     plane, an output row, V (16, C, T), M (16, K, T) and the conv output of a block of images.
     """
@@ -218,12 +225,18 @@ def scratch_size(int method, int N, int C, int K, int kh, int kw, int OH, int OW
                 + _wino_group(N, <int> tpi, C) * K * P)
     if method == M_DIRECT:
         return CNN_DIRECT_SCRATCH(OH, OW) + K * P
+    if own_gemm is None:
+        return max(scratch_size(method, N, C, K, kh, kw, OH, OW, True),
+                   scratch_size(method, N, C, K, kh, kw, OH, OW, False))
     cdef Py_ssize_t B = _images_per_gemm(N, <int> P)  # (an upper bound for 1x1 convs)
     cdef Py_ssize_t SP = CNN_WINO_GEMM_PAD(P)
     if B == 1 and own_gemm:  # the columns and the product, rows of SP; then the conv output
         return _round16(<Py_ssize_t> C * kh * kw * SP) + K * SP + K * P
     if B == 1:
         return <Py_ssize_t> C * kh * kw * P + K * P
+    if own_gemm:  # the block's columns and product, rows of B*P rounded up to 16 slots
+        SP = CNN_WINO_GEMM_PAD(B * P)
+        return _round16(<Py_ssize_t> C * kh * kw * SP) + K * SP
     return _round16(<Py_ssize_t> C * kh * kw * B * P) + K * B * P
 
 
@@ -231,12 +244,14 @@ cdef void _own_gemm_item(const floating *x, const floating *w, const floating *b
                          floating *base, Py_ssize_t SP, floating *y, int k0, int k1, int r0,
                          int r1, int C, int H, int W, int kh, int kw, int sh, int sw, int pt,
                          int pl, int OH, int OW, int PH, int PW, bint pooled, int pkh, int pkw,
-                         int psh, int psw, int ppt, int ppl, bint cols_ready) noexcept nogil:
+                         int psh, int psw, int ppt, int ppl, bint cols_ready,
+                         Py_ssize_t *arg=NULL) noexcept nogil:
     """Filters k0:k1 and output rows r0:r1 (pooled rows when ``pooled``) of one image,
     float32: im2col of the conv rows they need into ``base`` (rows of the band's slots
     rounded up to 16) unless ``cols_ready``, the product by cnn_wino_gemm_f 8 filters at a
     time after the full image's columns (``SP`` slots a row), then bias and ReLU, and the
-    pool (or the copy) of each filter's band into y (K, PH, PW).
+    pool (or the copy) of each filter's band into y (K, PH, PW), with the argmax into ``arg``
+    (K, PH, PW) when given (whole images only, r0 = 0: its indices are into the band's rows).
 
     Each output is one FMA chain over C*kh*kw whatever the band, so bands that share conv
     rows (overlapping pool windows) compute them twice with the same bits."""
@@ -270,7 +285,8 @@ cdef void _own_gemm_item(const floating *x, const floating *w, const floating *b
             if pooled:
                 _pool_plane(plane, c1 - c0, OW,
                             y + <Py_ssize_t> k * PH * PW + <Py_ssize_t> r0 * PW, r1 - r0, PW,
-                            pkh, pkw, psh, psw, ppt + c0 - r0 * psh, ppl)
+                            pkh, pkw, psh, psw, ppt + c0 - r0 * psh, ppl,
+                            arg + <Py_ssize_t> k * PH * PW if arg != NULL else NULL)
             else:
                 memcpy(y + <Py_ssize_t> k * OH * OW + <Py_ssize_t> c0 * OW, plane,
                        <size_t> P * sizeof(float))
@@ -284,8 +300,8 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                       floating[:, :, ::1] U,            # (16, K, C) Winograd weights, or None
                       int method, int sh, int sw, int pt, int pl, int OH, int OW, bint relu,
                       int pkh, int pkw, int psh, int psw, int ppt, int ppl, int num_threads,
-                      double[::1] maxes=None, int ksplit=1, bint own_gemm=False,
-                      int rsplit=1, Py_ssize_t[:, :, :, ::1] argmax=None):
+                      double[::1] maxes=None, int ksplit=1, int rsplit=1,
+                      Py_ssize_t[:, :, :, ::1] argmax=None):
     """y = maxpool(act(conv(x, w) + b)); the conv has stride (sh, sw), top/left padding
     (pt, pl) and output planes (OH, OW), the pool windows (pkh, pkw), strides (psh, psw) and
     top/left padding (ppt, ppl).
@@ -312,19 +328,17 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     do not depend on the filter block (blocks of 8 filters there), so there it may follow the
     thread count.
 
-    ``own_gemm`` (float32 im2col with one image per GEMM, not 1x1; ignored elsewhere) runs the
-    product by the register-blocked kernel of _wino_gemm.h instead of BLAS: on small products
-    (the batch-1 conv) OpenBLAS packs the column matrix on every call, which costs it as long
-    as the multiply. Other bits than BLAS's (each output one FMA chain over C*kh*kw), so the
-    plan uses it only where it already departs from the layer's kernel. ``scratch`` must then
-    be sized by :func:`scratch_size` with ``own_gemm``.
+    IM2COL in float32 (not 1x1) runs the product by the register-blocked kernel of
+    _wino_gemm.h, as the training forward does (_conv_common's ``_im2col_own_gemm``), so that
+    predict keeps its bits; ``scratch`` must then be sized by :func:`scratch_size` with
+    ``own_gemm=True`` (or None). Too small a ``scratch`` is a ValueError.
 
-    ``rsplit`` (with ``own_gemm`` only; ignored elsewhere) cuts each image's rows of ``y``
+    ``rsplit`` (with that own GEMM on one image per product only; ignored elsewhere) cuts each image's rows of ``y``
     into that many bands, each a work item that unrolls only the conv rows its band needs.
     At batch 1 that halves the im2col of each of two threads against ``ksplit = 2``. The
     own GEMM's bits do not depend on the band, so ``rsplit`` may follow the thread count.
 
-    ``argmax`` (intp (N, K, PH, PW), with a pool; not with ``own_gemm``), when given,
+    ``argmax`` (intp (N, K, PH, PW), with a pool and ``rsplit = 1``), when given,
     receives the training max-pool's argmax (flat indices into each (OH, OW) conv output
     plane; _pool22.h's rule, the pool layer's bits): the training conv + pool, which never
     writes the unpooled tensor. Each conv output plane is then pooled from scratch (not in the
@@ -349,7 +363,8 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef bint one_by_one = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 \
         and pl == 0 and OH == H and OW == W
     cdef int n, blk, n0, n1, tpi, G, n_items, k
-    cdef Py_ssize_t LD
+    cdef Py_ssize_t LD, r
+    cdef int kg
     cdef floating *prod
     cdef floating *plane
     cdef bint pooled = pkh > 0
@@ -372,8 +387,8 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     # the own GEMM's column and product rows: P rounded up to its 16-slot vectors
     cdef Py_ssize_t SP = CNN_WINO_GEMM_PAD(OH * OW)
     if with_arg:
-        if not pooled or own_gemm:
-            raise ValueError("conv_pool_forward: argmax needs a pool and no own_gemm")
+        if not pooled or rsplit != 1:
+            raise ValueError("conv_pool_forward: argmax needs a pool and rsplit=1")
         if (argmax.shape[0] != y.shape[0] or argmax.shape[1] != y.shape[1]
                 or argmax.shape[2] != y.shape[2] or argmax.shape[3] != y.shape[3]):
             raise ValueError(f"conv_pool_forward: argmax has shape "
@@ -394,8 +409,15 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     else:
         G = 1
     LD = <Py_ssize_t> G * P
-    own_gemm = own_gemm and floating is float and method == M_IM2COL and G == 1 \
-        and not one_by_one
+    cdef bint own = method == M_IM2COL and _im2col_own_gemm(floating is float, 1, one_by_one,
+                                                            CKK)
+    cdef bint own_gemm
+    if scratch.shape[1] < scratch_size(method, N, C, K, kh, kw, OH, OW, own):
+        raise ValueError(f"conv_pool_forward: scratch rows of {scratch.shape[1]} elements, "
+                         f"need {scratch_size(method, N, C, K, kh, kw, OH, OW, own)}")
+    if own and G > 1:  # rows of the block's columns and product rounded up to 16 slots
+        LD = CNN_WINO_GEMM_PAD(LD)
+    own_gemm = own and G == 1
     # float32 Winograd and the direct kernel: an output's bits do not depend on the filter
     # block (float64 Winograd runs BLAS)
     wino_split = floating is float and method == M_WINOGRAD
@@ -510,7 +532,8 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                     _own_gemm_item(xptr + n * in_img, wptr, bptr, relu, base, SP,
                                    yptr + n * out_img, k0, k1, r0, r1, C, H, W, kh, kw, sh, sw,
                                    pt, pl, OH, OW, PH, PW, pooled, pkh, pkw, psh, psw, ppt, ppl,
-                                   rs == 1 and tid < MAX_REUSE_THREADS and last_img[tid] == n)
+                                   rs == 1 and tid < MAX_REUSE_THREADS and last_img[tid] == n,
+                                   aptr + n * out_img if with_arg else NULL)
                     if tid < MAX_REUSE_THREADS:
                         last_img[tid] = n
                 elif one_by_one:
@@ -557,10 +580,21 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
                         else:
                             cnn_im2col_d(xptr + n * in_img, base + <Py_ssize_t> (n - n0) * P, LD,
                                          C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, 1, 1)
+                    if own and LD > (n1 - n0) * P:  # the padded slots: zeros (finite products)
+                        for r in range(CKK):
+                            memset(base + r * LD + (n1 - n0) * P, 0,
+                                   (LD - (n1 - n0) * P) * sizeof(floating))
                     if tid < MAX_REUSE_THREADS:
                         last_img[tid] = n0
-                _gemm(False, False, k1 - k0, (n1 - n0) * P, CKK, 1, wptr + <Py_ssize_t> k0 * CKK,
-                      CKK, base, <int> LD, 0, prod + k0 * LD, <int> LD)
+                if own:
+                    if floating is float:
+                        for kg in range(k0, k1, 8):  # CNN_WINO_GEMM_ROWS filters at a time
+                            cnn_wino_gemm_f(wptr + <Py_ssize_t> kg * CKK, 0, CKK, min(8, k1 - kg),
+                                            base, LD, 0, LD, prod + kg * LD, LD, 0, 1)
+                else:
+                    _gemm(False, False, k1 - k0, (n1 - n0) * P, CKK, 1,
+                          wptr + <Py_ssize_t> k0 * CKK, CKK, base, <int> LD, 0, prod + k0 * LD,
+                          <int> LD)
                 for k in range(k0, k1):
                     _bias_act(prod + k * LD, bptr + k if has_bias else NULL, has_bias, relu, 1,
                               (n1 - n0) * P)

@@ -112,18 +112,15 @@ def cnn_breakdown(model, batches, training, reps, warmups=2):
     s = cnn_layer_samples(model, batches, training, reps, warmups)
     batch = len(batches[0][0])
     # layers whose forward runs inside the call before them (cnn._train_fusion: a max-pool in
-    # its conv's kernel, a ReLU in its BN/Add): their forward time is in that row, so no
-    # forward rate here ("[fused]")
+    # its conv's kernel, a ReLU in its BN/Add): "fused", their forward time is in that row
     fused = {id(step.layer) for step in model._steps if step.fused in ("pooled", "skip")}
     rows = []
     for i, layer in enumerate(model.layers):
         f, b = layer_flops(layer, batch)
-        inside = id(layer) in fused
-        rows.append({"layer": layer_label(layer) + (" [fused]" if inside else ""),
+        rows.append({"layer": layer_label(layer), "fused": id(layer) in fused,
                      "forward_s": float(np.median(s["forward"][:, i])),
                      "backward_s": float(np.median(s["backward"][:, i])) if training else None,
-                     "forward_flops": None if inside else int(f),
-                     "backward_flops": int(b) if training else None})
+                     "forward_flops": int(f), "backward_flops": int(b) if training else None})
     if training:
         rows.append({"layer": "loss (softmax cross-entropy)", "forward_s": float(np.median(s["loss"])),
                      "backward_s": None})
@@ -157,10 +154,13 @@ def breakdown(case, ctx, cfg):
 
 def layer_rates(row, ceiling=None):
     """``(forward GFLOP/s, backward GFLOP/s, forward fraction of ceiling, backward fraction)``
-    of a breakdown row; None where the row counts no FLOPs, has no time, or (fractions) no
-    ``ceiling`` (GFLOP/s) is given."""
+    of a breakdown row; None where the row counts no FLOPs, has no time, its forward is fused
+    into the row before it (``"fused"``: no forward rate), or (fractions) no ``ceiling``
+    (GFLOP/s) is given."""
     out = []
     for part in ("forward", "backward"):
         flops, secs = row.get(f"{part}_flops"), row.get(f"{part}_s")
+        if part == "forward" and row.get("fused"):
+            flops = None
         out.append(flops / secs / 1e9 if flops and secs else None)
     return (*out, *(r / ceiling if r is not None and ceiling else None for r in out))

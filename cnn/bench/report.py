@@ -183,6 +183,8 @@ def format_breakdown(case):
     sums = {b: 0.0 for b in backends}
     for i in range(n):
         label = bd["cnn"][i]["layer"] if "cnn" in bd and i < len(bd["cnn"]) else ""
+        if "cnn" in bd and i < len(bd["cnn"]) and bd["cnn"][i].get("fused"):
+            label += " [fused]"  # its forward runs in the row above (cnn._train_fusion)
         row = f"  {label:<30}"
         for b in backends:
             e = bd[b][i] if i < len(bd[b]) else {}
