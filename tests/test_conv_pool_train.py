@@ -245,3 +245,26 @@ def test_activation_swapped_after_build_falls_back_unfused(rng):
                     + [_bits(g) for g in model.grads] + [_bits(model._forward(x, False))])
         assert sum(s.fused == "pool" for s in model._steps) == (2 if fuse else 0)
     assert runs[0] == runs[1]
+
+
+def test_fused_kernel_rejects_a_bad_argmax(rng):
+    from cnn._ext import _fused
+    x = rng.standard_normal((2, 16, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
+    y = np.empty((2, 8, 4, 4), np.float32)
+    size = _fused.scratch_size(_fused.WINOGRAD, 2, 16, 8, 3, 3, 8, 8)
+    scratch = np.empty((1, size), np.float32)
+    U = np.empty((16, 8, 16), np.float32)
+    args = (x, w, None, y, scratch, U, _fused.WINOGRAD, 1, 1, 1, 1, 8, 8, True)
+    with pytest.raises(ValueError, match="argmax has shape"):
+        _fused.conv_pool_forward(*args, 2, 2, 2, 2, 0, 0, 1,
+                                 argmax=np.empty((2, 8, 4, 3), np.intp))
+    with pytest.raises(ValueError, match="needs a pool"):
+        _fused.conv_pool_forward(*args, 0, 0, 1, 1, 0, 0, 1,
+                                 argmax=np.empty((2, 8, 4, 4), np.intp))
+    arg = np.empty((2, 8, 4, 4), np.intp)
+    _fused.conv_pool_forward(*args, 2, 2, 2, 2, 0, 0, 1, argmax=arg)
+    z = _ops.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (8, 8), True, algorithm="winograd")
+    want_y, want_arg = _ops.maxpool2d(z, (2, 2), (2, 2), (0, 0, 0, 0), (4, 4))
+    assert y.tobytes() == want_y.tobytes()
+    np.testing.assert_array_equal(arg, want_arg)

@@ -180,8 +180,9 @@ def conv2d_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     one GEMM ``y[n, g*Kg:(g+1)*Kg] = w[g*Kg:(g+1)*Kg] @ cols[g block]``. Small output planes
     are unrolled a block of images at a time (:func:`_images_per_gemm`), their columns side by
     side, so that one GEMM covers the block; the product is then copied out per image. In
-    float32 with one group the product runs on cnn's own kernel (:func:`_im2col_own_gemm`,
-    rows of the block's columns rounded up to 16 slots, the padding zeroed), else on BLAS.
+    float32 with one group and at least 64 terms (C*kh*kw) the product runs on cnn's own
+    kernel (_conv_common's ``_im2col_own_gemm``; rows of the block's columns rounded up to 16
+    slots, the padding zeroed), else on BLAS.
     """
     cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef int K = w.shape[0], kh = w.shape[2], kw = w.shape[3]

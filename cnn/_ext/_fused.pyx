@@ -328,15 +328,17 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     do not depend on the filter block (blocks of 8 filters there), so there it may follow the
     thread count.
 
-    IM2COL in float32 (not 1x1) runs the product by the register-blocked kernel of
-    _wino_gemm.h, as the training forward does (_conv_common's ``_im2col_own_gemm``), so that
-    predict keeps its bits; ``scratch`` must then be sized by :func:`scratch_size` with
-    ``own_gemm=True`` (or None). Too small a ``scratch`` is a ValueError.
+    IM2COL in float32 with at least 64 terms (C*kh*kw; not 1x1) runs the product by the
+    register-blocked kernel of _wino_gemm.h, as the training forward does (_conv_common's
+    ``_im2col_own_gemm``, :func:`im2col_own_gemm`), so that predict keeps its bits;
+    ``scratch`` must then be sized by :func:`scratch_size` with ``own_gemm=True`` (or None).
+    Too small a ``scratch`` is a ValueError.
 
-    ``rsplit`` (with that own GEMM on one image per product only; ignored elsewhere) cuts each image's rows of ``y``
-    into that many bands, each a work item that unrolls only the conv rows its band needs.
-    At batch 1 that halves the im2col of each of two threads against ``ksplit = 2``. The
-    own GEMM's bits do not depend on the band, so ``rsplit`` may follow the thread count.
+    ``rsplit`` (that own GEMM on one image per product only; ignored elsewhere) cuts each
+    image's rows of ``y`` into that many bands, each a work item that unrolls only the conv
+    rows its band needs. At batch 1 that halves the im2col of each of two threads against
+    ``ksplit = 2``. The own GEMM's bits do not depend on the band, so ``rsplit`` may follow
+    the thread count.
 
     ``argmax`` (intp (N, K, PH, PW), with a pool and ``rsplit = 1``), when given,
     receives the training max-pool's argmax (flat indices into each (OH, OW) conv output
@@ -391,9 +393,10 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
             raise ValueError("conv_pool_forward: argmax needs a pool and rsplit=1")
         if (argmax.shape[0] != y.shape[0] or argmax.shape[1] != y.shape[1]
                 or argmax.shape[2] != y.shape[2] or argmax.shape[3] != y.shape[3]):
-            raise ValueError(f"conv_pool_forward: argmax has shape "
-                             f"{(argmax.shape[0], argmax.shape[1], argmax.shape[2], argmax.shape[3])}"
-                             f", y {(y.shape[0], y.shape[1], y.shape[2], y.shape[3])}")
+            raise ValueError(
+                f"conv_pool_forward: argmax has shape ({argmax.shape[0]}, {argmax.shape[1]}, "
+                f"{argmax.shape[2]}, {argmax.shape[3]}), y ({y.shape[0]}, {y.shape[1]}, "
+                f"{y.shape[2]}, {y.shape[3]})")
     if N == 0 or K == 0 or P == 0 or PH * PW == 0:
         return
     if with_arg:
