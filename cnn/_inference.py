@@ -224,10 +224,10 @@ class _Conv(_Weighted):
             self.method = "im2col"
         # the im2col products that run on cnn's own register-blocked GEMM, as in the training
         # forward (float32, deep enough; _conv_common._im2col_own_gemm)
-        K, C, kh, kw = w_shape
-        one_by_one = ((kh, kw) == (1, 1) and tuple(self.stride) == (1, 1)
-                      and tuple(self.pads) == (0, 0, 0, 0))
-        self.own_gemm = _fused.im2col_own_gemm(dtype, C, kh, kw, one_by_one)
+        _, C, kh, kw = w_shape
+        self.own_gemm = _fused.im2col_own_gemm(dtype, C, *layer.input_shape[1:], kh, kw,
+                                               *self.stride, self.pads[0], self.pads[2],
+                                               *self.out_hw)
         # im2col on one image: two work items of half the filters each, so two threads share
         # it. From the shapes only (the GEMM's rounding may depend on its rows): one image and
         # at least _SPLIT_MIN_FILTERS filters per half. The own GEMM cuts the image's rows

@@ -301,8 +301,8 @@ def conv2d_maxpool(x, w, b, stride, pads, out_hw, relu, pool_size, pool_stride, 
     y = np.empty((N, K) + tuple(pool_hw), dtype=x.dtype)
     argmax = np.empty(y.shape, dtype=np.intp)
     code = _FUSED_METHODS[method]
-    one_by_one = (kh, kw, sh, sw, pt, pl) == (1, 1, 1, 1, 0, 0) and tuple(out_hw) == x.shape[2:]
-    own_gemm = method == "im2col" and _fused.im2col_own_gemm(x.dtype, C, kh, kw, one_by_one)
+    own_gemm = method == "im2col" and _fused.im2col_own_gemm(x.dtype, C, *x.shape[2:], kh, kw,
+                                                             sh, sw, pt, pl, *out_hw)
     size = _fused.scratch_size(code, N, C, K, kh, kw, *out_hw, own_gemm=own_gemm)
     key = (method, threads, size, x.dtype)
     rows = None if scratch is None else scratch.get(key)

@@ -345,8 +345,14 @@ def test_im2col_forward_on_the_own_gemm_in_blocks(shape, k, s):
     x = rng.standard_normal(shape).astype(np.float32)
     w = (rng.standard_normal((K, C, k, k)) * 0.2).astype(np.float32)
     b = rng.standard_normal(K).astype(np.float32)
-    assert _fused.im2col_own_gemm(np.float32, C, k, k, False) == (C * k * k >= 64)
-    assert not _fused.im2col_own_gemm(np.float64, C, k, k, False)
+    OH, OW = -(-H // s), -(-W // s)
+    assert _fused.im2col_own_gemm(np.float32, C, H, W, k, k, s, s, 1, 1, OH, OW) == \
+        (C * k * k >= 64)
+    assert not _fused.im2col_own_gemm(np.float64, C, H, W, k, k, s, s, 1, 1, OH, OW)
+    # a 1x1 stride-1 unpadded conv multiplies its input in place (BLAS), however deep
+    assert not _fused.im2col_own_gemm(np.float32, 128, H, W, 1, 1, 1, 1, 0, 0, H, W)
+    assert _fused.im2col_own_gemm(np.float32, 128, H, W, 1, 1, 2, 2, 0, 0, -(-H // 2),
+                                  -(-W // 2))
     want = np.maximum(reference.conv2d(*(a.astype(np.float64) for a in (x, w, b)), (s, s),
                                        "same"), 0)
     outs = []

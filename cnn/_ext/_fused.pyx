@@ -42,6 +42,7 @@ from cnn._ext._conv_common cimport (
     cnn_wino_weights_f,
 )
 from cnn._ext._openmp cimport cnn_omp_barrier, omp_get_thread_num
+from cnn._ext._pool22 cimport cnn_maxpool_plane_arg_d, cnn_maxpool_plane_arg_f
 
 
 # The algorithm codes of conv_pool_forward's ``method``.
@@ -97,15 +98,6 @@ cdef extern from "_fused.h":
                              int pt, int pl) noexcept nogil
     double cnn_max_abs_f(const float *y, Py_ssize_t n, double cur) noexcept nogil
     double cnn_max_abs_d(const double *y, Py_ssize_t n, double cur) noexcept nogil
-
-
-cdef extern from "_pool22.h":
-    void cnn_maxpool_plane_arg_f(const float *x, Py_ssize_t H, Py_ssize_t W, float *y,
-                                 Py_ssize_t *arg, Py_ssize_t OH, Py_ssize_t OW, int kh, int kw,
-                                 int sh, int sw, int pt, int pl) noexcept nogil
-    void cnn_maxpool_plane_arg_d(const double *x, Py_ssize_t H, Py_ssize_t W, double *y,
-                                 Py_ssize_t *arg, Py_ssize_t OH, Py_ssize_t OW, int kh, int kw,
-                                 int sh, int sw, int pt, int pl) noexcept nogil
 
 
 cdef inline void _pool_plane(const floating *x, Py_ssize_t H, Py_ssize_t W, floating *y,
@@ -194,10 +186,20 @@ def max_abs(const floating[::1] a, int num_threads=1):
     return out
 
 
-def im2col_own_gemm(dtype, int C, int kh, int kw, bint one_by_one):
-    """Whether :func:`conv_pool_forward` (and the training forward) runs an IM2COL product of
-    this shape and dtype on cnn's own kernel (size its scratch with ``own_gemm`` of that)."""
-    return _im2col_own_gemm(np.dtype(dtype) == np.float32, 1, one_by_one, C * kh * kw)
+cdef inline bint _one_by_one(int kh, int kw, int sh, int sw, int pt, int pl, int OH, int OW,
+                             int H, int W) noexcept nogil:
+    """A 1x1 stride-1 unpadded conv: its input already is the column matrix."""
+    return kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 \
+        and OH == H and OW == W
+
+
+def im2col_own_gemm(dtype, int C, int H, int W, int kh, int kw, int sh, int sw, int pt,
+                    int pl, int OH, int OW):
+    """Whether :func:`conv_pool_forward` (and the training forward) runs the IM2COL product
+    of this conv (C, H, W) -> (OH, OW), kernel (kh, kw), stride (sh, sw), top/left padding
+    (pt, pl), in ``dtype``, on cnn's own kernel (size its scratch with ``own_gemm`` of that)."""
+    return _im2col_own_gemm(np.dtype(dtype) == np.float32, 1,
+                            _one_by_one(kh, kw, sh, sw, pt, pl, OH, OW, H, W), C * kh * kw)
 
 
 def winograd_blocks(int N, int C, int OH, int OW):
@@ -362,8 +364,7 @@ def conv_pool_forward(const floating[:, :, :, ::1] x,   # IN  (N, C, H, W)
     cdef floating *zz
     cdef Py_ssize_t in_img = <Py_ssize_t> C * H * W, out_img = <Py_ssize_t> K * PH * PW
     cdef Py_ssize_t conv_img = <Py_ssize_t> K * P
-    cdef bint one_by_one = kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 \
-        and pl == 0 and OH == H and OW == W
+    cdef bint one_by_one = _one_by_one(kh, kw, sh, sw, pt, pl, OH, OW, H, W)
     cdef int n, blk, n0, n1, tpi, G, n_items, k
     cdef Py_ssize_t LD, r
     cdef int kg

@@ -10,14 +10,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memset
 
-
-cdef extern from "_pool22.h":
-    void cnn_maxpool_plane_arg_f(const float *x, Py_ssize_t H, Py_ssize_t W, float *y,
-                                 Py_ssize_t *arg, Py_ssize_t OH, Py_ssize_t OW, int kh, int kw,
-                                 int sh, int sw, int pt, int pl) noexcept nogil
-    void cnn_maxpool_plane_arg_d(const double *x, Py_ssize_t H, Py_ssize_t W, double *y,
-                                 Py_ssize_t *arg, Py_ssize_t OH, Py_ssize_t OW, int kh, int kw,
-                                 int sh, int sw, int pt, int pl) noexcept nogil
+from cnn._ext._pool22 cimport cnn_maxpool_plane_arg_d, cnn_maxpool_plane_arg_f
 
 
 cdef extern from "_simd.h":
