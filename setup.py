@@ -41,7 +41,8 @@ OPENMP_TEST_PROGRAM = textwrap.dedent(
     """
 )
 
-EXTENSIONS = ["_openmp", "_blas", "_conv", "_pool", "_dense", "_optim", "_norm", "_fused", "_eltwise"]
+EXTENSIONS = ["_openmp", "_blas", "_conv", "_pool", "_dense", "_optim", "_norm", "_fused", "_eltwise",
+              "_pool_grad"]
 
 
 def _env_flag(name):

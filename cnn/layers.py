@@ -239,6 +239,19 @@ class Dense(_WeightedLayer):
                 "use_bias": self.use_bias, "kernel_initializer": self.kernel_initializer}
 
 
+class _PooledGradient:
+    """dC/dz of a fused Conv2D -> MaxPool2D pair as the pooled cells, passed from the pool's
+    backward step to the conv's (:meth:`Conv2D._pooled_grad`): ``grad`` the masked gradient
+    of the pooled output (C-contiguous, checked), ``pool`` the layer whose cache holds each
+    cell's winner (its argmax); ``pool.backward(grad)`` is the dense dC/dz."""
+
+    __slots__ = ("grad", "pool")
+
+    def __init__(self, grad, pool):
+        self.grad = grad
+        self.pool = pool
+
+
 class Conv2D(_WeightedLayer):
     """2-D convolution (cross-correlation, no kernel flip) over NCHW batches.
 
@@ -291,6 +304,7 @@ class Conv2D(_WeightedLayer):
         self._set_weight_options(use_bias, kernel_initializer)
         self._pool_scratch = {}  # the fused conv + pool kernel's per-thread rows (_forward_pool)
         self._pool_fused_call = False  # whether the last _forward_pool ran fused
+        self._pool_grad_scratch = {}  # the pooled backward's channels-last copies
 
     def compute_output_shape(self, input_shape):
         input_shape = V.item_shape(input_shape)
@@ -364,20 +378,44 @@ class Conv2D(_WeightedLayer):
     def _pooled_grad(self, pool, grad):
         """The fused pool's backward: ``grad`` (dC/d pooled output) masked by the pooled ReLU
         output (the conv output at each window's winner, so the same selection as the
-        unfused mask: only the winners receive gradient), then scattered through the argmax
-        into dC/dz, which :meth:`_backward_pooled` takes unmasked."""
+        unfused mask: only the winners receive gradient). Where
+        :func:`cnn._ops.pooled_backward_applies`, the masked cells and their winners go to
+        :meth:`_backward_pooled` as they are (a :class:`_PooledGradient`); else they are
+        scattered through the argmax into dC/dz, which it takes unmasked."""
         if not self._pool_fused_call:
             return pool.backward(grad)
         pooled = self._cached()[2]
         if pooled is not None:  # (the ReLU's backward checks grad against the pooled shape)
             grad = self.activation.backward(pooled, pooled, grad)
+        x_shape, argmax = pool._cached()
+        if pool.need_input_grad and _ops.pooled_backward_applies(
+                grad.dtype, self.input_shape[0], self.kernel_size[1], argmax.shape[2] * argmax.shape[3],
+                x_shape[2] * x_shape[3]):
+            pool._check_grad(grad, x_shape[0])
+            return _PooledGradient(np.ascontiguousarray(grad), pool)
         return pool.backward(grad)
 
     def _backward_pooled(self, grad_z):
-        """This layer's backward from dC/dz (already masked by :meth:`_pooled_grad`)."""
+        """This layer's backward from dC/dz (already masked by :meth:`_pooled_grad`), or from
+        the pooled cells themselves (:func:`cnn._ops.conv2d_pooled_backward`; the dense
+        backward of their scatter where x or the weight holds a non-finite value)."""
         if not self._pool_fused_call:
             return self.backward(grad_z)
         x = self._cached()[0]
+        if isinstance(grad_z, _PooledGradient):
+            grads = self.grads
+            out = _ops.conv2d_pooled_backward(
+                grad_z.grad, grad_z.pool._cached()[1], x, self.params[0], self.stride,
+                self.pads, self._out_hw, self.need_input_grad, grads[0],
+                grads[1] if self.use_bias else None, self._pool_grad_scratch)
+            if out is not None:
+                dx, dw, db = out
+                if dw is not grads[0]:
+                    np.copyto(grads[0], dw)
+                if self.use_bias and db is not grads[1]:
+                    np.copyto(grads[1], db)
+                return dx
+            grad_z = grad_z.pool.backward(grad_z.grad)
         self._check_grad(grad_z, x.shape[0])
         return self._backward_z(grad_z)
 

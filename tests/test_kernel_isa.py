@@ -211,6 +211,19 @@ for dt in (np.float32, np.float64):
                           cnn.layers.MaxPool2D(3, stride=2)], input_shape=(3, 23, 21),
                          seed=3, dtype=dt)
     out[f"fused_predict_{name}"] = net.predict(rng.standard_normal((5, 3, 23, 21)).astype(dt))
+# the pooled backward of a conv + pool pair (float32; _pool_grad.h): 3x3 (one chunk of 3
+# rows), 5x5 (rows one at a time), 4x2 (chunks of 2 rows), two channel blocks with a tail
+from cnn._ext import _pool_grad
+for kh, kw, C in ((3, 3, 40), (5, 5, 32), (4, 2, 24)):
+    xg = rng.standard_normal((3, C, 11, 10)).astype(np.float32)
+    wg = rng.standard_normal((6, C, kh, kw)).astype(np.float32)
+    OH, OW = 11 - kh + 3, 10 - kw + 3                          # padding 1 on every side
+    zg = _ops.conv2d(xg, wg, None, (1, 1), (1, 1, 1, 1), (OH, OW), False)
+    yg, ag = _ops.maxpool2d(zg, (2, 2), (2, 2), (0, 0, 0, 0), (OH // 2, OW // 2))
+    gg = np.where(yg > 0, rng.standard_normal(yg.shape), 0).astype(np.float32)
+    dxg, dwg, dbg = _ops.conv2d_pooled_backward(gg, ag, xg, wg, (1, 1), (1, 1, 1, 1), (OH, OW),
+                                                True)
+    out.update({f"pooled_{kh}{kw}_dx": dxg, f"pooled_{kh}{kw}_dw": dwg, f"pooled_{kh}{kw}_db": dbg})
 np.savez(sys.argv[1], **out)
 """
 

@@ -1,0 +1,218 @@
+"""The conv backward of a fused Conv2D -> MaxPool2D pair from the pooled cells
+(cnn._ops.conv2d_pooled_backward, cnn/_ext/_pool_grad.h) against the NumPy reference's backward
+of their scatter (cnn.reference: maxpool2d_backward, then conv2d_backward, in float64), for
+every kernel shape the register chunks take, channel blocks with tails, strides, paddings and
+pools with shared winners; the same bits for every thread count; the fallback for non-finite
+inputs; and models that take it against the same models on the dense backward."""
+
+import numpy as np
+import pytest
+
+import cnn
+from cnn import _ops, reference
+from cnn import functional as F
+from cnn._ext import _pool_grad
+
+# (x shape, K, (kh, kw), stride, conv padding, pool size, pool stride, pool padding)
+CASES = [
+    ((3, 32, 14, 14), 16, (3, 3), 1, "same", 2, 2, "tile"),    # the DESIGN CNN's second pair
+    ((2, 24, 10, 12), 7, (3, 3), 1, "same", 2, 2, "tile"),     # a channel tail in the block
+    ((2, 40, 9, 9), 5, (3, 3), 1, "valid", 2, 2, "tile"),      # two blocks, odd planes
+    ((2, 64, 8, 8), 9, (3, 3), 2, "same", 2, 2, "tile"),       # stride 2, two full blocks
+    ((2, 32, 12, 11), 6, (5, 5), 1, "same", 2, 2, "tile"),     # 5 wide: chunks of one row
+    ((2, 32, 8, 10), 4, (1, 1), 1, "valid", 2, 2, "tile"),     # 1x1
+    ((2, 32, 11, 9), 5, (4, 2), 1, "valid", 2, 2, "valid"),    # 2 wide (rows of 2), 4 high
+    ((2, 32, 9, 12), 3, (2, 4), 1, "same", 2, 2, "tile"),      # 4 wide (chunks of 2 rows)
+    ((2, 32, 13, 13), 6, (3, 3), 1, "same", 3, 2, "same"),     # overlapping windows
+    ((1, 32, 6, 6), 3, (3, 3), 1, (0, 2, 1, 0), 2, 2, "tile"),  # uneven padding
+]
+
+
+def _setup(rng, case, dtype=np.float32):
+    """(x, w, g, argmax, stride, pads, out_hw, pool geometry) of a case: the conv's output
+    pooled by the training max-pool (its argmax), g the pooled gradient with ReLU zeros."""
+    xs, k, (kh, kw), stride, padding, psize, pstride, ppad = case
+    x = rng.standard_normal(xs).astype(dtype)
+    w = (rng.standard_normal((k, xs[1], kh, kw)) * 0.2).astype(dtype)
+    (sh, sw), pads, out_hw, _, _ = F._conv_geometry(xs, w.shape, stride, padding)
+    z = _ops.conv2d(x, w, None, (sh, sw), pads, out_hw, False)
+    pool_pads = F.maxpool2d_padding(ppad, (psize, psize), (pstride, pstride), out_hw)
+    pool_hw = F.maxpool2d_output_shape((1,) + tuple(out_hw), psize, pstride, ppad)[1:]
+    y, argmax = _ops.maxpool2d(z, (psize, psize), (pstride, pstride), pool_pads,
+                               tuple(int(v) for v in pool_hw))
+    g = rng.standard_normal(y.shape).astype(dtype)
+    g[y <= 0] = 0.0                                 # the pooled ReLU's mask
+    return x, w, g, argmax, (sh, sw), pads, tuple(out_hw)
+
+
+def _oracle(x, w, g, argmax, stride, pads, out_hw):
+    """The reference backward of the scattered gradient, in float64."""
+    x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
+    dz = reference.maxpool2d_backward(g64, argmax, (x.shape[0], w.shape[0]) + out_hw)
+    return reference.conv2d_backward(dz, x64, w64, stride, pads)
+
+
+def _close(got, want, name):
+    scale = max(float(np.abs(want).max()), 1.0)
+    assert got.dtype == np.float32 and got.shape == want.shape, name
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pooled_backward_is_the_reference_backward_of_the_scatter(rng, case):
+    x, w, g, argmax, stride, pads, out_hw = _setup(rng, case)
+    want = _oracle(x, w, g, argmax, stride, pads, out_hw)
+    for need_dx in (True, False):
+        dx, dw, db = _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, need_dx)
+        _close(dw, want[1], "dw")
+        _close(db, want[2], "db")
+        if need_dx:
+            _close(dx, want[0], "dx")
+        else:
+            assert dx is None
+
+
+def test_pooled_backward_writes_into_the_given_gradients_and_reuses_scratch(rng):
+    x, w, g, argmax, stride, pads, out_hw = _setup(rng, CASES[0])
+    dw, db = np.full_like(w, np.nan), np.full(w.shape[0], np.nan, np.float32)
+    scratch = {}
+    first = _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, True, dw, db,
+                                        scratch)
+    assert first[1] is dw and first[2] is db and len(scratch) == 1
+    bufs = next(iter(scratch.values()))
+    again = _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, True,
+                                        scratch=scratch)
+    assert next(iter(scratch.values()))[0] is bufs[0]
+    for a, b in zip(first, again):
+        assert a.tobytes() == b.tobytes()
+    # another batch size replaces the copies (one shape at a time)
+    _ops.conv2d_pooled_backward(g[:1], argmax[:1], x[:1], w, stride, pads, out_hw, True,
+                                scratch=scratch)
+    assert len(scratch) == 1 and next(iter(scratch.values()))[0] is not bufs[0]
+
+
+def test_pooled_backward_is_thread_count_invariant(rng):
+    x, w, g, argmax, stride, pads, out_hw = _setup(rng, ((9, 48, 14, 14), 21, (3, 3), 1,
+                                                          "same", 2, 2, "tile"))
+    before = cnn.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 3):
+            cnn.set_num_threads(threads)
+            runs.append([a.tobytes() for a in _ops.conv2d_pooled_backward(
+                g, argmax, x, w, stride, pads, out_hw, True)])
+    finally:
+        cnn.set_num_threads(before)
+    assert runs[0] == runs[1] == runs[2]
+
+
+@pytest.mark.parametrize("where", ["x", "w"])
+def test_non_finite_inputs_take_the_dense_backward(rng, where):
+    x, w, g, argmax, stride, pads, out_hw = _setup(rng, CASES[0])
+    (x if where == "x" else w).flat[5] = np.inf
+    assert _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, True) is None
+    if where == "w":  # dw alone does not read w
+        assert _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw,
+                                           False) is not None
+
+
+def test_a_winner_outside_the_plane_is_an_error_not_a_write(rng):
+    x, w, g, argmax, stride, pads, out_hw = _setup(rng, CASES[0])
+    bad = argmax.copy()
+    bad[1, 2, 3, 1] = out_hw[0] * out_hw[1]
+    bad[0, 0, 0, 0] = -1
+    with pytest.raises(RuntimeError, match="2 pooled cells name a winner outside"):
+        _ops.conv2d_pooled_backward(g, bad, x, w, stride, pads, out_hw, True)
+
+
+def test_kernel_checks_its_scratch_and_width(rng):
+    x, w, g, argmax, (sh, sw), pads, (OH, OW) = _setup(rng, CASES[0])
+    shapes = _pool_grad.scratch_shapes(x.shape[0], x.shape[1], OH, OW, 3, 3, sh, sw, 1)
+    small = np.empty((shapes[0][0], shapes[0][1] - 1), np.float32)
+    rows = np.empty(shapes[1], np.float32)
+    dw, db = np.empty_like(w), np.empty(w.shape[0], np.float32)
+    with pytest.raises(ValueError, match="scratch smaller"):
+        _pool_grad.conv_pool_backward(g, argmax, x, w, None, dw, db, OH, OW, sh, sw, pads[0],
+                                      pads[2], small, rows, 1)
+    wide = np.zeros((w.shape[0], w.shape[1], 1, 6), np.float32)
+    with pytest.raises(ValueError, match="up to 5 wide"):
+        _pool_grad.conv_pool_backward(g, argmax, x, wide, None, np.empty_like(wide), db, OH,
+                                      OW, sh, sw, pads[0], pads[2], small, rows, 1)
+
+
+def test_which_pairs_take_it():
+    applies = _ops.pooled_backward_applies
+    assert applies(np.float32, 32, 3, 7 * 7, 14 * 14)
+    assert applies(np.float32, 24, 5, 49, 196)          # a block three quarters full
+    assert not applies(np.float64, 32, 3, 49, 196)      # float32 only
+    assert not applies(np.float32, 16, 3, 49, 196)      # half a block
+    assert not applies(np.float32, 40, 3, 49, 196)      # two blocks, 40 of 64 channels
+    assert not applies(np.float32, 32, 7, 49, 196)      # wider than the register chunks
+    assert not applies(np.float32, 32, 3, 13 * 13, 14 * 14)  # a 2x2 / stride-1 pool
+    assert not applies(np.float32, 1, 3, 196, 784)      # the first conv of the DESIGN CNN
+
+
+def _design(seed):
+    return cnn.models.design_cnn(input_shape=(1, 28, 28), classes=4, seed=seed)
+
+
+def _vggish(seed):
+    L = cnn.layers
+    return cnn.Sequential([L.Conv2D(32, 3, padding="same", activation="relu"),
+                           L.Conv2D(32, 3, padding="same", activation="relu"), L.MaxPool2D(2),
+                           L.Conv2D(24, 3, padding="same"), L.MaxPool2D(3, stride=2,
+                                                                       padding="same"),
+                           L.Flatten(), L.Dense(4, activation="softmax")],
+                          input_shape=(3, 16, 16), seed=seed)
+
+
+@pytest.mark.parametrize("build", [_design, _vggish])
+def test_models_train_as_on_the_dense_backward(monkeypatch, rng, build):
+    """Three SGD steps with the pooled backward against the scatter + dense backward: the same
+    losses and weights up to float32 rounding (the sums run in another order)."""
+    probe = build(0)
+    shape = probe.input_shape
+    x = rng.standard_normal((8,) + tuple(shape)).astype(np.float32)
+    y = rng.integers(0, 4, 8)
+    runs = {}
+    for pooled in (True, False):
+        monkeypatch.setattr(_ops, "POOLED_BACKWARD", pooled)
+        model = build(1).compile("cross_entropy", cnn.optimizers.SGD(lr=0.05, momentum=0.9))
+        taken = []
+        for step in model._steps:
+            if step.fused == "pool":
+                orig = step.layer._backward_pooled
+
+                def spy(grad, orig=orig, taken=taken):
+                    taken.append(type(grad).__name__)
+                    return orig(grad)
+                monkeypatch.setattr(step.layer, "_backward_pooled", spy)
+        losses = [model.train_step(x, y) for _ in range(3)]
+        runs[pooled] = losses, [p.copy() for p in model.params], [g.copy() for g in model.grads]
+        assert ("_PooledGradient" in taken) == pooled
+    (la, pa, ga), (lb, pb, gb) = runs[True], runs[False]
+    np.testing.assert_allclose(la, lb, rtol=1e-5)
+    for a, b in zip(pa + ga, pb + gb):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(b).max()))
+
+
+def test_the_layer_falls_back_to_the_dense_bits_when_the_kernel_declines(monkeypatch, rng):
+    # (a model checks its input is finite; a non-finite conv input comes from overflowing
+    # weights, and conv2d_pooled_backward then returns None: the layer must scatter and take
+    # the dense backward, as the unfused pair does)
+    x = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 4, 4)
+    calls = []
+
+    def declines(*args, **kwargs):
+        calls.append(1)
+        return None
+    runs = []
+    for pooled in (True, False):
+        monkeypatch.setattr(_ops, "POOLED_BACKWARD", pooled)
+        monkeypatch.setattr(_ops, "conv2d_pooled_backward", declines)
+        model = _design(2).compile("cross_entropy", "sgd")
+        model.forward_backward(x, y)
+        runs.append([g.tobytes() for g in model.grads])
+    assert calls == [1]                 # the second pair (32 channels), pooled run only
+    assert runs[0] == runs[1]
