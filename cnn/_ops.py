@@ -21,7 +21,7 @@ __all__ = ["threads_for", "update_threads", "conv_algorithm", "linear", "linear_
            "avgpool2d_backward", "global_avgpool2d", "global_avgpool2d_backward",
            "batch_norm_train", "batch_norm_train_backward", "batch_norm_eval", "sgd_update",
            "adam_update", "relu", "relu_backward", "add", "add_into", "add_relu", "conv2d_maxpool",
-           "pooled_backward_applies", "conv2d_pooled_backward"]
+           "pooled_backward_path", "conv2d_pooled_backward"]
 
 # ----------------------------------------------------------------------------- thread policy
 
@@ -325,41 +325,62 @@ def conv2d_maxpool(x, w, b, stride, pads, out_hw, relu, pool_size, pool_stride, 
 POOLED_BACKWARD = True
 
 
-def pooled_backward_applies(dtype, channels, kernel_width, pooled_cells, conv_cells):
-    """Whether a fused Conv2D -> MaxPool2D pair's conv backward takes the pooled cells
-    themselves (:func:`conv2d_pooled_backward`) instead of their scatter into a dense gradient:
-    float32, a kernel at most ``_pool_grad.MAX_KW`` wide, channel blocks of 32 at least three
-    quarters full, and a pool that keeps at most a third of the conv outputs (a 2x2 / stride-2
-    pool keeps a quarter: a quarter of the dense multiply-adds, against Winograd's 1 / 2.25)."""
+def pooled_backward_path(dtype, channels, kernel, stride, pool_size, pool_stride,
+                         pooled_cells, conv_cells, need_dx):
+    """How a fused Conv2D -> MaxPool2D pair's conv backward takes the pooled cells themselves
+    (:func:`conv2d_pooled_backward`) instead of their scatter into a dense gradient:
+    ``"blocks"``, ``"columns"`` or None (the scatter + dense backward).
+
+    Both need float32 and a pool that keeps at most a third of the conv outputs (a 2x2 /
+    stride-2 pool keeps a quarter: a quarter of the dense multiply-adds, against Winograd's
+    1 / 2.25). ``"blocks"`` (dx too): a kernel at most ``_pool_grad.MAX_KW`` wide and channel
+    blocks of 32 at least three quarters full. ``"columns"`` (no dx: a first layer with few
+    channels): C x kh x kw at most 64 (one input channel and a 3x3 kernel: 9)."""
+    if not POOLED_BACKWARD or np.dtype(dtype) != np.float32 or 3 * pooled_cells > conv_cells:
+        return None
     blocks = -(-channels // _pool_grad.BLOCK)
-    return (POOLED_BACKWARD and np.dtype(dtype) == np.float32 and kernel_width <= _pool_grad.MAX_KW
-            and 4 * channels >= 3 * blocks * _pool_grad.BLOCK and 3 * pooled_cells <= conv_cells)
+    if kernel[1] <= _pool_grad.MAX_KW and 4 * channels >= 3 * blocks * _pool_grad.BLOCK:
+        return "blocks"
+    if not need_dx and _pool_grad.column_size(channels, *kernel) <= 64:
+        return "columns"
+    return None
 
 
-def conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, need_dx, dw=None, db=None,
-                           scratch=None):
+def conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, need_dx, pool, dw=None,
+                           db=None, scratch=None):
     """``(dx | None, dw, db)`` of :func:`conv2d` (dilation 1, groups 1) when its pre-activation
     gradient is zero but at the winners of a max-pool: ``g`` (N, K, PH, PW) the pooled
     gradient (already masked by a ReLU), ``argmax`` (intp, same shape) each pooled cell's
-    winner, a flat index into the (OH, OW) conv output plane (:func:`conv2d_maxpool`'s).
-    The same values as scattering ``g`` through ``argmax`` and calling
-    :func:`conv2d_backward`, by a quarter of its multiply-adds for a 2x2 pool, summed in
-    another fixed order (_pool_grad.h). float32 only (see :func:`pooled_backward_applies`).
+    winner, a flat index into the (OH, OW) conv output plane (:func:`conv2d_maxpool`'s),
+    ``pool`` the pool's ``(size, stride, pads, out_hw)``. The same values as scattering ``g``
+    through ``argmax`` and calling :func:`conv2d_backward`, by a quarter of its multiply-adds
+    for a 2x2 pool, summed in another fixed order (_pool_grad.h), on the path
+    :func:`pooled_backward_path` names (a ValueError where it names none).
 
     Returns None, having written nothing, when ``x`` (or ``w``, with ``need_dx``) holds a
     non-finite value: the dense backward's products of zero gradients with infinities give
     NaN where this path skips them, and the caller then takes it. ``scratch``: a dict the caller
-    keeps between calls (the channels-last copies, by shape), or None.
+    keeps between calls (the copies of x, by shape), or None.
     """
     (sh, sw), pt, pl = stride, pads[0], pads[2]
     OH, OW = out_hw
     N, C = x.shape[:2]
     K, _, kh, kw = w.shape
-    if need_dx and not all_finite(w):
+    pool_size, pool_stride = pool[:2]
+    path = pooled_backward_path(x.dtype, C, (kh, kw), stride, pool_size, pool_stride,
+                                g.shape[2] * g.shape[3], OH * OW, need_dx)
+    if path is None:
+        raise ValueError("conv2d_pooled_backward: no pooled path for these shapes "
+                         "(see pooled_backward_path)")
+    # (the blocked kernel checks x itself, in its copy)
+    if (path == "columns" and not all_finite(x)) or (need_dx and not all_finite(w)):
         return None
     threads = threads_for(g.size * w[0].size)
-    shapes = _pool_grad.scratch_shapes(N, C, OH, OW, kh, kw, sh, sw, threads)
-    key = ("pooled backward",) + shapes
+    if path == "columns":
+        shapes = ((N, OH * OW * _pool_grad.column_size(C, kh, kw)),)
+    else:
+        shapes = _pool_grad.scratch_shapes(N, C, OH, OW, kh, kw, sh, sw, threads)
+    key = ("pooled backward", path) + shapes
     bufs = None if scratch is None else scratch.get(key)
     if bufs is None:
         bufs = tuple(aligned_rows(rows, n, np.float32) for rows, n in shapes)
@@ -368,10 +389,14 @@ def conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, need_dx, dw=No
             scratch[key] = bufs
     dx = np.empty_like(x) if need_dx else None
     dw, db = gradient_buffers(w, dw, db)
-    finite, skipped = _pool_grad.conv_pool_backward(g, argmax, x, w, dx, dw, db, OH, OW, sh, sw,
-                                                    pt, pl, bufs[0], bufs[1], threads)
-    if not finite:
-        return None
+    if path == "columns":
+        skipped = _pool_grad.conv_pool_column_backward(g, argmax, x, dw, db, OH, OW, sh, sw, pt,
+                                                       pl, bufs[0], threads)
+    else:
+        finite, skipped = _pool_grad.conv_pool_backward(g, argmax, x, w, dx, dw, db, OH, OW, sh,
+                                                        sw, pt, pl, bufs[0], bufs[1], threads)
+        if not finite:
+            return None
     if skipped:
         raise RuntimeError(f"conv2d_pooled_backward: {skipped} pooled cells name a winner "
                            f"outside the ({OH}, {OW}) conv output")

@@ -16,7 +16,11 @@ no activation, dilation 1, groups 1) is read by the pool alone, the pair runs as
 never writes the unpooled tensor; backward, the pool's gradient is masked by the pooled ReLU
 output (the conv output at each window's winner: the unfused mask, read at the only places
 that receive gradient), scattered through the argmax, and the conv's backward takes it
-unmasked. The same bits again (tests/test_conv_pool_train.py).
+unmasked: the same bits again (tests/test_conv_pool_train.py). Where
+:func:`cnn._ops.pooled_backward_path` names a path (float32, a pool keeping at most a third
+of the cells), the masked cells and their winners go to the conv's backward as they are and
+it does only their multiply-adds (:func:`cnn._ops.conv2d_pooled_backward`): the same values
+up to rounding, in another fixed order (tests/test_pooled_backward.py).
 
 The decision is made when the model resolves its plan (:meth:`cnn.Model._set_graph`), never
 saved; a layer used on its own (``layer.forward``) is untouched. The inference plan

@@ -379,7 +379,7 @@ class Conv2D(_WeightedLayer):
         """The fused pool's backward: ``grad`` (dC/d pooled output) masked by the pooled ReLU
         output (the conv output at each window's winner, so the same selection as the
         unfused mask: only the winners receive gradient). Where
-        :func:`cnn._ops.pooled_backward_applies`, the masked cells and their winners go to
+        :func:`cnn._ops.pooled_backward_path` names a path, the masked cells and their winners go to
         :meth:`_backward_pooled` as they are (a :class:`_PooledGradient`); else they are
         scattered through the argmax into dC/dz, which it takes unmasked."""
         if not self._pool_fused_call:
@@ -388,9 +388,11 @@ class Conv2D(_WeightedLayer):
         if pooled is not None:  # (the ReLU's backward checks grad against the pooled shape)
             grad = self.activation.backward(pooled, pooled, grad)
         x_shape, argmax = pool._cached()
-        if pool.need_input_grad and _ops.pooled_backward_applies(
-                grad.dtype, self.input_shape[0], self.kernel_size[1], argmax.shape[2] * argmax.shape[3],
-                x_shape[2] * x_shape[3]):
+        size, stride = pool._geometry[:2]
+        if pool.need_input_grad and _ops.pooled_backward_path(
+                grad.dtype, self.input_shape[0], self.kernel_size, self.stride, size, stride,
+                argmax.shape[2] * argmax.shape[3], x_shape[2] * x_shape[3],
+                self.need_input_grad):
             pool._check_grad(grad, x_shape[0])
             return _PooledGradient(np.ascontiguousarray(grad), pool)
         return pool.backward(grad)
@@ -406,8 +408,8 @@ class Conv2D(_WeightedLayer):
             grads = self.grads
             out = _ops.conv2d_pooled_backward(
                 grad_z.grad, grad_z.pool._cached()[1], x, self.params[0], self.stride,
-                self.pads, self._out_hw, self.need_input_grad, grads[0],
-                grads[1] if self.use_bias else None, self._pool_grad_scratch)
+                self.pads, self._out_hw, self.need_input_grad, grad_z.pool._geometry,
+                grads[0], grads[1] if self.use_bias else None, self._pool_grad_scratch)
             if out is not None:
                 dx, dw, db = out
                 if dw is not grads[0]:

@@ -211,19 +211,31 @@ for dt in (np.float32, np.float64):
                           cnn.layers.MaxPool2D(3, stride=2)], input_shape=(3, 23, 21),
                          seed=3, dtype=dt)
     out[f"fused_predict_{name}"] = net.predict(rng.standard_normal((5, 3, 23, 21)).astype(dt))
-# the pooled backward of a conv + pool pair (float32; _pool_grad.h): 3x3 (one chunk of 3
-# rows), 5x5 (rows one at a time), 4x2 (chunks of 2 rows), two channel blocks with a tail
-from cnn._ext import _pool_grad
-for kh, kw, C in ((3, 3, 40), (5, 5, 32), (4, 2, 24)):
+# the pooled backward of a conv + pool pair (float32; _pool_grad.h): blocks of 3x3 (one chunk
+# of 3 rows), 5x5 (rows one at a time), 4x2 (chunks of 2 rows), two channel blocks with a tail;
+# columns of 9 (one vector) and 27 taps (two)
+for kh, kw, C, need_dx in ((3, 3, 40, True), (5, 5, 32, True), (4, 2, 24, True),
+                           (3, 3, 1, False), (3, 3, 3, False)):
     xg = rng.standard_normal((3, C, 11, 10)).astype(np.float32)
     wg = rng.standard_normal((6, C, kh, kw)).astype(np.float32)
     OH, OW = 11 - kh + 3, 10 - kw + 3                          # padding 1 on every side
     zg = _ops.conv2d(xg, wg, None, (1, 1), (1, 1, 1, 1), (OH, OW), False)
-    yg, ag = _ops.maxpool2d(zg, (2, 2), (2, 2), (0, 0, 0, 0), (OH // 2, OW // 2))
+    pg = ((2, 2), (2, 2), (0, 0, 0, 0), (OH // 2, OW // 2))
+    yg, ag = _ops.maxpool2d(zg, *pg)
     gg = np.where(yg > 0, rng.standard_normal(yg.shape), 0).astype(np.float32)
-    dxg, dwg, dbg = _ops.conv2d_pooled_backward(gg, ag, xg, wg, (1, 1), (1, 1, 1, 1), (OH, OW),
-                                                True)
-    out.update({f"pooled_{kh}{kw}_dx": dxg, f"pooled_{kh}{kw}_dw": dwg, f"pooled_{kh}{kw}_db": dbg})
+    if C == 40:  # (past pooled_backward_path's rule: the kernel itself)
+        from cnn._ext import _pool_grad
+        dxg, dwg, dbg = np.empty_like(xg), np.empty_like(wg), np.empty(6, np.float32)
+        bufs = [np.empty(s_, np.float32)
+                for s_ in _pool_grad.scratch_shapes(3, C, OH, OW, kh, kw, 1, 1, 2)]
+        _pool_grad.conv_pool_backward(gg, ag, xg, wg, dxg, dwg, dbg, OH, OW, 1, 1, 1, 1, *bufs, 2)
+    else:
+        dxg, dwg, dbg = _ops.conv2d_pooled_backward(gg, ag, xg, wg, (1, 1), (1, 1, 1, 1),
+                                                    (OH, OW), need_dx, pg)
+    key = f"pooled_{kh}{kw}_{C}"
+    out.update({f"{key}_dw": dwg, f"{key}_db": dbg})
+    if need_dx:
+        out[f"{key}_dx"] = dxg
 np.savez(sys.argv[1], **out)
 """
 

@@ -1,9 +1,10 @@
 """The conv backward of a fused Conv2D -> MaxPool2D pair from the pooled cells
 (cnn._ops.conv2d_pooled_backward, cnn/_ext/_pool_grad.h) against the NumPy reference's backward
-of their scatter (cnn.reference: maxpool2d_backward, then conv2d_backward, in float64), for
-every kernel shape the register chunks take, channel blocks with tails, strides, paddings and
-pools with shared winners; the same bits for every thread count; the fallback for non-finite
-inputs; and models that take it against the same models on the dense backward."""
+of their scatter (cnn.reference: maxpool2d_backward, then conv2d_backward, in float64), on both
+paths ("blocks": every kernel shape the register chunks take, channel blocks with tails;
+"columns": few input channels, no dx), strides, paddings and pools with shared winners; the
+same bits for every thread count; the fallback for non-finite inputs; and models that take it
+against the same models on the dense backward."""
 
 import numpy as np
 import pytest
@@ -26,10 +27,20 @@ CASES = [
     ((2, 32, 13, 13), 6, (3, 3), 1, "same", 3, 2, "same"),     # overlapping windows
     ((1, 32, 6, 6), 3, (3, 3), 1, (0, 2, 1, 0), 2, 2, "tile"),  # uneven padding
 ]
+# the columns path (no dx): C x kh x kw up to 64 floats
+COLUMN_CASES = [
+    ((3, 1, 28, 28), 32, (3, 3), 1, "same", 2, 2, "tile"),     # the DESIGN CNN's first pair
+    ((2, 1, 15, 12), 9, (3, 3), 1, "valid", 3, 2, "same"),     # overlapping windows
+    ((2, 3, 16, 16), 6, (3, 3), 2, "same", 2, 2, "tile"),      # 27 taps: two vectors, stride 2
+    ((2, 2, 13, 11), 5, (5, 5), 1, "same", 2, 2, "tile"),      # 50 taps: four vectors
+    ((4, 6, 9, 9), 7, (1, 1), 1, "valid", 2, 2, "tile"),       # 1x1
+    ((5, 1, 12, 12), 3, (2, 3), 1, (1, 0, 2, 1), 2, 2, "tile"),  # uneven padding
+]
 
 
 def _setup(rng, case, dtype=np.float32):
-    """(x, w, g, argmax, stride, pads, out_hw, pool geometry) of a case: the conv's output
+    """(x, w, g, argmax, stride, pads, out_hw, pool) of a case (pool: the MaxPool2D's
+    ``(size, stride, pads, out_hw)``): the conv's output
     pooled by the training max-pool (its argmax), g the pooled gradient with ReLU zeros."""
     xs, k, (kh, kw), stride, padding, psize, pstride, ppad = case
     x = rng.standard_normal(xs).astype(dtype)
@@ -42,7 +53,8 @@ def _setup(rng, case, dtype=np.float32):
                                tuple(int(v) for v in pool_hw))
     g = rng.standard_normal(y.shape).astype(dtype)
     g[y <= 0] = 0.0                                 # the pooled ReLU's mask
-    return x, w, g, argmax, (sh, sw), pads, tuple(out_hw)
+    pool = ((psize, psize), (pstride, pstride), pool_pads, tuple(int(v) for v in pool_hw))
+    return x, w, g, argmax, (sh, sw), pads, tuple(out_hw), pool
 
 
 def _oracle(x, w, g, argmax, stride, pads, out_hw):
@@ -58,12 +70,27 @@ def _close(got, want, name):
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * scale, err_msg=name)
 
 
+def _path(x, w, g, stride, out_hw, pool, need_dx):
+    return _ops.pooled_backward_path(x.dtype, x.shape[1], w.shape[2:], stride, *pool[:2],
+                                     g.shape[2] * g.shape[3], out_hw[0] * out_hw[1], need_dx)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_pooled_backward_is_the_reference_backward_of_the_scatter(rng, case):
-    x, w, g, argmax, stride, pads, out_hw = _setup(rng, case)
+    x, w, g, argmax, stride, pads, out_hw, pool = _setup(rng, case)
     want = _oracle(x, w, g, argmax, stride, pads, out_hw)
     for need_dx in (True, False):
-        dx, dw, db = _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, need_dx)
+        if x.shape[1] == 40:  # (two blocks, 40 of 64 channels: the kernel, past the rule)
+            dw, db = np.empty_like(w), np.empty(w.shape[0], np.float32)
+            dx = np.empty_like(x) if need_dx else None
+            shapes = _pool_grad.scratch_shapes(x.shape[0], 40, *out_hw, *w.shape[2:], *stride, 2)
+            bufs = [np.empty(s_, np.float32) for s_ in shapes]
+            assert _pool_grad.conv_pool_backward(g, argmax, x, w, dx, dw, db, *out_hw, *stride,
+                                                 pads[0], pads[2], *bufs, 2) == (True, 0)
+        else:
+            assert _path(x, w, g, stride, out_hw, pool, need_dx) == "blocks"
+            dx, dw, db = _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw,
+                                                     need_dx, pool)
         _close(dw, want[1], "dw")
         _close(db, want[2], "db")
         if need_dx:
@@ -72,61 +99,80 @@ def test_pooled_backward_is_the_reference_backward_of_the_scatter(rng, case):
             assert dx is None
 
 
+@pytest.mark.parametrize("case", COLUMN_CASES)
+def test_column_path_is_the_reference_weight_gradient_of_the_scatter(rng, case):
+    x, w, g, argmax, stride, pads, out_hw, pool = _setup(rng, case)
+    want = _oracle(x, w, g, argmax, stride, pads, out_hw)
+    assert _path(x, w, g, stride, out_hw, pool, False) == "columns"
+    assert _path(x, w, g, stride, out_hw, pool, True) is None       # no dx on this path
+    dx, dw, db = _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, False, pool)
+    assert dx is None
+    _close(dw, want[1], "dw")
+    _close(db, want[2], "db")
+
+
 def test_pooled_backward_writes_into_the_given_gradients_and_reuses_scratch(rng):
-    x, w, g, argmax, stride, pads, out_hw = _setup(rng, CASES[0])
-    dw, db = np.full_like(w, np.nan), np.full(w.shape[0], np.nan, np.float32)
-    scratch = {}
-    first = _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, True, dw, db,
-                                        scratch)
-    assert first[1] is dw and first[2] is db and len(scratch) == 1
-    bufs = next(iter(scratch.values()))
-    again = _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, True,
-                                        scratch=scratch)
-    assert next(iter(scratch.values()))[0] is bufs[0]
-    for a, b in zip(first, again):
-        assert a.tobytes() == b.tobytes()
-    # another batch size replaces the copies (one shape at a time)
-    _ops.conv2d_pooled_backward(g[:1], argmax[:1], x[:1], w, stride, pads, out_hw, True,
-                                scratch=scratch)
-    assert len(scratch) == 1 and next(iter(scratch.values()))[0] is not bufs[0]
+    for case, need_dx in ((CASES[0], True), (COLUMN_CASES[0], False)):
+        x, w, g, argmax, stride, pads, out_hw, pool = _setup(rng, case)
+        dw, db = np.full_like(w, np.nan), np.full(w.shape[0], np.nan, np.float32)
+        scratch = {}
+        first = _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, need_dx,
+                                            pool, dw, db, scratch)
+        assert first[1] is dw and first[2] is db and len(scratch) == 1
+        bufs = next(iter(scratch.values()))
+        again = _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, need_dx,
+                                            pool, scratch=scratch)
+        assert next(iter(scratch.values()))[0] is bufs[0]
+        for a, b in zip(first, again):
+            assert (a is None and b is None) or a.tobytes() == b.tobytes()
+        # another batch size replaces the copies (one shape at a time)
+        _ops.conv2d_pooled_backward(g[:1], argmax[:1], x[:1], w, stride, pads, out_hw,
+                                    need_dx, pool, scratch=scratch)
+        assert len(scratch) == 1 and next(iter(scratch.values()))[0] is not bufs[0]
 
 
-def test_pooled_backward_is_thread_count_invariant(rng):
-    x, w, g, argmax, stride, pads, out_hw = _setup(rng, ((9, 48, 14, 14), 21, (3, 3), 1,
-                                                          "same", 2, 2, "tile"))
+@pytest.mark.parametrize("case, need_dx", [
+    (((9, 48, 14, 14), 21, (3, 3), 1, "same", 2, 2, "tile"), True),
+    (((9, 1, 20, 20), 21, (3, 3), 1, "same", 2, 2, "tile"), False)])
+def test_pooled_backward_is_thread_count_invariant(rng, case, need_dx):
+    x, w, g, argmax, stride, pads, out_hw, pool = _setup(rng, case)
     before = cnn.get_num_threads()
     runs = []
     try:
         for threads in (1, 2, 3):
             cnn.set_num_threads(threads)
             runs.append([a.tobytes() for a in _ops.conv2d_pooled_backward(
-                g, argmax, x, w, stride, pads, out_hw, True)])
+                g, argmax, x, w, stride, pads, out_hw, need_dx, pool) if a is not None])
     finally:
         cnn.set_num_threads(before)
     assert runs[0] == runs[1] == runs[2]
 
 
-@pytest.mark.parametrize("where", ["x", "w"])
+@pytest.mark.parametrize("where", ["x", "w", "x columns"])
 def test_non_finite_inputs_take_the_dense_backward(rng, where):
-    x, w, g, argmax, stride, pads, out_hw = _setup(rng, CASES[0])
-    (x if where == "x" else w).flat[5] = np.inf
-    assert _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, True) is None
+    columns = where.endswith("columns")
+    x, w, g, argmax, stride, pads, out_hw, pool = _setup(
+        rng, COLUMN_CASES[0] if columns else CASES[0])
+    (w if where == "w" else x).flat[5] = np.inf
+    assert _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, not columns,
+                                       pool) is None
     if where == "w":  # dw alone does not read w
-        assert _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw,
-                                           False) is not None
+        assert _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, False,
+                                           pool) is not None
 
 
-def test_a_winner_outside_the_plane_is_an_error_not_a_write(rng):
-    x, w, g, argmax, stride, pads, out_hw = _setup(rng, CASES[0])
+@pytest.mark.parametrize("case, need_dx", [(CASES[0], True), (COLUMN_CASES[0], False)])
+def test_a_winner_outside_the_plane_is_an_error_not_a_write(rng, case, need_dx):
+    x, w, g, argmax, stride, pads, out_hw, pool = _setup(rng, case)
     bad = argmax.copy()
     bad[1, 2, 3, 1] = out_hw[0] * out_hw[1]
     bad[0, 0, 0, 0] = -1
     with pytest.raises(RuntimeError, match="2 pooled cells name a winner outside"):
-        _ops.conv2d_pooled_backward(g, bad, x, w, stride, pads, out_hw, True)
+        _ops.conv2d_pooled_backward(g, bad, x, w, stride, pads, out_hw, need_dx, pool)
 
 
 def test_kernel_checks_its_scratch_and_width(rng):
-    x, w, g, argmax, (sh, sw), pads, (OH, OW) = _setup(rng, CASES[0])
+    x, w, g, argmax, (sh, sw), pads, (OH, OW), _ = _setup(rng, CASES[0])
     shapes = _pool_grad.scratch_shapes(x.shape[0], x.shape[1], OH, OW, 3, 3, sh, sw, 1)
     small = np.empty((shapes[0][0], shapes[0][1] - 1), np.float32)
     rows = np.empty(shapes[1], np.float32)
@@ -138,18 +184,39 @@ def test_kernel_checks_its_scratch_and_width(rng):
     with pytest.raises(ValueError, match="up to 5 wide"):
         _pool_grad.conv_pool_backward(g, argmax, x, wide, None, np.empty_like(wide), db, OH,
                                       OW, sh, sw, pads[0], pads[2], small, rows, 1)
+    cols = np.empty((x.shape[0], OH * OW * 16), np.float32)
+    x1, dw1 = np.ascontiguousarray(x[:, :1]), np.empty((w.shape[0], 1, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="cols smaller"):
+        _pool_grad.conv_pool_column_backward(g, argmax, x1, dw1, db, OH, OW, sh, sw, pads[0],
+                                             pads[2], np.empty((x.shape[0], OH * OW * 16 - 1),
+                                                               np.float32), 1)
+    x8, dw8 = np.ascontiguousarray(x[:, :8]), np.empty((w.shape[0], 8, 3, 3), np.float32)
+    with pytest.raises(ValueError, match="columns up to 64"):
+        _pool_grad.conv_pool_column_backward(g, argmax, x8, dw8, db, OH, OW, sh, sw, pads[0],
+                                             pads[2], cols, 1)
+    with pytest.raises(ValueError, match="no pooled path"):
+        _ops.conv2d_pooled_backward(g, argmax, x.astype(np.float64), w.astype(np.float64),
+                                    (sh, sw), pads, (OH, OW), True,
+                                    ((2, 2), (2, 2), (0, 0, 0, 0), (7, 7)))
 
 
 def test_which_pairs_take_it():
-    applies = _ops.pooled_backward_applies
-    assert applies(np.float32, 32, 3, 7 * 7, 14 * 14)
-    assert applies(np.float32, 24, 5, 49, 196)          # a block three quarters full
-    assert not applies(np.float64, 32, 3, 49, 196)      # float32 only
-    assert not applies(np.float32, 16, 3, 49, 196)      # half a block
-    assert not applies(np.float32, 40, 3, 49, 196)      # two blocks, 40 of 64 channels
-    assert not applies(np.float32, 32, 7, 49, 196)      # wider than the register chunks
-    assert not applies(np.float32, 32, 3, 13 * 13, 14 * 14)  # a 2x2 / stride-1 pool
-    assert not applies(np.float32, 1, 3, 196, 784)      # the first conv of the DESIGN CNN
+    def path(dtype, channels, kernel, cells, need_dx=True):
+        return _ops.pooled_backward_path(dtype, channels, kernel, (1, 1), (2, 2), (2, 2),
+                                         *cells, need_dx)
+    f32, quarter = np.float32, (7 * 7, 14 * 14)
+    assert path(f32, 32, (3, 3), quarter) == "blocks"
+    assert path(f32, 24, (5, 5), quarter) == "blocks"        # a block three quarters full
+    assert path(np.float64, 32, (3, 3), quarter) is None     # float32 only
+    assert path(f32, 16, (3, 3), quarter) is None            # half a block
+    assert path(f32, 40, (3, 3), quarter) is None            # two blocks, 40 of 64 channels
+    assert path(f32, 32, (7, 7), quarter) is None            # wider than the register chunks
+    assert path(f32, 32, (3, 3), (13 * 13, 14 * 14)) is None  # a 2x2 / stride-1 pool
+    assert path(f32, 1, (3, 3), (196, 784)) is None          # the DESIGN CNN's first conv
+    assert path(f32, 1, (3, 3), (196, 784), False) == "columns"  # ... which needs no dx
+    assert path(f32, 7, (3, 3), (196, 784), False) == "columns"  # 63 taps
+    assert path(f32, 8, (3, 3), (196, 784), False) is None       # 72
+    assert path(f32, 32, (3, 3), quarter, False) == "blocks"
 
 
 def _design(seed):
@@ -214,5 +281,5 @@ def test_the_layer_falls_back_to_the_dense_bits_when_the_kernel_declines(monkeyp
         model = _design(2).compile("cross_entropy", "sgd")
         model.forward_backward(x, y)
         runs.append([g.tobytes() for g in model.grads])
-    assert calls == [1]                 # the second pair (32 channels), pooled run only
+    assert calls == [1, 1]              # both pairs (columns, blocks), the pooled run only
     assert runs[0] == runs[1]

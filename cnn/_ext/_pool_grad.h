@@ -39,6 +39,11 @@
 #include "_simd.h"
 
 #define CNN_PG_BLOCK 32 /* channels per block */
+
+/* The hand-written copies' targets (FMA with AVX2, as in _wino_gemm.h: every AVX2 CPU the
+ * dispatch meets has it; AVX-512F implies it). */
+#define CNN_PG_ATTR_avx512f __attribute__((target("avx512f")))
+#define CNN_PG_ATTR_avx2 __attribute__((target("avx2,fma")))
 #define CNN_PG_MAX_KW 5 /* widest kernel row these kernels take */
 
 /* Rows of a kernel of width kw per register chunk (at most 9 taps, a 3x3 kernel in one). */
@@ -178,13 +183,190 @@ CNN_ATTR(default) static ptrdiff_t cnn_pg_dgrad_f_default(CNN_PG_DGRAD_ARGS) {
     return bad;
 }
 
+
+/* The weight gradient of a conv with few input channels (no input gradient: a network's first
+ * layer), from its winners' columns. With C = 1 the channel blocks above would be 1/32 full;
+ * here each conv output q of an image gets its column, the C x kh x kw inputs it reads
+ * (cols[q][(c * kh + i) * kw + j], zero-padded to CS = 16 * NV floats, NV <= 4), and an entry
+ * adds g times its winner's column into its filter's accumulator: dw[k] = sum over images,
+ * then pooled cells, of g * cols[winner], from +0.0, one fused multiply-add per entry and
+ * lane (a lane is a tap, so every clone computes the same sums). Four filters go side by side
+ * (four independent chains). */
+
+/* Columns from a zero-padded image xp (C, Hp, Wp): each of the C x kh kernel rows (kw
+ * contiguous floats) copied into its lanes. Portable: one float at a time; the hand-written
+ * copies load a kernel row per vector it meets with a masked load (masked-off lanes read
+ * nothing) and store whole vectors. The same floats either way. */
+CNN_ATTR(default) static void cnn_pg_fill_cols_f_default(
+        const float *restrict xp, int C, int kh, int kw, int sh, int sw, int Hp, int Wp, int OH,
+        int OW, int T, int CS, float *restrict out) {
+    for (int oy = 0; oy < OH; oy++)
+        for (int ox = 0; ox < OW; ox++) {
+            float *o = out + ((ptrdiff_t)oy * OW + ox) * CS;
+            const float *src = xp + (ptrdiff_t)oy * sh * Wp + (ptrdiff_t)ox * sw;
+            int e = 0;
+            for (int c = 0; c < C; c++)
+                for (int i = 0; i < kh; i++)
+                    for (int j = 0; j < kw; j++)
+                        o[e++] = src[((ptrdiff_t)c * Hp + i) * Wp + j];
+            for (e = T; e < CS; e++) o[e] = 0.0f;
+        }
+}
+
+#if CNN_HAVE_CLONES
+#include <immintrin.h>
+#define CNN_PG_MAX_ROWS 64 /* kernel rows of a column: C * kh <= T <= 64 */
+
+/* The pieces of the kernel rows per 16-lane vector b: lanes [16 b, 16 b + 16) of a column take
+ * row r's lanes [lo, hi) from src + off[r] + 16 b - e_r. */
+typedef struct {
+    int n;                          /* pieces */
+    int row[CNN_PG_MAX_ROWS * 2];   /* (a row meets at most two vectors) */
+    ptrdiff_t delta[CNN_PG_MAX_ROWS * 2];
+    unsigned mask[CNN_PG_MAX_ROWS * 2];
+} cnn_pg_pieces;
+
+static void cnn_pg_plan_pieces(int C, int kh, int kw, int Hp, int Wp, int b,
+                               cnn_pg_pieces *pc) {
+    pc->n = 0;
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < kh; i++) {
+            const int r = c * kh + i, e = r * kw;
+            const int lo = e > 16 * b ? e : 16 * b, hi = e + kw < 16 * b + 16 ? e + kw : 16 * b + 16;
+            if (hi <= lo) continue;
+            unsigned m = 0;
+            for (int l = lo; l < hi; l++) m |= 1u << (l - 16 * b);
+            pc->row[pc->n] = r;
+            pc->delta[pc->n] = ((ptrdiff_t)c * Hp + i) * Wp + 16 * b - e;
+            pc->mask[pc->n] = m;
+            pc->n++;
+        }
+}
+
+CNN_PG_ATTR_avx512f static void cnn_pg_fill_cols_f_avx512f(
+        const float *restrict xp, int C, int kh, int kw, int sh, int sw, int Hp, int Wp, int OH,
+        int OW, int T, int CS, float *restrict out) {
+    cnn_pg_pieces pc[4];
+    (void)T;
+    for (int b = 0; b < CS / 16; b++) cnn_pg_plan_pieces(C, kh, kw, Hp, Wp, b, &pc[b]);
+    for (int oy = 0; oy < OH; oy++)
+        for (int ox = 0; ox < OW; ox++) {
+            float *o = out + ((ptrdiff_t)oy * OW + ox) * CS;
+            const float *src = xp + (ptrdiff_t)oy * sh * Wp + (ptrdiff_t)ox * sw;
+            for (int b = 0; b < CS / 16; b++) {
+                __m512 v = _mm512_setzero_ps();
+                for (int e = 0; e < pc[b].n; e++)
+                    v = _mm512_mask_loadu_ps(v, (__mmask16)pc[b].mask[e], src + pc[b].delta[e]);
+                _mm512_storeu_ps(o + 16 * b, v);
+            }
+        }
+}
+
+CNN_PG_ATTR_avx2 static void cnn_pg_fill_cols_f_avx2(
+        const float *restrict xp, int C, int kh, int kw, int sh, int sw, int Hp, int Wp, int OH,
+        int OW, int T, int CS, float *restrict out) {
+    cnn_pg_pieces pc[4];
+    (void)T;
+    for (int b = 0; b < CS / 16; b++) cnn_pg_plan_pieces(C, kh, kw, Hp, Wp, b, &pc[b]);
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    for (int oy = 0; oy < OH; oy++)
+        for (int ox = 0; ox < OW; ox++) {
+            float *o = out + ((ptrdiff_t)oy * OW + ox) * CS;
+            const float *src = xp + (ptrdiff_t)oy * sh * Wp + (ptrdiff_t)ox * sw;
+            for (int b = 0; b < CS / 16; b++) {
+                __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+                for (int e = 0; e < pc[b].n; e++) {
+                    const unsigned m = pc[b].mask[e];
+                    const float *s = src + pc[b].delta[e];
+                    if (m & 0xFFu) {
+                        const __m256i ml = _mm256_cmpeq_epi32(
+                            _mm256_and_si256(_mm256_set1_epi32((int)(m & 0xFFu)), bit), bit);
+                        lo = _mm256_or_ps(lo, _mm256_maskload_ps(s, ml));
+                    }
+                    if (m >> 8) {
+                        const __m256i mh = _mm256_cmpeq_epi32(
+                            _mm256_and_si256(_mm256_set1_epi32((int)(m >> 8)), bit), bit);
+                        hi = _mm256_or_ps(hi, _mm256_maskload_ps(s + 8, mh));
+                    }
+                }
+                _mm256_storeu_ps(o + 16 * b, lo);
+                _mm256_storeu_ps(o + 16 * b + 8, hi);
+            }
+        }
+}
+#define cnn_pg_fill_cols_f CNN_DISPATCH(cnn_pg_fill_cols_f)
+#else
+#define cnn_pg_fill_cols_f cnn_pg_fill_cols_f_default
+#endif
+
+/* The columns of one image x (C, H, W): out (OH * OW, CS); cells outside x are 0. From a
+ * zero-padded copy of the image (malloc'ed; without memory, bounds tests per cell). */
+static void cnn_pg_cols_f(const float *restrict x, int C, int H, int W, int kh, int kw, int sh,
+                          int sw, int pt, int pl, int OH, int OW, int CS, float *restrict out) {
+    const int Hp = (OH - 1) * sh + kh, Wp = (OW - 1) * sw + kw, T = C * kh * kw;
+    float *xp = (float *)malloc(sizeof(float) * (size_t)C * Hp * Wp);
+    if (xp) {
+        memset(xp, 0, sizeof(float) * (size_t)C * Hp * Wp);
+        for (int c = 0; c < C; c++)
+            for (int yp = 0; yp < Hp; yp++) {
+                const int y = yp - pt;
+                if (y < 0 || y >= H) continue;
+                const int x0 = pl > 0 ? pl : 0, x1 = W + pl < Wp ? W + pl : Wp;
+                if (x1 > x0)
+                    memcpy(xp + ((ptrdiff_t)c * Hp + yp) * Wp + x0,
+                           x + ((ptrdiff_t)c * H + y) * W + (x0 - pl),
+                           sizeof(float) * (size_t)(x1 - x0));
+            }
+        cnn_pg_fill_cols_f(xp, C, kh, kw, sh, sw, Hp, Wp, OH, OW, T, CS, out);
+        free(xp);
+        return;
+    }
+    for (int oy = 0; oy < OH; oy++)
+        for (int ox = 0; ox < OW; ox++) {
+            float *o = out + ((ptrdiff_t)oy * OW + ox) * CS;
+            int e = 0;
+            for (int c = 0; c < C; c++)
+                for (int i = 0; i < kh; i++)
+                    for (int j = 0; j < kw; j++, e++) {
+                        const int y = oy * sh + i - pt, xx = ox * sw + j - pl;
+                        o[e] = y >= 0 && y < H && xx >= 0 && xx < W
+                               ? x[((ptrdiff_t)c * H + y) * W + xx] : 0.0f;
+                    }
+            for (; e < CS; e++) o[e] = 0.0f;
+        }
+}
+
+/* One image's entries for filters [k0, k1): g, arg its (K, P), cols its (Q, CS); acc (K, CS)
+ * and bias (K,) (or NULL) the running sums. Returns the entries skipped (winner out of
+ * range). */
+#define CNN_PG_COLS_ARGS                                                                     \
+    const float *restrict g, const ptrdiff_t *restrict arg, int k0, int k1, ptrdiff_t P,     \
+    const float *restrict cols, int CS, ptrdiff_t Q, float *restrict acc,                   \
+    float *restrict bias
+
+CNN_ATTR(default) static ptrdiff_t cnn_pg_cols_wgrad_f_default(CNN_PG_COLS_ARGS) {
+    ptrdiff_t bad = 0;
+    for (int k = k0; k < k1; k++) {
+        const float *gk = g + (ptrdiff_t)k * P;
+        const ptrdiff_t *ak = arg + (ptrdiff_t)k * P;
+        float *a = acc + (ptrdiff_t)k * CS;
+        float s = bias ? bias[k] : 0.0f;
+        for (ptrdiff_t p = 0; p < P; p++) {
+            const ptrdiff_t q = ak[p];
+            if ((size_t)q >= (size_t)Q) { bad++; continue; }
+            const float v = gk[p];
+            s += v;
+            const float *x = cols + q * CS;
+            for (int l = 0; l < CS; l++) a[l] = fmaf(v, x[l], a[l]);
+        }
+        if (bias) bias[k] = s;
+    }
+    return bad;
+}
+
 #if CNN_HAVE_CLONES
 #include <immintrin.h>
 
-/* The hand-written copies' targets (FMA with AVX2, as in _wino_gemm.h: every AVX2 CPU the
- * dispatch meets has it; AVX-512F implies it). */
-#define CNN_PG_ATTR_avx512f __attribute__((target("avx512f")))
-#define CNN_PG_ATTR_avx2 __attribute__((target("avx2,fma")))
 
 /* One chunk of NR rows by KW taps, L-lane vectors, lanes [l0, l0 + NB * L) of the block:
  * constants (always_inline, called through cnn_pg_chunk's switch), so that the loops unroll
@@ -329,10 +511,66 @@ CNN_PG_ATTR_##ISA static ptrdiff_t cnn_pg_dgrad_f_##ISA(CNN_PG_DGRAD_ARGS) {    
 CNN_PG_LOOPS(avx512f, 32)
 CNN_PG_LOOPS(avx2, 8)
 
+
+/* The column weight gradient by hand: CS = 16 * NV floats as vectors in registers, U filters
+ * side by side (a switch on NV; U = 4, then the rest one by one). */
+#define CNN_PG_COLS_RUN(ISA, VEC, L, LOAD, STORE, SET1, FMA)                                 \
+CNN_PG_ATTR_##ISA static inline __attribute__((always_inline)) ptrdiff_t                   \
+cnn_pg_cols_run_##ISA(CNN_PG_COLS_ARGS, const int NV, const int U) {                        \
+    ptrdiff_t bad = 0;                                                                      \
+    for (int k = k0; k + U <= k1; k += U) {                                                 \
+        VEC a[4][4 * 16 / L];                                                               \
+        float s[4];                                                                         \
+        for (int u = 0; u < U; u++) {                                                       \
+            s[u] = bias ? bias[k + u] : 0.0f;                                               \
+            for (int l = 0; l < NV * 16 / L; l++)                                           \
+                a[u][l] = LOAD(acc + (ptrdiff_t)(k + u) * CS + l * L);                      \
+        }                                                                                   \
+        for (ptrdiff_t p = 0; p < P; p++)                                                   \
+            for (int u = 0; u < U; u++) {                                                   \
+                const ptrdiff_t q = arg[(ptrdiff_t)(k + u) * P + p];                        \
+                if ((size_t)q >= (size_t)Q) { bad++; continue; }                            \
+                const float v = g[(ptrdiff_t)(k + u) * P + p];                              \
+                s[u] += v;                                                                  \
+                const VEC vv = SET1(v);                                                     \
+                const float *x = cols + q * CS;                                             \
+                for (int l = 0; l < NV * 16 / L; l++)                                       \
+                    a[u][l] = FMA(vv, LOAD(x + l * L), a[u][l]);                            \
+            }                                                                               \
+        for (int u = 0; u < U; u++) {                                                       \
+            if (bias) bias[k + u] = s[u];                                                   \
+            for (int l = 0; l < NV * 16 / L; l++)                                           \
+                STORE(acc + (ptrdiff_t)(k + u) * CS + l * L, a[u][l]);                      \
+        }                                                                                   \
+    }                                                                                       \
+    return bad;                                                                             \
+}                                                                                           \
+CNN_PG_ATTR_##ISA static inline __attribute__((always_inline)) ptrdiff_t                   \
+cnn_pg_cols_nv_##ISA(CNN_PG_COLS_ARGS, const int NV) {                                      \
+    const int k4 = k0 + (k1 - k0) / 4 * 4;                                                  \
+    return cnn_pg_cols_run_##ISA(g, arg, k0, k4, P, cols, CS, Q, acc, bias, NV, 4)          \
+         + cnn_pg_cols_run_##ISA(g, arg, k4, k1, P, cols, CS, Q, acc, bias, NV, 1);         \
+}                                                                                           \
+CNN_PG_ATTR_##ISA static ptrdiff_t cnn_pg_cols_wgrad_f_##ISA(CNN_PG_COLS_ARGS) {            \
+    switch (CS / 16) {                                                                      \
+    case 1: return cnn_pg_cols_nv_##ISA(g, arg, k0, k1, P, cols, CS, Q, acc, bias, 1);      \
+    case 2: return cnn_pg_cols_nv_##ISA(g, arg, k0, k1, P, cols, CS, Q, acc, bias, 2);      \
+    case 3: return cnn_pg_cols_nv_##ISA(g, arg, k0, k1, P, cols, CS, Q, acc, bias, 3);      \
+    default: return cnn_pg_cols_nv_##ISA(g, arg, k0, k1, P, cols, CS, Q, acc, bias, 4);     \
+    }                                                                                       \
+}
+
+CNN_PG_COLS_RUN(avx512f, __m512, 16, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps,
+                _mm512_fmadd_ps)
+CNN_PG_COLS_RUN(avx2, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps,
+                _mm256_fmadd_ps)
+
+#define cnn_pg_cols_wgrad_f CNN_DISPATCH(cnn_pg_cols_wgrad_f)
 #define cnn_pg_wgrad_f CNN_DISPATCH(cnn_pg_wgrad_f)
 #define cnn_pg_dgrad_f CNN_DISPATCH(cnn_pg_dgrad_f)
 #else
 #define cnn_pg_wgrad_f cnn_pg_wgrad_f_default
+#define cnn_pg_cols_wgrad_f cnn_pg_cols_wgrad_f_default
 #define cnn_pg_dgrad_f cnn_pg_dgrad_f_default
 #endif
 

@@ -35,6 +35,11 @@ cdef extern from "_pool_grad.h":
                               Py_ssize_t P, const float *xt, const Py_ssize_t *pos,
                               Py_ssize_t Q, Py_ssize_t rs, int kh, int kw, float *acc,
                               float *bias) noexcept nogil
+    void cnn_pg_cols_f(const float *x, int C, int H, int W, int kh, int kw, int sh, int sw,
+                       int pt, int pl, int OH, int OW, int CS, float *out) noexcept nogil
+    Py_ssize_t cnn_pg_cols_wgrad_f(const float *g, const Py_ssize_t *arg, int k0, int k1,
+                                   Py_ssize_t P, const float *cols, int CS, Py_ssize_t Q,
+                                   float *acc, float *bias) noexcept nogil
     Py_ssize_t cnn_pg_dgrad_f(const float *g, const Py_ssize_t *arg, int K, Py_ssize_t P,
                               const float *wt, const Py_ssize_t *pos, Py_ssize_t Q,
                               Py_ssize_t rs, int kh, int kw, float *dxt) noexcept nogil
@@ -157,3 +162,57 @@ def conv_pool_backward(const float[:, :, :, ::1] g,          # IN  (N, K, PH, PW
                            Q, rs, kh, kw, dxt)
             cnn_pg_unpack_f(dxt, C, H, W, cb, pt, pl, Hp, Wp, &dx[n, 0, 0, 0])
     return True, skipped // blocks
+
+
+def column_size(int C, int kh, int kw):
+    """Floats per column of :func:`conv_pool_column_backward`: C x kh x kw, rounded up to 16."""
+    return (C * kh * kw + 15) // 16 * 16
+
+
+def conv_pool_column_backward(const float[:, :, :, ::1] g,          # IN  (N, K, PH, PW)
+                              const Py_ssize_t[:, :, :, ::1] arg,   # IN  (N, K, PH, PW)
+                              const float[:, :, :, ::1] x,          # IN  (N, C, H, W)
+                              float[:, :, :, ::1] dw,               # OUT (K, C, kh, kw)
+                              float[::1] db,                        # OUT (K,) or None
+                              int OH, int OW, int sh, int sw, int pt, int pl,
+                              float[:, ::1] cols,                   # scratch (N, OH*OW*CS)
+                              int num_threads):
+    """dw (and db) as :func:`conv_pool_backward`, no dx, for few input channels
+    (``column_size`` at most 64): from each winner's column of inputs (_pool_grad.h,
+    cnn_pg_cols_wgrad). The same bits for any thread count and clone. Returns the entries
+    skipped (a winner outside the (OH, OW) plane)."""
+    cdef int N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int K = dw.shape[0], kh = dw.shape[2], kw = dw.shape[3]
+    cdef Py_ssize_t P = <Py_ssize_t> g.shape[2] * g.shape[3], Q = <Py_ssize_t> OH * OW
+    cdef int CS = column_size(C, kh, kw)
+    cdef int threads = max(1, num_threads), parts = max(1, min(threads, K))
+    cdef bint need_db = db is not None
+    cdef int n, item, k0, k1, k, t
+    cdef Py_ssize_t skipped = 0
+    cdef float[:, ::1] acc
+    cdef float[::1] bias
+    if CS > 64:
+        raise ValueError(f"conv_pool_column_backward takes columns up to 64 floats, got {CS}")
+    if cols.shape[0] < N or cols.shape[1] < Q * CS:
+        raise ValueError("conv_pool_column_backward: cols smaller than (N, OH * OW * CS)")
+    if K == 0:
+        return 0
+    acc = np.zeros((K, CS), dtype=np.float32)
+    bias = np.zeros(K, dtype=np.float32)
+    if N > 0 and P > 0:
+        for n in prange(N, nogil=True, schedule='static', num_threads=threads):
+            cnn_pg_cols_f(&x[n, 0, 0, 0], C, H, W, kh, kw, sh, sw, pt, pl, OH, OW, CS,
+                          &cols[n, 0])
+        for item in prange(parts, nogil=True, schedule='static', num_threads=threads):
+            k0 = item * K // parts
+            k1 = (item + 1) * K // parts
+            for n in range(N):
+                skipped += cnn_pg_cols_wgrad_f(&g[n, 0, 0, 0], &arg[n, 0, 0, 0], k0, k1, P,
+                                               &cols[n, 0], CS, Q, &acc[0, 0],
+                                               &bias[0] if need_db else NULL)
+    for k in range(K):
+        for t in range(C * kh * kw):
+            dw[k, t // (kh * kw), (t // kw) % kh, t % kw] = acc[k, t]
+    if need_db:
+        db[:] = bias
+    return skipped
