@@ -167,6 +167,9 @@ def test_a_winner_outside_the_plane_is_an_error_not_a_write(rng, case, need_dx):
     bad = argmax.copy()
     bad[1, 2, 3, 1] = out_hw[0] * out_hw[1]
     bad[0, 0, 0, 0] = -1
+    g[1, 2, 3, 1] = g[0, 0, 0, 0] = 0.5     # (a zero entry is skipped before its winner is read)
+    g[1, 1, 1, 1] = 0.0
+    bad[1, 1, 1, 1] = -5
     with pytest.raises(RuntimeError, match="2 pooled cells name a winner outside"):
         _ops.conv2d_pooled_backward(g, bad, x, w, stride, pads, out_hw, need_dx, pool)
 

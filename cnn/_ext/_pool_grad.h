@@ -19,8 +19,12 @@
  * Taps go in chunks of whole kernel rows (NR rows of KW taps, NR * KW <= 9): a chunk's
  * accumulators (dw: 9 taps x 2 vectors of 16 lanes in AVX-512, 9 x 1 of 8 lanes in AVX2) or
  * weights (dx) stay in registers while the entries stream past, and every load is a row
- * pointer plus a constant. An entry whose q is outside [0, Q) is skipped and counted (the
- * argmax is the caller's own forward's; the count is a check, never expected nonzero).
+ * pointer plus a constant. A nonzero entry whose q is outside [0, Q) is skipped and counted
+ * (the argmax is the caller's own forward's; the count is a check, never expected nonzero).
+ *
+ * Zero entries (the pooled cells the ReLU masked: about 70 % of them in the DESIGN CNN's
+ * training) are skipped: with finite x and w (the callers check) a product of +-0 added to a
+ * sum that starts at +0.0 never changes its bits (such a sum is never -0.0), so this is exact.
  *
  * Every sum is one chain of fused multiply-adds in the order written (dw: images, then pooled
  * cells, from +0.0; dx: filters, then pooled cells, onto +0.0), whatever the clone: a lane is
@@ -45,6 +49,19 @@
 #define CNN_PG_ATTR_avx512f __attribute__((target("avx512f")))
 #define CNN_PG_ATTR_avx2 __attribute__((target("avx2,fma")))
 #define CNN_PG_MAX_KW 5 /* widest kernel row these kernels take */
+#define CNN_PG_RUN 256  /* entries compacted at a time by the hand-written copies */
+
+/* The indices e < n with g[e] != 0 (NaN kept) into idx, in order, without a branch: the
+ * hand-written copies then stream the nonzero entries only (a branch per entry mispredicted
+ * too often to pay). Returns their count. */
+static inline int cnn_pg_nonzero(const float *restrict g, int n, int *restrict idx) {
+    int m = 0;
+    for (int e = 0; e < n; e++) {
+        idx[m] = e;
+        m += g[e] != 0.0f;
+    }
+    return m;
+}
 
 /* Rows of a kernel of width kw per register chunk (at most 9 taps, a 3x3 kernel in one). */
 static inline int cnn_pg_chunk_rows(int kw) {
@@ -140,9 +157,10 @@ CNN_ATTR(default) static ptrdiff_t cnn_pg_wgrad_f_default(CNN_PG_WGRAD_ARGS) {
             memcpy(a, m, sizeof(float) * (size_t)rows * kw * CNN_PG_BLOCK);
             float *sum = i0 == 0 && bias ? bias + k : NULL;
             for (ptrdiff_t p = 0; p < P; p++) {
+                const float v = gk[p];
+                if (v == 0.0f) continue;
                 const ptrdiff_t q = ak[p];
                 if ((size_t)q >= (size_t)Q) { bad += i0 == 0; continue; }
-                const float v = gk[p];
                 if (sum) *sum += v;
                 const float *r = xt + pos[q] + i0 * rs;
                 for (int i = 0; i < rows; i++)
@@ -167,9 +185,10 @@ CNN_ATTR(default) static ptrdiff_t cnn_pg_dgrad_f_default(CNN_PG_DGRAD_ARGS) {
             const int rows = kh - i0 < nr ? kh - i0 : nr;
             const float *wk = wt + ((ptrdiff_t)k * T + (ptrdiff_t)i0 * kw) * CNN_PG_BLOCK;
             for (ptrdiff_t p = 0; p < P; p++) {
+                const float v = gk[p];
+                if (v == 0.0f) continue;
                 const ptrdiff_t q = ak[p];
                 if ((size_t)q >= (size_t)Q) { bad += i0 == 0; continue; }
-                const float v = gk[p];
                 float *r = dxt + pos[q] + i0 * rs;
                 for (int i = 0; i < rows; i++)
                     for (int j = 0; j < kw; j++)
@@ -352,9 +371,10 @@ CNN_ATTR(default) static ptrdiff_t cnn_pg_cols_wgrad_f_default(CNN_PG_COLS_ARGS)
         float *a = acc + (ptrdiff_t)k * CS;
         float s = bias ? bias[k] : 0.0f;
         for (ptrdiff_t p = 0; p < P; p++) {
+            const float v = gk[p];
+            if (v == 0.0f) continue;  /* (see "Zero entries" above) */
             const ptrdiff_t q = ak[p];
             if ((size_t)q >= (size_t)Q) { bad++; continue; }
-            const float v = gk[p];
             s += v;
             const float *x = cols + q * CS;
             for (int l = 0; l < CS; l++) a[l] = fmaf(v, x[l], a[l]);
@@ -384,16 +404,22 @@ cnn_pg_wgrad_run_##ISA(const float *restrict gk, const ptrdiff_t *restrict ak, p
         for (int j = 0; j < KW; j++)                                                        \
             for (int b = 0; b < NB; b++)                                                    \
                 a[i][j][b] = LOAD(m + (i * KW + j) * CNN_PG_BLOCK + b * L);                 \
-    for (ptrdiff_t p = 0; p < P; p++) {                                                     \
-        const ptrdiff_t q = ak[p];                                                          \
-        if ((size_t)q >= (size_t)Q) { bad++; continue; }                                    \
-        const VEC v = SET1(gk[p]);                                                          \
-        s += gk[p];                                                                         \
-        const float *r = xt + pos[q];                                                       \
-        for (int i = 0; i < NR; i++, r += rs)                                               \
-            for (int j = 0; j < KW; j++)                                                    \
-                for (int b = 0; b < NB; b++)                                                \
-                    a[i][j][b] = FMA(v, LOAD(r + j * CNN_PG_BLOCK + b * L), a[i][j][b]);    \
+    for (ptrdiff_t p0 = 0; p0 < P; p0 += CNN_PG_RUN) {                                      \
+        int idx[CNN_PG_RUN];                                                                \
+        const int m = cnn_pg_nonzero(gk + p0, P - p0 < CNN_PG_RUN ? (int)(P - p0)           \
+                                                                  : CNN_PG_RUN, idx);       \
+        for (int e = 0; e < m; e++) {                                                       \
+            const ptrdiff_t p = p0 + idx[e];                                                \
+            const ptrdiff_t q = ak[p];                                                      \
+            if ((size_t)q >= (size_t)Q) { bad++; continue; }                                \
+            const VEC v = SET1(gk[p]);                                                      \
+            s += gk[p];                                                                     \
+            const float *r = xt + pos[q];                                                   \
+            for (int i = 0; i < NR; i++, r += rs)                                           \
+                for (int j = 0; j < KW; j++)                                                \
+                    for (int b = 0; b < NB; b++)                                            \
+                        a[i][j][b] = FMA(v, LOAD(r + j * CNN_PG_BLOCK + b * L), a[i][j][b]); \
+        }                                                                                   \
     }                                                                                       \
     for (int i = 0; i < NR; i++)                                                            \
         for (int j = 0; j < KW; j++)                                                        \
@@ -413,17 +439,23 @@ cnn_pg_dgrad_run_##ISA(const float *restrict gk, const ptrdiff_t *restrict ak, p
         for (int j = 0; j < KW; j++)                                                        \
             for (int b = 0; b < NB; b++)                                                    \
                 w[i][j][b] = LOAD(wk + (i * KW + j) * CNN_PG_BLOCK + b * L);                \
-    for (ptrdiff_t p = 0; p < P; p++) {                                                     \
-        const ptrdiff_t q = ak[p];                                                          \
-        if ((size_t)q >= (size_t)Q) { bad++; continue; }                                    \
-        const VEC v = SET1(gk[p]);                                                          \
-        float *r = dxt + pos[q];                                                            \
-        for (int i = 0; i < NR; i++, r += rs)                                               \
-            for (int j = 0; j < KW; j++)                                                    \
-                for (int b = 0; b < NB; b++) {                                              \
-                    float *d = r + j * CNN_PG_BLOCK + b * L;                                \
-                    STORE(d, FMA(v, w[i][j][b], LOAD(d)));                                  \
-                }                                                                           \
+    for (ptrdiff_t p0 = 0; p0 < P; p0 += CNN_PG_RUN) {                                      \
+        int idx[CNN_PG_RUN];                                                                \
+        const int m = cnn_pg_nonzero(gk + p0, P - p0 < CNN_PG_RUN ? (int)(P - p0)           \
+                                                                  : CNN_PG_RUN, idx);       \
+        for (int e = 0; e < m; e++) {                                                       \
+            const ptrdiff_t p = p0 + idx[e];                                                \
+            const ptrdiff_t q = ak[p];                                                      \
+            if ((size_t)q >= (size_t)Q) { bad++; continue; }                                \
+            const VEC v = SET1(gk[p]);                                                      \
+            float *r = dxt + pos[q];                                                        \
+            for (int i = 0; i < NR; i++, r += rs)                                           \
+                for (int j = 0; j < KW; j++)                                                \
+                    for (int b = 0; b < NB; b++) {                                          \
+                        float *d = r + j * CNN_PG_BLOCK + b * L;                            \
+                        STORE(d, FMA(v, w[i][j][b], LOAD(d)));                              \
+                    }                                                                       \
+        }                                                                                   \
     }                                                                                       \
     return bad;                                                                             \
 }
@@ -528,9 +560,10 @@ cnn_pg_cols_run_##ISA(CNN_PG_COLS_ARGS, const int NV, const int U) {            
         }                                                                                   \
         for (ptrdiff_t p = 0; p < P; p++)                                                   \
             for (int u = 0; u < U; u++) {                                                   \
+                const float v = g[(ptrdiff_t)(k + u) * P + p];                              \
+                if (v == 0.0f) continue;                                                    \
                 const ptrdiff_t q = arg[(ptrdiff_t)(k + u) * P + p];                        \
                 if ((size_t)q >= (size_t)Q) { bad++; continue; }                            \
-                const float v = g[(ptrdiff_t)(k + u) * P + p];                              \
                 s[u] += v;                                                                  \
                 const VEC vv = SET1(v);                                                     \
                 const float *x = cols + q * CS;                                             \
