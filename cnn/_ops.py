@@ -380,12 +380,12 @@ def conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, need_dx, pool,
         shapes = ((N, OH * OW * _pool_grad.column_size(C, kh, kw)),)
     else:
         shapes = _pool_grad.scratch_shapes(N, C, OH, OW, kh, kw, sh, sw, threads)
-    key = ("pooled backward", path) + shapes
+    key = (path,) + shapes
     bufs = None if scratch is None else scratch.get(key)
     if bufs is None:
         bufs = tuple(aligned_rows(rows, n, np.float32) for rows, n in shapes)
         if scratch is not None:
-            scratch.pop(next((k for k in scratch if k[0] == key[0]), None), None)
+            scratch.clear()  # one shape at a time: a new batch size replaces the old copies
             scratch[key] = bufs
     dx = np.empty_like(x) if need_dx else None
     dw, db = gradient_buffers(w, dw, db)

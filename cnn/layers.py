@@ -173,12 +173,17 @@ class _WeightedLayer(_ActivatedLayer):
         dx, dw, db = self._kernel_backward(grad_z, self._cache[0],
                                            None if relu_output is None else "relu", relu_output,
                                            grads[0], grads[1] if self.use_bias else None)
-        # written in place when the grads arrays fit the kernels (they do unless replaced)
+        self._store_grads(dw, db)
+        return dx
+
+    def _store_grads(self, dw, db):
+        """Put a kernel's ``dw``/``db`` into ``grads``: the kernels write them in place when
+        the grads arrays fit (they do unless replaced), else they are copied."""
+        grads = self.grads
         if dw is not grads[0]:
             np.copyto(grads[0], dw)
         if self.use_bias and db is not grads[1]:
             np.copyto(grads[1], db)
-        return dx
 
 
 # ----------------------------------------------------------------------------- layers
@@ -379,9 +384,9 @@ class Conv2D(_WeightedLayer):
         """The fused pool's backward: ``grad`` (dC/d pooled output) masked by the pooled ReLU
         output (the conv output at each window's winner, so the same selection as the
         unfused mask: only the winners receive gradient). Where
-        :func:`cnn._ops.pooled_backward_path` names a path, the masked cells and their winners go to
-        :meth:`_backward_pooled` as they are (a :class:`_PooledGradient`); else they are
-        scattered through the argmax into dC/dz, which it takes unmasked."""
+        :func:`cnn._ops.pooled_backward_path` names a path, the masked cells and their
+        winners go to :meth:`_backward_pooled` as they are (a :class:`_PooledGradient`);
+        else they are scattered through the argmax into dC/dz, which it takes unmasked."""
         if not self._pool_fused_call:
             return pool.backward(grad)
         pooled = self._cached()[2]
@@ -411,12 +416,8 @@ class Conv2D(_WeightedLayer):
                 self.pads, self._out_hw, self.need_input_grad, grad_z.pool._geometry,
                 grads[0], grads[1] if self.use_bias else None, self._pool_grad_scratch)
             if out is not None:
-                dx, dw, db = out
-                if dw is not grads[0]:
-                    np.copyto(grads[0], dw)
-                if self.use_bias and db is not grads[1]:
-                    np.copyto(grads[1], db)
-                return dx
+                self._store_grads(out[1], out[2])
+                return out[0]
             grad_z = grad_z.pool.backward(grad_z.grad)
         self._check_grad(grad_z, x.shape[0])
         return self._backward_z(grad_z)

@@ -237,12 +237,12 @@ CNN_ATTR(default) static void cnn_pg_fill_cols_f_default(
 #define CNN_PG_MAX_ROWS 64 /* kernel rows of a column: C * kh <= T <= 64 */
 
 /* The pieces of the kernel rows per 16-lane vector b: lanes [16 b, 16 b + 16) of a column take
- * row r's lanes [lo, hi) from src + off[r] + 16 b - e_r. */
+ * the lanes of a kernel row that fall in them (mask) from src + delta, so that lane l reads the
+ * row's element l + 16 b - e (e: the row's first lane in the column). */
 typedef struct {
-    int n;                          /* pieces */
-    int row[CNN_PG_MAX_ROWS * 2];   /* (a row meets at most two vectors) */
-    ptrdiff_t delta[CNN_PG_MAX_ROWS * 2];
-    unsigned mask[CNN_PG_MAX_ROWS * 2];
+    int n;                          /* pieces (a vector meets at most 16 kernel rows) */
+    ptrdiff_t delta[CNN_PG_MAX_ROWS];
+    unsigned mask[CNN_PG_MAX_ROWS];
 } cnn_pg_pieces;
 
 static void cnn_pg_plan_pieces(int C, int kh, int kw, int Hp, int Wp, int b,
@@ -250,12 +250,11 @@ static void cnn_pg_plan_pieces(int C, int kh, int kw, int Hp, int Wp, int b,
     pc->n = 0;
     for (int c = 0; c < C; c++)
         for (int i = 0; i < kh; i++) {
-            const int r = c * kh + i, e = r * kw;
+            const int e = (c * kh + i) * kw;
             const int lo = e > 16 * b ? e : 16 * b, hi = e + kw < 16 * b + 16 ? e + kw : 16 * b + 16;
             if (hi <= lo) continue;
             unsigned m = 0;
             for (int l = lo; l < hi; l++) m |= 1u << (l - 16 * b);
-            pc->row[pc->n] = r;
             pc->delta[pc->n] = ((ptrdiff_t)c * Hp + i) * Wp + 16 * b - e;
             pc->mask[pc->n] = m;
             pc->n++;
