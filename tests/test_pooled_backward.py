@@ -286,3 +286,34 @@ def test_the_layer_falls_back_to_the_dense_bits_when_the_kernel_declines(monkeyp
         runs.append([g.tobytes() for g in model.grads])
     assert calls == [1, 1]              # both pairs (columns, blocks), the pooled run only
     assert runs[0] == runs[1]
+
+
+def test_pooled_backward_against_finite_differences(rng):
+    """dw and dx of the pooled path against central differences of the float64 reference
+    forward: L = sum(G * maxpool(relu(conv(x, w)))), on entries chosen at random."""
+    x = rng.standard_normal((2, 32, 8, 8)).astype(np.float32)
+    w = (rng.standard_normal((4, 32, 3, 3)) * 0.2).astype(np.float32)
+    G = rng.standard_normal((2, 4, 4, 4))
+
+    def loss(x64, w64):
+        z = reference.conv2d(x64, w64, None, 1, 1)
+        y, _ = reference.maxpool2d(np.maximum(z, 0.0), 2)
+        return float((G * y).sum())
+
+    z = _ops.conv2d(x, w, None, (1, 1), (1, 1, 1, 1), (8, 8), True)
+    y, argmax = _ops.maxpool2d(z, (2, 2), (2, 2), (0, 0, 0, 0), (4, 4))
+    g = np.where(y > 0, G, 0.0).astype(np.float32)
+    pool = ((2, 2), (2, 2), (0, 0, 0, 0), (4, 4))
+    dx, dw, _ = _ops.conv2d_pooled_backward(g, argmax, x, w, (1, 1), (1, 1, 1, 1), (8, 8), True,
+                                            pool)
+    x64, w64, eps = x.astype(np.float64), w.astype(np.float64), 1e-4
+    for array, grad in ((w64, dw), (x64, dx)):
+        for flat in rng.choice(array.size, 25, replace=False):
+            idx = np.unravel_index(flat, array.shape)
+            keep = array[idx]
+            array[idx] = keep + eps
+            up = loss(x64, w64)
+            array[idx] = keep - eps
+            down = loss(x64, w64)
+            array[idx] = keep
+            assert abs((up - down) / (2 * eps) - grad[idx]) <= 1e-3 * max(1.0, abs(grad[idx]))
