@@ -346,16 +346,16 @@ def pooled_backward_path(dtype, channels, kernel, stride, pool_size, pool_stride
     return None
 
 
-def conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, need_dx, pool, dw=None,
+def conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, need_dx, path, dw=None,
                            db=None, scratch=None):
     """``(dx | None, dw, db)`` of :func:`conv2d` (dilation 1, groups 1) when its pre-activation
     gradient is zero but at the winners of a max-pool: ``g`` (N, K, PH, PW) the pooled
     gradient (already masked by a ReLU), ``argmax`` (intp, same shape) each pooled cell's
     winner, a flat index into the (OH, OW) conv output plane (:func:`conv2d_maxpool`'s),
-    ``pool`` the pool's ``(size, stride, pads, out_hw)``. The same values as scattering ``g``
-    through ``argmax`` and calling :func:`conv2d_backward`, by a quarter of its multiply-adds
-    for a 2x2 pool, summed in another fixed order (_pool_grad.h), on the path
-    :func:`pooled_backward_path` names (a ValueError where it names none).
+    ``path`` what :func:`pooled_backward_path` named for these shapes (the caller decides
+    once; a ValueError for None, or for "columns" with ``need_dx``). The same values as
+    scattering ``g`` through ``argmax`` and calling :func:`conv2d_backward`, by a quarter of
+    its multiply-adds for a 2x2 pool, summed in another fixed order (_pool_grad.h).
 
     Returns None, having written nothing, when ``x`` (or ``w``, with ``need_dx``) holds a
     non-finite value: the dense backward's products of zero gradients with infinities give
@@ -366,12 +366,9 @@ def conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, need_dx, pool,
     OH, OW = out_hw
     N, C = x.shape[:2]
     K, _, kh, kw = w.shape
-    pool_size, pool_stride = pool[:2]
-    path = pooled_backward_path(x.dtype, C, (kh, kw), stride, pool_size, pool_stride,
-                                g.shape[2] * g.shape[3], OH * OW, need_dx)
-    if path is None:
-        raise ValueError("conv2d_pooled_backward: no pooled path for these shapes "
-                         "(see pooled_backward_path)")
+    if path not in ("blocks", "columns") or (path == "columns" and need_dx):
+        raise ValueError(f"conv2d_pooled_backward: no pooled path {path!r} for these shapes "
+                         f"(see pooled_backward_path)")
     # (the blocked kernel checks x itself, in its copy)
     if (path == "columns" and not all_finite(x)) or (need_dx and not all_finite(w)):
         return None

@@ -248,13 +248,15 @@ class _PooledGradient:
     """dC/dz of a fused Conv2D -> MaxPool2D pair as the pooled cells, passed from the pool's
     backward step to the conv's (:meth:`Conv2D._pooled_grad`): ``grad`` the masked gradient
     of the pooled output (C-contiguous, checked), ``pool`` the layer whose cache holds each
-    cell's winner (its argmax); ``pool.backward(grad)`` is the dense dC/dz."""
+    cell's winner (its argmax), ``path`` what :func:`cnn._ops.pooled_backward_path` named;
+    ``pool.backward(grad)`` is the dense dC/dz."""
 
-    __slots__ = ("grad", "pool")
+    __slots__ = ("grad", "pool", "path")
 
-    def __init__(self, grad, pool):
+    def __init__(self, grad, pool, path):
         self.grad = grad
         self.pool = pool
+        self.path = path
 
 
 class Conv2D(_WeightedLayer):
@@ -394,12 +396,12 @@ class Conv2D(_WeightedLayer):
             grad = self.activation.backward(pooled, pooled, grad)
         x_shape, argmax = pool._cached()
         size, stride = pool._geometry[:2]
-        if pool.need_input_grad and _ops.pooled_backward_path(
-                grad.dtype, self.input_shape[0], self.kernel_size, self.stride, size, stride,
-                argmax.shape[2] * argmax.shape[3], x_shape[2] * x_shape[3],
-                self.need_input_grad):
+        path = pool.need_input_grad and _ops.pooled_backward_path(
+            grad.dtype, self.input_shape[0], self.kernel_size, self.stride, size, stride,
+            argmax.shape[2] * argmax.shape[3], x_shape[2] * x_shape[3], self.need_input_grad)
+        if path:
             pool._check_grad(grad, x_shape[0])
-            return _PooledGradient(np.ascontiguousarray(grad), pool)
+            return _PooledGradient(np.ascontiguousarray(grad), pool, path)
         return pool.backward(grad)
 
     def _backward_pooled(self, grad_z):
@@ -413,8 +415,8 @@ class Conv2D(_WeightedLayer):
             grads = self.grads
             out = _ops.conv2d_pooled_backward(
                 grad_z.grad, grad_z.pool._cached()[1], x, self.params[0], self.stride,
-                self.pads, self._out_hw, self.need_input_grad, grad_z.pool._geometry,
-                grads[0], grads[1] if self.use_bias else None, self._pool_grad_scratch)
+                self.pads, self._out_hw, self.need_input_grad, grad_z.path, grads[0],
+                grads[1] if self.use_bias else None, self._pool_grad_scratch)
             if out is not None:
                 self._store_grads(out[1], out[2])
                 return out[0]

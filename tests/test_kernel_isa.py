@@ -231,7 +231,8 @@ for kh, kw, C, need_dx in ((3, 3, 40, True), (5, 5, 32, True), (4, 2, 24, True),
         _pool_grad.conv_pool_backward(gg, ag, xg, wg, dxg, dwg, dbg, OH, OW, 1, 1, 1, 1, *bufs, 2)
     else:
         dxg, dwg, dbg = _ops.conv2d_pooled_backward(gg, ag, xg, wg, (1, 1), (1, 1, 1, 1),
-                                                    (OH, OW), need_dx, pg)
+                                                    (OH, OW), need_dx,
+                                                    "blocks" if need_dx else "columns")
     key = f"pooled_{kh}{kw}_{C}"
     out.update({f"{key}_dw": dwg, f"{key}_db": dbg})
     if need_dx:

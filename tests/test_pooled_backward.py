@@ -64,6 +64,14 @@ def _oracle(x, w, g, argmax, stride, pads, out_hw):
     return reference.conv2d_backward(dz, x64, w64, stride, pads)
 
 
+def _backward(g, argmax, x, w, stride, pads, out_hw, need_dx, pool, *args, **kwargs):
+    """conv2d_pooled_backward on the path pooled_backward_path names for these shapes (as
+    Conv2D._pooled_grad decides it)."""
+    return _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, need_dx,
+                                       _path(x, w, g, stride, out_hw, pool, need_dx), *args,
+                                       **kwargs)
+
+
 def _close(got, want, name):
     scale = max(float(np.abs(want).max()), 1.0)
     assert got.dtype == np.float32 and got.shape == want.shape, name
@@ -89,8 +97,8 @@ def test_pooled_backward_is_the_reference_backward_of_the_scatter(rng, case):
                                                  pads[0], pads[2], *bufs, 2) == (True, 0)
         else:
             assert _path(x, w, g, stride, out_hw, pool, need_dx) == "blocks"
-            dx, dw, db = _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw,
-                                                     need_dx, pool)
+            dx, dw, db = _backward(g, argmax, x, w, stride, pads, out_hw,
+                                   need_dx, pool)
         _close(dw, want[1], "dw")
         _close(db, want[2], "db")
         if need_dx:
@@ -105,7 +113,7 @@ def test_column_path_is_the_reference_weight_gradient_of_the_scatter(rng, case):
     want = _oracle(x, w, g, argmax, stride, pads, out_hw)
     assert _path(x, w, g, stride, out_hw, pool, False) == "columns"
     assert _path(x, w, g, stride, out_hw, pool, True) is None       # no dx on this path
-    dx, dw, db = _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, False, pool)
+    dx, dw, db = _backward(g, argmax, x, w, stride, pads, out_hw, False, pool)
     assert dx is None
     _close(dw, want[1], "dw")
     _close(db, want[2], "db")
@@ -116,18 +124,18 @@ def test_pooled_backward_writes_into_the_given_gradients_and_reuses_scratch(rng)
         x, w, g, argmax, stride, pads, out_hw, pool = _setup(rng, case)
         dw, db = np.full_like(w, np.nan), np.full(w.shape[0], np.nan, np.float32)
         scratch = {}
-        first = _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, need_dx,
-                                            pool, dw, db, scratch)
+        first = _backward(g, argmax, x, w, stride, pads, out_hw, need_dx,
+                          pool, dw, db, scratch)
         assert first[1] is dw and first[2] is db and len(scratch) == 1
         bufs = next(iter(scratch.values()))
-        again = _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, need_dx,
-                                            pool, scratch=scratch)
+        again = _backward(g, argmax, x, w, stride, pads, out_hw, need_dx,
+                          pool, scratch=scratch)
         assert next(iter(scratch.values()))[0] is bufs[0]
         for a, b in zip(first, again):
             assert (a is None and b is None) or a.tobytes() == b.tobytes()
         # another batch size replaces the copies (one shape at a time)
-        _ops.conv2d_pooled_backward(g[:1], argmax[:1], x[:1], w, stride, pads, out_hw,
-                                    need_dx, pool, scratch=scratch)
+        _backward(g[:1], argmax[:1], x[:1], w, stride, pads, out_hw,
+                  need_dx, pool, scratch=scratch)
         assert len(scratch) == 1 and next(iter(scratch.values()))[0] is not bufs[0]
 
 
@@ -141,7 +149,7 @@ def test_pooled_backward_is_thread_count_invariant(rng, case, need_dx):
     try:
         for threads in (1, 2, 3):
             cnn.set_num_threads(threads)
-            runs.append([a.tobytes() for a in _ops.conv2d_pooled_backward(
+            runs.append([a.tobytes() for a in _backward(
                 g, argmax, x, w, stride, pads, out_hw, need_dx, pool) if a is not None])
     finally:
         cnn.set_num_threads(before)
@@ -154,11 +162,11 @@ def test_non_finite_inputs_take_the_dense_backward(rng, where):
     x, w, g, argmax, stride, pads, out_hw, pool = _setup(
         rng, COLUMN_CASES[0] if columns else CASES[0])
     (w if where == "w" else x).flat[5] = np.inf
-    assert _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, not columns,
-                                       pool) is None
+    assert _backward(g, argmax, x, w, stride, pads, out_hw, not columns,
+                     pool) is None
     if where == "w":  # dw alone does not read w
-        assert _ops.conv2d_pooled_backward(g, argmax, x, w, stride, pads, out_hw, False,
-                                           pool) is not None
+        assert _backward(g, argmax, x, w, stride, pads, out_hw, False,
+                         pool) is not None
 
 
 @pytest.mark.parametrize("case, need_dx", [(CASES[0], True), (COLUMN_CASES[0], False)])
@@ -171,7 +179,7 @@ def test_a_winner_outside_the_plane_is_an_error_not_a_write(rng, case, need_dx):
     g[1, 1, 1, 1] = 0.0
     bad[1, 1, 1, 1] = -5
     with pytest.raises(RuntimeError, match="2 pooled cells name a winner outside"):
-        _ops.conv2d_pooled_backward(g, bad, x, w, stride, pads, out_hw, need_dx, pool)
+        _backward(g, bad, x, w, stride, pads, out_hw, need_dx, pool)
 
 
 def test_kernel_checks_its_scratch_and_width(rng):
@@ -198,9 +206,10 @@ def test_kernel_checks_its_scratch_and_width(rng):
         _pool_grad.conv_pool_column_backward(g, argmax, x8, dw8, db, OH, OW, sh, sw, pads[0],
                                              pads[2], cols, 1)
     with pytest.raises(ValueError, match="no pooled path"):
-        _ops.conv2d_pooled_backward(g, argmax, x.astype(np.float64), w.astype(np.float64),
-                                    (sh, sw), pads, (OH, OW), True,
-                                    ((2, 2), (2, 2), (0, 0, 0, 0), (7, 7)))
+        _backward(g, argmax, x.astype(np.float64), w.astype(np.float64), (sh, sw), pads,
+                  (OH, OW), True, ((2, 2), (2, 2), (0, 0, 0, 0), (7, 7)))
+    with pytest.raises(ValueError, match="no pooled path 'columns'"):  # (it has no dx)
+        _ops.conv2d_pooled_backward(g, argmax, x, w, (sh, sw), pads, (OH, OW), True, "columns")
 
 
 def test_which_pairs_take_it():
@@ -304,8 +313,8 @@ def test_pooled_backward_against_finite_differences(rng):
     y, argmax = _ops.maxpool2d(z, (2, 2), (2, 2), (0, 0, 0, 0), (4, 4))
     g = np.where(y > 0, G, 0.0).astype(np.float32)
     pool = ((2, 2), (2, 2), (0, 0, 0, 0), (4, 4))
-    dx, dw, _ = _ops.conv2d_pooled_backward(g, argmax, x, w, (1, 1), (1, 1, 1, 1), (8, 8), True,
-                                            pool)
+    dx, dw, _ = _backward(g, argmax, x, w, (1, 1), (1, 1, 1, 1), (8, 8), True,
+                          pool)
     x64, w64, eps = x.astype(np.float64), w.astype(np.float64), 1e-4
     for array, grad in ((w64, dw), (x64, dx)):
         for flat in rng.choice(array.size, 25, replace=False):

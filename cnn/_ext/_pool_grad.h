@@ -405,9 +405,9 @@ cnn_pg_wgrad_run_##ISA(const float *restrict gk, const ptrdiff_t *restrict ak, p
                 a[i][j][b] = LOAD(m + (i * KW + j) * CNN_PG_BLOCK + b * L);                 \
     for (ptrdiff_t p0 = 0; p0 < P; p0 += CNN_PG_RUN) {                                      \
         int idx[CNN_PG_RUN];                                                                \
-        const int m = cnn_pg_nonzero(gk + p0, P - p0 < CNN_PG_RUN ? (int)(P - p0)           \
-                                                                  : CNN_PG_RUN, idx);       \
-        for (int e = 0; e < m; e++) {                                                       \
+        const int nnz = cnn_pg_nonzero(gk + p0, P - p0 < CNN_PG_RUN ? (int)(P - p0)         \
+                                                                    : CNN_PG_RUN, idx);     \
+        for (int e = 0; e < nnz; e++) {                                                     \
             const ptrdiff_t p = p0 + idx[e];                                                \
             const ptrdiff_t q = ak[p];                                                      \
             if ((size_t)q >= (size_t)Q) { bad++; continue; }                                \
@@ -440,9 +440,9 @@ cnn_pg_dgrad_run_##ISA(const float *restrict gk, const ptrdiff_t *restrict ak, p
                 w[i][j][b] = LOAD(wk + (i * KW + j) * CNN_PG_BLOCK + b * L);                \
     for (ptrdiff_t p0 = 0; p0 < P; p0 += CNN_PG_RUN) {                                      \
         int idx[CNN_PG_RUN];                                                                \
-        const int m = cnn_pg_nonzero(gk + p0, P - p0 < CNN_PG_RUN ? (int)(P - p0)           \
-                                                                  : CNN_PG_RUN, idx);       \
-        for (int e = 0; e < m; e++) {                                                       \
+        const int nnz = cnn_pg_nonzero(gk + p0, P - p0 < CNN_PG_RUN ? (int)(P - p0)         \
+                                                                    : CNN_PG_RUN, idx);     \
+        for (int e = 0; e < nnz; e++) {                                                     \
             const ptrdiff_t p = p0 + idx[e];                                                \
             const ptrdiff_t q = ak[p];                                                      \
             if ((size_t)q >= (size_t)Q) { bad++; continue; }                                \
